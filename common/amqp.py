@@ -1,0 +1,304 @@
+"""The RabbitMQ transport: :class:`common.transport.Connection` over pika.
+
+Every pika exception is translated here (see :func:`translated`), so none
+leaves this module.
+
+Publishing is pipelined: pika's ``BlockingChannel`` waits for each confirm
+in turn when confirms are on, about 15x slower than not waiting, so
+publishes and confirms go through the channel's underlying asynchronous
+implementation, and confirms are tracked by delivery tag as in pika's
+asynchronous publisher example.
+"""
+
+import contextlib
+import ssl
+import time
+import urllib.parse
+
+import pika
+import pika.exceptions as pika_errors
+from pika.spec import Basic
+
+from common.errors import BrokerRefused, BrokerUnavailable, ConnectionLost, PublishFailed, RabbitryError
+from common.settings import BrokerSettings, mask_url
+from common.topology import Topology
+from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState
+
+#: Publishes buffered before pika is given a chance to write them and read confirms.
+_FLUSH_EVERY = 64
+#: Slice in which a blocking wait does I/O: short, so confirms are seen promptly.
+_WAIT_SLICE_S = 0.002
+
+_REFUSED = (pika_errors.ProbableAuthenticationError, pika_errors.ProbableAccessDeniedError,
+            pika_errors.AuthenticationError)
+_LOST = (pika_errors.AMQPConnectionError, pika_errors.ConnectionWrongStateError,
+         pika_errors.ChannelWrongStateError, pika_errors.StreamLostError, pika_errors.ChannelClosed,
+         OSError)
+
+
+def translate(error: BaseException, where: str = "") -> RabbitryError:
+    """The rabbitry error that stands for a pika (or socket) error."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(error, _REFUSED):
+        return BrokerRefused(f"{prefix}the broker refused the login (check user, password and vhost)")
+    if isinstance(error, pika_errors.ChannelClosedByBroker):
+        return BrokerRefused(f"{prefix}the broker refused: {error.reply_text} ({error.reply_code})")
+    if isinstance(error, pika_errors.ConnectionClosedByBroker):
+        return ConnectionLost(f"{prefix}the broker closed the connection: {error.reply_text} ({error.reply_code})")
+    if isinstance(error, pika_errors.AMQPConnectionError) and error.args and isinstance(
+            error.args[0], BaseException):
+        return translate(error.args[0], where)
+    detail = str(error) or type(error).__name__
+    return ConnectionLost(f"{prefix}connection lost: {mask_url(detail)}")
+
+
+@contextlib.contextmanager
+def translated(where: str = ""):
+    """Re-raise any pika or socket error as the matching RabbitryError."""
+    try:
+        yield
+    except (pika_errors.AMQPError, OSError) as error:
+        raise translate(error, where) from None
+
+
+def connection_parameters(settings: BrokerSettings, url: str, name: str) -> pika.URLParameters:
+    """pika parameters for one of the configured URLs."""
+    try:
+        params = pika.URLParameters(url)
+    except Exception as error:  # pika raises plain ValueError/TypeError/KeyError here
+        raise BrokerUnavailable(f"bad broker URL {mask_url(url)!r}: {error}") from None
+    if "heartbeat" not in urllib.parse.urlsplit(url).query:
+        params.heartbeat = settings.heartbeat
+    params.connection_attempts = settings.connection_attempts
+    params.socket_timeout = 5
+    params.blocked_connection_timeout = 60
+    params.client_properties = {"connection_name": name, "product": "rabbitry"}
+    if urllib.parse.urlsplit(url).scheme == "amqps":
+        tls = settings.tls
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        if not tls.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        params.ssl_options = pika.SSLOptions(context, params.host)
+    return params
+
+
+def open_connection(settings: BrokerSettings, name: str = "rabbitry") -> "AmqpConnection":
+    """Connect to the first configured URL that answers.
+
+    Raises BrokerRefused when a broker answered but said no (bad login), and
+    BrokerUnavailable when none answered.
+    """
+    failures = []
+    for url in settings.urls:
+        params = connection_parameters(settings, url, name)
+        try:
+            return AmqpConnection(pika.BlockingConnection(params), url)
+        except _REFUSED:
+            raise BrokerRefused(f"the broker at {mask_url(url)} refused the login "
+                                "(check user, password and vhost)") from None
+        except (pika_errors.AMQPError, OSError, ssl.SSLError) as error:
+            failures.append(f"{mask_url(url)} ({_reason(error)})")
+    raise BrokerUnavailable("cannot reach the broker at " + ", ".join(failures))
+
+
+def _reason(error: BaseException) -> str:
+    """The root cause of a connection failure, in a few words."""
+    while True:
+        if isinstance(error, pika_errors.AMQPConnectionError) and error.args and isinstance(
+                error.args[0], BaseException):
+            error = error.args[0]
+        elif isinstance(getattr(error, "exception", None), BaseException):
+            error = error.exception  # pika's connection-workflow wrappers
+        else:
+            break
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    if isinstance(error, pika_errors.IncompatibleProtocolError):
+        return "not an AMQP 0-9-1 server, or it closed the connection during the handshake"
+    text = str(error) or type(error).__name__
+    return mask_url(text.replace("\n", " "))
+
+
+def _delivery(method, properties, body) -> Delivery:
+    return Delivery(
+        body=body, routing_key=method.routing_key, exchange=method.exchange,
+        delivery_tag=method.delivery_tag, redelivered=method.redelivered,
+        content_type=properties.content_type, message_id=properties.message_id,
+        timestamp=properties.timestamp, headers=properties.headers or {},
+        app_id=properties.app_id, type=properties.type, persistent=properties.delivery_mode == 2)
+
+
+class AmqpConnection(Connection):
+    """A pika BlockingConnection with one channel in confirm mode."""
+
+    def __init__(self, connection: pika.BlockingConnection, url: str):
+        self.url = url
+        self._connection = connection
+        with translated("opening a channel"):
+            self._channel = connection.channel()
+            self._async_channel = self._channel._impl  # see the module docstring
+            confirm_selected = []
+            self._async_channel.confirm_delivery(self._on_confirm, callback=confirm_selected.append)
+            self._async_channel.add_on_return_callback(self._on_return)
+            while not confirm_selected:
+                connection.process_data_events(_WAIT_SLICE_S)
+        self._next_delivery_tag = 1
+        self._outstanding: dict[int, tuple[OutgoingMessage, bool]] = {}
+        self._returned: set[str] = set()
+        self._confirmed: list[OutgoingMessage] = []
+        self._failed: list[PublishFailure] = []
+        self._unflushed = 0
+
+    # -- declaring ---------------------------------------------------------
+    def declare(self, topology: Topology) -> dict[str, str]:
+        names = {}
+        with translated("declaring the topology"):
+            for exchange in topology.exchanges:
+                self._channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
+                                               auto_delete=exchange.auto_delete)
+            for queue in topology.queues:
+                result = self._channel.queue_declare(
+                    queue.name, durable=queue.durable, exclusive=queue.exclusive,
+                    auto_delete=queue.auto_delete, arguments=queue.arguments or None)
+                names[queue.name] = result.method.queue
+            for binding in topology.bindings:
+                self._channel.queue_bind(names.get(binding.queue, binding.queue), binding.exchange,
+                                         routing_key=binding.routing_key)
+        return names
+
+    # -- publishing --------------------------------------------------------
+    def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
+        properties = pika.BasicProperties(
+            content_type=message.content_type, delivery_mode=2 if message.persistent else 1,
+            message_id=message.message_id, timestamp=message.timestamp, headers=message.headers,
+            app_id=message.app_id, type=message.type, expiration=message.expiration)
+        with translated("publishing"):
+            self._async_channel.basic_publish(message.exchange, message.routing_key, message.body,
+                                              properties, mandatory)
+            self._outstanding[self._next_delivery_tag] = (message, mandatory)
+            self._next_delivery_tag += 1
+            self._unflushed += 1
+            if self._unflushed >= _FLUSH_EVERY:
+                self._unflushed = 0
+                self._connection.process_data_events(0)
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._outstanding)
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        acked = isinstance(method, Basic.Ack)
+        if method.multiple:
+            tags = [tag for tag in self._outstanding if tag <= method.delivery_tag]
+        else:
+            tags = [method.delivery_tag] if method.delivery_tag in self._outstanding else []
+        for tag in tags:
+            message, _mandatory = self._outstanding.pop(tag)
+            if not acked:
+                self._failed.append(PublishFailure(message, "nacked"))
+            elif self._returned and message.message_id in self._returned:
+                self._returned.discard(message.message_id)
+                self._failed.append(PublishFailure(message, "unroutable"))
+            else:
+                self._confirmed.append(message)
+
+    def _on_return(self, _channel, _method, properties, _body) -> None:
+        # A return always precedes the confirm of the same message.
+        self._returned.add(properties.message_id)
+
+    def wait_for_confirms(self, timeout: float | None = None) -> list[PublishFailure]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with translated("waiting for publisher confirms"):
+            while self._outstanding:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise PublishFailed(f"{len(self._outstanding)} messages not confirmed "
+                                        f"within {timeout:g} s")
+                self._connection.process_data_events(_WAIT_SLICE_S)
+        failed, self._failed = self._failed, []
+        return failed
+
+    def take_confirmed(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
+        confirmed, failed = self._confirmed, self._failed
+        self._confirmed, self._failed = [], []
+        return confirmed, failed
+
+    def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
+        messages = list(self._outstanding.values())
+        self._outstanding.clear()
+        return messages
+
+    # -- consuming ---------------------------------------------------------
+    def consume(self, queue, on_delivery, prefetch=1, exclusive=False) -> str:
+        def on_message(_channel, method, properties, body):
+            on_delivery(_delivery(method, properties, body))
+
+        with translated(f"consuming from {queue!r}"):
+            self._channel.basic_qos(prefetch_count=prefetch)
+            return self._channel.basic_consume(queue, on_message, exclusive=exclusive)
+
+    def cancel(self, consumer_tag: str) -> None:
+        with translated("cancelling a consumer"):
+            self._channel.basic_cancel(consumer_tag)
+
+    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        with translated("acknowledging"):
+            self._async_channel.basic_ack(delivery_tag, multiple)
+
+    def reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        with translated("rejecting"):
+            self._async_channel.basic_nack(delivery_tag, multiple=False, requeue=requeue)
+
+    def process_events(self, timeout: float = 0) -> None:
+        with translated():
+            self._connection.process_data_events(timeout)
+
+    def call_threadsafe(self, callback) -> None:
+        with translated():
+            self._connection.add_callback_threadsafe(callback)
+
+    # -- inspecting and cleaning up ---------------------------------------
+    def queue_state(self, queue: str) -> QueueState | None:
+        with translated(f"inspecting queue {queue!r}"):
+            channel = self._connection.channel()
+            try:
+                result = channel.queue_declare(queue, passive=True)
+            except pika_errors.ChannelClosedByBroker as error:
+                if error.reply_code == 404:
+                    return None
+                raise
+            channel.close()
+        return QueueState(result.method.message_count, result.method.consumer_count)
+
+    def get(self, queue: str) -> Delivery | None:
+        with translated(f"reading queue {queue!r}"):
+            method, properties, body = self._channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            return None
+        return _delivery(method, properties, body)
+
+    def purge(self, queue: str) -> int:
+        with translated(f"purging queue {queue!r}"):
+            return self._channel.queue_purge(queue).method.message_count
+
+    def delete_queue(self, queue: str) -> None:
+        with translated(f"deleting queue {queue!r}"):
+            self._channel.queue_delete(queue)
+
+    def delete_exchange(self, exchange: str) -> None:
+        with translated(f"deleting exchange {exchange!r}"):
+            self._channel.exchange_delete(exchange)
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection.is_open and self._channel.is_open
+
+    def close(self) -> None:
+        try:
+            if self._connection.is_open:
+                self._connection.close()
+        except (pika_errors.AMQPError, OSError):
+            pass  # already gone: nothing left to close

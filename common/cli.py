@@ -1,0 +1,88 @@
+"""What every rabbitry command shares: broker and logging options, and error handling.
+
+Options are declared once here and applied by decorators, as in rq. A
+RabbitryError raised by a command becomes one ``Error: …`` line on standard
+error and the error's exit code; a user never sees a traceback for a mistake
+they can make.
+"""
+
+import functools
+
+import click
+
+from common.errors import ConfigurationError, RabbitryError
+from common.logconfig import LOG_FORMATS, configure_logging
+from common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings, TlsSettings, split_urls
+
+
+class CommandFailed(click.ClickException):
+    """A RabbitryError, shown as one line with the error's own exit code."""
+
+    def __init__(self, error: RabbitryError):
+        super().__init__(str(error))
+        self.exit_code = int(error.exit_code)
+
+
+class RabbitryCommand(click.Command):
+    """A click command that turns RabbitryError into a one-line error."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RabbitryError as error:
+            raise CommandFailed(error) from None
+
+
+class RabbitryGroup(click.Group):
+    """A click group whose subcommands are RabbitryCommands."""
+
+    command_class = RabbitryCommand
+
+
+def _check_url(ctx, param, value):
+    try:
+        split_urls(value)
+    except ConfigurationError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    return value
+
+
+def broker_options(func):
+    """Add --url/--broker and the TLS options; pass ``settings: BrokerSettings``."""
+
+    @click.option("--url", envvar=URL_ENVVAR, default=DEFAULT_URL, show_default=True, callback=_check_url,
+                  help=f"Broker URL; several comma-separated for a cluster; {LOCAL_URL} for in-process. "
+                       f"[env: {URL_ENVVAR}]")
+    @click.option("--broker", type=click.Choice(["amqp", "local"]), default="amqp", show_default=True,
+                  help="'local' runs on the in-process broker instead of RabbitMQ.")
+    @click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), envvar="AMQP_TLS_CA_FILE",
+                  help="CA bundle to verify an amqps:// broker.")
+    @click.option("--tls-cert-file", type=click.Path(exists=True, dir_okay=False),
+                  envvar="AMQP_TLS_CERT_FILE", help="Client certificate for amqps://.")
+    @click.option("--tls-key-file", type=click.Path(exists=True, dir_okay=False), envvar="AMQP_TLS_KEY_FILE",
+                  help="Private key of the client certificate.")
+    @functools.wraps(func)
+    def wrapper(*args, url, broker, tls_ca_file, tls_cert_file, tls_key_file, **kwargs):
+        tls = TlsSettings(ca_file=tls_ca_file, cert_file=tls_cert_file, key_file=tls_key_file)
+        settings = BrokerSettings.from_url(LOCAL_URL if broker == "local" else url, tls=tls)
+        return func(*args, settings=settings, **kwargs)
+
+    return wrapper
+
+
+def logging_options(stream: str = "stderr"):
+    """Add --log-format and --log-level, and configure logging before the command runs."""
+
+    def decorator(func):
+        @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="auto", show_default=True,
+                      envvar="RABBITRY_LOG_FORMAT", help="console on a TTY and json otherwise, by default.")
+        @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+                      show_default=True, envvar="RABBITRY_LOG_LEVEL")
+        @functools.wraps(func)
+        def wrapper(*args, log_format, log_level, **kwargs):
+            configure_logging(log_format, log_level, click.get_text_stream(stream))
+            return func(*args, log_format=log_format, log_level=log_level, **kwargs)
+
+        return wrapper
+
+    return decorator

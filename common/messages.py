@@ -1,0 +1,109 @@
+"""The task message format: versioned JSON, never pickle.
+
+A task travels as a JSON object::
+
+    {"v": 1, "id": "…", "task": "echo", "args": [], "kwargs": {},
+     "attempt": 0, "created_at": 1764165000.0}
+
+with AMQP properties ``message_id`` (the task id), ``content_type``
+(``application/json``), ``timestamp`` and ``type`` (the task name). A body
+with any other content type is the official tutorial's plain text, and runs
+as the ``dots`` task.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import MessageError, MessageTooLarge
+from common.transport import Delivery, OutgoingMessage, new_message_id
+
+FORMAT_VERSION = 1
+JSON_CONTENT_TYPE = "application/json"
+TEXT_CONTENT_TYPE = "text/plain"
+#: The task that runs tutorial-style plain-text bodies.
+PLAIN_TEXT_TASK = "dots"
+#: The largest body rabbitry publishes or runs, in bytes.
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class TaskMessage:
+    """One task invocation: which task, with what arguments, which attempt."""
+
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_message_id)
+    attempt: int = 0
+    created_at: float = field(default_factory=time.time)
+
+    def encode(self, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+        """The JSON body; raises MessageError if it cannot be encoded or is too big."""
+        try:
+            body = _ENCODER.encode({
+                "v": FORMAT_VERSION, "id": self.id, "task": self.task, "args": self.args,
+                "kwargs": self.kwargs, "attempt": self.attempt, "created_at": self.created_at,
+            }).encode()
+        except (TypeError, ValueError) as error:
+            raise MessageError(f"task {self.task!r} has arguments that are not JSON: {error}") from None
+        if len(body) > max_bytes:
+            raise MessageTooLarge(f"task {self.task!r} is {len(body)} bytes, over the {max_bytes}-byte limit")
+        return body
+
+    def to_outgoing(self, queue: str, max_bytes: int = MAX_MESSAGE_BYTES) -> OutgoingMessage:
+        """A persistent message for the work queue ``queue``."""
+        return OutgoingMessage(
+            routing_key=queue, body=self.encode(max_bytes), content_type=JSON_CONTENT_TYPE,
+            message_id=self.id, timestamp=int(self.created_at), type=self.task,
+        )
+
+    @classmethod
+    def from_delivery(cls, delivery: Delivery, max_bytes: int = MAX_MESSAGE_BYTES) -> "TaskMessage":
+        """Decode a delivery; raises MessageError for anything malformed."""
+        body = delivery.body
+        if len(body) > max_bytes:
+            raise MessageTooLarge(f"body is {len(body)} bytes, over the {max_bytes}-byte limit")
+        if delivery.content_type != JSON_CONTENT_TYPE:
+            # The official tutorial's new_task.py sends plain text.
+            try:
+                text = body.decode()
+            except UnicodeDecodeError:
+                raise MessageError("plain-text body is not valid UTF-8") from None
+            return cls(task=PLAIN_TEXT_TASK, args=[text], id=delivery.message_id or new_message_id(),
+                       created_at=float(delivery.timestamp or time.time()))
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise MessageError(f"body is not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "TaskMessage":
+        """Build a message from a decoded JSON object, checking every field."""
+        if not isinstance(data, dict):
+            raise MessageError("body is not a JSON object")
+        version = data.get("v", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise MessageError(f"unsupported message format version {version!r}")
+        task, args, kwargs = data.get("task"), data.get("args", []), data.get("kwargs", {})
+        if not isinstance(task, str) or not task:
+            raise MessageError("field 'task' must be a non-empty string")
+        if not isinstance(args, list):
+            raise MessageError("field 'args' must be a JSON array")
+        if not isinstance(kwargs, dict):
+            raise MessageError("field 'kwargs' must be a JSON object")
+        attempt = data.get("attempt", 0)
+        if not isinstance(attempt, int) or attempt < 0:
+            raise MessageError("field 'attempt' must be a non-negative integer")
+        created_at = data.get("created_at", time.time())
+        if not isinstance(created_at, (int, float)):
+            raise MessageError("field 'created_at' must be a number")
+        task_id = data.get("id") or new_message_id()
+        if not isinstance(task_id, str):
+            raise MessageError("field 'id' must be a string")
+        return cls(task=task, args=args, kwargs=kwargs, id=task_id, attempt=attempt,
+                   created_at=float(created_at))

@@ -1,0 +1,192 @@
+"""The small messaging API that producers, workers and subscribers speak.
+
+Two transports implement it: :mod:`common.amqp` over RabbitMQ, and
+:mod:`common.local`, an in-process broker made of threads and queues. Code
+written against :class:`Connection` runs unchanged on either.
+
+A :class:`Connection` is one connection with one channel, owned by the thread
+that opened it. The only call another thread may make is
+:meth:`Connection.call_threadsafe`.
+"""
+
+import abc
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def new_message_id() -> str:
+    """A fresh, unique message id."""
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """A message to publish, with the AMQP properties rabbitry uses."""
+
+    routing_key: str
+    body: bytes
+    exchange: str = ""
+    content_type: str | None = None
+    message_id: str = field(default_factory=new_message_id)
+    timestamp: int | None = None
+    headers: dict[str, Any] | None = None
+    persistent: bool = True
+    app_id: str | None = None
+    type: str | None = None
+    expiration: str | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message as a consumer receives it."""
+
+    body: bytes
+    routing_key: str
+    exchange: str
+    delivery_tag: int
+    redelivered: bool = False
+    content_type: str | None = None
+    message_id: str | None = None
+    timestamp: int | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    app_id: str | None = None
+    type: str | None = None
+    persistent: bool = False
+
+    def republished(self, routing_key: str, exchange: str = "", headers: dict | None = None,
+                    body: bytes | None = None, expiration: str | None = None) -> OutgoingMessage:
+        """An outgoing copy of this message, for retry or dead-lettering."""
+        return OutgoingMessage(
+            routing_key=routing_key,
+            exchange=exchange,
+            body=self.body if body is None else body,
+            content_type=self.content_type,
+            message_id=self.message_id or new_message_id(),
+            timestamp=self.timestamp,
+            headers={**self.headers, **(headers or {})},
+            persistent=True,
+            app_id=self.app_id,
+            type=self.type,
+            expiration=expiration,
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class PublishFailure:
+    """A published message the broker did not accept: nacked or unroutable."""
+
+    message: OutgoingMessage
+    reason: str  # "unroutable" or "nacked"
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What a passive declare tells about a queue."""
+
+    messages: int
+    consumers: int
+
+
+DeliveryCallback = Callable[[Delivery], None]
+
+
+class Connection(abc.ABC):
+    """One connection and one channel to a broker, for a single thread.
+
+    Publishing is pipelined with publisher confirms: :meth:`publish` returns
+    at once, and :meth:`wait_for_confirms` blocks until every message
+    published so far is confirmed, returning those the broker refused or
+    could not route.
+    """
+
+    @abc.abstractmethod
+    def declare(self, topology) -> None:
+        """Declare the exchanges, queues and bindings of ``topology``."""
+
+    @abc.abstractmethod
+    def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
+        """Publish without waiting for the confirm."""
+
+    @property
+    @abc.abstractmethod
+    def unconfirmed(self) -> int:
+        """How many published messages still wait for their confirm."""
+
+    @abc.abstractmethod
+    def wait_for_confirms(self, timeout: float | None = None) -> list[PublishFailure]:
+        """Block until every published message is confirmed; return the failures.
+
+        Raises :class:`~common.errors.PublishFailed` if ``timeout`` passes first.
+        """
+
+    @abc.abstractmethod
+    def take_confirmed(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
+        """Messages settled since the last call: (confirmed, failed)."""
+
+    @abc.abstractmethod
+    def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
+        """Forget and return the (message, mandatory) pairs still awaiting a
+        confirm, to publish them again after the connection was lost."""
+
+    @abc.abstractmethod
+    def consume(self, queue: str, on_delivery: DeliveryCallback, prefetch: int = 1,
+                exclusive: bool = False) -> str:
+        """Start consuming ``queue``; deliveries go to ``on_delivery`` from
+        :meth:`process_events`. Returns the consumer tag."""
+
+    @abc.abstractmethod
+    def cancel(self, consumer_tag: str) -> None:
+        """Stop a consumer; unacked deliveries stay with this channel."""
+
+    @abc.abstractmethod
+    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        """Acknowledge a delivery (and every earlier one with ``multiple``)."""
+
+    @abc.abstractmethod
+    def reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        """Reject a delivery: requeue it, or drop/dead-letter it."""
+
+    @abc.abstractmethod
+    def process_events(self, timeout: float = 0) -> None:
+        """Do I/O for up to ``timeout`` seconds and run due callbacks."""
+
+    @abc.abstractmethod
+    def call_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the connection's thread. Safe from any thread."""
+
+    @abc.abstractmethod
+    def queue_state(self, queue: str) -> QueueState | None:
+        """Message and consumer counts of ``queue``, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def get(self, queue: str) -> Delivery | None:
+        """Take one message from ``queue`` (unacked), or None if it is empty."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int:
+        """Drop every ready message of ``queue``; return how many."""
+
+    @abc.abstractmethod
+    def delete_queue(self, queue: str) -> None:
+        """Delete ``queue`` if it exists."""
+
+    @abc.abstractmethod
+    def delete_exchange(self, exchange: str) -> None:
+        """Delete ``exchange`` if it exists."""
+
+    @property
+    @abc.abstractmethod
+    def is_open(self) -> bool:
+        """False once the connection is closed or lost."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection. Safe to call twice, or after a loss."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

@@ -1,0 +1,1 @@
+"""Producers: ``new-task`` for the work queue, ``emit-log`` and the logging handler for logs."""

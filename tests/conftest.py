@@ -1,0 +1,118 @@
+"""Shared fixtures: a real RabbitMQ broker, unique names, and running rabbitry's commands.
+
+The broker comes from ``RABBITMQ_URL`` when it is set, from testcontainers
+when a Docker engine is available, and otherwise the tests fail with a
+message that says how to get one. Nothing here mocks pika or RabbitMQ.
+"""
+
+import os
+import uuid
+
+import pytest
+
+from common.broker import connect
+from common.errors import RabbitryError
+from common.settings import BrokerSettings
+from common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from tests.helpers import WorkerProcess, run_command
+
+NO_BROKER = (
+    "no RabbitMQ broker for the tests: set RABBITMQ_URL (for example "
+    "RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/ with a local rabbitmq-server running; "
+    "`rabbitmq-server -detached` starts one), or make a Docker engine available so that "
+    "testcontainers can start RabbitMQ"
+)
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:  # any failure means: no usable engine
+        return False
+
+
+@pytest.fixture(scope="session")
+def broker_url():
+    """The URL of a running RabbitMQ broker for the whole session."""
+    url = os.environ.get("RABBITMQ_URL")
+    if url:
+        try:
+            connect(BrokerSettings.from_url(url)).close()
+        except RabbitryError as error:
+            pytest.fail(f"RABBITMQ_URL is set but unusable: {error}", pytrace=False)
+        yield url
+        return
+    if not _docker_available():
+        pytest.fail(NO_BROKER, pytrace=False)
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with RabbitMqContainer("rabbitmq:3-management") as container:
+        params = container.get_connection_params()
+        creds = params.credentials
+        yield f"amqp://{creds.username}:{creds.password}@{params.host}:{params.port}/%2F"
+
+
+@pytest.fixture(scope="session")
+def broker_settings(broker_url) -> BrokerSettings:
+    """Settings for the session's broker, failing fast rather than reconnecting for minutes."""
+    return BrokerSettings.from_url(broker_url, reconnect_for=30.0)
+
+
+@pytest.fixture
+def connection(broker_settings):
+    """A connection of the test's own to the broker, closed afterwards."""
+    with connect(broker_settings, "rabbitry-tests") as conn:
+        yield conn
+
+
+@pytest.fixture
+def unique_name(request) -> str:
+    """A name no other test uses, for queues and exchanges."""
+    return f"test.{request.node.name[:40]}.{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def work_queue_name(unique_name, broker_settings):
+    """A work queue name of the test's own; its queues are deleted afterwards."""
+    yield unique_name
+    with connect(broker_settings, "rabbitry-tests-cleanup") as conn:
+        for name in [unique_name, dead_letter_queue_name(unique_name),
+                     *(retry_queue_name(unique_name, d) for d in retry_delays_ms(10))]:
+            conn.delete_queue(name)
+
+
+@pytest.fixture
+def cli_env(broker_url):
+    """Environment for running rabbitry's commands against the test broker."""
+    env = dict(os.environ, AMQP_URL=broker_url, RABBITRY_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture
+def run(cli_env):
+    """Run a rabbitry command to completion: ``run("new-task", "x", "--queue", q)``."""
+
+    def runner(*args, **kwargs):
+        return run_command(list(args), env=cli_env, **kwargs)
+
+    return runner
+
+
+@pytest.fixture
+def start_worker(cli_env, broker_settings):
+    """Start ``worker`` processes; each is stopped (SIGTERM) at the end of the test."""
+    workers = []
+
+    def starter(queue, *args, consumers=None, env=None):
+        process = WorkerProcess(queue, list(args), env={**cli_env, **(env or {})})
+        process.start()
+        workers.append(process)
+        process.wait_for_consumers(broker_settings, consumers)
+        return process
+
+    yield starter
+    for process in workers:
+        process.stop()

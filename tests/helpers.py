@@ -1,0 +1,117 @@
+"""Helpers for tests that run rabbitry's commands as real processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from common.broker import connect
+
+BIN = os.path.dirname(sys.executable)
+
+
+def command_path(name: str) -> str:
+    """The installed console script ``name``, next to this Python."""
+    return os.path.join(BIN, name)
+
+
+def run_command(args: list[str], env: dict, input: str | None = None, timeout: float = 60,
+                check: bool = False) -> subprocess.CompletedProcess:
+    """Run a rabbitry command and capture its output."""
+    result = subprocess.run([command_path(args[0]), *args[1:]], env=env, input=input, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def json_lines(text: str) -> list[dict]:
+    """The JSON objects among the lines of ``text``."""
+    objects = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                objects.append(json.loads(line))
+            except ValueError:
+                pass
+    return objects
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A ``worker`` command running in the background, its log in a temporary file."""
+
+    def __init__(self, queue: str, args: list[str], env: dict):
+        self.queue = queue
+        self.args = args
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="rabbitry-worker-", suffix=".log", delete=False)
+
+    def start(self) -> "WorkerProcess":
+        self.process = subprocess.Popen(
+            [command_path("worker"), "--queue", self.queue, "--log-format", "json", *self.args],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_for_consumers(self, settings, consumers: int | None = None, timeout: float = 30.0) -> None:
+        """Wait until the broker shows this worker's consumers on its queue."""
+        expected = consumers or self._processes()
+
+        def ready():
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}: {self.output()}")
+            with connect(settings, "rabbitry-tests-wait") as conn:
+                state = conn.queue_state(self.queue)
+            return state is not None and state.consumers >= expected
+
+        wait_until(ready, timeout, 0.1, f"{expected} consumers on {self.queue}")
+
+    def _processes(self) -> int:
+        for flag in ("--processes", "-p"):
+            if flag in self.args:
+                return int(self.args[self.args.index(flag) + 1])
+        return min(os.cpu_count() or 1, 8)
+
+    def output(self) -> str:
+        with open(self._log.name) as log:
+            return log.read()
+
+    def events(self, name: str | None = None) -> list[dict]:
+        """The worker's JSON log lines, those with ``event == name`` if given."""
+        lines = json_lines(self.output())
+        return [e for e in lines if name is None or e.get("event") == name]
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill_all(self) -> None:
+        """SIGKILL the worker and its pool processes at once."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code (SIGKILL if it will not stop)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode

@@ -1,0 +1,140 @@
+"""The work queue end to end: new-task → durable queue → worker pool, on the real broker."""
+
+import json
+import signal
+import time
+
+import pika
+
+from common.topology import dead_letter_queue_name
+from tests.helpers import wait_until
+
+
+def succeeded_ids(*workers):
+    return {e["task_id"] for w in workers for e in w.events("task_succeeded")}
+
+
+def test_a_task_from_new_task_runs_in_the_pool_and_is_acked(run, start_worker, work_queue_name, connection):
+    queued = run("new-task", "--task", "echo", "--args", '["hello", 42]', "--queue", work_queue_name, check=True)
+    (task_id,) = queued.stdout.split()
+
+    worker = start_worker(work_queue_name, "--processes", "2")
+    done = wait_until(lambda: [e for e in worker.events("task_succeeded") if e["task_id"] == task_id])
+
+    assert done[0]["task"] == "echo"
+    assert done[0]["result"] == ["hello", 42]
+    assert done[0]["duration_s"] >= 0
+    wait_until(lambda: connection.queue_state(work_queue_name).messages == 0, message="an empty queue")
+    assert worker.stop() == 0
+    assert connection.queue_state(work_queue_name).messages == 0  # acked, not requeued on exit
+
+
+def test_count_queues_that_many_tasks_and_prints_each_id(run, work_queue_name, connection):
+    queued = run("new-task", "--task", "noop", "--count", "250", "--queue", work_queue_name, check=True)
+
+    ids = queued.stdout.split()
+    assert len(ids) == len(set(ids)) == 250
+    assert connection.queue_state(work_queue_name).messages == 250
+
+
+def test_the_tutorials_plain_text_message_runs_as_the_dots_task(broker_url, start_worker, work_queue_name):
+    worker = start_worker(work_queue_name, "--processes", "1")
+    # What the official tutorial's new_task.py sends: plain text, persistent, no content type.
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as tutorial:
+        tutorial.channel().basic_publish(exchange="", routing_key=work_queue_name, body=b"Hello..",
+                                         properties=pika.BasicProperties(delivery_mode=2))
+
+    done = wait_until(lambda: worker.events("task_succeeded"))
+
+    assert done[0]["task"] == "dots"
+    assert done[0]["result"] == 2  # two dots, two seconds
+    assert done[0]["duration_s"] >= 2
+
+
+def test_malformed_and_unknown_tasks_are_dead_lettered_and_the_worker_goes_on(
+        broker_url, run, start_worker, work_queue_name, connection):
+    worker = start_worker(work_queue_name, "--processes", "1")
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as raw:
+        channel = raw.channel()
+        json_props = pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id="bad-json")
+        channel.basic_publish("", work_queue_name, b"{not json", json_props)
+        json_props.message_id = "not-an-object"
+        channel.basic_publish("", work_queue_name, b"[1, 2]", json_props)
+    run("new-task", "--task", "no_such_task", "--queue", work_queue_name, check=True)
+    good = run("new-task", "--task", "echo", "--args", '["still here"]', "--queue", work_queue_name,
+               check=True).stdout.strip()
+
+    wait_until(lambda: good in succeeded_ids(worker), message="the good task")
+    dead = wait_until(lambda: len(worker.events("task_dead_lettered")) == 3 and worker.events("task_dead_lettered"))
+    assert sorted(e["reason"] for e in dead) == ["malformed", "malformed", "unknown_task"]
+
+    letters = []
+    dlq = dead_letter_queue_name(work_queue_name)
+    wait_until(lambda: connection.queue_state(dlq).messages == 3, message="3 dead letters")
+    while (delivery := connection.get(dlq)) is not None:
+        letters.append(delivery)
+        connection.ack(delivery.delivery_tag)
+    reasons = {d.message_id: d.headers["x-rabbitry-reason"] for d in letters if d.message_id in
+               ("bad-json", "not-an-object")}
+    assert reasons == {"bad-json": "malformed", "not-an-object": "malformed"}
+    unknown = [d for d in letters if d.headers["x-rabbitry-reason"] == "unknown_task"]
+    assert "no_such_task" in unknown[0].headers["x-rabbitry-error"]
+    assert {d.body for d in letters} >= {b"{not json", b"[1, 2]"}  # the original bodies, untouched
+    assert connection.queue_state(work_queue_name).messages == 0
+
+
+def test_sigterm_with_tasks_in_flight_loses_nothing(run, start_worker, work_queue_name, connection):
+    ids = run("new-task", "--task", "sleep", "--args", "[0.5]", "--count", "12", "--queue", work_queue_name,
+              check=True).stdout.split()
+    first = start_worker(work_queue_name, "--processes", "2", "--prefetch", "3")
+    wait_until(lambda: first.events("task_succeeded"), message="a first task")
+
+    first.signal(signal.SIGTERM)
+    assert first.process.wait(30) == 0
+    second = start_worker(work_queue_name, "--processes", "2")
+    wait_until(lambda: succeeded_ids(first, second) >= set(ids), message="all 12 tasks")
+
+    assert connection.queue_state(work_queue_name).messages == 0
+    assert len(first.events("task_succeeded")) < 12  # the first worker really was interrupted
+
+
+def test_fair_dispatch_gives_each_process_an_equal_share_of_long_tasks(run, start_worker, work_queue_name,
+                                                                       tmp_path):
+    worker = start_worker(work_queue_name, "--processes", "2", "--prefetch", "1")
+    # Every 4th task is long: round-robin would give all of them to one process.
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n"
+                             for i in range(24)))
+    run("new-task", "--file", str(tasks), "--queue", work_queue_name, check=True)
+
+    done = wait_until(lambda: len(worker.events("task_succeeded")) == 24 and worker.events("task_succeeded"))
+
+    long_by_process = {}
+    for event in done:
+        if event["duration_s"] >= 0.4:
+            long_by_process[event["pool_process"]] = long_by_process.get(event["pool_process"], 0) + 1
+    assert sorted(long_by_process.values()) == [3, 3]
+
+
+def test_heartbeats_keep_flowing_while_a_long_task_runs(broker_url, run, start_worker, work_queue_name, cli_env):
+    worker = start_worker(work_queue_name, "--processes", "1",
+                          env={"AMQP_URL": broker_url.split("?")[0] + "?heartbeat=1"})
+    task_id = run("new-task", "--task", "sleep", "--args", "[4]", "--queue", work_queue_name,
+                  check=True).stdout.strip()
+
+    done = wait_until(lambda: worker.events("task_succeeded"), timeout=20)
+
+    assert done[0]["task_id"] == task_id
+    assert done[0]["redelivered"] is False
+    assert worker.events("connection_lost") == []
+
+
+def test_a_file_with_a_bad_line_queues_nothing(run, work_queue_name, connection, tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"task": "noop"}\n{"task": "noop", "args": {"not": "a list"}}\n')
+
+    result = run("new-task", "--file", str(tasks), "--queue", work_queue_name)
+
+    assert result.returncode == 2
+    assert "line 2" in result.stderr and "Traceback" not in result.stderr
+    assert connection.queue_state(work_queue_name) is None  # nothing was even declared

@@ -1,0 +1,45 @@
+"""``worker``: run tasks from a work queue in a pool of processes."""
+
+import os
+
+import click
+
+from common.cli import RabbitryCommand, broker_options, logging_options
+from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
+from workers.config import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, WorkerConfig
+from workers.pool import WorkerPool
+from workers.registry import load_task_modules
+
+
+@click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, help="Work queue to serve.")
+@click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE, show_default=True,
+              help="Type of the work queue, if it is created here.")
+@click.option("--processes", "-p", type=click.IntRange(1, 256), default=lambda: min(os.cpu_count() or 1, 8),
+              show_default="number of CPUs, at most 8", help="Pool processes running tasks.")
+@click.option("--prefetch", type=click.IntRange(1, 65535), default=DEFAULT_PREFETCH, show_default=True,
+              help="Unacknowledged tasks each pool process may hold, running or waiting. "
+                   "1 is perfectly fair dispatch; more is faster for short tasks.")
+@click.option("--tasks", "task_modules", multiple=True, metavar="MODULE",
+              help="Import path of a module that registers tasks (repeatable).")
+@click.option("--max-retries", type=click.IntRange(0, 100), default=DEFAULT_MAX_RETRIES, show_default=True,
+              help="Retries of a failing task, with exponential backoff, before it is dead-lettered.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds a task may run before its process is killed and the task failed.")
+@click.option("--delivery-limit", type=click.IntRange(1, 1000), default=DEFAULT_DELIVERY_LIMIT,
+              show_default=True, help="Deliveries that may end in a crash before a task is dead-lettered.")
+@broker_options
+@logging_options(stream="stdout")
+def worker(settings, queue, queue_type, processes, prefetch, task_modules, max_retries, time_limit,
+           delivery_limit, log_format, log_level):
+    """Run tasks from QUEUE in a pool of processes, acking each one when it is done."""
+    load_task_modules(task_modules)  # fail fast on a bad module, before any process starts
+    config = WorkerConfig(settings=settings, queue=queue, queue_type=queue_type, prefetch=prefetch,
+                          processes=processes, task_modules=tuple(task_modules), max_retries=max_retries,
+                          time_limit=time_limit, delivery_limit=delivery_limit, log_format=log_format,
+                          log_level=log_level)
+    raise SystemExit(WorkerPool(config).run())
+
+
+def main():
+    worker(prog_name="worker")

@@ -1,0 +1,226 @@
+"""One pool process: a connection thread and a task thread.
+
+The main thread owns the connection: it receives deliveries, acks, publishes
+retries and dead letters, and keeps heartbeats flowing however long a task
+runs. The task thread runs tasks one at a time, in delivery order, and hands
+each settlement back with ``call_threadsafe``, the only cross-thread call
+pika allows. Because tasks finish in delivery order, a run of successes is
+acknowledged with a single ``multiple`` ack.
+"""
+
+import collections
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+import structlog
+
+from common.broker import connect_with_retry
+from common.errors import BrokerRefused, ConfigurationError, ConnectionLost, ExitCode, RabbitryError
+from common.logconfig import configure_logging
+from common.transport import Connection, Delivery
+from workers.config import WorkerConfig
+from workers.execution import Settlement, dead_letter, decode, failure, run_task
+from workers.ledger import CrashLedger
+from workers.registry import load_task_modules
+
+log = structlog.get_logger("rabbitry.worker")
+
+#: A pool process that killed a task over its time limit exits with this code.
+EXIT_TIME_LIMIT = 75
+#: How often the connection thread wakes up to check stop and time limits.
+_TICK_S = 0.1
+_CONFIRM_TIMEOUT_S = 30.0
+
+
+class PoolProcess:
+    """Consumes the work queue and runs tasks, until told to stop."""
+
+    def __init__(self, config: WorkerConfig, index: int, stop, ledger: CrashLedger):
+        self.config = config
+        self.index = index
+        self._shared_stop = stop
+        self._stop = threading.Event()
+        self._ledger = ledger
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox: collections.deque = collections.deque()
+        self._flush_pending = False
+        self._connection: Connection | None = None
+        self._generation = 0
+        self._running: tuple[int, Delivery, object, float] | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._accepting = True
+        self._accepting_lock = threading.Lock()
+
+    # -- connection thread -------------------------------------------------
+    def run(self) -> int:
+        """Serve until stopped; return the process exit code."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates shutdown
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        structlog.contextvars.bind_contextvars(pool_process=self.index)
+        task_thread = threading.Thread(target=self._run_tasks, name="rabbitry-tasks", daemon=True)
+        task_thread.start()
+        try:
+            while not self._stopping():
+                connection = connect_with_retry(self.config.settings, f"rabbitry-worker-{os.getpid()}",
+                                                self._stop)
+                if connection is None:
+                    break
+                try:
+                    self._serve(connection)
+                except ConnectionLost as error:
+                    log.warning("connection_lost", error=str(error))
+                finally:
+                    self._generation += 1  # whatever the old channel held will be redelivered
+                    connection.close()
+        except BrokerRefused as error:
+            log.error("broker_refused", error=str(error))
+            return ExitCode.BROKER_REFUSED
+        except RabbitryError as error:
+            log.error("worker_failed", error=str(error))
+            return error.exit_code
+        finally:
+            self._inbox.put(None)
+        return ExitCode.OK
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or self._shared_stop.is_set()
+
+    def _serve(self, connection: Connection) -> None:
+        self._connection = connection
+        self._flush_pending = False
+        connection.declare(self.config.topology)
+        generation = self._generation
+        consumer_tag = connection.consume(self.config.queue, lambda d: self._inbox.put((generation, d)),
+                                          prefetch=self.config.prefetch)
+        log.debug("consuming", queue=self.config.queue, prefetch=self.config.prefetch)
+        while not self._stopping():
+            connection.process_events(_TICK_S)
+            self._enforce_time_limit()
+        # Stop taking work, let the running task finish and settle it; closing
+        # the connection then requeues whatever was prefetched but not started.
+        connection.cancel(consumer_tag)
+        with self._accepting_lock:
+            self._accepting = False
+        while not self._idle.wait(_TICK_S):
+            connection.process_events(0)
+            self._enforce_time_limit()
+        self._flush()
+
+    def _schedule_flush(self) -> None:
+        """Called from the task thread: have the connection thread settle the outbox."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            try:
+                self._connection.call_threadsafe(self._flush)
+            except ConnectionLost:
+                self._flush_pending = False  # the next connection redelivers the task
+
+    def _flush(self) -> None:
+        self._flush_pending = False  # before draining, so nothing appended later is missed
+        connection = self._connection
+        ack_up_to = None
+        while self._outbox:
+            generation, settlement = self._outbox.popleft()
+            if generation != self._generation:
+                continue  # from a channel that is gone: the broker redelivers it
+            if settlement.publish is None:
+                ack_up_to = settlement.delivery.delivery_tag
+                continue
+            if ack_up_to is not None:
+                connection.ack(ack_up_to, multiple=True)
+                ack_up_to = None
+            self._publish_then_ack(settlement)
+        if ack_up_to is not None:
+            connection.ack(ack_up_to, multiple=True)
+
+    def _publish_then_ack(self, settlement: Settlement) -> None:
+        """Ack only once the retry or dead letter is safely confirmed by the broker."""
+        connection = self._connection
+        connection.publish(settlement.publish, mandatory=True)
+        failures = connection.wait_for_confirms(_CONFIRM_TIMEOUT_S)
+        connection.take_confirmed()
+        if failures:
+            log.error("republish_failed", task_id=settlement.delivery.message_id, reason=failures[0].reason,
+                      queue=settlement.publish.routing_key)
+            connection.reject(settlement.delivery.delivery_tag, requeue=True)
+        else:
+            connection.ack(settlement.delivery.delivery_tag)
+
+    def _enforce_time_limit(self) -> None:
+        running, limit = self._running, self.config.time_limit
+        if running is None or limit is None:
+            return
+        generation, delivery, message, started = running
+        if time.monotonic() - started < limit or generation != self._generation:
+            return
+        # The task thread cannot be interrupted: record the failure, then end
+        # this process with it. The supervisor starts a fresh one.
+        self._flush()
+        self._publish_then_ack(failure(delivery, message, self.config,
+                                       f"TimeLimitExceeded: ran over the {limit:g} s time limit"))
+        self._ledger.set_running(self.index, None)
+        self._connection.close()
+        os._exit(EXIT_TIME_LIMIT)
+
+    # -- task thread -------------------------------------------------------
+    def _run_tasks(self) -> None:
+        structlog.contextvars.bind_contextvars(pool_process=self.index)
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            generation, delivery = item
+            with self._accepting_lock:
+                if generation != self._generation or not self._accepting:
+                    continue  # its channel is gone or closing: the broker redelivers it
+                self._idle.clear()
+            try:
+                settlement = self._execute(generation, delivery)
+                self._outbox.append((generation, settlement))
+                self._schedule_flush()
+            finally:
+                self._idle.set()
+
+    def _execute(self, generation: int, delivery: Delivery) -> Settlement:
+        config = self.config
+        message, task, rejected = decode(delivery, config)
+        if rejected is not None:
+            return rejected
+        if delivery.redelivered:
+            crashed = self._crash_count(delivery, message.id)
+            if crashed >= config.delivery_limit:
+                return dead_letter(delivery, config, "delivery_limit",
+                                   f"delivered {crashed} times without finishing: it keeps killing "
+                                   "its worker process", message.task, message.id)
+        self._ledger.set_running(self.index, message.id)
+        self._running = (generation, delivery, message, time.monotonic())
+        try:
+            failed = run_task(delivery, message, task)
+        finally:
+            self._running = None
+            self._ledger.set_running(self.index, None)
+        if failed is None:
+            return Settlement(delivery)
+        error, retryable, duration = failed
+        return failure(delivery, message, config, error, retryable, round(duration, 6))
+
+    def _crash_count(self, delivery: Delivery, task_id: str) -> int:
+        # Quorum queues count every earlier delivery; our ledger counts crashes seen here.
+        delivered = int(delivery.headers.get("x-delivery-count", 0) or 0)
+        return max(self._ledger.crashes(task_id), delivered)
+
+
+def run_pool_process(config: WorkerConfig, index: int, stop, ledger: CrashLedger) -> None:
+    """Entry point of a pool process."""
+    configure_logging(config.log_format, config.log_level, sys.stdout)
+    try:
+        load_task_modules(config.task_modules)
+    except ConfigurationError as error:
+        log.error("worker_failed", error=str(error))
+        raise SystemExit(ExitCode.USAGE) from None
+    raise SystemExit(int(PoolProcess(config, index, stop, ledger).run()))

@@ -1,0 +1,98 @@
+"""Running one delivery, and deciding what becomes of it.
+
+:func:`run_task` never raises: every outcome (success, a retry, a dead
+letter) is a :class:`Settlement` that the pool process carries out on its
+connection thread, and one log line.
+"""
+
+import random
+import time
+import traceback
+from dataclasses import dataclass
+
+import structlog
+
+from common.errors import MessageError, UnknownTask
+from common.messages import TaskMessage
+from common.topology import DEAD_LETTER_EXCHANGE, retry_delays_ms, retry_queue_name
+from common.transport import Delivery, OutgoingMessage
+from workers.config import WorkerConfig
+from workers.registry import registry
+
+log = structlog.get_logger("rabbitry.worker")
+
+#: Headers rabbitry adds to a dead letter.
+REASON_HEADER = "x-rabbitry-reason"
+ERROR_HEADER = "x-rabbitry-error"
+TASK_HEADER = "x-rabbitry-task"
+QUEUE_HEADER = "x-rabbitry-queue"
+#: The spread of a retry delay around its nominal value.
+RETRY_JITTER = 0.25
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What to do with a delivery: ack it, after publishing ``publish`` if set."""
+
+    delivery: Delivery
+    publish: OutgoingMessage | None = None
+
+
+def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: str,
+                task: str | None = None, task_id: str | None = None) -> Settlement:
+    """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers."""
+    log.error("task_dead_lettered", task_id=task_id or delivery.message_id, task=task, reason=reason,
+              error=error, redelivered=delivery.redelivered)
+    headers = {REASON_HEADER: reason, ERROR_HEADER: error[:1000], QUEUE_HEADER: config.queue}
+    if task:
+        headers[TASK_HEADER] = task
+    return Settlement(delivery, delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE,
+                                                      headers=headers))
+
+
+def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, error: str,
+            retryable: bool = True, duration_s: float | None = None) -> Settlement:
+    """A failed attempt: retry it after a backoff, or dead-letter it when retries are spent."""
+    if not retryable:
+        return dead_letter(delivery, config, "not_retryable", error, message.task, message.id)
+    if message.attempt >= config.max_retries:
+        return dead_letter(delivery, config, "retries_exhausted", error, message.task, message.id)
+    nominal_ms = retry_delays_ms(config.max_retries)[message.attempt]
+    delay_ms = int(nominal_ms * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+    log.warning("task_failed", task_id=message.id, task=message.task, attempt=message.attempt, error=error,
+                duration_s=duration_s, retry_in_s=delay_ms / 1000, redelivered=delivery.redelivered)
+    retry = TaskMessage(task=message.task, args=message.args, kwargs=message.kwargs, id=message.id,
+                        attempt=message.attempt + 1, created_at=message.created_at)
+    outgoing = retry.to_outgoing(retry_queue_name(config.queue, nominal_ms), config.max_message_bytes)
+    outgoing.expiration = str(delay_ms)
+    outgoing.headers = {ERROR_HEADER: error[:1000]}
+    return Settlement(delivery, outgoing)
+
+
+def decode(delivery: Delivery, config: WorkerConfig):
+    """The task message and registered task of a delivery, or the dead letter it must become."""
+    try:
+        message = TaskMessage.from_delivery(delivery, config.max_message_bytes)
+    except MessageError as error:
+        return None, None, dead_letter(delivery, config, "malformed", str(error))
+    try:
+        return message, registry.get(message.task), None
+    except UnknownTask as error:
+        return message, None, dead_letter(delivery, config, "unknown_task", str(error), message.task, message.id)
+
+
+def run_task(delivery: Delivery, message: TaskMessage, task) -> tuple[str, bool, float] | None:
+    """Run the task and log its success; on failure return (error text, retryable, duration)."""
+    started = time.perf_counter()
+    try:
+        result = task(*message.args, **message.kwargs)
+    except Exception as error:  # a task may raise anything; the worker must survive it
+        duration = time.perf_counter() - started
+        text = f"{type(error).__name__}: {error}"
+        log.debug("task_traceback", task_id=message.id, traceback=traceback.format_exc())
+        return text, not isinstance(error, task.dont_retry), duration
+    duration = time.perf_counter() - started
+    extra = {} if result is None else {"result": result}
+    log.info("task_succeeded", task_id=message.id, task=message.task, duration_s=round(duration, 6),
+             attempt=message.attempt, redelivered=delivery.redelivered, **extra)
+    return None

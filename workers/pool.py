@@ -1,0 +1,108 @@
+"""The supervisor: starts the pool processes, replaces dead ones, stops them in order."""
+
+import multiprocessing
+import signal
+import threading
+
+import structlog
+
+from common.broker import connect
+from common.errors import ExitCode
+from workers.config import WorkerConfig
+from workers.consumer import EXIT_TIME_LIMIT, run_pool_process
+from workers.ledger import CrashLedger
+
+log = structlog.get_logger("rabbitry.worker")
+
+#: Pool-process exit codes that no restart can fix: stop the whole worker.
+_FATAL_EXIT_CODES = {ExitCode.USAGE, ExitCode.BROKER_REFUSED}
+_SUPERVISE_EVERY_S = 0.2
+
+
+class WorkerPool:
+    """A supervisor and ``config.processes`` pool processes serving one work queue.
+
+    The first SIGTERM or SIGINT stops the pool gracefully: each process stops
+    taking work, finishes the task it runs and acks it, and its prefetched
+    tasks go back to the queue. A second signal stops it at once; the broker
+    requeues anything unacknowledged, so nothing is lost either way.
+    """
+
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        # fork: quick to start and replace; the supervisor holds no threads or
+        # connections when it forks, and each child connects by itself.
+        self._context = multiprocessing.get_context("fork")
+        self._stop = threading.Event()
+        self._shared_stop = self._context.Event()
+        self._ledger = CrashLedger(config.processes, self._context)
+        self._processes: list[multiprocessing.Process | None] = [None] * config.processes
+        self._signals = 0
+        self.exit_code = ExitCode.OK
+
+    def check_broker(self) -> None:
+        """Connect once and declare the topology, so a bad URL or a down broker
+        fails at start-up with one clear line instead of in every child."""
+        with connect(self.config.settings, "rabbitry-worker-check") as connection:
+            connection.declare(self.config.topology)
+
+    def run(self) -> int:
+        """Run until stopped by a signal (or :meth:`stop`); return the exit code."""
+        self.check_broker()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log.info("worker_started", queue=self.config.queue, queue_type=self.config.queue_type,
+                 processes=self.config.processes, prefetch=self.config.prefetch,
+                 broker=self.config.settings.describe())
+        for index in range(self.config.processes):
+            self._start(index)
+        while not self._stop.wait(_SUPERVISE_EVERY_S):
+            self._supervise()
+        self._shutdown()
+        log.info("worker_stopped", exit_code=int(self.exit_code))
+        return int(self.exit_code)
+
+    def stop(self) -> None:
+        """Ask the pool to stop gracefully (thread-safe)."""
+        self._stop.set()
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("worker_stopping", signal=signal.Signals(signum).name)
+            self._stop.set()
+        else:
+            log.warning("worker_stopping_now", signal=signal.Signals(signum).name)
+            for process in self._processes:
+                if process is not None and process.is_alive():
+                    process.kill()
+
+    def _start(self, index: int) -> None:
+        process = self._context.Process(target=run_pool_process, name=f"rabbitry-pool-{index}",
+                                        args=(self.config, index, self._shared_stop, self._ledger))
+        process.start()
+        self._processes[index] = process
+
+    def _supervise(self) -> None:
+        for index, process in enumerate(self._processes):
+            if process is None or process.is_alive():
+                continue
+            process.join()
+            code = process.exitcode
+            if code in _FATAL_EXIT_CODES:
+                log.error("worker_giving_up", pool_process=index, exit_code=code)
+                self.exit_code = ExitCode(code)
+                self._stop.set()
+                return
+            task_id = self._ledger.running(index)
+            self._ledger.set_running(index, None)
+            crashes = self._ledger.record_crash(task_id) if task_id else 0
+            event = "pool_process_timed_out" if code == EXIT_TIME_LIMIT else "pool_process_died"
+            log.warning(event, pool_process=index, exit_code=code, task_id=task_id, crashes=crashes or None)
+            self._start(index)
+
+    def _shutdown(self) -> None:
+        self._shared_stop.set()
+        for process in self._processes:
+            if process is not None:
+                process.join()
