@@ -1,0 +1,1 @@
+"""The ``rabbitry`` umbrella command: demo, compare, dlq and status."""
