@@ -183,7 +183,22 @@ class AmqpConnection(Connection):
             self._unflushed += 1
             if self._unflushed >= _FLUSH_EVERY:
                 self._unflushed = 0
+                self._coalesce_output()
                 self._connection.process_data_events(0)
+
+    def _coalesce_output(self) -> None:
+        """Join pika's buffered frames into one chunk before they are written.
+
+        pika writes each buffered frame with its own send() call: three per
+        message. Joined, a batch of 64 messages takes one system call, which
+        is most of the difference between pipelined confirms and an
+        unconfirmed publish loop. Skipped quietly if pika's internals differ.
+        """
+        buffers = getattr(getattr(self._connection._impl, "_transport", None), "_tx_buffers", None)
+        if buffers is not None and len(buffers) > 1:
+            joined = b"".join(buffers)
+            buffers.clear()
+            buffers.append(joined)
 
     @property
     def unconfirmed(self) -> int:
