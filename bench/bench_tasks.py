@@ -1,0 +1,20 @@
+"""Tasks for the benchmarks: ``bench_count`` marks one execution in the counter file."""
+
+import time
+
+from bench.benchlib import COUNTER_PATH, mark_executed
+from workers.registry import task
+
+FAIR_LOG = "/tmp/rabbitry-bench-fair"
+
+
+@task
+def bench_count() -> None:
+    mark_executed(COUNTER_PATH)
+
+
+@task
+def bench_sleep(seconds: float) -> None:
+    """Sleep, then record when this task ended (for makespans)."""
+    time.sleep(seconds)
+    mark_executed(FAIR_LOG, b"%.6f\n" % time.time())
