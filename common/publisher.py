@@ -57,6 +57,21 @@ class ReliablePublisher:
         except ConnectionLost as error:
             self._recover(error)
 
+    def poll(self, timeout: float = 0) -> list[PublishFailure]:
+        """Send what is buffered and read the confirms that arrived, without
+        waiting for the rest; return (and clear) the failures known so far.
+
+        A streaming publisher calls this whenever its input pauses, so that
+        nothing sits in the send buffer and heartbeats keep flowing.
+        """
+        try:
+            self._connection.process_events(timeout)
+            self._collect()
+        except ConnectionLost as error:
+            self._recover(error)
+        failures, self._failures = self._failures, []
+        return failures
+
     def flush(self, timeout: float | None = None) -> list[PublishFailure]:
         """Wait until every message is confirmed; return (and clear) the failures."""
         while True:

@@ -47,12 +47,20 @@ def topic_matches(binding_key: str, routing_key: str) -> bool:
     return len(pattern) in positions
 
 
+def _as_given(key: str) -> bytes | str:
+    """The bytes a command line gave for ``key`` (Python keeps bad ones as surrogates)."""
+    try:
+        return key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return key
+
+
 def check_routing_key(key: str, what: str = "routing key") -> str:
     """Return ``key`` if RabbitMQ accepts it: valid UTF-8, at most 255 bytes."""
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidRoutingKey(f"{what} {key!r} is not valid UTF-8") from None
+        raise InvalidRoutingKey(f"{what} {_as_given(key)!r} is not valid UTF-8") from None
     if size > MAX_KEY_BYTES:
         raise InvalidRoutingKey(f"{what} is {size} bytes long; RabbitMQ allows at most {MAX_KEY_BYTES}")
     return key

@@ -1,0 +1,133 @@
+"""``emit-log``: publish log messages to a fanout, direct or topic exchange.
+
+As in the RabbitMQ tutorials 3-5::
+
+    emit-log kern.critical "A critical kernel error"     # topic_logs
+    emit-log --exchange-type direct error "disk full"     # direct_logs
+    emit-log --exchange-type fanout "hello all"           # logs
+
+With no message it reads standard input, one message per line, on one
+connection with pipelined confirms: ``tail -f app.log | emit-log app.info``.
+Nothing is printed on success. A message no queue was bound to receive is
+reported on standard error; ``--require-route`` makes it an error.
+"""
+
+import os
+import select
+from collections.abc import Iterator
+
+import click
+import structlog
+
+from common.cli import RabbitryCommand, broker_options, logging_options
+from common.errors import PublishFailed, Unroutable
+from common.routing import check_routing_key
+from common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, log_exchange
+from common.transport import PublishFailure
+from producers.log_emitter import LogEmitter
+
+log = structlog.get_logger("rabbitry.emit_log")
+
+#: With no input for this long, the connection is serviced (heartbeats, confirms).
+IDLE_POLL_S = 1.0
+_READ_SIZE = 1 << 16
+
+
+def line_batches(fd: int, idle_s: float = IDLE_POLL_S) -> Iterator[list[bytes]]:
+    """The lines read from ``fd``, a batch for each read, without their line ends.
+
+    A batch holds whatever one read returned, so a fast producer gives big
+    batches and ``tail -f`` gives one line at a time, at once. An empty batch
+    comes after ``idle_s`` of silence, to let the caller service its connection.
+    """
+    pending = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], idle_s)
+        if not ready:
+            yield []
+            continue
+        chunk = os.read(fd, _READ_SIZE)
+        if not chunk:
+            if pending:
+                yield [pending.rstrip(b"\r")]
+            return
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        yield [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+class UnroutableReport:
+    """Counts refused and unroutable messages; warns once, or fails with --require-route."""
+
+    def __init__(self, exchange: str, require_route: bool):
+        self.exchange = exchange
+        self.require_route = require_route
+        self.unroutable = 0
+        self.nacked = 0
+
+    def add(self, failures: list[PublishFailure]) -> None:
+        for failure in failures:
+            key = failure.message.routing_key
+            if failure.reason != "unroutable":
+                self.nacked += 1
+                continue
+            self.unroutable += 1
+            if self.require_route:
+                raise Unroutable(f"message unroutable: no queue is bound to exchange {self.exchange!r} "
+                                 f"for routing key {key!r}")
+            if self.unroutable == 1:
+                log.warning("unroutable", exchange=self.exchange, routing_key=key,
+                            detail="no queue is bound for this key: the message was dropped")
+
+    def finish(self, emitted: int) -> None:
+        """Warn about (or fail for) what went wrong over the whole run."""
+        if self.nacked:
+            raise PublishFailed(f"the broker refused {self.nacked} of {emitted} messages")
+        if self.unroutable > 1:
+            log.warning("unroutable_total", exchange=self.exchange, unroutable=self.unroutable, emitted=emitted)
+
+
+@click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("words", nargs=-1, metavar="[ROUTING_KEY] [MESSAGE]...")
+@click.option("--exchange-type", type=click.Choice(EXCHANGE_TYPES), default="topic", show_default=True,
+              help="fanout takes no routing key.")
+@click.option("--exchange", "exchange_name", default=None, metavar="NAME",
+              help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].")
+@click.option("--durable", is_flag=True,
+              help="Declare a durable exchange and publish persistent messages (for production).")
+@click.option("--require-route", is_flag=True,
+              help="Fail (exit status 5) when a message has no queue bound to receive it.")
+@click.option("--app-id", default="emit-log", show_default=True, help="The AMQP app_id property.")
+@broker_options
+@logging_options()
+def emit_log(settings, words, exchange_type, exchange_name, durable, require_route, app_id, log_format, log_level):
+    """Publish MESSAGE under ROUTING_KEY, or each line of standard input if no MESSAGE is given.
+
+    The routing key is `<facility>.<severity>` for a topic exchange (kern.critical),
+    a severity for a direct one (error), and absent for fanout.
+    """
+    if exchange_type == "fanout":
+        routing_key, message = "", " ".join(words)
+    else:
+        if not words:
+            raise click.UsageError(f"a {exchange_type} exchange needs a ROUTING_KEY "
+                                   f"(for example {'kern.critical' if exchange_type == 'topic' else 'error'})")
+        routing_key, message = words[0], " ".join(words[1:])
+        check_routing_key(routing_key)
+    exchange = log_exchange(exchange_type, exchange_name, durable)
+    report = UnroutableReport(exchange.name, require_route)
+    with LogEmitter(settings, exchange, app_id=app_id) as emitter:
+        if message:
+            emitter.emit(routing_key, message)
+        else:
+            for batch in line_batches(click.get_binary_stream("stdin").fileno()):
+                for line in batch:
+                    if line:  # blank lines carry nothing worth a message
+                        emitter.emit(routing_key, line)
+                report.add(emitter.poll())
+        report.add(emitter.flush())
+        report.finish(emitter.emitted)
+
+
+def main():
+    emit_log(prog_name="emit-log")
