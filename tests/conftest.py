@@ -16,6 +16,9 @@ from common.settings import BrokerSettings
 from common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
 from tests.helpers import WorkerProcess, run_command
 
+#: extra_broker, tls_broker and cluster3: RabbitMQ nodes of a test module's own.
+pytest_plugins = ("tests.nodes",)
+
 NO_BROKER = (
     "no RabbitMQ broker for the tests: set RABBITMQ_URL (for example "
     "RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/ with a local rabbitmq-server running; "
