@@ -1,0 +1,66 @@
+"""Bad input gets one clear line and a non-zero exit status, never a traceback."""
+
+import pytest
+
+from common.errors import ExitCode
+
+DOWN = "amqp://guest:secret@127.0.0.1:1/%2F"  # nothing listens on port 1
+
+
+def assert_one_line_error(result, status, *fragments):
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
+@pytest.mark.parametrize("command", [["new-task", "hello"], ["worker"]])
+def test_a_broker_that_is_down_is_reported_with_the_password_masked(run, command):
+    result = run(*command, "--url", DOWN)
+
+    assert_one_line_error(result, ExitCode.BROKER_UNAVAILABLE, "cannot reach the broker", "127.0.0.1:1")
+    assert "secret" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["http://localhost/", "amqp://localhost:notaport/", "amqp://:5672/"])
+def test_a_malformed_url_is_a_usage_error(run, url):
+    result = run("new-task", "hello", "--url", url)
+
+    assert_one_line_error(result, ExitCode.USAGE, "--url")
+
+
+def test_a_wrong_password_is_a_refusal_not_a_retry(run, broker_url):
+    wrong = broker_url.replace("guest:guest@", "guest:wrong@")
+
+    result = run("new-task", "hello", "--url", wrong)
+
+    assert_one_line_error(result, ExitCode.BROKER_REFUSED, "refused the login")
+    assert "wrong" not in result.stderr
+
+
+def test_a_task_module_that_does_not_import_stops_the_worker_at_once(run, work_queue_name):
+    result = run("worker", "--queue", work_queue_name, "--tasks", "no.such.module")
+
+    assert_one_line_error(result, ExitCode.USAGE, "no.such.module")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--args", "{not json"], "--args"),
+    (["--kwargs", "[1]"], "--kwargs"),
+    (["--task", "echo", "--args", '["x"]', "--count", "0"], "--count"),
+])
+def test_bad_task_arguments_are_refused_before_anything_is_sent(run, work_queue_name, connection, args, fragment):
+    result = run("new-task", "--queue", work_queue_name, *args)
+
+    assert_one_line_error(result, ExitCode.USAGE, fragment)
+    assert connection.queue_state(work_queue_name) is None
+
+
+def test_a_queue_declared_with_another_type_is_a_clear_refusal(run, work_queue_name):
+    run("new-task", "--task", "noop", "--queue", work_queue_name, "--queue-type", "classic", check=True)
+
+    result = run("new-task", "--task", "noop", "--queue", work_queue_name, "--queue-type", "quorum")
+
+    assert_one_line_error(result, ExitCode.BROKER_REFUSED, "PRECONDITION_FAILED", "x-queue-type")
