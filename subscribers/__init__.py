@@ -1,0 +1,1 @@
+"""Subscribers to the log exchanges: :class:`LogSubscriber` and the ``subscribe`` command."""

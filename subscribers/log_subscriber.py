@@ -1,0 +1,132 @@
+"""Receiving log messages: bind a queue to a log exchange, consume, and reconnect.
+
+The queue is exclusive, auto-deleted and named by the broker, as in the
+tutorials, unless a name is given: a named queue is durable, so messages
+published while its subscriber is away wait for it.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from common.broker import connect, connect_with_retry
+from common.errors import ConfigurationError, ConnectionLost
+from common.routing import check_routing_key, literal_wildcards
+from common.settings import BrokerSettings
+from common.topology import Binding, Exchange, Queue, Topology
+from common.transport import Connection, Delivery
+
+log = structlog.get_logger("rabbitry.subscriber")
+
+#: Deliveries the broker may send ahead of the acks: enough to keep a fast stream flowing.
+DEFAULT_PREFETCH = 100
+#: How often the consuming loop wakes up to check for stop and the idle timeout.
+_TICK_S = 0.2
+
+
+def check_binding_keys(exchange_type: str, keys: Iterable[str]) -> tuple[str, ...]:
+    """The binding keys for a subscription, checked the way RabbitMQ reads them.
+
+    Direct and topic exchanges need at least one key, fanout takes none.
+    Raises ConfigurationError (InvalidRoutingKey for a key RabbitMQ refuses)
+    before anything is declared. A topic word such as ``kern*`` is accepted
+    (RabbitMQ matches it literally) with a warning.
+    """
+    keys = tuple(keys)
+    if exchange_type == "fanout":
+        if keys:
+            raise ConfigurationError("a fanout exchange sends every message to every queue: give no binding key")
+        return ("",)
+    if not keys:
+        example = "'kern.*' or '#'" if exchange_type == "topic" else "'error'"
+        raise ConfigurationError(f"a {exchange_type} exchange needs at least one binding key, such as {example}")
+    for key in keys:
+        check_routing_key(key, "binding key")
+        if exchange_type == "topic" and literal_wildcards(key):
+            log.warning("literal_wildcard", binding_key=key, words=literal_wildcards(key),
+                        detail="'*' and '#' are wildcards only as whole words, as in 'kern.*'")
+    return tuple(dict.fromkeys(keys))  # a key given twice binds once
+
+
+class LogSubscriber:
+    """Receives the messages of a log exchange that match its binding keys.
+
+    ``run`` calls ``on_message`` with each :class:`Delivery`, then acks it,
+    until ``stop`` is set, ``count`` messages were received, or nothing came
+    for ``idle_timeout`` seconds. If the connection drops, it reconnects and
+    declares everything again; a broker-named queue is then a new queue, so
+    what was published meanwhile is lost: name the queue to keep it.
+    """
+
+    def __init__(self, settings: BrokerSettings, exchange: Exchange, binding_keys: Iterable[str] = (),
+                 queue: str | None = None, prefetch: int = DEFAULT_PREFETCH, name: str = "rabbitry-subscribe"):
+        self.settings = settings
+        self.exchange = exchange
+        self.binding_keys = check_binding_keys(exchange.type, binding_keys)
+        self.queue = queue
+        self.prefetch = prefetch
+        self.name = name
+        self.received = 0
+
+    def topology(self) -> Topology:
+        """The exchange, the subscription's queue and its bindings."""
+        if self.queue:
+            queue = Queue(self.queue, durable=True)
+        else:
+            queue = Queue("", durable=False, exclusive=True, auto_delete=True)
+        return Topology(exchanges=(self.exchange,), queues=(queue,),
+                        bindings=tuple(Binding(self.exchange.name, queue.name, key) for key in self.binding_keys))
+
+    def run(self, on_message: Callable[[Delivery], None], stop: threading.Event | None = None,
+            count: int | None = None, idle_timeout: float | None = None) -> int:
+        """Receive until stopped, ``count`` messages, or ``idle_timeout``; return how many were received.
+
+        The first connection fails at once if the broker is down; later ones
+        are retried with backoff (see :func:`common.broker.connect_with_retry`).
+        """
+        stop = stop or threading.Event()
+        self.received = 0
+        self._last_received = time.monotonic()
+        connection = connect(self.settings, self.name)
+        while connection is not None:
+            try:
+                self._consume(connection, on_message, stop, count, idle_timeout)
+                return self.received
+            except ConnectionLost as error:
+                log.warning("subscriber_connection_lost", error=str(error),
+                            detail="reconnecting" if self.queue else
+                            "reconnecting; messages published meanwhile are lost (use a named queue to keep them)")
+            finally:
+                connection.close()
+            connection = connect_with_retry(self.settings, self.name, stop)
+        return self.received
+
+    def _consume(self, connection: Connection, on_message, stop, count, idle_timeout) -> None:
+        names = connection.declare(self.topology())
+        queue = names.get(self.queue or "", self.queue)
+
+        def done() -> bool:
+            return stop.is_set() or (count is not None and self.received >= count)
+
+        def on_delivery(delivery: Delivery) -> None:
+            if done():
+                return  # left unacked: a named queue gets it back when we close
+            on_message(delivery)
+            connection.ack(delivery.delivery_tag)
+            self.received += 1
+            self._last_received = time.monotonic()
+
+        connection.consume(queue, on_delivery, prefetch=self.prefetch)
+        log.info("subscribed", exchange=self.exchange.name, exchange_type=self.exchange.type, queue=queue,
+                 binding_keys=[key for key in self.binding_keys if self.exchange.type != "fanout"])
+        while not done():
+            tick = _TICK_S
+            if idle_timeout is not None:
+                idle_left = self._last_received + idle_timeout - time.monotonic()
+                if idle_left <= 0:
+                    break
+                tick = min(tick, idle_left)
+            connection.process_events(tick)
+        connection.process_events(0)  # send the last acks before the connection closes

@@ -1,0 +1,62 @@
+"""How ``subscribe`` shows a message: a readable line, or one JSON object per line."""
+
+import base64
+import json
+
+import click
+
+from common.log_messages import severity_of
+from common.transport import Delivery
+
+#: Severity colours on a terminal; unknown severities stay plain.
+SEVERITY_STYLES = {
+    "debug": {"fg": "bright_black"},
+    "info": {"fg": "green"},
+    "warning": {"fg": "yellow"},
+    "warn": {"fg": "yellow"},
+    "error": {"fg": "red"},
+    "critical": {"fg": "red", "bold": True},
+}
+#: Width of the severity column, so the messages line up.
+_SEVERITY_WIDTH = 8
+
+
+def readable_line(delivery: Delivery, color: bool = False) -> str:
+    """``<routing key> <SEVERITY> <message>``; the severity coloured if ``color``."""
+    severity = severity_of(delivery)
+    parts = [delivery.routing_key] if delivery.routing_key else []
+    if severity:
+        label = severity.upper().ljust(_SEVERITY_WIDTH)
+        parts.append(click.style(label, **SEVERITY_STYLES.get(severity.lower(), {})) if color else label)
+    parts.append(delivery.body.decode("utf-8", "replace"))
+    return " ".join(parts)
+
+
+def json_line(delivery: Delivery) -> str:
+    """The message as one JSON object: routing key, body, properties and headers.
+
+    A body that is not UTF-8 text is given as ``body_base64`` instead of ``body``.
+    """
+    record = {"exchange": delivery.exchange, "routing_key": delivery.routing_key}
+    try:
+        record["body"] = delivery.body.decode("utf-8")
+    except UnicodeDecodeError:
+        record["body_base64"] = base64.b64encode(delivery.body).decode("ascii")
+    record["properties"] = {
+        "content_type": delivery.content_type,
+        "message_id": delivery.message_id,
+        "timestamp": delivery.timestamp,
+        "app_id": delivery.app_id,
+        "type": delivery.type,
+        "delivery_mode": 2 if delivery.persistent else 1,
+    }
+    record["headers"] = delivery.headers
+    record["redelivered"] = delivery.redelivered
+    return json.dumps(record, ensure_ascii=False, default=_jsonable)
+
+
+def _jsonable(value):
+    """Header values JSON has no type for: bytes, timestamps, decimals."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
