@@ -34,9 +34,15 @@ class RabbitryCommand(click.Command):
 
 
 class RabbitryGroup(click.Group):
-    """A click group whose subcommands are RabbitryCommands."""
+    """A click group that turns RabbitryError, from any subcommand, into a one-line error."""
 
     command_class = RabbitryCommand
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RabbitryError as error:
+            raise CommandFailed(error) from None
 
 
 def _check_url(ctx, param, value):

@@ -12,6 +12,7 @@ from common.cli import RabbitryGroup
 
 #: Subcommand name -> "module:attribute" of its click command.
 SUBCOMMANDS = {
+    "status": "rabbitry.status:status",
 }
 
 

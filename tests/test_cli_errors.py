@@ -1,5 +1,7 @@
 """Bad input gets one clear line and a non-zero exit status, never a traceback."""
 
+import json
+
 import pytest
 
 from common.errors import ExitCode
@@ -64,3 +66,15 @@ def test_a_queue_declared_with_another_type_is_a_clear_refusal(run, work_queue_n
     result = run("new-task", "--task", "noop", "--queue", work_queue_name, "--queue-type", "quorum")
 
     assert_one_line_error(result, ExitCode.BROKER_REFUSED, "PRECONDITION_FAILED", "x-queue-type")
+
+
+def test_rabbitry_status_shows_a_work_queue_and_reports_a_down_broker(run, work_queue_name):
+    run("new-task", "--task", "noop", "--count", "3", "--queue", work_queue_name, check=True)
+
+    shown = run("rabbitry", "status", "--queue", work_queue_name, "--json", check=True)
+    down = run("rabbitry", "status", "--url", DOWN)
+
+    rows = {row["queue"]: row for row in map(json.loads, shown.stdout.splitlines())}
+    assert rows[work_queue_name]["messages"] == 3
+    assert rows[f"{work_queue_name}.dead-letter"]["messages"] == 0
+    assert_one_line_error(down, ExitCode.BROKER_UNAVAILABLE, "cannot reach the broker")

@@ -1,0 +1,43 @@
+"""``rabbitry status``: how full a work queue and its side queues are, and who serves them."""
+
+import json
+
+import click
+
+from common.broker import connect
+from common.cli import broker_options
+from common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name, retry_delays_ms, retry_queue_name
+
+#: Enough to list the retry queues of any --max-retries up to this many.
+_RETRY_LEVELS = 10
+
+
+@click.command()
+@click.option("--queue", "queues", multiple=True, default=[DEFAULT_TASK_QUEUE], show_default=True,
+              help="Work queue to show (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per queue.")
+@broker_options
+def status(settings, queues, as_json):
+    """Show messages and consumers of work queues, their retry queues and dead letters."""
+    rows = []
+    with connect(settings, "rabbitry-status") as connection:
+        for queue in queues:
+            names = [queue, *(retry_queue_name(queue, d) for d in sorted(set(retry_delays_ms(_RETRY_LEVELS)))),
+                     dead_letter_queue_name(queue)]
+            for name in names:
+                state = connection.queue_state(name)
+                if state is not None or name == queue:
+                    rows.append({"queue": name, "exists": state is not None,
+                                 "messages": state.messages if state else 0,
+                                 "consumers": state.consumers if state else 0})
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    width = max(len(row["queue"]) for row in rows)
+    click.echo(f"{'queue':<{width}}  {'messages':>9}  {'consumers':>9}")
+    for row in rows:
+        if row["exists"]:
+            click.echo(f"{row['queue']:<{width}}  {row['messages']:>9,}  {row['consumers']:>9}")
+        else:
+            click.echo(f"{row['queue']:<{width}}  {'(none)':>9}  {'':>9}")
