@@ -13,6 +13,7 @@ import click
 from common.errors import ConfigurationError, RabbitryError
 from common.logconfig import LOG_FORMATS, configure_logging
 from common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings, TlsSettings, split_urls
+from common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, log_exchange
 
 
 class CommandFailed(click.ClickException):
@@ -92,3 +93,18 @@ def logging_options(stream: str = "stderr"):
         return wrapper
 
     return decorator
+
+
+def log_exchange_options(func):
+    """Add --exchange-type, --exchange and --durable; pass ``exchange: Exchange``."""
+    @click.option("--exchange-type", type=click.Choice(EXCHANGE_TYPES), default="topic", show_default=True,
+                  help="direct and topic route by key; fanout sends every message to every queue.")
+    @click.option("--exchange", "exchange_name", default=None, metavar="NAME",
+                  help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].")
+    @click.option("--durable", is_flag=True,
+                  help="Declare the exchange durable, and publish persistent messages (for production).")
+    @functools.wraps(func)
+    def wrapper(*args, exchange_type, exchange_name, durable, **kwargs):
+        return func(*args, exchange=log_exchange(exchange_type, exchange_name, durable), **kwargs)
+
+    return wrapper

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 import click
 import structlog
 
-from common.cli import RabbitryCommand, broker_options, logging_options
+from common.cli import RabbitryCommand, broker_options, log_exchange_options, logging_options
 from common.errors import PublishFailed, Unroutable
 from common.routing import check_routing_key
-from common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, log_exchange
 from common.transport import PublishFailure
 from producers.log_emitter import LogEmitter
 
@@ -89,32 +88,26 @@ class UnroutableReport:
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("words", nargs=-1, metavar="[ROUTING_KEY] [MESSAGE]...")
-@click.option("--exchange-type", type=click.Choice(EXCHANGE_TYPES), default="topic", show_default=True,
-              help="fanout takes no routing key.")
-@click.option("--exchange", "exchange_name", default=None, metavar="NAME",
-              help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].")
-@click.option("--durable", is_flag=True,
-              help="Declare a durable exchange and publish persistent messages (for production).")
+@log_exchange_options
 @click.option("--require-route", is_flag=True,
               help="Fail (exit status 5) when a message has no queue bound to receive it.")
 @click.option("--app-id", default="emit-log", show_default=True, help="The AMQP app_id property.")
 @broker_options
 @logging_options()
-def emit_log(settings, words, exchange_type, exchange_name, durable, require_route, app_id, log_format, log_level):
+def emit_log(settings, words, exchange, require_route, app_id, log_format, log_level):
     """Publish MESSAGE under ROUTING_KEY, or each line of standard input if no MESSAGE is given.
 
     The routing key is `<facility>.<severity>` for a topic exchange (kern.critical),
     a severity for a direct one (error), and absent for fanout.
     """
-    if exchange_type == "fanout":
+    if exchange.type == "fanout":
         routing_key, message = "", " ".join(words)
     else:
         if not words:
-            raise click.UsageError(f"a {exchange_type} exchange needs a ROUTING_KEY "
-                                   f"(for example {'kern.critical' if exchange_type == 'topic' else 'error'})")
+            raise click.UsageError(f"a {exchange.type} exchange needs a ROUTING_KEY "
+                                   f"(for example {'kern.critical' if exchange.type == 'topic' else 'error'})")
         routing_key, message = words[0], " ".join(words[1:])
         check_routing_key(routing_key)
-    exchange = log_exchange(exchange_type, exchange_name, durable)
     report = UnroutableReport(exchange.name, require_route)
     with LogEmitter(settings, exchange, app_id=app_id) as emitter:
         if message:

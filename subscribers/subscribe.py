@@ -17,9 +17,8 @@ import threading
 
 import click
 
-from common.cli import RabbitryCommand, broker_options, logging_options
+from common.cli import RabbitryCommand, broker_options, log_exchange_options, logging_options
 from common.errors import ConfigurationError
-from common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, log_exchange
 from subscribers.log_subscriber import LogSubscriber
 from subscribers.output import json_line, readable_line
 
@@ -32,11 +31,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("binding_keys", nargs=-1, metavar="[BINDING_KEY]...")
-@click.option("--exchange-type", type=click.Choice(EXCHANGE_TYPES), default="topic", show_default=True,
-              help="fanout takes no binding key; direct and topic need at least one.")
-@click.option("--exchange", "exchange_name", default=None, metavar="NAME",
-              help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].")
-@click.option("--durable", is_flag=True, help="The exchange is durable (as emit-log --durable declares it).")
+@log_exchange_options
 @click.option("--queue", default=None, metavar="NAME",
               help="Consume a durable named queue, which keeps messages while no subscriber runs "
                    "(bindings from earlier runs stay). Default: an exclusive queue named by the broker.")
@@ -47,10 +42,9 @@ def _stop_on_signals(stop: threading.Event) -> None:
               help="Exit after SECONDS without a message.")
 @broker_options
 @logging_options()
-def subscribe(settings, binding_keys, exchange_type, exchange_name, durable, queue, as_json, count, timeout,
+def subscribe(settings, binding_keys, exchange, queue, as_json, count, timeout,
               log_format, log_level):
     """Print each message whose routing key matches a BINDING_KEY ('*' is one word, '#' any number)."""
-    exchange = log_exchange(exchange_type, exchange_name, durable)
     try:
         subscriber = LogSubscriber(settings, exchange, binding_keys, queue=queue)  # checks the keys
     except ConfigurationError as error:
