@@ -1,7 +1,6 @@
-"""The logging handler against real brokers: routing, structlog, overflow, close, and an outage.
+"""The logging handler against the real broker: routing, structlog, overflow and close.
 
-The outage test runs on an extra RabbitMQ node of this module's own
-(``extra_broker``), never on the shared broker.
+Its behaviour through a broker outage is in ``test_log_outages.py``.
 """
 
 import json
@@ -10,7 +9,6 @@ import logging
 import pytest
 import structlog
 
-from common.broker import connect
 from common.topology import Binding, Queue, Topology, log_exchange
 from producers.log_handler import LogExchangeHandler
 from tests.helpers import wait_until
@@ -127,33 +125,3 @@ def test_a_full_buffer_drops_the_newest_records_and_counts_them(make_logger):
     assert handler.unsent == 10
     logger.error("after close")
     assert handler.dropped == 16
-
-
-def test_records_of_an_outage_are_published_once_the_broker_is_back(extra_broker, unique_name, make_logger):
-    settings = extra_broker.settings(reconnect_for=60.0)
-    exchange, queue = unique_name, f"{unique_name}.all"
-    with connect(settings) as connection:
-        bind_everything(connection, exchange, queue, durable=True)
-    handler = LogExchangeHandler(settings, exchange=exchange, durable=True, close_timeout=60)
-    logger = make_logger("outage", handler)
-    expected = []
-
-    def log_some(phase: str) -> None:
-        for number in range(100):
-            expected.append(f"{phase} {number}".encode())
-            logger.warning("%s %d", phase, number)
-
-    log_some("before")
-    wait_until(lambda: handler.published == 100, message="the first records to be confirmed")
-    extra_broker.stop_app()
-    log_some("during")  # buffered while the handler reconnects with backoff
-    extra_broker.start_app()
-    log_some("after")
-    handler.close()
-
-    assert (handler.dropped, handler.unsent) == (0, 0)
-    with connect(settings) as connection:
-        received = [d.body for d in drain(connection, queue)]
-        connection.delete_queue(queue)
-        connection.delete_exchange(exchange)
-    assert set(received) == set(expected)  # in flight at the cut, a record may come twice, never zero times
