@@ -47,7 +47,9 @@ def configure_logging(log_format: str = "auto", level: str = "info", stream: IO[
     structlog.configure(
         processors=shared + renderer,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # One write() per line: pool processes share the stream, and print()'s
+        # separate write of the newline let their lines run together.
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     # pika logs through the stdlib; keep its chatter out unless it matters.
