@@ -152,10 +152,11 @@ def test_the_build_steps_give_every_console_script(tmp_path):
     def inside(text: str) -> str:
         return absolute.sub(lambda match: str(image_root) + match.group(0), text)
 
-    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(tmp_path)}
-    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE"):
-        if name in os.environ:
-            env[name] = os.environ[name]
+    # This machine's environment, for its pip configuration (how to reach the package index),
+    # less what would tie the steps to the test's own Python.
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     workdir = image_root  # "/", until a WORKDIR
     workdir.mkdir()
     for keyword, arguments in build[1:]:
