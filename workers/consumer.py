@@ -23,7 +23,7 @@ from common.errors import BrokerRefused, ConfigurationError, ConnectionLost, Exi
 from common.logconfig import configure_logging
 from common.transport import Connection, Delivery
 from workers.config import WorkerConfig
-from workers.execution import Settlement, dead_letter, decode, failure, run_task
+from workers.execution import Settlement, crash_limit_reached, dead_letter, decode, failure, run_task
 from workers.ledger import CrashLedger
 from workers.registry import load_task_modules
 
@@ -163,8 +163,7 @@ class PoolProcess:
         self._flush()
         self._publish_then_ack(failure(delivery, message, self.config,
                                        f"TimeLimitExceeded: ran over the {limit:g} s time limit"))
-        self._ledger.set_running(self.index, None)
-        self._connection.close()
+        self._connection.close()  # the ledger still names the task, for the supervisor's log line
         os._exit(EXIT_TIME_LIMIT)
 
     # -- task thread -------------------------------------------------------
@@ -192,11 +191,9 @@ class PoolProcess:
         if rejected is not None:
             return rejected
         if delivery.redelivered:
-            crashed = self._crash_count(delivery, message.id)
-            if crashed >= config.delivery_limit:
-                return dead_letter(delivery, config, "delivery_limit",
-                                   f"delivered {crashed} times without finishing: it keeps killing "
-                                   "its worker process", message.task, message.id)
+            over_limit = crash_limit_reached(delivery, self._ledger.crashes(message.id), config.delivery_limit)
+            if over_limit:
+                return dead_letter(delivery, config, "delivery_limit", over_limit, message.task, message.id)
         self._ledger.set_running(self.index, message.id)
         self._running = (generation, delivery, message, time.monotonic())
         try:
@@ -208,11 +205,6 @@ class PoolProcess:
             return Settlement(delivery)
         error, retryable, duration = failed
         return failure(delivery, message, config, error, retryable, round(duration, 6))
-
-    def _crash_count(self, delivery: Delivery, task_id: str) -> int:
-        # Quorum queues count every earlier delivery; our ledger counts crashes seen here.
-        delivered = int(delivery.headers.get("x-delivery-count", 0) or 0)
-        return max(self._ledger.crashes(task_id), delivered)
 
 
 def run_pool_process(config: WorkerConfig, index: int, stop, ledger: CrashLedger) -> None:

@@ -28,6 +28,12 @@ TASK_HEADER = "x-rabbitry-task"
 QUEUE_HEADER = "x-rabbitry-queue"
 #: The spread of a retry delay around its nominal value.
 RETRY_JITTER = 0.25
+#: Quorum queues count every return of a message in ``x-delivery-count``,
+#: graceful ones too (a worker shutting down, a lost connection), so that
+#: count is only a backstop, this many times the delivery limit, for a task
+#: that kills processes on several workers. The crash ledger counts the
+#: crashes a worker saw exactly.
+DELIVERY_COUNT_BACKSTOP = 4
 
 
 @dataclass(slots=True)
@@ -67,6 +73,19 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
     outgoing.expiration = str(delay_ms)
     outgoing.headers = {ERROR_HEADER: error[:1000]}
     return Settlement(delivery, outgoing)
+
+
+def crash_limit_reached(delivery: Delivery, crashes: int, limit: int) -> str | None:
+    """Why a redelivered task must be dead-lettered rather than run again, or None.
+
+    ``crashes`` is how often the task killed a pool process of this worker.
+    """
+    if crashes >= limit:
+        return f"crashed its pool process {crashes} times: it keeps killing the process that runs it"
+    deliveries = int(delivery.headers.get("x-delivery-count", 0) or 0)
+    if deliveries >= limit * DELIVERY_COUNT_BACKSTOP:
+        return f"returned to the queue {deliveries} times without finishing (x-delivery-count)"
+    return None
 
 
 def decode(delivery: Delivery, config: WorkerConfig):

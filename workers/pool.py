@@ -96,8 +96,9 @@ class WorkerPool:
                 return
             task_id = self._ledger.running(index)
             self._ledger.set_running(index, None)
-            crashes = self._ledger.record_crash(task_id) if task_id else 0
-            event = "pool_process_timed_out" if code == EXIT_TIME_LIMIT else "pool_process_died"
+            timed_out = code == EXIT_TIME_LIMIT  # the task's failure is recorded already: not a crash
+            crashes = self._ledger.record_crash(task_id) if task_id and not timed_out else 0
+            event = "pool_process_timed_out" if timed_out else "pool_process_died"
             log.warning(event, pool_process=index, exit_code=code, task_id=task_id, crashes=crashes or None)
             self._start(index)
 

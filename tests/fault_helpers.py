@@ -1,0 +1,108 @@
+"""What the fault-injection tests share: rabbitry's commands pointed at an extra node,
+tasks counted by id, and a publisher that keeps going through a fault."""
+
+import os
+import threading
+import time
+
+from common.broker import connect
+from common.messages import TaskMessage
+from common.settings import BrokerSettings
+from producers.tasks import TaskSubmitter
+from tests.helpers import WorkerProcess, run_command, wait_until
+
+#: So that workers can import ``tests.fault_tasks``.
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class NodeCommands:
+    """rabbitry's commands and a connection, aimed at ``url`` (an extra node or a cluster)."""
+
+    def __init__(self, url: str, **env):
+        self.url = url
+        self.settings = BrokerSettings.from_url(url, reconnect_for=60.0)
+        self.env = dict(os.environ, AMQP_URL=url, RABBITRY_LOG_FORMAT="json", PYTHONUNBUFFERED="1",
+                        PYTHONPATH=REPOSITORY, **env)
+        self.workers: list[WorkerProcess] = []
+
+    def run(self, *args, **kwargs):
+        """Run a command to completion."""
+        return run_command(list(args), env=self.env, **kwargs)
+
+    def start_worker(self, queue: str, *args, wait: bool = True) -> WorkerProcess:
+        """Start ``worker`` on ``queue``; it is stopped by :meth:`stop_workers`."""
+        worker = WorkerProcess(queue, list(args), env=self.env).start()
+        self.workers.append(worker)
+        if wait:
+            worker.wait_for_consumers(self.settings)
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def queue_state(self, queue: str):
+        with connect(self.settings, "rabbitry-tests-inspect") as connection:
+            return connection.queue_state(queue)
+
+    def drain(self, queue: str) -> list:
+        """Take (and ack) every message of ``queue``."""
+        letters = []
+        with connect(self.settings, "rabbitry-tests-drain") as connection:
+            while (delivery := connection.get(queue)) is not None:
+                letters.append(delivery)
+                connection.ack(delivery.delivery_tag)
+        return letters
+
+
+def succeeded_ids(*workers) -> set[str]:
+    """Ids of the tasks the workers logged as succeeded."""
+    return {event["task_id"] for worker in workers for event in worker.events("task_succeeded")}
+
+
+def wait_for_all(expected: set[str], workers, timeout: float = 120.0) -> None:
+    """Wait until every id in ``expected`` succeeded; report the missing ids if not."""
+    try:
+        wait_until(lambda: succeeded_ids(*workers) >= expected, timeout, 0.2, f"{len(expected)} tasks")
+    except AssertionError:
+        missing = expected - succeeded_ids(*workers)
+        raise AssertionError(f"{len(missing)} of {len(expected)} tasks never succeeded, "
+                             f"e.g. {sorted(missing)[:5]}") from None
+
+
+class BackgroundSubmitter(threading.Thread):
+    """Submits ``count`` tasks at about ``rate`` per second, through faults.
+
+    ``ids`` is every task id it made, ``confirmed`` those the broker confirmed.
+    """
+
+    def __init__(self, settings: BrokerSettings, queue: str, count: int, rate: float,
+                 task: str = "noop", args: list | None = None, queue_type: str = "quorum"):
+        super().__init__(name="rabbitry-tests-submitter", daemon=True)
+        self.messages = [TaskMessage(task, list(args or [])) for _ in range(count)]
+        self.ids = {message.id for message in self.messages}
+        self.confirmed: set[str] = set()
+        self.error: BaseException | None = None
+        self._interval = 1.0 / rate
+        self._submitter = TaskSubmitter(settings, queue, queue_type,
+                                        on_confirmed=lambda batch: self.confirmed.update(
+                                            m.message_id for m in batch))
+
+    def run(self) -> None:
+        try:
+            with self._submitter as submitter:
+                started = time.monotonic()
+                for number, message in enumerate(self.messages):
+                    submitter.submit(message)
+                    time.sleep(max(0.0, started + number * self._interval - time.monotonic()))
+        except BaseException as error:  # reported by the test through .error
+            self.error = error
+
+    def finish(self, timeout: float = 120.0) -> None:
+        """Wait until every task is submitted and confirmed; raise what went wrong."""
+        self.join(timeout)
+        assert not self.is_alive(), "the submitter did not finish"
+        if self.error is not None:
+            raise self.error
+        missing = self.ids - self.confirmed
+        assert not missing, f"{len(missing)} tasks never confirmed, e.g. {sorted(missing)[:5]}"

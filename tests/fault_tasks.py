@@ -1,0 +1,44 @@
+"""Tasks that misbehave on purpose, for the fault-injection tests (``--tasks tests.fault_tasks``)."""
+
+import os
+import signal
+
+from workers.registry import task
+
+
+class PermanentError(Exception):
+    """An error retrying cannot fix."""
+
+
+@task
+def kill_my_process():
+    """Die as a segfault or the OOM killer would end the process: SIGKILL, no clean-up."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task
+def kill_my_process_once(marker: str) -> str:
+    """SIGKILL the process the first time (leaving ``marker`` behind), succeed after."""
+    if not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
+
+
+@task(dont_retry=(PermanentError,))
+def fail_permanently(message: str = "cannot work"):
+    """Raise an error the task declares not retryable."""
+    raise PermanentError(message)
+
+
+@task
+def fail_until(marker: str, failures: int) -> int:
+    """Fail the first ``failures`` runs (counted in ``marker``), then succeed."""
+    with open(marker, "a+") as runs:
+        runs.seek(0)
+        done = len(runs.read())
+        runs.write("x")
+    if done < failures:
+        raise RuntimeError(f"run {done + 1} fails on purpose")
+    return done
