@@ -101,17 +101,17 @@ def emit_log(settings, words, exchange, require_route, app_id, log_format, log_l
     a severity for a direct one (error), and absent for fanout.
     """
     if exchange.type == "fanout":
-        routing_key, message = "", " ".join(words)
+        routing_key, message_words = "", words
     else:
         if not words:
             raise click.UsageError(f"a {exchange.type} exchange needs a ROUTING_KEY "
                                    f"(for example {'kern.critical' if exchange.type == 'topic' else 'error'})")
-        routing_key, message = words[0], " ".join(words[1:])
+        routing_key, message_words = words[0], words[1:]
         check_routing_key(routing_key)
     report = UnroutableReport(exchange.name, require_route)
     with LogEmitter(settings, exchange, app_id=app_id) as emitter:
-        if message:
-            emitter.emit(routing_key, message)
+        if message_words:  # an explicit "" is an empty message, not a request to read stdin
+            emitter.emit(routing_key, " ".join(message_words))
         else:
             for batch in line_batches(click.get_binary_stream("stdin").fileno()):
                 for line in batch:
