@@ -30,6 +30,8 @@ log = structlog.get_logger("rabbitry.emit_log")
 #: With no input for this long, the connection is serviced (heartbeats, confirms).
 IDLE_POLL_S = 1.0
 _READ_SIZE = 1 << 16
+#: Exit status after Ctrl-C, as shells report a SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 def line_batches(fd: int, idle_s: float = IDLE_POLL_S) -> Iterator[list[bytes]]:
@@ -55,7 +57,7 @@ def line_batches(fd: int, idle_s: float = IDLE_POLL_S) -> Iterator[list[bytes]]:
         yield [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
-class UnroutableReport:
+class FailureReport:
     """Counts refused and unroutable messages; warns once, or fails with --require-route."""
 
     def __init__(self, exchange: str, require_route: bool):
@@ -108,18 +110,30 @@ def emit_log(settings, words, exchange, require_route, app_id, log_format, log_l
                                    f"(for example {'kern.critical' if exchange.type == 'topic' else 'error'})")
         routing_key, message_words = words[0], words[1:]
         check_routing_key(routing_key)
-    report = UnroutableReport(exchange.name, require_route)
+    report = FailureReport(exchange.name, require_route)
+    interrupted = False
     with LogEmitter(settings, exchange, app_id=app_id) as emitter:
         if message_words:  # an explicit "" is an empty message, not a request to read stdin
             emitter.emit(routing_key, " ".join(message_words))
         else:
-            for batch in line_batches(click.get_binary_stream("stdin").fileno()):
-                for line in batch:
-                    if line:  # blank lines carry nothing worth a message
-                        emitter.emit(routing_key, line)
-                report.add(emitter.poll())
+            interrupted = _stream_lines(emitter, routing_key, report)
         report.add(emitter.flush())
         report.finish(emitter.emitted)
+    if interrupted:
+        raise SystemExit(EXIT_INTERRUPTED)
+
+
+def _stream_lines(emitter: LogEmitter, routing_key: str, report: FailureReport) -> bool:
+    """Publish each line of standard input; return True if Ctrl-C ended the stream."""
+    try:
+        for batch in line_batches(click.get_binary_stream("stdin").fileno()):
+            for line in batch:
+                if line:  # blank lines carry nothing worth a message
+                    emitter.emit(routing_key, line)
+            report.add(emitter.poll())
+    except KeyboardInterrupt:  # `tail -f | emit-log` ends this way: what was read is still confirmed
+        return True
+    return False
 
 
 def main():
