@@ -13,6 +13,7 @@ from common.cli import RabbitryGroup
 #: Subcommand name -> "module:attribute" of its click command.
 SUBCOMMANDS = {
     "status": "rabbitry.status:status",
+    "dlq": "rabbitry.dlq:dlq",
 }
 
 
