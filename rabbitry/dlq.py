@@ -124,10 +124,13 @@ def _select(ids: tuple[str, ...], select_all: bool) -> Callable[[Delivery], bool
     return (lambda _letter: True) if select_all else (lambda letter: letter.message_id in ids)
 
 
-def _check_found(ids: tuple[str, ...], letters: list[Delivery]) -> None:
-    missing = set(ids) - {letter.message_id for letter in letters}
+def _take_found(letters: DeadLetterQueue, ids: tuple[str, ...], wanted) -> list[Delivery]:
+    """Take the wanted letters; raise, changing nothing, if any of ``ids`` is not there."""
+    taken = letters.take(wanted)
+    missing = set(ids) - {letter.message_id for letter in taken}
     if missing:
         raise LettersMissing(f"no dead letter with id {', '.join(sorted(missing))}: nothing was changed")
+    return taken
 
 
 def dlq_command(name: str):
@@ -169,9 +172,8 @@ def list_letters(settings, queue, limit, as_json):
 def show(settings, queue, letter_id):
     """Show one dead letter in full: its headers and body."""
     with connect(settings, "rabbitry-dlq") as connection:
-        letters = DeadLetterQueue(connection, queue).take(lambda letter: letter.message_id == letter_id)
-    _check_found((letter_id,), letters)
-    letter = letters[0]
+        (letter,) = _take_found(DeadLetterQueue(connection, queue), (letter_id,),
+                                lambda letter: letter.message_id == letter_id)[:1]
     click.echo(json.dumps({**describe(letter), "content_type": letter.content_type, "headers": letter.headers},
                           indent=2, default=str))
 
@@ -184,9 +186,7 @@ def replay(settings, queue, ids, select_all):
     wanted = _select(ids, select_all)
     with connect(settings, "rabbitry-dlq") as connection:
         letters = DeadLetterQueue(connection, queue)
-        taken = letters.take(wanted)
-        _check_found(ids, taken)
-        count = letters.replay(taken)
+        count = letters.replay(_take_found(letters, ids, wanted))
     click.echo(f"replayed {count} dead letter(s) to {queue!r}")
 
 
@@ -198,10 +198,5 @@ def purge(settings, queue, ids, select_all):
     wanted = _select(ids, select_all)
     with connect(settings, "rabbitry-dlq") as connection:
         letters = DeadLetterQueue(connection, queue)
-        if select_all:
-            count = connection.purge(letters.name)
-        else:
-            taken = letters.take(wanted)
-            _check_found(ids, taken)
-            count = letters.drop(taken)
+        count = connection.purge(letters.name) if select_all else letters.drop(_take_found(letters, ids, wanted))
     click.echo(f"dropped {count} dead letter(s) of {queue!r}")
