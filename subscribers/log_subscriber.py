@@ -69,6 +69,7 @@ class LogSubscriber:
         self.prefetch = prefetch
         self.name = name
         self.received = 0
+        self._last_received = time.monotonic()  # the idle timeout counts from here
 
     def topology(self) -> Topology:
         """The exchange, the subscription's queue and its bindings."""
