@@ -1,0 +1,348 @@
+"""The in-process transport: :class:`common.transport.Connection` without a server.
+
+``local://`` selects it (``local://name`` picks a named broker, so a process
+can hold several). Producers, workers and subscribers run on it unchanged,
+as threads of one process: it is rabbitry's embedded default when no
+RabbitMQ is around, the fast double in tests, and the in-process side of
+``rabbitry compare``.
+
+Like a pika connection, a :class:`LocalConnection` belongs to the thread
+that uses it. The broker hands it deliveries through a ``queue.SimpleQueue``
+(its "socket"), and callbacks run only inside :meth:`process_events`, on
+that thread. Publisher confirms are immediate: a publish has been routed
+and enqueued by the time it returns. The broker keeps the published
+:class:`~common.transport.OutgoingMessage` itself, so a publisher must not
+change a message after publishing it (deliveries get their own headers).
+"""
+
+import contextlib
+import queue
+import threading
+import urllib.parse
+from collections.abc import Callable
+
+from common.errors import BrokerRefused, ConnectionLost
+from common.local_broker import (PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue, refused)
+from common.settings import BrokerSettings
+from common.topology import Topology
+from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState
+
+_brokers: dict[str, LocalBroker] = {}
+_brokers_lock = threading.Lock()
+
+
+def broker_named(name: str = "") -> LocalBroker:
+    """The process's in-process broker called ``name``, created on first use."""
+    with _brokers_lock:
+        broker = _brokers.get(name)
+        if broker is None:
+            broker = _brokers[name] = LocalBroker(name)
+        return broker
+
+
+def forget_broker(name: str = "") -> None:
+    """Drop the broker called ``name`` with everything it holds, as a restart of a
+    server that keeps nothing on disk would. Its open connections stop working."""
+    with _brokers_lock:
+        broker = _brokers.pop(name, None)
+    if broker is not None:
+        broker.close()
+
+
+def broker_name(url: str) -> str:
+    """The broker name in a ``local://name`` URL ('' for plain ``local://``)."""
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.netloc or parsed.path.strip("/")
+
+
+def connect_local(settings: BrokerSettings, name: str = "rabbitry") -> "LocalConnection":
+    """A connection to the in-process broker that ``settings`` names."""
+    return LocalConnection(broker_named(broker_name(settings.urls[0])), name)
+
+
+def _wake_up() -> None:
+    """Queued to wake a connection's thread when deliveries arrive."""
+
+
+class LocalConnection(Connection):
+    """One connection and one channel to an in-process :class:`LocalBroker`."""
+
+    def __init__(self, broker: LocalBroker, name: str = "rabbitry"):
+        self.broker = broker
+        self.name = name
+        # Callbacks from other threads; also the wake-up call for new deliveries.
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        # Deliveries not yet run: (consumer, queue, envelope, delivery tag).
+        self._pending: list[tuple[Consumer, LocalQueue, Envelope, int]] = []
+        self._open = True
+        self._next_delivery_tag = 1
+        # delivery tag -> (queue, envelope, consumer or None for basic.get), oldest first.
+        self._unacked: dict[int, tuple[LocalQueue, Envelope, Consumer | None]] = {}
+        self._consumers: dict[str, Consumer] = {}
+        # Acks and rejects sent but not yet read by the broker: (tag, multiple, requeue).
+        self._settlements: list[tuple[int, bool, bool | None]] = []
+        self._confirmed: list[OutgoingMessage] = []
+        self._failed: list[PublishFailure] = []
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise ConnectionLost("connection lost: the in-process connection is closed")
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the broker lock, having carried out this connection's acks and rejects.
+
+        A refusal closes the channel, as the real broker does.
+        """
+        with self.broker.lock:
+            try:
+                if self._settlements:
+                    self._settle_locked()
+                yield
+            except BrokerRefused:
+                self._close_locked()
+                raise
+
+    def _usable_queue_locked(self, name: str) -> LocalQueue:
+        """The queue called ``name``, if it exists and is not another connection's exclusive queue."""
+        queue_ = self.broker.queue_locked(name)
+        self.broker.check_access_locked(queue_, self)
+        return queue_
+
+    # -- declaring ---------------------------------------------------------
+    def declare(self, topology: Topology) -> dict[str, str]:
+        self._check_open()
+        names = {}
+        broker = self.broker
+        with self._locked():
+            for exchange in topology.exchanges:
+                broker.declare_exchange_locked(exchange.name, exchange.type, exchange.durable,
+                                               exchange.auto_delete)
+            for declared in topology.queues:
+                names[declared.name] = broker.declare_queue_locked(
+                    declared.name, declared.durable, declared.exclusive, declared.auto_delete,
+                    declared.arguments, self)
+            for binding in topology.bindings:
+                broker.bind_locked(binding.exchange, names.get(binding.queue, binding.queue),
+                                   binding.routing_key, self)
+        return names
+
+    # -- publishing --------------------------------------------------------
+    def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
+        self._check_open()
+        with self._locked():
+            routed = self.broker.route_locked(message)
+        if mandatory and not routed:
+            self._failed.append(PublishFailure(message, "unroutable"))
+        else:
+            self._confirmed.append(message)
+
+    @property
+    def unconfirmed(self) -> int:
+        return 0  # confirms are immediate
+
+    def wait_for_confirms(self, timeout: float | None = None) -> list[PublishFailure]:
+        self._check_open()
+        failed, self._failed = self._failed, []
+        return failed
+
+    def take_confirmed(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
+        confirmed, failed = self._confirmed, self._failed
+        self._confirmed, self._failed = [], []
+        return confirmed, failed
+
+    def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
+        return []
+
+    # -- consuming ---------------------------------------------------------
+    def consume(self, queue, on_delivery, prefetch=1, exclusive=False) -> str:
+        self._check_open()
+        broker = self.broker
+        with self._locked():
+            target = self._usable_queue_locked(queue)
+            if exclusive and target.consumers or any(c.tag.startswith("exclusive:") for c in target.consumers):
+                raise refused("ACCESS_REFUSED (403)", f"queue '{queue}' in vhost '/' in exclusive use")
+            tag = f"{'exclusive:' if exclusive else ''}ctag-{id(self):x}.{len(self._consumers) + 1}"
+            consumer = Consumer(tag, target, self, on_delivery, prefetch)
+            self._consumers[tag] = consumer
+            target.consumers.append(consumer)
+            broker.dispatch_locked(target)
+        return tag
+
+    def deliver_locked(self, consumer: Consumer, queue: LocalQueue, envelope: Envelope) -> None:
+        """Called by the broker, under its lock: hand ``envelope`` to ``consumer``.
+
+        The delivery waits in a batch that :meth:`process_events` takes whole;
+        only the first of a batch wakes the connection's thread.
+        """
+        tag = self._next_delivery_tag
+        self._next_delivery_tag = tag + 1
+        self._unacked[tag] = (queue, envelope, consumer)
+        consumer.unacked += 1
+        if not self._pending:
+            self._inbox.put(_wake_up)
+        self._pending.append((consumer, queue, envelope, tag))
+
+    @staticmethod
+    def _delivery(queue: LocalQueue, envelope: Envelope, tag: int) -> Delivery:
+        message = envelope.message
+        headers = message.headers
+        if envelope.deliveries and queue.is_quorum:
+            headers = {**(headers or {}), "x-delivery-count": envelope.deliveries}
+        return Delivery(message.body, message.routing_key, message.exchange, tag, envelope.redelivered,
+                        message.content_type, message.message_id, message.timestamp,
+                        dict(headers) if headers else {}, message.app_id, message.type, message.persistent)
+
+    def cancel(self, consumer_tag: str) -> None:
+        self._check_open()
+        consumer = self._consumers.pop(consumer_tag, None)
+        if consumer is not None:
+            with self._locked():
+                self.broker.remove_consumer_locked(consumer)
+
+    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        self._check_open()
+        self._settlements.append((delivery_tag, multiple, None))
+
+    def reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        self._check_open()
+        self._settlements.append((delivery_tag, False, requeue))
+
+    def _settle_locked(self) -> None:
+        """Carry out the acks and rejects sent since the last call, then refill consumers.
+
+        As over a socket, acks and rejects are sent without waiting, and the
+        broker reads them in order before this connection's next operation;
+        taking them in batches keeps the broker lock out of each ack's path.
+        An unknown delivery tag closes the channel then, as RabbitMQ does.
+        """
+        settlements, self._settlements = self._settlements, []
+        broker, unacked = self.broker, self._unacked
+        touched: dict[LocalQueue, None] = {}
+        for delivery_tag, multiple, requeue in settlements:
+            if multiple:
+                # Tag 0 with ``multiple`` means every outstanding delivery, as in AMQP.
+                tags = [tag for tag in unacked if tag <= delivery_tag or not delivery_tag]  # oldest first
+            else:
+                tags = [delivery_tag] if delivery_tag in unacked else []
+            if not tags:
+                raise refused(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
+            for tag in tags:
+                queue_, envelope, consumer = unacked.pop(tag)
+                if consumer is not None:
+                    consumer.unacked -= 1
+                    touched[queue_] = None
+                if requeue:
+                    broker.requeue_locked(queue_, [envelope])
+                elif requeue is False:
+                    broker.dead_letter_locked(queue_, envelope, "rejected")
+        for queue_ in touched:
+            if queue_.ready and queue_.consumers:
+                broker.dispatch_locked(queue_)
+
+    def process_events(self, timeout: float = 0) -> None:
+        self._check_open()
+        if not self._run_waiting() and timeout and timeout > 0:
+            try:
+                callback = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                return
+            callback()
+            self._run_waiting()
+
+    def _run_waiting(self) -> bool:
+        """Run the callbacks and deliveries waiting now; False if there were none."""
+        inbox = self._inbox
+        ran = False
+        while not inbox.empty() and self._open:
+            inbox.get_nowait()()
+            ran = True
+        if self._pending and self._open:
+            with self.broker.lock:
+                batch, self._pending = self._pending, []
+            for consumer, queue_, envelope, tag in batch:
+                if consumer.cancelled:
+                    # pika requeues deliveries that a cancelled consumer never saw.
+                    if self._open:
+                        self.reject(tag, requeue=True)
+                else:
+                    consumer.on_delivery(self._delivery(queue_, envelope, tag))
+            ran = True
+        if self._settlements and self._open:
+            with self._locked():
+                pass
+        return ran
+
+    def call_threadsafe(self, callback: Callable[[], None]) -> None:
+        self._check_open()
+        self._inbox.put(callback)
+
+    # -- inspecting and cleaning up ---------------------------------------
+    def queue_state(self, queue: str) -> QueueState | None:
+        self._check_open()
+        with self._locked():
+            found = self.broker.queues.get(queue)
+            return None if found is None else QueueState(len(found.ready), len(found.consumers))
+
+    def get(self, queue: str) -> Delivery | None:
+        self._check_open()
+        broker = self.broker
+        with self._locked():
+            target = self._usable_queue_locked(queue)
+            envelope = broker.take_locked(target)
+            if envelope is None:
+                return None
+            tag = self._next_delivery_tag
+            self._next_delivery_tag = tag + 1
+            self._unacked[tag] = (target, envelope, None)
+            return self._delivery(target, envelope, tag)
+
+    def purge(self, queue: str) -> int:
+        self._check_open()
+        with self._locked():
+            target = self.broker.queue_locked(queue)
+            count = len(target.ready)
+            target.ready.clear()
+            return count
+
+    def delete_queue(self, queue: str) -> None:
+        self._check_open()
+        with self._locked():
+            self.broker.delete_queue_locked(queue)
+
+    def delete_exchange(self, exchange: str) -> None:
+        self._check_open()
+        with self._locked():
+            self.broker.delete_exchange_locked(exchange)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def close(self) -> None:
+        with self.broker.lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        """Cancel consumers, requeue every unacked message, drop exclusive queues."""
+        if not self._open:
+            return
+        self._open = False
+        if self._settlements:
+            try:
+                self._settle_locked()
+            except BrokerRefused:
+                pass  # closing anyway
+        broker = self.broker
+        for consumer in self._consumers.values():
+            broker.remove_consumer_locked(consumer)
+        self._consumers.clear()
+        by_queue: dict[LocalQueue, list[Envelope]] = {}
+        for queue_, envelope, _consumer in self._unacked.values():
+            by_queue.setdefault(queue_, []).append(envelope)
+        self._unacked.clear()
+        for queue_, envelopes in by_queue.items():
+            broker.requeue_locked(queue_, envelopes)
+        for name, owned in list(broker.queues.items()):
+            if owned.exclusive_owner is self:
+                broker.delete_queue_locked(name)

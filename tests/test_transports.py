@@ -1,0 +1,385 @@
+"""One behaviour, two transports: every test here runs on RabbitMQ and on the in-process model.
+
+The in-process broker (``local://``) must behave as RabbitMQ does for
+everything rabbitry relies on. Where the two differ by design, the test says
+so and checks each side's own behaviour.
+"""
+
+import time
+import uuid
+
+import pytest
+
+from common.broker import connect
+from common.errors import BrokerRefused
+from common.local import broker_name, forget_broker
+from common.settings import BrokerSettings
+from common.topology import Binding, Exchange, Queue, Topology
+from common.transport import OutgoingMessage, QueueState
+from tests.helpers import wait_until
+
+
+class Transport:
+    """Opens connections to one broker and removes what a test declared on it."""
+
+    def __init__(self, kind: str, settings: BrokerSettings, prefix: str):
+        self.kind = kind
+        self.settings = settings
+        self.prefix = prefix
+        self.connections = []
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+
+    def name(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    def connect(self):
+        connection = connect(self.settings, "rabbitry-transport-tests")
+        self.connections.append(connection)
+        return connection
+
+    def declare(self, connection, exchanges=(), queues=(), bindings=()) -> dict[str, str]:
+        self.exchanges += [e.name for e in exchanges]
+        names = connection.declare(Topology(tuple(exchanges), tuple(queues), tuple(bindings)))
+        self.queues += list(names.values())
+        return names
+
+    def forget_everything(self) -> None:
+        """Drop the in-process broker with all it holds."""
+        forget_broker(broker_name(self.settings.urls[0]))
+
+    def cleanup(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        if self.kind == "local":
+            self.forget_everything()
+            return
+        with connect(self.settings, "rabbitry-transport-cleanup") as connection:
+            for queue in self.queues:
+                connection.delete_queue(queue)
+            for exchange in self.exchanges:
+                connection.delete_exchange(exchange)
+
+
+@pytest.fixture(params=["local", "amqp"])
+def transport(request, unique_name):
+    """A Transport on the in-process model or on the session's RabbitMQ."""
+    if request.param == "local":
+        settings = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
+    else:
+        settings = request.getfixturevalue("broker_settings")
+    chosen = Transport(request.param, settings, unique_name)
+    yield chosen
+    chosen.cleanup()
+
+
+def message(routing_key: str, body: str, exchange: str = "", **properties) -> OutgoingMessage:
+    return OutgoingMessage(routing_key=routing_key, body=body.encode(), exchange=exchange, **properties)
+
+
+def publish_all(connection, messages, mandatory=False):
+    for outgoing in messages:
+        connection.publish(outgoing, mandatory=mandatory)
+    return connection.wait_for_confirms(10)
+
+
+def drain(connection, queue: str) -> list[str]:
+    """Every body ready in ``queue``, taken with basic.get and acked."""
+    bodies = []
+    while (delivery := connection.get(queue)) is not None:
+        bodies.append(delivery.body.decode())
+        connection.ack(delivery.delivery_tag)
+    return bodies
+
+
+def get_within(connection, queue: str, timeout: float = 10.0):
+    """The next message of ``queue``, waiting for it to arrive (dead letters take a moment)."""
+    return wait_until(lambda: connection.get(queue), timeout, 0.02, f"a message on {queue}")
+
+
+class Inbox:
+    """Collects a consumer's deliveries."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.deliveries = []
+
+    def __call__(self, delivery):
+        self.deliveries.append(delivery)
+
+    def bodies(self) -> list[str]:
+        return [d.body.decode() for d in self.deliveries]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.deliveries) < count:
+            assert time.monotonic() < deadline, f"got {len(self.deliveries)} of {count} deliveries"
+            self.connection.process_events(0.02)
+
+    def settle_quietly(self, seconds: float = 0.2) -> None:
+        """Process events for a while, to show that nothing more arrives."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.connection.process_events(0.02)
+
+
+def test_a_work_queue_round_trip_delivers_every_message_once_in_order(transport):
+    connection = transport.connect()
+    queue = transport.name("work")
+    transport.declare(connection, queues=[Queue(queue)])
+
+    failures = publish_all(connection, [message(queue, f"task {i}") for i in range(5)], mandatory=True)
+    consumer = transport.connect()
+    inbox = Inbox(consumer)
+    consumer.consume(queue, inbox, prefetch=10)
+    inbox.wait_for(5)
+    for delivery in inbox.deliveries:
+        consumer.ack(delivery.delivery_tag)
+    inbox.settle_quietly(0.1)
+    consumer.close()
+
+    assert failures == []
+    assert inbox.bodies() == [f"task {i}" for i in range(5)]
+    assert not any(d.redelivered for d in inbox.deliveries)
+    assert connection.queue_state(queue).messages == 0  # acked, so not requeued on close
+
+
+def test_prefetch_bounds_what_a_consumer_holds_unacked(transport):
+    connection = transport.connect()
+    queue = transport.name("prefetch")
+    transport.declare(connection, queues=[Queue(queue)])
+    publish_all(connection, [message(queue, str(i)) for i in range(5)])
+
+    inbox = Inbox(connection)
+    connection.consume(queue, inbox, prefetch=2)
+    inbox.wait_for(2)
+    inbox.settle_quietly()
+    held = inbox.bodies()
+    connection.ack(inbox.deliveries[0].delivery_tag)
+    inbox.wait_for(3)
+    inbox.settle_quietly()
+
+    assert held == ["0", "1"]
+    assert inbox.bodies() == ["0", "1", "2"]
+    assert connection.queue_state(queue).messages == 2
+
+
+def test_with_prefetch_one_the_next_task_goes_to_the_idle_consumer(transport):
+    connection = transport.connect()
+    queue = transport.name("fair")
+    transport.declare(connection, queues=[Queue(queue)])
+    busy, idle = Inbox(transport.connect()), Inbox(transport.connect())
+    busy.connection.consume(queue, busy, prefetch=1)
+    idle.connection.consume(queue, idle, prefetch=1)
+    wait_until(lambda: connection.queue_state(queue).consumers == 2)
+
+    publish_all(connection, [message(queue, f"task {i}") for i in range(4)])
+    busy.wait_for(1)
+    idle.wait_for(1)
+    # ``busy`` keeps its first task; ``idle`` finishes each of its tasks at once.
+    for count in (2, 3):
+        idle.connection.ack(idle.deliveries[-1].delivery_tag)
+        idle.wait_for(count)
+    busy.settle_quietly()
+
+    assert len(busy.deliveries) == 1
+    assert sorted(busy.bodies() + idle.bodies()) == [f"task {i}" for i in range(4)]
+
+
+def test_a_rejected_message_is_requeued_and_redelivered_or_dropped(transport):
+    connection = transport.connect()
+    queue = transport.name("reject")
+    transport.declare(connection, queues=[Queue(queue)])
+    publish_all(connection, [message(queue, "once more")])
+
+    first = get_within(connection, queue)
+    connection.reject(first.delivery_tag, requeue=True)
+    second = get_within(connection, queue)
+    connection.reject(second.delivery_tag, requeue=False)  # no dead-letter exchange: dropped
+
+    assert not first.redelivered
+    assert second.redelivered and second.body == b"once more"
+    assert connection.get(queue) is None
+    assert connection.queue_state(queue).messages == 0
+
+
+def test_ack_multiple_settles_every_earlier_delivery(transport):
+    connection = transport.connect()
+    queue = transport.name("multiple")
+    transport.declare(connection, queues=[Queue(queue)])
+    publish_all(connection, [message(queue, str(i)) for i in range(4)])
+
+    deliveries = [get_within(connection, queue) for _ in range(4)]
+    connection.ack(deliveries[2].delivery_tag, multiple=True)
+    connection.close()  # only the fourth was unacked: it alone goes back
+
+    assert drain(transport.connect(), queue) == ["3"]
+
+
+def test_closing_a_connection_redelivers_its_unacked_messages(transport):
+    connection = transport.connect()
+    queue = transport.name("redeliver")
+    transport.declare(connection, queues=[Queue(queue)])
+    publish_all(connection, [message(queue, "a"), message(queue, "b")])
+    consumer = transport.connect()
+    inbox = Inbox(consumer)
+    consumer.consume(queue, inbox, prefetch=5)
+    inbox.wait_for(2)
+
+    consumer.close()
+    again = Inbox(transport.connect())
+    again.connection.consume(queue, again, prefetch=5)
+    again.wait_for(2)
+
+    assert again.bodies() == ["a", "b"]
+    assert all(d.redelivered for d in again.deliveries)
+
+
+@pytest.mark.parametrize("exchange_type, bindings, expected", [
+    ("fanout", {"one": [""], "two": ["ignored"]}, {"x": ["one", "two"], "y": ["one", "two"]}),
+    ("direct", {"errors": ["error"], "all": ["error", "info"]},
+     {"error": ["all", "errors"], "info": ["all"], "debug": []}),
+    ("topic", {"kern": ["kern.*"], "critical": ["*.critical"], "everything": ["#"]},
+     {"kern.critical": ["critical", "everything", "kern"], "kern.info.x": ["everything"],
+      "app.critical": ["critical", "everything"], "": ["everything"]}),
+])
+def test_each_exchange_type_routes_each_message_to_each_queue_at_most_once(transport, exchange_type, bindings,
+                                                                          expected):
+    connection = transport.connect()
+    exchange = transport.name(exchange_type)
+    queues = {name: transport.name(name) for name in bindings}
+    transport.declare(connection, exchanges=[Exchange(exchange, exchange_type)],
+                      queues=[Queue(q, durable=False) for q in queues.values()],
+                      bindings=[Binding(exchange, queues[name], key) for name, keys in bindings.items()
+                                for key in keys])
+
+    failures = publish_all(connection, [message(key, key, exchange) for key in expected], mandatory=True)
+    received = {name: drain(connection, queue) for name, queue in queues.items()}
+
+    routed = {key: sorted(name for name, bodies in received.items() if key in bodies) for key in expected}
+    assert routed == expected
+    assert all(len(bodies) == len(set(bodies)) for bodies in received.values())
+    assert [f.message.routing_key for f in failures] == [k for k, v in expected.items() if not v]
+    assert {f.reason for f in failures} <= {"unroutable"}
+
+
+def test_the_default_exchange_routes_by_queue_name_and_reports_the_unroutable(transport):
+    connection = transport.connect()
+    queue = transport.name("by-name")
+    transport.declare(connection, queues=[Queue(queue)])
+
+    failures = publish_all(connection, [message(queue, "here"), message(transport.name("nowhere"), "lost")],
+                           mandatory=True)
+
+    assert drain(connection, queue) == ["here"]
+    assert [(f.reason, f.message.body) for f in failures] == [("unroutable", b"lost")]
+
+
+def test_rejected_and_expired_messages_are_dead_lettered_with_their_history(transport):
+    connection = transport.connect()
+    work, dead, delayed = (transport.name(n) for n in ("work", "dead", "delayed"))
+    dead_letters = transport.name("dlx")
+    transport.declare(
+        connection, exchanges=[Exchange(dead_letters, "direct")],
+        queues=[Queue(work, arguments={"x-dead-letter-exchange": dead_letters}), Queue(dead),
+                Queue(delayed, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": work})],
+        bindings=[Binding(dead_letters, dead, work)])
+
+    publish_all(connection, [message(work, "rejected", headers={"mine": 1})])
+    connection.reject(get_within(connection, work).delivery_tag, requeue=False)
+    rejected = get_within(connection, dead)
+    publish_all(connection, [message(delayed, "retry me", expiration="50")])
+    retried = get_within(connection, work)  # expired in ``delayed``, dead-lettered back to ``work``
+
+    assert rejected.body == b"rejected" and rejected.headers["mine"] == 1
+    assert rejected.routing_key == work and rejected.exchange == dead_letters
+    death = rejected.headers["x-death"][0]
+    assert (death["reason"], death["queue"], death["count"]) == ("rejected", work, 1)
+    assert retried.body == b"retry me"
+    assert retried.headers["x-death"][0]["reason"] == "expired"
+    assert retried.headers["x-death"][0]["queue"] == delayed
+    assert retried.headers["x-first-death-reason"] == "expired"
+
+
+def test_a_quorum_queue_counts_redeliveries(transport):
+    connection = transport.connect()
+    queue = transport.name("quorum")
+    transport.declare(connection, queues=[Queue(queue, arguments={"x-queue-type": "quorum"})])
+    publish_all(connection, [message(queue, "again")])
+
+    counts = []
+    for _ in range(3):
+        delivery = get_within(connection, queue)
+        counts.append(int(delivery.headers.get("x-delivery-count", 0)))
+        connection.reject(delivery.delivery_tag, requeue=True)
+
+    assert counts == [0, 1, 2]
+
+
+def test_the_broker_names_exclusive_queues_and_drops_them_with_their_connection(transport):
+    owner = transport.connect()
+    names = transport.declare(owner, queues=[Queue("", durable=False, exclusive=True, auto_delete=True)])
+    name = names[""]
+    other = transport.connect()
+
+    with pytest.raises(BrokerRefused, match="RESOURCE_LOCKED"):
+        other.consume(name, lambda delivery: None)
+    owner.close()
+
+    assert name.startswith("amq.gen-")
+    assert wait_until(lambda: transport.connect().queue_state(name) is None, 10)
+
+
+def test_mistakes_are_refused_as_rabbitmq_refuses_them(transport):
+    connection = transport.connect()
+    queue = transport.name("strict")
+    transport.declare(connection, queues=[Queue(queue, arguments={"x-queue-type": "classic"})])
+
+    with pytest.raises(BrokerRefused, match="PRECONDITION_FAILED"):
+        transport.declare(connection, queues=[Queue(queue, arguments={"x-queue-type": "quorum"})])
+    with pytest.raises(BrokerRefused, match="NOT_FOUND"):
+        transport.connect().consume(transport.name("missing"), lambda delivery: None)
+    with pytest.raises(BrokerRefused, match="PRECONDITION_FAILED"):
+        transport.declare(transport.connect(), queues=[Queue(transport.name("q"), durable=False,
+                                                              arguments={"x-queue-type": "quorum"})])
+
+
+def test_durability_across_a_restart_differs_by_design(transport):
+    """RabbitMQ keeps durable queues and persistent messages across a restart; the
+    in-process model keeps nothing when its process (or broker) goes away.
+
+    The shared RabbitMQ is never restarted by tests, so on that side the test
+    checks what a restart relies on: the queue is durable and the message is
+    persistent. On the model, dropping the broker is its restart.
+    """
+    connection = transport.connect()
+    queue = transport.name("durable")
+    transport.declare(connection, queues=[Queue(queue, durable=True)])
+    publish_all(connection, [message(queue, "keep me", persistent=True)])
+    delivery = get_within(connection, queue)
+    connection.reject(delivery.delivery_tag, requeue=True)
+
+    if transport.kind == "amqp":
+        assert delivery.persistent
+        transport.declare(connection, queues=[Queue(queue, durable=True)])  # equivalent: it is durable
+        assert connection.queue_state(queue).messages == 1
+    else:
+        transport.forget_everything()
+        assert transport.connect().queue_state(queue) is None
+
+
+def test_a_cancelled_consumer_gets_nothing_more(transport):
+    connection = transport.connect()
+    queue = transport.name("cancel")
+    transport.declare(connection, queues=[Queue(queue)])
+    inbox = Inbox(connection)
+    tag = connection.consume(queue, inbox, prefetch=1)
+    wait_until(lambda: connection.queue_state(queue).consumers == 1)
+
+    connection.cancel(tag)
+    publish_all(connection, [message(queue, "not for you")])
+    inbox.settle_quietly()
+
+    assert inbox.deliveries == []
+    assert connection.queue_state(queue) == QueueState(messages=1, consumers=0)
+
