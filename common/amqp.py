@@ -308,6 +308,10 @@ class AmqpConnection(Connection):
             self._channel.exchange_delete(exchange)
 
     @property
+    def server_properties(self) -> dict:
+        return dict(self._connection._impl.server_properties or {})
+
+    @property
     def is_open(self) -> bool:
         return self._connection.is_open and self._channel.is_open
 

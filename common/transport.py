@@ -177,6 +177,11 @@ class Connection(abc.ABC):
         """Delete ``exchange`` if it exists."""
 
     @property
+    def server_properties(self) -> dict[str, Any]:
+        """What the broker said about itself when the connection opened (nothing in-process)."""
+        return {}
+
+    @property
     @abc.abstractmethod
     def is_open(self) -> bool:
         """False once the connection is closed or lost."""

@@ -11,6 +11,7 @@ from common.errors import ExitCode
 from workers.config import WorkerConfig
 from workers.consumer import EXIT_TIME_LIMIT, run_pool_process
 from workers.ledger import CrashLedger
+from workers.limits import check_time_limit
 
 log = structlog.get_logger("rabbitry.worker")
 
@@ -45,6 +46,7 @@ class WorkerPool:
         fails at start-up with one clear line instead of in every child."""
         with connect(self.config.settings, "rabbitry-worker-check") as connection:
             connection.declare(self.config.topology)
+            check_time_limit(self.config, connection)
 
     def run(self) -> int:
         """Run until stopped by a signal (or :meth:`stop`); return the exit code."""

@@ -1,0 +1,47 @@
+"""Start-up check: does the worker's time limit fit under the broker's consumer_timeout?
+
+RabbitMQ closes the channel of a delivery left unacknowledged longer than its
+``consumer_timeout`` and requeues the delivery, so a task allowed to run
+longer than that would be run again and again instead of being stopped by
+``--time-limit``. A prefetched task waits unacknowledged too, behind the
+tasks before it.
+"""
+
+import structlog
+
+from common.consumer_timeout import read_consumer_timeout
+from common.errors import ConfigurationError
+from common.transport import Connection
+from workers.config import WorkerConfig
+
+log = structlog.get_logger("rabbitry.worker")
+
+
+def check_time_limit(config: WorkerConfig, connection: Connection) -> None:
+    """Raise ConfigurationError if ``--time-limit`` cannot fit under the broker's consumer_timeout.
+
+    Only warns when the timeout could not be read and RabbitMQ's default is assumed.
+    """
+    limit = config.time_limit
+    if limit is None or config.settings.is_local:
+        return
+    url = getattr(connection, "url", config.settings.urls[0])
+    timeout = read_consumer_timeout(url, connection.server_properties)
+    if timeout.seconds is None:
+        log.info("consumer_timeout_disabled", source=timeout.source)
+        return
+    if limit >= timeout.seconds:
+        problem = (f"--time-limit {limit:g} s does not fit under the broker's consumer_timeout of "
+                   f"{timeout.seconds:g} s ({timeout.source}): the broker would close the channel of a task "
+                   "running that long and redeliver it. Lower --time-limit, or raise consumer_timeout in "
+                   "rabbitmq.conf")
+        if timeout.known:
+            raise ConfigurationError(problem)
+        log.warning("time_limit_over_consumer_timeout", problem=problem)
+    elif limit * config.prefetch >= timeout.seconds:
+        log.warning("prefetched_tasks_may_time_out",
+                    problem=f"with --prefetch {config.prefetch}, a task may wait unacknowledged behind others for "
+                            f"up to {limit * config.prefetch:g} s, over the broker's consumer_timeout of "
+                            f"{timeout.seconds:g} s ({timeout.source}); lower --prefetch or --time-limit")
+    else:
+        log.info("time_limit_fits", time_limit_s=limit, consumer_timeout_s=timeout.seconds, source=timeout.source)
