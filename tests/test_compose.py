@@ -9,10 +9,12 @@ config is written to a file that stands where the container would see it.
 """
 
 import collections
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import uuid
 from importlib import metadata, resources
@@ -191,8 +193,14 @@ class LocalService:
         return returncode
 
     def stop(self, timeout: float = 30) -> int:
-        """``docker compose stop``: SIGTERM, then SIGKILL if it will not go."""
-        return stop_process(self.process, timeout)
+        """``docker compose stop``: SIGTERM, then SIGKILL if it will not go.
+
+        As when a container's main process ends, whatever it left running goes with it.
+        """
+        returncode = stop_process(self.process, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return returncode
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
@@ -216,10 +224,10 @@ class LocalProject:
     def start(self, name: str, replicas: int = 1) -> list[LocalService]:
         """``docker compose up --scale NAME=REPLICAS``, for one service."""
         assert name in self.rabbitry_services
-        replicas = [LocalService(f"{name}.{index}", self.compose, self.addresses, self.workdir, self.vhost)
+        services = [LocalService(f"{name}.{index}", self.compose, self.addresses, self.workdir, self.vhost)
                     for index in range(1, replicas + 1)]
-        self.started += replicas
-        return [replica.start() for replica in replicas]
+        self.started += services
+        return [service.start() for service in services]
 
     def run(self, name: str, timeout: float = 60) -> LocalService:
         """Start a one-off service and wait until it has done its work."""
