@@ -59,8 +59,7 @@ class PoolProcess:
     # -- connection thread -------------------------------------------------
     def run(self) -> int:
         """Serve until stopped; return the process exit code."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates shutdown
-        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        self._install_signal_handlers()
         structlog.contextvars.bind_contextvars(pool_process=self.index)
         task_thread = threading.Thread(target=self._run_tasks, name="rabbitry-tasks", daemon=True)
         task_thread.start()
@@ -86,6 +85,11 @@ class PoolProcess:
         finally:
             self._inbox.put(None)
         return ExitCode.OK
+
+    def _install_signal_handlers(self) -> None:
+        """A pool process ignores SIGINT (the supervisor coordinates shutdown) and stops on SIGTERM."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
 
     def _stopping(self) -> bool:
         return self._stop.is_set() or self._shared_stop.is_set()
