@@ -7,8 +7,8 @@ import click
 from common.cli import RabbitryCommand, broker_options, logging_options
 from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
 from workers.config import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, WorkerConfig
-from workers.pool import WorkerPool
 from workers.registry import load_task_modules
+from workers.threaded import worker_pool
 
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +38,7 @@ def worker(settings, queue, queue_type, processes, prefetch, task_modules, max_r
                           processes=processes, task_modules=tuple(task_modules), max_retries=max_retries,
                           time_limit=time_limit, delivery_limit=delivery_limit, log_format=log_format,
                           log_level=log_level)
-    raise SystemExit(WorkerPool(config).run())
+    raise SystemExit(worker_pool(config).run())
 
 
 def main():
