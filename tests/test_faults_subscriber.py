@@ -1,0 +1,65 @@
+"""A subscriber with a durable named queue, and a streaming emit-log, through a broker
+restart on a node of the test's own: every message emitted arrives, counted by id."""
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.fault_helpers import NodeCommands
+from tests.helpers import command_path, json_lines, wait_until
+
+pytestmark = pytest.mark.slow
+MESSAGES = 400
+
+
+def test_a_named_queue_subscriber_loses_nothing_through_a_broker_restart(extra_broker, unique_name, tmp_path):
+    node = NodeCommands(extra_broker.url)
+    exchange = f"{unique_name}.logs"
+    received = open(tmp_path / "received.jsonl", "w+")
+    subscriber = subprocess.Popen(
+        [command_path("subscribe"), "--exchange", exchange, "--durable", "--queue", unique_name, "--json",
+         "app.*"], env=node.env, stdout=received, stderr=subprocess.DEVNULL)
+    emitter = subprocess.Popen([command_path("emit-log"), "--exchange", exchange, "--durable", "app.info"],
+                               env=node.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        def subscribed():
+            state = node.queue_state(unique_name)
+            return state is not None and state.consumers > 0
+
+        wait_until(subscribed, message="the subscriber's queue")
+        sent = [f"message-{number}" for number in range(MESSAGES)]
+
+        def feed():  # a long stream: about 4 s, with the restart in the middle
+            for line in sent:
+                emitter.stdin.write(f"{line}\n".encode())
+                emitter.stdin.flush()
+                time.sleep(0.01)
+            emitter.stdin.close()
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        time.sleep(1)
+        extra_broker.restart()  # stop the whole node, then start it again
+        feeder.join(60)
+
+        assert emitter.wait(60) == 0, emitter.stderr.read().decode()
+
+        def bodies():
+            received.seek(0)
+            return {line.get("body") for line in json_lines(received.read())}
+
+        try:
+            wait_until(lambda: bodies() >= set(sent), 60, 0.2, "every message")
+        except AssertionError:
+            missing = set(sent) - bodies()
+            raise AssertionError(f"{len(missing)} of {MESSAGES} messages never arrived, e.g. {sorted(missing)[:5]}")
+        assert subscriber.poll() is None  # it reconnected by itself
+    finally:
+        for process in (emitter, subscriber):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+        received.close()
