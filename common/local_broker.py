@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import BrokerRefused
-from common.routing import topic_matches
+from common.routing import binding_matches
 from common.transport import OutgoingMessage
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic")
@@ -35,7 +35,7 @@ EXCHANGE_TYPES = ("direct", "fanout", "topic")
 PREDECLARED_EXCHANGES = {"": "direct", "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic"}
 #: Queue arguments compared when a queue is declared again (RabbitMQ reads others too).
 _QUEUE_TYPE = "x-queue-type"
-_TOPIC_CACHE_SIZE = 4096
+_ROUTE_CACHE_SIZE = 4096
 
 # AMQP reply codes, as the real broker names them in its refusals.
 NOT_FOUND = "NOT_FOUND (404)"
@@ -86,30 +86,28 @@ class LocalExchange:
     durable: bool = False
     auto_delete: bool = False
     bindings: list[tuple[str, str]] = field(default_factory=list)  # (routing key, queue name)
-    _topic_cache: dict[str, list[str]] = field(default_factory=dict)
+    _route_cache: dict[str, list[str]] = field(default_factory=dict)
 
     def route(self, routing_key: str) -> list[str]:
         """Names of the queues a message with ``routing_key`` goes to, each once."""
-        if self.type == "fanout":
-            return list(dict.fromkeys(queue for _, queue in self.bindings))
-        if self.type == "direct":
-            return list(dict.fromkeys(queue for key, queue in self.bindings if key == routing_key))
-        cached = self._topic_cache.get(routing_key)
+        # Topic matching costs most, and logs repeat their keys: remember the answers.
+        cached = self._route_cache.get(routing_key)
         if cached is None:
-            if len(self._topic_cache) >= _TOPIC_CACHE_SIZE:
-                self._topic_cache.clear()
-            cached = list(dict.fromkeys(queue for key, queue in self.bindings if topic_matches(key, routing_key)))
-            self._topic_cache[routing_key] = cached
+            if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
+                self._route_cache.clear()
+            cached = list(dict.fromkeys(queue for key, queue in self.bindings
+                                        if binding_matches(self.type, key, routing_key)))
+            self._route_cache[routing_key] = cached
         return cached
 
     def bind(self, queue: str, routing_key: str) -> None:
         if (routing_key, queue) not in self.bindings:
             self.bindings.append((routing_key, queue))
-            self._topic_cache.clear()
+            self._route_cache.clear()
 
     def unbind_queue(self, queue: str) -> None:
         self.bindings = [(key, name) for key, name in self.bindings if name != queue]
-        self._topic_cache.clear()
+        self._route_cache.clear()
 
 
 @dataclass(eq=False)

@@ -55,6 +55,15 @@ def _as_given(key: str) -> bytes | str:
         return key
 
 
+def binding_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
+    """True if an exchange of ``exchange_type`` routes ``routing_key`` along a ``binding_key`` binding."""
+    if exchange_type == "fanout":
+        return True
+    if exchange_type == "direct":
+        return binding_key == routing_key
+    return topic_matches(binding_key, routing_key)
+
+
 def check_routing_key(key: str, what: str = "routing key") -> str:
     """Return ``key`` if RabbitMQ accepts it: valid UTF-8, at most 255 bytes."""
     try:

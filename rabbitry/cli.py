@@ -14,6 +14,8 @@ from common.cli import RabbitryGroup
 SUBCOMMANDS = {
     "status": "rabbitry.status:status",
     "dlq": "rabbitry.dlq:dlq",
+    "demo": "rabbitry.demo:demo",
+    "compare": "rabbitry.compare:compare",
 }
 
 
