@@ -100,11 +100,11 @@ def open_connection(settings: BrokerSettings, name: str = "rabbitry") -> "AmqpCo
             raise BrokerRefused(f"the broker at {mask_url(url)} refused the login "
                                 "(check user, password and vhost)") from None
         except (pika_errors.AMQPError, OSError, ssl.SSLError) as error:
-            failures.append(f"{mask_url(url)} ({_reason(error)})")
+            failures.append(f"{mask_url(url)} ({_reason(error, tls=params.ssl_options is not None)})")
     raise BrokerUnavailable("cannot reach the broker at " + ", ".join(failures))
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException, tls: bool = False) -> str:
     """The root cause of a connection failure, in a few words."""
     while True:
         if isinstance(error, pika_errors.AMQPConnectionError) and error.args and isinstance(
@@ -116,6 +116,10 @@ def _reason(error: BaseException) -> str:
             break
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
+    if isinstance(error, pika_errors.IncompatibleProtocolError) and tls:
+        # TLS 1.3 reports a refused (or missing) client certificate only by closing.
+        return ("the broker closed the connection during the handshake: check the client certificate "
+                "and key (--tls-cert-file, --tls-key-file)")
     if isinstance(error, pika_errors.IncompatibleProtocolError):
         return "not an AMQP 0-9-1 server, or it closed the connection during the handshake"
     text = str(error) or type(error).__name__

@@ -7,8 +7,8 @@ A task travels as a JSON object::
 
 with AMQP properties ``message_id`` (the task id), ``content_type``
 (``application/json``), ``timestamp`` and ``type`` (the task name). A body
-with any other content type is the official tutorial's plain text, and runs
-as the ``dots`` task.
+without a content type, or ``text/plain``, is the official tutorial's plain
+text, and runs as the ``dots`` task; any other content type is refused.
 """
 
 import json
@@ -67,6 +67,11 @@ class TaskMessage:
         body = delivery.body
         if len(body) > max_bytes:
             raise MessageTooLarge(f"body is {len(body)} bytes, over the {max_bytes}-byte limit")
+        if delivery.content_type not in (JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, None):
+            # Never guess at a format: a pickle (Celery's application/x-python-serialize)
+            # or anything else is refused, not decoded.
+            raise MessageError(f"unsupported content type {delivery.content_type!r}: rabbitry runs "
+                               f"{JSON_CONTENT_TYPE} tasks and the tutorial's plain text")
         if delivery.content_type != JSON_CONTENT_TYPE:
             # The official tutorial's new_task.py sends plain text.
             try:

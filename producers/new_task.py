@@ -41,9 +41,11 @@ def read_task_file(path: str) -> list[TaskMessage]:
                 continue
             try:
                 data = json.loads(line)
-                messages.append(TaskMessage.from_dict(
+                message = TaskMessage.from_dict(
                     {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data}
-                    if isinstance(data, dict) else data))
+                    if isinstance(data, dict) else data)
+                message.encode()  # too big? refuse the file before anything is sent
+                messages.append(message)
             except (ValueError, MessageError) as error:
                 raise click.BadParameter(f"line {number}: {error}", param_hint="'--file'") from None
     return messages
