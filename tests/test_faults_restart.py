@@ -1,12 +1,14 @@
 """Broker restarts: publishers and workers reconnect by themselves and lose nothing.
 Each test runs on an extra node of its own."""
 
+import subprocess
 import time
 
 import pytest
 
+from common.transport import QueueState
 from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
-from tests.helpers import wait_until
+from tests.helpers import command_path, wait_until
 
 pytestmark = pytest.mark.slow
 #: Workers must be consuming again this soon after the broker is back.
@@ -55,3 +57,22 @@ def test_a_broker_restart_mid_run_loses_none_of_1000_tasks(extra_broker, node, u
     assert all(w.events("connection_lost") for w in workers)  # the fault really hit them
     assert all(w.process.poll() is None for w in workers)
     print(f"workers resumed {resumed_after:.1f} s after the broker was back")
+
+
+def test_a_long_new_task_file_run_reconnects_and_confirms_every_task(extra_broker, node, unique_name, tmp_path):
+    count = 20000
+    tasks = tmp_path / "tasks.jsonl"
+    ids = [f"file-task-{number}" for number in range(count)]
+    tasks.write_text("".join(f'{{"task": "noop", "id": "{task_id}"}}\n' for task_id in ids))
+    run = subprocess.Popen([command_path("new-task"), "--file", str(tasks), "--queue", unique_name], env=node.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: (node.queue_state(unique_name) or QueueState(0, 0)).messages > 0, message="a first task")
+
+    extra_broker.stop_app()
+    extra_broker.start_app()
+    printed, errors = run.communicate(timeout=120)
+
+    assert run.returncode == 0, errors
+    assert "publisher_reconnecting" in errors  # the fault hit the run
+    assert set(printed.split()) == set(ids)  # each printed only once the broker confirmed it
+    assert node.queue_state(unique_name).messages >= count  # at least once: a resent task may be there twice
