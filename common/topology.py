@@ -106,13 +106,14 @@ def work_queue(queue: str = DEFAULT_TASK_QUEUE, queue_type: str = DEFAULT_QUEUE_
     check_queue_type(queue_type)
     typed = {"x-queue-type": queue_type}
     queues = [Queue(queue, arguments=typed), Queue(dead_letter_queue_name(queue), arguments=typed)]
+    # Expired retries go back to the work queue through the default exchange;
+    # a quorum queue can do it at least once (RabbitMQ >= 3.10), so that a
+    # retry is not dropped if the work queue is briefly unavailable then.
+    returning = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
+    if queue_type == "quorum":
+        returning |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
     for delay_ms in sorted(set(retry_delays_ms(max_retries))):
-        queues.append(Queue(retry_queue_name(queue, delay_ms), arguments={
-            **typed,
-            # Expired retries go back to the work queue through the default exchange.
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": queue,
-        }))
+        queues.append(Queue(retry_queue_name(queue, delay_ms), arguments={**typed, **returning}))
     return Topology(
         exchanges=(Exchange(DEAD_LETTER_EXCHANGE, "direct", durable=True),),
         queues=tuple(queues),
