@@ -130,8 +130,15 @@ class LocalConnection(Connection):
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         self._check_open()
-        with self._locked():
-            routed = self.broker.route_locked(message)
+        # The hot path of every producer: the lock taken directly, not through _locked().
+        with self.broker.lock:
+            try:
+                if self._settlements:
+                    self._settle_locked()
+                routed = self.broker.route_locked(message)
+            except BrokerRefused:
+                self._close_locked()
+                raise
         if mandatory and not routed:
             self._failed.append(PublishFailure(message, "unroutable"))
         else:

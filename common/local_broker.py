@@ -124,13 +124,10 @@ class LocalQueue:
     deleted: bool = False
     _turn: int = 0
 
-    @property
-    def is_quorum(self) -> bool:
-        return self.arguments.get(_QUEUE_TYPE) == "quorum"
-
-    @property
-    def message_ttl_ms(self) -> int | None:
-        return self.arguments.get("x-message-ttl")
+    def __post_init__(self):
+        # Read on every message: looked up once here.
+        self.is_quorum = self.arguments.get(_QUEUE_TYPE) == "quorum"
+        self.message_ttl_ms: int | None = self.arguments.get("x-message-ttl")
 
     def next_consumer(self) -> Consumer | None:
         """The next consumer in turn that has prefetch credit, if any."""
@@ -245,8 +242,7 @@ class LocalBroker:
         return len(targets)
 
     def enqueue_locked(self, queue: LocalQueue, envelope: Envelope) -> None:
-        ttl_ms = envelope.message.expiration
-        queue_ttl_ms = queue.message_ttl_ms
+        ttl_ms, queue_ttl_ms = envelope.message.expiration, queue.message_ttl_ms
         if ttl_ms is not None or queue_ttl_ms is not None:
             # The shorter of the message's and the queue's TTL applies, as in RabbitMQ.
             ttls = [int(t) for t in (ttl_ms, queue_ttl_ms) if t is not None]

@@ -1,0 +1,145 @@
+"""``rabbitry compare``: the same workloads on the in-process model and on RabbitMQ, side by side.
+
+Rows: work-queue throughput with no-op tasks, fair-dispatch makespan
+against the ideal, fan-out to N subscribers, and topic routing (which must
+be identical on both sides); then the seed article's in-process forms on the
+same no-op task, with no broker at all. ``--json`` prints it for machines.
+These are the numbers behind the README's performance section.
+"""
+
+import json
+import secrets
+import statistics
+
+import click
+
+from common.broker import connect
+from common.cli import RabbitryCommand
+from common.errors import BrokerUnavailable, ExitCode
+from common.settings import DEFAULT_URL, URL_ENVVAR, BrokerSettings
+from rabbitry import compare_workloads as workloads
+
+MODEL, RABBITMQ = "in-process model", "RabbitMQ"
+
+
+def rabbitmq_settings(url: str) -> tuple[BrokerSettings | None, str]:
+    """Settings for RabbitMQ at ``url`` if it answers, and a line saying whether it does."""
+    settings = BrokerSettings.from_url(url, reconnect_for=0)
+    try:
+        connect(settings, "rabbitry-compare-probe").close()
+    except BrokerUnavailable as error:
+        return None, f"RabbitMQ: not reachable ({error}); its column stays empty"
+    return settings, f"RabbitMQ: {settings.describe()}"
+
+
+def median_run(repeat: int, workload, *args, key: str) -> dict:
+    """Run ``workload`` ``repeat`` times; keep the run whose ``key`` is the median."""
+    runs = sorted((workload(*args) for _ in range(repeat)), key=lambda run: run[key])
+    return runs[len(runs) // 2]
+
+
+def measure(settings: BrokerSettings, options: dict) -> dict:
+    """Every broker workload on one transport."""
+    repeat = options["repeat"]
+    return {
+        "work_queue": median_run(repeat, workloads.work_queue_throughput, settings, options["tasks"],
+                                 key="tasks_per_s"),
+        "work_queue_dispatch_only": median_run(repeat, workloads.work_queue_throughput, settings,
+                                               options["tasks"], 2, 100, False, key="tasks_per_s"),
+        "fair_dispatch": median_run(repeat, workloads.fair_dispatch, settings, key="makespan_s"),
+        "fan_out": median_run(repeat, workloads.fan_out, settings, options["subscribers"], options["messages"],
+                              key="messages_per_s"),
+        "topic_routing": workloads.topic_routing(settings),
+    }
+
+
+def build_rows(model: dict, rabbitmq: dict | None, seed: dict, options: dict) -> list[dict]:
+    """The comparison as rows: workload, unit, one figure per side, and their ratio."""
+
+    def row(workload, unit, figure, higher_is_better=True, **extra):
+        local = figure(model)
+        remote = figure(rabbitmq) if rabbitmq else None
+        ratio = None
+        if isinstance(local, (int, float)) and isinstance(remote, (int, float)) and local and remote:
+            ratio = round(local / remote if higher_is_better else remote / local, 2)
+        return {"workload": workload, "unit": unit, "model": local, "rabbitmq": remote, "model_vs_rabbitmq": ratio,
+                **extra}
+
+    tasks, subscribers, messages = options["tasks"], options["subscribers"], options["messages"]
+    routing_same = rabbitmq is not None and model["topic_routing"]["routed"] == rabbitmq["topic_routing"]["routed"]
+    rows = [
+        row(f"work queue: {tasks:,} no-op tasks decoded from JSON, 2 consumers, prefetch 100, ack each",
+            "tasks/s", lambda side: side["work_queue"]["tasks_per_s"]),
+        row("work queue: same, task found by its AMQP type, no decoding (transport and dispatch)", "tasks/s",
+            lambda side: side["work_queue_dispatch_only"]["tasks_per_s"]),
+        row("fair dispatch: 24 tasks, every 4th 0.2 s else 0.01 s, 2 consumers, prefetch 1", "makespan / ideal",
+            lambda side: side["fair_dispatch"]["makespan_over_ideal"], higher_is_better=False),
+        row(f"fan-out: {messages:,} messages to {subscribers} subscribers", "deliveries/s",
+            lambda side: side["fan_out"]["deliveries_per_s"]),
+        row(f"topic routing: {model['topic_routing']['cases']} (binding, routing key) cases",
+            "agrees with topic_matches", lambda side: side["topic_routing"]["agrees_with_topic_matches"],
+            identical_on_both_sides=routing_same if rabbitmq else None),
+    ]
+    for form, rate in seed.items():
+        rows.append({"workload": f"seed form: {form}, {options['seed_tasks']:,} no-op tasks", "unit": "tasks/s",
+                     "model": rate, "rabbitmq": None, "model_vs_rabbitmq": None})
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def render_table(rows: list[dict]) -> str:
+    """The rows as an aligned text table."""
+    header = ["workload", "unit", MODEL, RABBITMQ, "model vs RabbitMQ"]
+    cells = [[r["workload"], r["unit"], _cell(r["model"]), _cell(r["rabbitmq"]),
+              "" if r["model_vs_rabbitmq"] is None else f"{r['model_vs_rabbitmq']:,.1f}x"] for r in rows]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for line in cells:
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+    return "\n".join(lines)
+
+
+@click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar=URL_ENVVAR, default=DEFAULT_URL, show_default=True,
+              help=f"The RabbitMQ to compare with. [env: {URL_ENVVAR}]")
+@click.option("--tasks", type=click.IntRange(100), default=20000, show_default=True,
+              help="No-op tasks in the work-queue workload.")
+@click.option("--subscribers", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Subscribers in the fan-out workload.")
+@click.option("--messages", type=click.IntRange(10), default=5000, show_default=True,
+              help="Messages in the fan-out workload.")
+@click.option("--seed-tasks", type=click.IntRange(100), default=10000, show_default=True,
+              help="No-op tasks for each of the seed's in-process forms.")
+@click.option("--repeat", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="Runs of each timed workload; the median is shown.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def compare(url, tasks, subscribers, messages, seed_tasks, repeat, as_json):
+    """Run the same workloads on the in-process model and on RabbitMQ, side by side."""
+    options = {"tasks": tasks, "subscribers": subscribers, "messages": messages, "seed_tasks": seed_tasks,
+               "repeat": repeat}
+    settings, notice = rabbitmq_settings(url)
+    click.echo(notice, err=True)
+    model = measure(BrokerSettings.from_url(f"local://compare-{secrets.token_hex(3)}"), options)
+    rabbitmq = measure(settings, options) if settings else None
+    seed = {form: round(seed_tasks / statistics.median(run(seed_tasks) for _ in range(repeat)))
+            for form, run in workloads.SEED_FORMS.items()}
+    rows = build_rows(model, rabbitmq, seed, options)
+    routing_ok = model["topic_routing"]["agrees_with_topic_matches"] and (
+        rabbitmq is None or rows[4]["identical_on_both_sides"])
+    if as_json:
+        click.echo(json.dumps({"options": options, "rows": rows, "model": model, "rabbitmq": rabbitmq}))
+    else:
+        click.echo(render_table(rows))
+        if rabbitmq:
+            click.echo(f"\nTopic routing identical on both sides: {'yes' if routing_ok else 'NO'}.")
+    raise SystemExit(ExitCode.OK if routing_ok else ExitCode.FAILURE)
