@@ -9,8 +9,11 @@ RabbitMQ is around, the fast double in tests, and the in-process side of
 Like a pika connection, a :class:`LocalConnection` belongs to the thread
 that uses it. The broker hands it deliveries through a ``queue.SimpleQueue``
 (its "socket"), and callbacks run only inside :meth:`process_events`, on
-that thread. Publisher confirms are immediate: a publish has been routed
-and enqueued by the time it returns. The broker keeps the published
+that thread. Publishes, acks and rejects are buffered, like frames on a
+socket, and reach the broker in order before the connection's next
+operation (at the latest in :meth:`~LocalConnection.process_events` or
+:meth:`~LocalConnection.wait_for_confirms`, as with pika); a publish is
+confirmed as soon as it reaches the broker. The broker keeps the published
 :class:`~common.transport.OutgoingMessage` itself, so a publisher must not
 change a message after publishing it (deliveries get their own headers).
 """
@@ -60,6 +63,11 @@ def connect_local(settings: BrokerSettings, name: str = "rabbitry") -> "LocalCon
     return LocalConnection(broker_named(broker_name(settings.urls[0])), name)
 
 
+#: Publishes buffered before they are sent to the broker in one go (as common.amqp flushes).
+_SEND_EVERY = 64
+_ACK, _REQUEUE, _DROP = "ack", "requeue", "drop"
+
+
 def _wake_up() -> None:
     """Queued to wake a connection's thread when deliveries arrive."""
 
@@ -79,8 +87,10 @@ class LocalConnection(Connection):
         # delivery tag -> (queue, envelope, consumer or None for basic.get), oldest first.
         self._unacked: dict[int, tuple[LocalQueue, Envelope, Consumer | None]] = {}
         self._consumers: dict[str, Consumer] = {}
-        # Acks and rejects sent but not yet read by the broker: (tag, multiple, requeue).
-        self._settlements: list[tuple[int, bool, bool | None]] = []
+        # Publishes, acks and rejects sent but not yet read by the broker, in order:
+        # (message, mandatory, None) or (delivery tag, multiple, _ACK/_REQUEUE/_DROP).
+        self._outbox: list[tuple] = []
+        self._unsent = 0  # publishes in the outbox
         self._confirmed: list[OutgoingMessage] = []
         self._failed: list[PublishFailure] = []
 
@@ -90,14 +100,14 @@ class LocalConnection(Connection):
 
     @contextlib.contextmanager
     def _locked(self):
-        """Hold the broker lock, having carried out this connection's acks and rejects.
+        """Hold the broker lock, having sent what this connection has buffered.
 
         A refusal closes the channel, as the real broker does.
         """
         with self.broker.lock:
             try:
-                if self._settlements:
-                    self._settle_locked()
+                if self._outbox:
+                    self._send_locked()
                 yield
             except BrokerRefused:
                 self._close_locked()
@@ -130,26 +140,21 @@ class LocalConnection(Connection):
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         self._check_open()
-        # The hot path of every producer: the lock taken directly, not through _locked().
-        with self.broker.lock:
-            try:
-                if self._settlements:
-                    self._settle_locked()
-                routed = self.broker.route_locked(message)
-            except BrokerRefused:
-                self._close_locked()
-                raise
-        if mandatory and not routed:
-            self._failed.append(PublishFailure(message, "unroutable"))
-        else:
-            self._confirmed.append(message)
+        self._outbox.append((message, mandatory, None))
+        self._unsent += 1
+        if self._unsent >= _SEND_EVERY:
+            with self._locked():
+                pass
 
     @property
     def unconfirmed(self) -> int:
-        return 0  # confirms are immediate
+        return self._unsent  # confirms are immediate once sent
 
     def wait_for_confirms(self, timeout: float | None = None) -> list[PublishFailure]:
         self._check_open()
+        if self._outbox:
+            with self._locked():
+                pass
         failed, self._failed = self._failed, []
         return failed
 
@@ -159,7 +164,10 @@ class LocalConnection(Connection):
         return confirmed, failed
 
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
-        return []
+        unsent = [(message, mandatory) for message, mandatory, kind in self._outbox if kind is None]
+        self._outbox = [item for item in self._outbox if item[2] is not None]
+        self._unsent = 0
+        return unsent
 
     # -- consuming ---------------------------------------------------------
     def consume(self, queue, on_delivery, prefetch=1, exclusive=False) -> str:
@@ -209,24 +217,34 @@ class LocalConnection(Connection):
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         self._check_open()
-        self._settlements.append((delivery_tag, multiple, None))
+        self._outbox.append((delivery_tag, multiple, _ACK))
 
     def reject(self, delivery_tag: int, requeue: bool = True) -> None:
         self._check_open()
-        self._settlements.append((delivery_tag, False, requeue))
+        self._outbox.append((delivery_tag, False, _REQUEUE if requeue else _DROP))
 
-    def _settle_locked(self) -> None:
-        """Carry out the acks and rejects sent since the last call, then refill consumers.
+    def _send_locked(self) -> None:
+        """Carry out, in order, the publishes, acks and rejects buffered since the last call.
 
-        As over a socket, acks and rejects are sent without waiting, and the
-        broker reads them in order before this connection's next operation;
-        taking them in batches keeps the broker lock out of each ack's path.
-        An unknown delivery tag closes the channel then, as RabbitMQ does.
+        As over a socket, they are sent without waiting, and the broker reads
+        them in order before this connection's next operation. Taking them in
+        batches keeps the broker lock out of each message's path. A refusal
+        (an unknown delivery tag, a missing exchange) closes the channel then,
+        as RabbitMQ does.
         """
-        settlements, self._settlements = self._settlements, []
+        outbox, self._outbox = self._outbox, []
+        self._unsent = 0
         broker, unacked = self.broker, self._unacked
         touched: dict[LocalQueue, None] = {}
-        for delivery_tag, multiple, requeue in settlements:
+        for first, second, kind in outbox:
+            if kind is None:
+                routed = broker.route_locked(first)
+                if second and not routed:
+                    self._failed.append(PublishFailure(first, "unroutable"))
+                else:
+                    self._confirmed.append(first)
+                continue
+            delivery_tag, multiple = first, second
             if multiple:
                 # Tag 0 with ``multiple`` means every outstanding delivery, as in AMQP.
                 tags = [tag for tag in unacked if tag <= delivery_tag or not delivery_tag]  # oldest first
@@ -239,9 +257,9 @@ class LocalConnection(Connection):
                 if consumer is not None:
                     consumer.unacked -= 1
                     touched[queue_] = None
-                if requeue:
+                if kind is _REQUEUE:
                     broker.requeue_locked(queue_, [envelope])
-                elif requeue is False:
+                elif kind is _DROP:
                     broker.dead_letter_locked(queue_, envelope, "rejected")
         for queue_ in touched:
             if queue_.ready and queue_.consumers:
@@ -249,6 +267,9 @@ class LocalConnection(Connection):
 
     def process_events(self, timeout: float = 0) -> None:
         self._check_open()
+        if self._outbox:
+            with self._locked():
+                pass
         if not self._run_waiting() and timeout and timeout > 0:
             try:
                 callback = self._inbox.get(timeout=timeout)
@@ -275,7 +296,7 @@ class LocalConnection(Connection):
                 else:
                     consumer.on_delivery(self._delivery(queue_, envelope, tag))
             ran = True
-        if self._settlements and self._open:
+        if self._outbox and self._open:
             with self._locked():
                 pass
         return ran
@@ -335,9 +356,9 @@ class LocalConnection(Connection):
         if not self._open:
             return
         self._open = False
-        if self._settlements:
+        if self._outbox:
             try:
-                self._settle_locked()
+                self._send_locked()
             except BrokerRefused:
                 pass  # closing anyway
         broker = self.broker
