@@ -143,8 +143,7 @@ class LocalConnection(Connection):
         self._outbox.append((message, mandatory, None))
         self._unsent += 1
         if self._unsent >= _SEND_EVERY:
-            with self._locked():
-                pass
+            self._send()
 
     @property
     def unconfirmed(self) -> int:
@@ -152,9 +151,7 @@ class LocalConnection(Connection):
 
     def wait_for_confirms(self, timeout: float | None = None) -> list[PublishFailure]:
         self._check_open()
-        if self._outbox:
-            with self._locked():
-                pass
+        self._send()
         failed, self._failed = self._failed, []
         return failed
 
@@ -265,18 +262,17 @@ class LocalConnection(Connection):
             if queue_.ready and queue_.consumers:
                 broker.dispatch_locked(queue_)
 
-    def process_events(self, timeout: float = 0) -> None:
+    def process_events(self, timeout: float | None = 0) -> None:
         self._check_open()
-        if self._outbox:
-            with self._locked():
-                pass
-        if not self._run_waiting() and timeout and timeout > 0:
-            try:
-                callback = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                return
-            callback()
-            self._run_waiting()
+        self._send()
+        if self._run_waiting() or timeout is not None and timeout <= 0:
+            return
+        try:
+            callback = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        callback()
+        self._run_waiting()
 
     def _run_waiting(self) -> bool:
         """Run the callbacks and deliveries waiting now; False if there were none."""
@@ -288,18 +284,28 @@ class LocalConnection(Connection):
         if self._pending and self._open:
             with self.broker.lock:
                 batch, self._pending = self._pending, []
-            for consumer, queue_, envelope, tag in batch:
-                if consumer.cancelled:
-                    # pika requeues deliveries that a cancelled consumer never saw.
-                    if self._open:
-                        self.reject(tag, requeue=True)
-                else:
-                    consumer.on_delivery(self._delivery(queue_, envelope, tag))
+            for position, (consumer, queue_, envelope, tag) in enumerate(batch):
+                if not self._open:
+                    break  # a callback closed the connection: the rest is requeued already
+                try:
+                    if consumer.cancelled:
+                        self.reject(tag, requeue=True)  # as pika does with what a cancelled consumer never saw
+                    else:
+                        consumer.on_delivery(self._delivery(queue_, envelope, tag))
+                except BaseException:
+                    with self.broker.lock:  # the rest stays for the next call, as in pika
+                        self._pending[:0] = batch[position + 1:]
+                    raise
             ran = True
-        if self._outbox and self._open:
+        if self._open:
+            self._send()
+        return ran
+
+    def _send(self) -> None:
+        """Send what is buffered: publishes, acks and rejects."""
+        if self._outbox:
             with self._locked():
                 pass
-        return ran
 
     def call_threadsafe(self, callback: Callable[[], None]) -> None:
         self._check_open()

@@ -5,6 +5,7 @@ everything rabbitry relies on. Where the two differ by design, the test says
 so and checks each side's own behaviour.
 """
 
+import os
 import time
 import uuid
 
@@ -16,7 +17,7 @@ from common.local import broker_name, forget_broker
 from common.settings import BrokerSettings
 from common.topology import Binding, Exchange, Queue, Topology
 from common.transport import OutgoingMessage, QueueState
-from tests.helpers import wait_until
+from tests.helpers import WorkerProcess, run_command, wait_until
 
 
 class Transport:
@@ -383,3 +384,34 @@ def test_a_cancelled_consumer_gets_nothing_more(transport):
     assert inbox.deliveries == []
     assert connection.queue_state(queue) == QueueState(messages=1, consumers=0)
 
+
+
+# -- only on the in-process model ------------------------------------------------------
+def test_local_urls_name_brokers_that_share_a_process_but_nothing_else():
+    first, same, other = (BrokerSettings.from_url(url) for url in
+                          (f"local://{uuid.uuid4().hex}",) * 2 + (f"local://{uuid.uuid4().hex}",))
+    with connect(first) as a, connect(same) as b, connect(other) as c:
+        a.declare(Topology(queues=(Queue("shared"),)))
+        a.publish(message("shared", "hello"))
+        a.wait_for_confirms()
+
+        assert b.get("shared").body == b"hello"
+        assert c.queue_state("shared") is None
+    for settings in (first, other):
+        forget_broker(broker_name(settings.urls[0]))
+
+
+def test_the_worker_runs_its_pool_as_threads_on_the_in_process_broker():
+    process = WorkerProcess("task_queue", ["--broker", "local", "--processes", "2"], env=dict(os.environ))
+    process.start()
+    wait_until(lambda: process.events("worker_started"), 30)
+
+    assert process.stop() == 0  # SIGTERM: a graceful stop, as with pool processes
+    assert process.events("worker_stopped")[0]["exit_code"] == 0
+
+
+def test_a_time_limit_needs_processes_and_says_so_in_one_line():
+    result = run_command(["worker", "--broker", "local", "--time-limit", "5"], env=dict(os.environ))
+
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("Error: --time-limit needs pool processes")
