@@ -19,13 +19,15 @@ change a message after publishing it (deliveries get their own headers).
 """
 
 import contextlib
+import itertools
 import queue
 import threading
 import urllib.parse
 from collections.abc import Callable
 
 from common.errors import BrokerRefused, ConnectionLost
-from common.local_broker import (PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue, refused)
+from common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue,
+                                 refused)
 from common.settings import BrokerSettings
 from common.topology import Topology
 from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState
@@ -87,6 +89,7 @@ class LocalConnection(Connection):
         # delivery tag -> (queue, envelope, consumer or None for basic.get), oldest first.
         self._unacked: dict[int, tuple[LocalQueue, Envelope, Consumer | None]] = {}
         self._consumers: dict[str, Consumer] = {}
+        self._consumer_numbers = itertools.count(1)
         # Publishes, acks and rejects sent but not yet read by the broker, in order:
         # (message, mandatory, None) or (delivery tag, multiple, _ACK/_REQUEUE/_DROP).
         self._outbox: list[tuple] = []
@@ -172,10 +175,10 @@ class LocalConnection(Connection):
         broker = self.broker
         with self._locked():
             target = self._usable_queue_locked(queue)
-            if exclusive and target.consumers or any(c.tag.startswith("exclusive:") for c in target.consumers):
-                raise refused("ACCESS_REFUSED (403)", f"queue '{queue}' in vhost '/' in exclusive use")
-            tag = f"{'exclusive:' if exclusive else ''}ctag-{id(self):x}.{len(self._consumers) + 1}"
-            consumer = Consumer(tag, target, self, on_delivery, prefetch)
+            if exclusive and target.consumers or any(c.exclusive for c in target.consumers):
+                raise refused(ACCESS_REFUSED, f"queue '{queue}' in vhost '/' in exclusive use")
+            tag = f"ctag{next(self._consumer_numbers)}.{id(self):x}"
+            consumer = Consumer(tag, target, self, on_delivery, prefetch, exclusive)
             self._consumers[tag] = consumer
             target.consumers.append(consumer)
             broker.dispatch_locked(target)

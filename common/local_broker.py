@@ -69,12 +69,9 @@ class Consumer:
     connection: Any  # the common.local.LocalConnection that owns it
     on_delivery: Any
     prefetch: int  # 0 means no limit, as in AMQP
+    exclusive: bool = False  # the queue's only consumer, by request
     unacked: int = 0
     cancelled: bool = False
-
-    @property
-    def has_credit(self) -> bool:
-        return not self.prefetch or self.unacked < self.prefetch
 
 
 @dataclass(eq=False)

@@ -345,6 +345,16 @@ def test_mistakes_are_refused_as_rabbitmq_refuses_them(transport):
                                                               arguments={"x-queue-type": "quorum"})])
 
 
+
+def test_an_exclusive_consumer_keeps_its_queue_to_itself(transport):
+    connection = transport.connect()
+    queue = transport.name("exclusive-consumer")
+    transport.declare(connection, queues=[Queue(queue)])
+    connection.consume(queue, lambda delivery: None, exclusive=True)
+
+    with pytest.raises(BrokerRefused, match="ACCESS_REFUSED"):
+        transport.connect().consume(queue, lambda delivery: None)
+
 def test_durability_across_a_restart_differs_by_design(transport):
     """RabbitMQ keeps durable queues and persistent messages across a restart; the
     in-process model keeps nothing when its process (or broker) goes away.
