@@ -216,9 +216,9 @@ class AmqpConnection(Connection):
         else:
             tags = [method.delivery_tag] if method.delivery_tag in self._outstanding else []
         for tag in tags:
-            message, _mandatory = self._outstanding.pop(tag)
+            message, mandatory = self._outstanding.pop(tag)
             if not acked:
-                self._failed.append(PublishFailure(message, "nacked"))
+                self._failed.append(PublishFailure(message, "nacked", mandatory))
             elif self._returned and message.message_id in self._returned:
                 self._returned.discard(message.message_id)
                 self._failed.append(PublishFailure(message, "unroutable"))

@@ -1,6 +1,7 @@
 """A publisher that survives a lost connection without losing or faking a confirm."""
 
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -15,6 +16,8 @@ log = structlog.get_logger("rabbitry.publisher")
 
 #: Messages allowed in flight before publishing waits for confirms.
 DEFAULT_WINDOW = 2000
+#: Pause before publishing nacked messages again.
+NACK_RETRY_DELAY_S = 0.5
 
 
 class ReliablePublisher:
@@ -23,6 +26,9 @@ class ReliablePublisher:
     A message counts as published only once the broker confirmed it. Messages
     in flight when the connection dropped are published again on the new
     connection, so a message may reach the queue twice, never zero times.
+    Messages the broker nacked (a quorum queue electing a new leader after a
+    node was lost, say) are published again after a pause, for as long as
+    ``settings.reconnect_for``; only then are they reported as failures.
     ``on_confirmed`` is called with each batch of confirmed messages.
     """
 
@@ -37,6 +43,8 @@ class ReliablePublisher:
         self.on_confirmed = on_confirmed
         self.confirmed_count = 0
         self._failures: list[PublishFailure] = []
+        self._nacked_since: dict[str, float] = {}  # message id -> when the broker first nacked it
+        self._unsent: list[tuple[OutgoingMessage, bool]] = []  # nacked, not yet published again
         self._stop = stop or threading.Event()
         self._connection: Connection | None = None
 
@@ -76,8 +84,10 @@ class ReliablePublisher:
         """Wait until every message is confirmed; return (and clear) the failures."""
         while True:
             try:
-                self._failures.extend(self._connection.wait_for_confirms(timeout))
-                break
+                failed = self._connection.wait_for_confirms(timeout)
+                self._failures.extend(self._publish_nacked_again(failed))
+                if not self._connection.unconfirmed:
+                    break
             except ConnectionLost as error:
                 self._recover(error)
         self._collect()
@@ -97,17 +107,47 @@ class ReliablePublisher:
 
     def _collect(self) -> None:
         confirmed, failed = self._connection.take_confirmed()
-        self._failures.extend(failed)
+        if confirmed and self._nacked_since:
+            for message in confirmed:
+                self._nacked_since.pop(message.message_id, None)
+        self._failures.extend(self._publish_nacked_again(failed))
         if confirmed:
             self.confirmed_count += len(confirmed)
             if self.on_confirmed:
                 self.on_confirmed(confirmed)
 
+    def _publish_nacked_again(self, failed: list[PublishFailure]) -> list[PublishFailure]:
+        """Publish nacked messages again, until they have been nacked for too long; return the rest."""
+        now, again, final = time.monotonic(), [], []
+        for failure in failed:
+            first = self._nacked_since.setdefault(failure.message.message_id, now)
+            if failure.reason == "nacked" and now - first < self.settings.reconnect_for:
+                again.append((failure.message, failure.mandatory))
+            else:
+                self._nacked_since.pop(failure.message.message_id, None)
+                final.append(failure)
+        if again:
+            log.warning("publisher_nacked", messages=len(again), retry_in_s=NACK_RETRY_DELAY_S)
+            self._unsent = again
+            self._stop.wait(NACK_RETRY_DELAY_S)
+            while self._unsent:
+                self._connection.publish(*self._unsent[0])  # may raise ConnectionLost: _recover sends the rest
+                self._unsent.pop(0)
+        return final
+
+    def _take_pending(self, connection: Connection) -> list[tuple[OutgoingMessage, bool]]:
+        """Settle what a lost connection had confirmed, close it, and return what it had not."""
+        try:
+            self._collect()
+        except ConnectionLost:
+            pass  # nacked messages it could not publish again are still in self._unsent
+        pending, self._unsent = connection.take_unconfirmed() + self._unsent, []
+        connection.close()
+        return pending
+
     def _recover(self, error: ConnectionLost) -> None:
         """Reconnect, re-declare, and publish again what was not confirmed."""
-        self._collect()
-        pending = self._connection.take_unconfirmed()
-        self._connection.close()
+        pending = self._take_pending(self._connection)
         if self.settings.reconnect_for <= 0:
             raise error
         log.warning("publisher_reconnecting", error=str(error), unconfirmed=len(pending))
@@ -127,7 +167,5 @@ class ReliablePublisher:
                 return
             except ConnectionLost as again:
                 # Lost again: keep what this connection did not confirm, and what it never got.
-                self._collect()
-                pending = connection.take_unconfirmed() + pending[republished:]
-                connection.close()
+                pending = self._take_pending(connection) + pending[republished:]
                 error = again

@@ -79,6 +79,7 @@ class PublishFailure:
 
     message: OutgoingMessage
     reason: str  # "unroutable" or "nacked"
+    mandatory: bool = False  # as it was published, to publish it again the same way
 
 
 @dataclass(frozen=True)

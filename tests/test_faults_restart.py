@@ -2,11 +2,15 @@
 Each test runs on an extra node of its own."""
 
 import subprocess
+import threading
 import time
 
 import pytest
 
-from common.transport import QueueState
+from common.broker import connect
+from common.publisher import ReliablePublisher
+from common.topology import Queue, Topology
+from common.transport import OutgoingMessage, QueueState
 from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
 from tests.helpers import command_path, wait_until
 
@@ -76,3 +80,40 @@ def test_a_long_new_task_file_run_reconnects_and_confirms_every_task(extra_broke
     assert "publisher_reconnecting" in errors  # the fault hit the run
     assert set(printed.split()) == set(ids)  # each printed only once the broker confirmed it
     assert node.queue_state(unique_name).messages >= count  # at least once: a resent task may be there twice
+
+
+def test_messages_the_broker_nacks_are_published_again_and_never_reported_as_sent(extra_broker, unique_name):
+    # A full queue that rejects publishes nacks them, as a quorum queue without a leader does.
+    full_queue = Topology(queues=(Queue(unique_name, arguments={"x-max-length": 5,
+                                                                "x-overflow": "reject-publish"}),))
+    messages = [OutgoingMessage(unique_name, str(number).encode()) for number in range(20)]
+    received = []
+
+    def drain():  # make room slowly, so that most publishes are nacked at least once
+        with connect(extra_broker.settings()) as connection:
+            while len(received) < len(messages):
+                delivery = connection.get(unique_name)
+                if delivery is None:
+                    time.sleep(0.05)
+                    continue
+                received.append(delivery.body)
+                connection.ack(delivery.delivery_tag)
+
+    with ReliablePublisher(extra_broker.settings(reconnect_for=0.5), full_queue) as impatient:
+        for message in messages:
+            impatient.publish(message)
+        failures = impatient.flush()
+    assert failures and {failure.reason for failure in failures} == {"nacked"}
+    assert impatient.confirmed_count + len(failures) == len(messages)  # nothing counted as sent twice
+
+    received.clear()
+    drainer = threading.Thread(target=drain, daemon=True)
+    with connect(extra_broker.settings()) as connection:
+        connection.purge(unique_name)
+    drainer.start()
+    with ReliablePublisher(extra_broker.settings(reconnect_for=30), full_queue) as patient:
+        for message in messages:
+            patient.publish(message)
+        assert patient.flush() == []
+    drainer.join(30)
+    assert sorted(received, key=int) == [message.body for message in messages]
