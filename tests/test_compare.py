@@ -16,7 +16,7 @@ def test_compare_json_has_every_row_and_topic_routing_is_identical_on_both_sides
     report = json.loads(result.stdout)
     workloads = [row["workload"] for row in report["rows"]]
     assert [w.split(":")[0] for w in workloads] == ["work queue", "work queue", "fair dispatch", "fan-out",
-                                                    "topic routing"] + ["seed form"] * 4
+                                                    "topic routing"] + ["seed"] * 4
     for row in report["rows"][:4]:
         assert row["model"] > 0 and row["rabbitmq"] > 0 and row["model_vs_rabbitmq"] > 0
     routing = report["rows"][4]

@@ -355,6 +355,33 @@ def test_an_exclusive_consumer_keeps_its_queue_to_itself(transport):
     with pytest.raises(BrokerRefused, match="ACCESS_REFUSED"):
         transport.connect().consume(queue, lambda delivery: None)
 
+
+def test_an_auto_delete_queue_goes_with_its_last_consumer(transport):
+    connection = transport.connect()
+    queue = transport.name("auto-delete")
+    transport.declare(connection, queues=[Queue(queue, durable=False, auto_delete=True)])
+    tag = connection.consume(queue, lambda delivery: None)
+
+    connection.cancel(tag)
+
+    assert wait_until(lambda: transport.connect().queue_state(queue) is None, 10)
+
+
+def test_a_queue_ttl_dead_letters_what_waits_too_long(transport):
+    connection = transport.connect()
+    short, dead = transport.name("short-lived"), transport.name("expired")
+    transport.declare(connection, queues=[
+        Queue(short, arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "",
+                                "x-dead-letter-routing-key": dead}),
+        Queue(dead)])
+
+    publish_all(connection, [message(short, "too late")])
+    expired = get_within(connection, dead)
+
+    assert expired.body == b"too late"
+    assert expired.headers["x-death"][0]["reason"] == "expired"
+    assert connection.queue_state(short).messages == 0
+
 def test_durability_across_a_restart_differs_by_design(transport):
     """RabbitMQ keeps durable queues and persistent messages across a restart; the
     in-process model keeps nothing when its process (or broker) goes away.
