@@ -31,9 +31,8 @@ from common.routing import binding_matches
 from common.transport import OutgoingMessage
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic")
-#: Exchanges every RabbitMQ vhost has.
+#: Exchanges every RabbitMQ vhost has (amq.headers aside: rabbitry routes no headers).
 PREDECLARED_EXCHANGES = {"": "direct", "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic"}
-#: Queue arguments compared when a queue is declared again (RabbitMQ reads others too).
 _QUEUE_TYPE = "x-queue-type"
 _ROUTE_CACHE_SIZE = 4096
 
