@@ -97,11 +97,13 @@ class LocalExchange:
         return cached
 
     def bind(self, queue: str, routing_key: str) -> None:
+        """Bind ``queue`` under ``routing_key`` (binding twice changes nothing)."""
         if (routing_key, queue) not in self.bindings:
             self.bindings.append((routing_key, queue))
             self._route_cache.clear()
 
     def unbind_queue(self, queue: str) -> None:
+        """Remove every binding of ``queue``."""
         self.bindings = [(key, name) for key, name in self.bindings if name != queue]
         self._route_cache.clear()
 
@@ -167,6 +169,7 @@ class LocalBroker:
 
     # -- declaring ---------------------------------------------------------
     def declare_exchange_locked(self, name: str, kind: str, durable: bool, auto_delete: bool) -> None:
+        """Declare an exchange, or check that the existing one is equivalent."""
         existing = self.exchanges.get(name)
         if existing is not None:
             if (existing.type, existing.durable, existing.auto_delete) != (kind, durable, auto_delete):
@@ -181,6 +184,7 @@ class LocalBroker:
 
     def declare_queue_locked(self, name: str, durable: bool, exclusive: bool, auto_delete: bool,
                              arguments: dict[str, Any], connection) -> str:
+        """Declare a queue (named by the broker if ``name`` is empty); return its name."""
         name = name or server_named_queue()
         existing = self.queues.get(name)
         if existing is not None:
@@ -202,6 +206,7 @@ class LocalBroker:
         return name
 
     def bind_locked(self, exchange_name: str, queue_name: str, routing_key: str, connection) -> None:
+        """Bind a queue to an exchange; both must exist, and the default exchange takes no bindings."""
         if exchange_name == "":
             raise refused(ACCESS_REFUSED, "operation queue.bind not permitted on the default exchange")
         exchange = self.exchange_locked(exchange_name)
@@ -209,12 +214,14 @@ class LocalBroker:
         exchange.bind(queue_name, routing_key)
 
     def exchange_locked(self, name: str) -> LocalExchange:
+        """The exchange called ``name``, or NOT_FOUND."""
         exchange = self.exchanges.get(name)
         if exchange is None:
             raise refused(NOT_FOUND, f"no exchange '{name}' in vhost '/'")
         return exchange
 
     def queue_locked(self, name: str) -> LocalQueue:
+        """The queue called ``name``, or NOT_FOUND."""
         queue = self.queues.get(name)
         if queue is None:
             raise refused(NOT_FOUND, f"no queue '{name}' in vhost '/'")
@@ -222,6 +229,7 @@ class LocalBroker:
 
     @staticmethod
     def check_access_locked(queue: LocalQueue, connection) -> None:
+        """RESOURCE_LOCKED unless ``connection`` may use ``queue`` (another's exclusive queue)."""
         if queue.exclusive_owner is not None and queue.exclusive_owner is not connection:
             raise refused(RESOURCE_LOCKED, f"cannot obtain exclusive access to locked queue '{queue.name}'")
 
@@ -238,6 +246,7 @@ class LocalBroker:
         return len(targets)
 
     def enqueue_locked(self, queue: LocalQueue, envelope: Envelope) -> None:
+        """Append a message to ``queue``, with its expiry, and hand it to a consumer if one has credit."""
         ttl_ms, queue_ttl_ms = envelope.message.expiration, queue.message_ttl_ms
         if ttl_ms is not None or queue_ttl_ms is not None:
             # The shorter of the message's and the queue's TTL applies, as in RabbitMQ.
@@ -351,6 +360,7 @@ class LocalBroker:
 
     # -- deleting ----------------------------------------------------------
     def delete_queue_locked(self, name: str) -> None:
+        """Delete a queue, its messages, consumers and bindings (nothing if it does not exist)."""
         queue = self.queues.pop(name, None)
         if queue is None:
             return
@@ -366,6 +376,7 @@ class LocalBroker:
                     del self.exchanges[exchange.name]
 
     def delete_exchange_locked(self, name: str) -> None:
+        """Delete an exchange and its bindings; the predeclared ones cannot go."""
         if name in PREDECLARED_EXCHANGES:
             raise refused(ACCESS_REFUSED, f"operation not permitted on exchange '{name}'")
         self.exchanges.pop(name, None)

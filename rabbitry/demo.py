@@ -63,6 +63,7 @@ class TaskRecorder:
         self._lock = threading.Lock()
 
     def record(self, index: int, seconds: float, started: float, ended: float) -> None:
+        """Note one finished task and the pool member that ran it."""
         pool_member = structlog.contextvars.get_contextvars().get("pool_process")
         with self._lock:
             self.runs.append({"index": index, "seconds": seconds, "pool": pool_member,
@@ -89,9 +90,11 @@ class DemoNames:
 
     @property
     def task_queue(self) -> str:
+        """The run's work queue."""
         return f"rabbitry.demo.{self.run}.tasks"
 
     def exchange(self, exchange_type: str) -> Exchange:
+        """The run's log exchange of ``exchange_type``."""
         return Exchange(f"rabbitry.demo.{self.run}.{exchange_type}", exchange_type)
 
 
@@ -207,6 +210,7 @@ def clean_up(settings: BrokerSettings, names: DemoNames) -> None:
 
 
 def print_summary(summary: dict) -> None:
+    """The summary for a person: who ran and received what, and how fair the pool was."""
     tasks, logs = summary["tasks"], summary["logs"]
     echo = click.echo
     echo(f"\nTasks: {tasks['submitted']} submitted to {tasks['queue']}, "
