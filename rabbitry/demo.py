@@ -218,8 +218,11 @@ def print_summary(summary: dict) -> None:
     for member, figures in tasks["pool_members"].items():
         echo(f"  pool {member}: {figures['tasks']:2d} tasks ({figures['long_tasks']} long), "
              f"busy {figures['busy_s']:.2f} s")
+    # Fair dispatch shows as a makespan close to the ideal; a busy machine can stretch it.
+    verdict = ("fair: no pool thread sat idle while a task waited" if tasks["makespan_over_ideal"] <= 1.1
+               else "slower than fair dispatch allows: is the machine busy?")
     echo(f"  makespan {tasks['makespan_s']:.2f} s against an ideal of {tasks['ideal_s']:.2f} s "
-         f"({tasks['makespan_over_ideal']}x): no pool thread sat idle while a task waited")
+         f"({tasks['makespan_over_ideal']}x): {verdict}")
     echo(f"  {tasks['succeeded']} succeeded; {tasks['dead_lettered']} failing task dead-lettered "
          f"to {dead_letter_queue_name(tasks['queue'])}")
     echo(f"\nLogs: {logs['emitted']} messages emitted")
