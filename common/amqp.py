@@ -179,12 +179,22 @@ class AmqpConnection(Connection):
             content_type=message.content_type, delivery_mode=2 if message.persistent else 1,
             message_id=message.message_id, timestamp=message.timestamp, headers=message.headers,
             app_id=message.app_id, type=message.type, expiration=message.expiration)
+        # Counted as unconfirmed before it is sent, so that a connection lost in
+        # the middle of basic_publish still leaves it to be published again.
+        tag = self._next_delivery_tag
+        self._outstanding[tag] = (message, mandatory)
+        try:
+            with translated("publishing"):
+                self._async_channel.basic_publish(message.exchange, message.routing_key, message.body,
+                                                  properties, mandatory)
+        except ConnectionLost:
+            raise
+        except BaseException:
+            del self._outstanding[tag]  # refused outright: it will never be confirmed
+            raise
+        self._next_delivery_tag += 1
+        self._unflushed += 1
         with translated("publishing"):
-            self._async_channel.basic_publish(message.exchange, message.routing_key, message.body,
-                                              properties, mandatory)
-            self._outstanding[self._next_delivery_tag] = (message, mandatory)
-            self._next_delivery_tag += 1
-            self._unflushed += 1
             if self._unflushed >= _FLUSH_EVERY:
                 self._unflushed = 0
                 self._coalesce_output()
