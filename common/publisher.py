@@ -27,8 +27,9 @@ class ReliablePublisher:
     in flight when the connection dropped are published again on the new
     connection, so a message may reach the queue twice, never zero times.
     Messages the broker nacked (a quorum queue electing a new leader after a
-    node was lost, say) are published again after a pause, for as long as
-    ``settings.reconnect_for``; only then are they reported as failures.
+    node was lost, say) are published again after a pause, on a new
+    connection, for as long as ``settings.reconnect_for``; only then are they
+    reported as failures.
     ``on_confirmed`` is called with each batch of confirmed messages.
     """
 
@@ -45,6 +46,7 @@ class ReliablePublisher:
         self._failures: list[PublishFailure] = []
         self._nacked_since: dict[str, float] = {}  # message id -> when the broker first nacked it
         self._unsent: list[tuple[OutgoingMessage, bool]] = []  # nacked, not yet published again
+        self._recovering = False
         self._stop = stop or threading.Event()
         self._connection: Connection | None = None
 
@@ -127,20 +129,22 @@ class ReliablePublisher:
                 self._nacked_since.pop(failure.message.message_id, None)
                 final.append(failure)
         if again:
-            log.warning("publisher_nacked", messages=len(again), retry_in_s=NACK_RETRY_DELAY_S)
-            self._unsent = again
-            self._stop.wait(NACK_RETRY_DELAY_S)
-            while self._unsent:
-                self._connection.publish(*self._unsent[0])  # may raise ConnectionLost: _recover sends the rest
-                self._unsent.pop(0)
+            self._unsent += again
+            if not self._recovering:
+                # A fresh channel: one whose quorum-queue client lost the leader keeps nacking.
+                log.warning("publisher_nacked", messages=len(again), retry_in_s=NACK_RETRY_DELAY_S)
+                self._stop.wait(NACK_RETRY_DELAY_S)
+                self._recover(ConnectionLost(f"the broker nacked {len(again)} message(s)"))
         return final
 
     def _take_pending(self, connection: Connection) -> list[tuple[OutgoingMessage, bool]]:
-        """Settle what a lost connection had confirmed, close it, and return what it had not."""
+        """Settle what a lost connection had confirmed, close it, and return what it had not
+        (nacked messages included)."""
+        self._recovering = True
         try:
             self._collect()
-        except ConnectionLost:
-            pass  # nacked messages it could not publish again are still in self._unsent
+        finally:
+            self._recovering = False
         pending, self._unsent = connection.take_unconfirmed() + self._unsent, []
         connection.close()
         return pending

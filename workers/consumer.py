@@ -151,6 +151,10 @@ class PoolProcess:
         if failures:
             log.error("republish_failed", task_id=settlement.delivery.message_id, reason=failures[0].reason,
                       queue=settlement.publish.routing_key)
+            if failures[0].reason == "nacked":
+                # A channel whose quorum-queue client lost the leader keeps nacking:
+                # reconnect, and the broker redelivers the task to the new channel.
+                raise ConnectionLost("the broker nacked a retry or dead letter")
             connection.reject(settlement.delivery.delivery_tag, requeue=True)
         else:
             connection.ack(settlement.delivery.delivery_tag)
@@ -164,9 +168,12 @@ class PoolProcess:
             return
         # The task thread cannot be interrupted: record the failure, then end
         # this process with it. The supervisor starts a fresh one.
-        self._flush()
-        self._publish_then_ack(failure(delivery, message, self.config,
-                                       f"TimeLimitExceeded: ran over the {limit:g} s time limit"))
+        try:
+            self._flush()
+            self._publish_then_ack(failure(delivery, message, self.config,
+                                           f"TimeLimitExceeded: ran over the {limit:g} s time limit"))
+        except RabbitryError as error:  # not recorded: the broker redelivers the task instead
+            log.error("time_limit_not_recorded", task_id=message.id, error=str(error))
         self._connection.close()  # the ledger still names the task, for the supervisor's log line
         os._exit(EXIT_TIME_LIMIT)
 
