@@ -10,6 +10,8 @@ the letter stays in the dead-letter queue as well as in the work queue: a
 duplicate, never a loss.
 """
 
+import contextlib
+import functools
 import json
 from collections.abc import Callable
 
@@ -111,6 +113,10 @@ class DeadLetterQueue:
                                 f"{self.name!r}")
         return len(confirmed)
 
+    def purge(self) -> int:
+        """Drop every letter; return how many the broker dropped."""
+        return self.connection.purge(self.name)
+
     def drop(self, letters: list[Delivery]) -> int:
         """Acknowledge (delete) the letters."""
         for letter in letters:
@@ -122,6 +128,29 @@ def _select(ids: tuple[str, ...], select_all: bool) -> Callable[[Delivery], bool
     if select_all == bool(ids):
         raise click.UsageError("give the ids of the letters, or --all")
     return (lambda _letter: True) if select_all else (lambda letter: letter.message_id in ids)
+
+
+def letter_selection(verb: str):
+    """Add the IDS argument and --all; pass ``wanted``, the test a letter must pass."""
+
+    def decorator(func):
+        @click.argument("ids", nargs=-1)
+        @click.option("--all", "select_all", is_flag=True, help=f"{verb} every dead letter.")
+        @functools.wraps(func)
+        def wrapper(*args, ids, select_all, **kwargs):
+            return func(*args, ids=ids, select_all=select_all, wanted=_select(ids, select_all), **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+@contextlib.contextmanager
+def dead_letter_queue(settings, queue: str):
+    """The dead-letter queue of ``queue`` on a connection of its own, closed at the end
+    (which hands back every letter taken and not acknowledged)."""
+    with connect(settings, "rabbitry-dlq") as connection:
+        yield DeadLetterQueue(connection, queue)
 
 
 def _take_found(letters: DeadLetterQueue, ids: tuple[str, ...], wanted) -> list[Delivery]:
@@ -154,8 +183,8 @@ def dlq():
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per letter.")
 def list_letters(settings, queue, limit, as_json):
     """List dead letters: id, task, reason and error."""
-    with connect(settings, "rabbitry-dlq") as connection:
-        letters = DeadLetterQueue(connection, queue).take(limit=limit)
+    with dead_letter_queue(settings, queue) as dead_letters:
+        letters = dead_letters.take(limit=limit)
     rows = [describe(letter) for letter in letters]
     if as_json:
         for row in rows:
@@ -171,32 +200,25 @@ def list_letters(settings, queue, limit, as_json):
 @click.argument("letter_id")
 def show(settings, queue, letter_id):
     """Show one dead letter in full: its headers and body."""
-    with connect(settings, "rabbitry-dlq") as connection:
-        (letter,) = _take_found(DeadLetterQueue(connection, queue), (letter_id,),
-                                lambda letter: letter.message_id == letter_id)[:1]
+    with dead_letter_queue(settings, queue) as letters:
+        (letter,) = _take_found(letters, (letter_id,), lambda letter: letter.message_id == letter_id)[:1]
     click.echo(json.dumps({**describe(letter), "content_type": letter.content_type, "headers": letter.headers},
                           indent=2, default=str))
 
 
 @dlq_command("replay")
-@click.argument("ids", nargs=-1)
-@click.option("--all", "select_all", is_flag=True, help="Replay every dead letter.")
-def replay(settings, queue, ids, select_all):
+@letter_selection("Replay")
+def replay(settings, queue, ids, select_all, wanted):
     """Send dead letters back to the work queue, with their retries reset."""
-    wanted = _select(ids, select_all)
-    with connect(settings, "rabbitry-dlq") as connection:
-        letters = DeadLetterQueue(connection, queue)
+    with dead_letter_queue(settings, queue) as letters:
         count = letters.replay(_take_found(letters, ids, wanted))
     click.echo(f"replayed {count} dead letter(s) to {queue!r}")
 
 
 @dlq_command("purge")
-@click.argument("ids", nargs=-1)
-@click.option("--all", "select_all", is_flag=True, help="Drop every dead letter.")
-def purge(settings, queue, ids, select_all):
+@letter_selection("Drop")
+def purge(settings, queue, ids, select_all, wanted):
     """Drop dead letters for good."""
-    wanted = _select(ids, select_all)
-    with connect(settings, "rabbitry-dlq") as connection:
-        letters = DeadLetterQueue(connection, queue)
-        count = connection.purge(letters.name) if select_all else letters.drop(_take_found(letters, ids, wanted))
+    with dead_letter_queue(settings, queue) as letters:
+        count = letters.purge() if select_all else letters.drop(_take_found(letters, ids, wanted))
     click.echo(f"dropped {count} dead letter(s) of {queue!r}")

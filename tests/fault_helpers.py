@@ -41,6 +41,12 @@ class NodeCommands:
         for worker in self.workers:
             worker.stop()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop_workers()
+
     def queue_state(self, queue: str):
         with connect(self.settings, "rabbitry-tests-inspect") as connection:
             return connection.queue_state(queue)

@@ -417,40 +417,28 @@ class RabbitCluster:
 
 
 # -- fixtures -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def _extra_broker_node():
-    with RabbitNode() as node:
-        yield node
+def _module_resource(name: str, factory, doc: str):
+    """Fixtures for a node or cluster started once per test module and running at each test's start."""
+
+    @pytest.fixture(scope="module", name=f"_{name}_started")
+    def started():
+        with factory() as resource:
+            yield resource
+
+    @pytest.fixture(name=name)
+    def running(request):
+        resource = request.getfixturevalue(f"_{name}_started")
+        resource.ensure_running()
+        return resource
+
+    running.__doc__ = doc
+    return started, running
 
 
-@pytest.fixture
-def extra_broker(_extra_broker_node) -> RabbitNode:
-    """A RabbitMQ node of this test module's own, running at the start of each test."""
-    _extra_broker_node.ensure_running()
-    return _extra_broker_node
-
-
-@pytest.fixture(scope="module")
-def _tls_broker_node():
-    with RabbitNode(prefix="tls", tls=True) as node:
-        yield node
-
-
-@pytest.fixture
-def tls_broker(_tls_broker_node) -> RabbitNode:
-    """A node with a TLS listener (``.tls_url``, ``.tls_files``) that requires a client certificate."""
-    _tls_broker_node.ensure_running()
-    return _tls_broker_node
-
-
-@pytest.fixture(scope="module")
-def _cluster3():
-    with RabbitCluster(3) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def cluster3(_cluster3) -> RabbitCluster:
-    """A 3-node RabbitMQ cluster of this test module's own, every node running."""
-    _cluster3.ensure_running()
-    return _cluster3
+_extra_broker_started, extra_broker = _module_resource(
+    "extra_broker", RabbitNode, "A RabbitMQ node of this test module's own, running at the start of each test.")
+_tls_broker_started, tls_broker = _module_resource(
+    "tls_broker", lambda: RabbitNode(prefix="tls", tls=True),
+    "A node with a TLS listener (``.tls_url``, ``.tls_files``) that requires a client certificate.")
+_cluster3_started, cluster3 = _module_resource(
+    "cluster3", RabbitCluster, "A 3-node RabbitMQ cluster of this test module's own, every node running.")

@@ -15,9 +15,8 @@ TASKS = ("--tasks", "tests.fault_tasks")
 
 @pytest.fixture
 def node(extra_broker):
-    commands = NodeCommands(extra_broker.url)
-    yield commands
-    commands.stop_workers()
+    with NodeCommands(extra_broker.url) as commands:
+        yield commands
 
 
 def test_a_killed_worker_loses_none_of_1000_tasks(node, unique_name):

@@ -21,9 +21,8 @@ RESUME_WITHIN_S = 10.0
 
 @pytest.fixture
 def node(extra_broker):
-    commands = NodeCommands(extra_broker.url)
-    yield commands
-    commands.stop_workers()
+    with NodeCommands(extra_broker.url) as commands:
+        yield commands
 
 
 def consumers_on(node, queue):

@@ -20,9 +20,8 @@ def short_timeout_broker():
 
 @pytest.fixture
 def node(short_timeout_broker):
-    commands = NodeCommands(short_timeout_broker.url)
-    yield commands
-    commands.stop_workers()
+    with NodeCommands(short_timeout_broker.url) as commands:
+        yield commands
 
 
 def test_a_time_limit_over_the_consumer_timeout_stops_the_worker_with_one_clear_line(node, unique_name):
