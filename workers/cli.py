@@ -25,9 +25,10 @@ from workers.threaded import worker_pool
 @click.option("--max-retries", type=click.IntRange(0, 100), default=DEFAULT_MAX_RETRIES, show_default=True,
               help="Retries of a failing task, with exponential backoff, before it is dead-lettered.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds a task may run before its process is killed and the task failed.")
+              help="Seconds a task may run before its process is killed and the task failed. "
+                   "Checked at start-up against the broker's consumer_timeout.")
 @click.option("--delivery-limit", type=click.IntRange(1, 1000), default=DEFAULT_DELIVERY_LIMIT,
-              show_default=True, help="Deliveries that may end in a crash before a task is dead-lettered.")
+              show_default=True, help="Crashes of its pool process a task may cause before it is dead-lettered.")
 @broker_options
 @logging_options(stream="stdout")
 def worker(settings, queue, queue_type, processes, prefetch, task_modules, max_retries, time_limit,
