@@ -19,7 +19,8 @@ import pika
 import pika.exceptions as pika_errors
 from pika.spec import Basic
 
-from common.errors import BrokerRefused, BrokerUnavailable, ConnectionLost, PublishFailed, RabbitryError
+from common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
+                           RabbitryError)
 from common.settings import BrokerSettings, mask_url
 from common.topology import Topology
 from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState
@@ -155,6 +156,8 @@ class AmqpConnection(Connection):
         self._confirmed: list[OutgoingMessage] = []
         self._failed: list[PublishFailure] = []
         self._unflushed = 0
+        self._watching_cancels = False
+        self._cancelled_consumer: str | None = None
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
@@ -266,6 +269,9 @@ class AmqpConnection(Connection):
             on_delivery(_delivery(method, properties, body))
 
         with translated(f"consuming from {queue!r}"):
+            if not self._watching_cancels:
+                self._channel.add_on_cancel_callback(self._on_consumer_cancelled)
+                self._watching_cancels = True
             self._channel.basic_qos(prefetch_count=prefetch)
             return self._channel.basic_consume(queue, on_message, exclusive=exclusive)
 
@@ -281,9 +287,17 @@ class AmqpConnection(Connection):
         with translated("rejecting"):
             self._async_channel.basic_nack(delivery_tag, multiple=False, requeue=requeue)
 
+    def _on_consumer_cancelled(self, method_frame) -> None:
+        # Called from inside pika's I/O loop, where raising would break it:
+        # note it, and raise from process_events.
+        self._cancelled_consumer = method_frame.method.consumer_tag
+
     def process_events(self, timeout: float = 0) -> None:
         with translated():
             self._connection.process_data_events(timeout)
+        if self._cancelled_consumer is not None:
+            raise ConsumerCancelled(f"the broker cancelled consumer {self._cancelled_consumer} "
+                                    "(was its queue deleted?)")
 
     def call_threadsafe(self, callback) -> None:
         with translated():

@@ -44,6 +44,13 @@ class ConnectionLost(BrokerUnavailable):
     """An established connection dropped; reconnecting may help."""
 
 
+class ConsumerCancelled(ConnectionLost):
+    """The broker cancelled a consumer: its queue was deleted, or moved away.
+
+    Like a lost connection, it calls for reconnecting and declaring again.
+    """
+
+
 class BrokerRefused(RabbitryError):
     """The broker refused an operation (authentication, a topology mismatch).
 

@@ -138,3 +138,17 @@ def test_a_file_with_a_bad_line_queues_nothing(run, work_queue_name, connection,
     assert result.returncode == 2
     assert "line 2" in result.stderr and "Traceback" not in result.stderr
     assert connection.queue_state(work_queue_name) is None  # nothing was even declared
+
+
+def test_a_worker_whose_queue_is_deleted_declares_it_again_and_goes_on(run, start_worker, work_queue_name,
+                                                                      connection):
+    worker = start_worker(work_queue_name, "--processes", "1")
+
+    connection.delete_queue(work_queue_name)  # the broker cancels the worker's consumer
+    wait_until(lambda: worker.events("connection_lost"), message="the cancellation to be noticed")
+    task_id = run("new-task", "--task", "echo", "--args", '["after"]', "--queue", work_queue_name,
+                  check=True).stdout.strip()
+
+    done = wait_until(lambda: [e for e in worker.events("task_succeeded") if e["task_id"] == task_id])
+    assert done[0]["result"] == ["after"]
+    assert "cancelled" in worker.events("connection_lost")[0]["error"]
