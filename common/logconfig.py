@@ -24,12 +24,15 @@ def _mask_secrets(_logger, _method, event_dict):
     return event_dict
 
 
-def configure_logging(log_format: str = "auto", level: str = "info", stream: IO[str] | None = None) -> None:
+def configure_logging(log_format: str = "auto", level: str = "info", stream: IO[str] | None = None,
+                      cache: bool = False) -> None:
     """Configure structlog for this process.
 
     ``log_format`` is ``console``, ``json`` or ``auto`` (console on a TTY).
     Logs go to ``stream`` (standard error by default, so standard output stays
-    free for a command's data).
+    free for a command's data). ``cache`` makes each logger cheaper after its
+    first use, for a process that configures logging once and logs in a hot
+    loop (a pool process); such loggers ignore any later configuration.
     """
     stream = stream or sys.stderr
     if log_format == "auto":
@@ -50,7 +53,7 @@ def configure_logging(log_format: str = "auto", level: str = "info", stream: IO[
         # One write() per line: pool processes share the stream, and print()'s
         # separate write of the newline let their lines run together.
         logger_factory=structlog.WriteLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     # pika logs through the stdlib; keep its chatter out unless it matters.
     logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -6,7 +6,7 @@ from common.messages import MAX_MESSAGE_BYTES
 from common.settings import BrokerSettings
 from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, Topology, work_queue
 
-DEFAULT_PREFETCH = 8
+DEFAULT_PREFETCH = 16
 DEFAULT_MAX_RETRIES = 3
 #: Deliveries of one task that may end in a crash before it is dead-lettered.
 DEFAULT_DELIVERY_LIMIT = 5

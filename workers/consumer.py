@@ -220,7 +220,7 @@ class PoolProcess:
 
 def run_pool_process(config: WorkerConfig, index: int, stop, ledger: CrashLedger) -> None:
     """Entry point of a pool process."""
-    configure_logging(config.log_format, config.log_level, sys.stdout)
+    configure_logging(config.log_format, config.log_level, sys.stdout, cache=True)
     try:
         load_task_modules(config.task_modules)
     except ConfigurationError as error:

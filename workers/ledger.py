@@ -22,6 +22,9 @@ class CrashLedger:
     def __init__(self, processes: int, context: BaseContext | None = None):
         context = context or multiprocessing.get_context()
         self._running = context.Array("c", processes * _ID_BYTES, lock=False)
+        # set_running runs twice per task: a memoryview writes in a fraction of
+        # the time a ctypes slice assignment takes.
+        self._running_view = memoryview(self._running).cast("B")
         self._crashed_ids = context.Array("c", _CRASH_SLOTS * _ID_BYTES, lock=False)
         self._crash_counts = context.Array("i", _CRASH_SLOTS, lock=False)
         self._next_slot = 0  # only the supervisor writes crash slots
@@ -29,7 +32,7 @@ class CrashLedger:
     def set_running(self, process_index: int, task_id: str | None) -> None:
         """Record the task ``process_index`` is running (None when idle)."""
         start = process_index * _ID_BYTES
-        self._running[start:start + _ID_BYTES] = (task_id or "").encode()[:_ID_BYTES].ljust(_ID_BYTES, b"\0")
+        self._running_view[start:start + _ID_BYTES] = _padded(task_id or "")
 
     def running(self, process_index: int) -> str | None:
         """The task ``process_index`` was running, if any."""
@@ -39,7 +42,7 @@ class CrashLedger:
 
     def record_crash(self, task_id: str) -> int:
         """Count one more crash of ``task_id`` (supervisor only); return its count."""
-        encoded = task_id.encode()[:_ID_BYTES].ljust(_ID_BYTES, b"\0")
+        encoded = _padded(task_id)
         slot = self._find(encoded)
         if slot is None:
             slot = self._next_slot
@@ -51,7 +54,7 @@ class CrashLedger:
 
     def crashes(self, task_id: str) -> int:
         """How many times ``task_id`` crashed a pool process (recently)."""
-        slot = self._find(task_id.encode()[:_ID_BYTES].ljust(_ID_BYTES, b"\0"))
+        slot = self._find(_padded(task_id))
         return 0 if slot is None else self._crash_counts[slot]
 
     def _find(self, encoded: bytes) -> int | None:
@@ -62,3 +65,8 @@ class CrashLedger:
                 return position // _ID_BYTES
             position = ids.find(encoded, position + 1)
         return None
+
+
+def _padded(task_id: str) -> bytes:
+    """A task id as one fixed-size slot."""
+    return task_id.encode()[:_ID_BYTES].ljust(_ID_BYTES, b"\0")
