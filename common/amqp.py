@@ -242,10 +242,10 @@ class AmqpConnection(Connection):
         # A return always precedes the confirm of the same message.
         self._returned.add(properties.message_id)
 
-    def wait_for_confirms(self, timeout: float | None = None) -> list[PublishFailure]:
+    def wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with translated("waiting for publisher confirms"):
-            while self._outstanding:
+            while len(self._outstanding) > down_to:
                 if deadline is not None and time.monotonic() > deadline:
                     raise PublishFailed(f"{len(self._outstanding)} messages not confirmed "
                                         f"within {timeout:g} s")

@@ -152,7 +152,7 @@ class LocalConnection(Connection):
     def unconfirmed(self) -> int:
         return self._unsent  # confirms are immediate once sent
 
-    def wait_for_confirms(self, timeout: float | None = None) -> list[PublishFailure]:
+    def wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
         self._check_open()
         self._send()
         failed, self._failed = self._failed, []

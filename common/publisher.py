@@ -62,7 +62,9 @@ class ReliablePublisher:
         try:
             self._connection.publish(message, mandatory)
             if self._connection.unconfirmed >= self.window:
-                self._connection.wait_for_confirms()
+                # Wait for half the window only, so the pipeline never runs dry.
+                failed = self._connection.wait_for_confirms(down_to=self.window // 2)
+                self._failures.extend(self._publish_nacked_again(failed))
             self._collect()
         except ConnectionLost as error:
             self._recover(error)

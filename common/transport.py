@@ -116,8 +116,9 @@ class Connection(abc.ABC):
         """How many published messages still wait for their confirm."""
 
     @abc.abstractmethod
-    def wait_for_confirms(self, timeout: float | None = None) -> list[PublishFailure]:
-        """Block until every published message is confirmed; return the failures.
+    def wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
+        """Block until at most ``down_to`` published messages await their
+        confirm (by default: every one is confirmed); return the failures.
 
         Raises :class:`~common.errors.PublishFailed` if ``timeout`` passes first.
         """

@@ -1,0 +1,36 @@
+"""ReliablePublisher: every message is either confirmed or reported, never silently dropped."""
+
+from common.publisher import ReliablePublisher
+from common.topology import Queue, Topology
+from common.transport import OutgoingMessage
+
+
+def test_unroutable_messages_are_all_reported_even_when_the_window_fills(broker_settings, unique_name):
+    publisher = ReliablePublisher(broker_settings, window=4).connect()
+    sent = [OutgoingMessage(routing_key=unique_name, body=b"%d" % i) for i in range(25)]  # no such queue
+
+    for message in sent:
+        publisher.publish(message, mandatory=True)
+    failures = publisher.flush(timeout=10)
+    publisher.close()
+
+    assert sorted(f.message.message_id for f in failures) == sorted(m.message_id for m in sent)
+    assert {f.reason for f in failures} == {"unroutable"}
+    assert publisher.confirmed_count == 0
+
+
+def test_routable_messages_are_all_confirmed_through_a_small_window(broker_settings, connection, unique_name):
+    connection.declare(Topology(queues=(Queue(unique_name, arguments={"x-queue-type": "classic"}),)))
+    confirmed = []
+    publisher = ReliablePublisher(broker_settings, window=4, on_confirmed=confirmed.extend).connect()
+    try:
+        for i in range(25):
+            publisher.publish(OutgoingMessage(routing_key=unique_name, body=b"%d" % i), mandatory=True)
+        assert publisher.flush(timeout=10) == []
+    finally:
+        publisher.close()
+        state = connection.queue_state(unique_name)
+        connection.delete_queue(unique_name)
+
+    assert len(confirmed) == publisher.confirmed_count == 25
+    assert state.messages == 25
