@@ -32,8 +32,8 @@ import time
 import pika
 import psutil
 
-from bench.benchlib import (AMQP_URL, COUNTER_PATH, Counter, delete_queues, fmt, queue_state, raw_channel, save,
-                            summarize, wait_for_consumers)
+from bench.benchlib import (AMQP_URL, COUNTER_PATH, Counter, delete_exchanges, delete_queues, fmt, queue_state,
+                            raw_channel, save, summarize, wait_for_consumers)
 from bench.bench_tasks import FAIR_LOG
 from common.messages import TaskMessage
 from common.settings import BrokerSettings
@@ -135,6 +135,7 @@ class Celery:
 
     def cleanup(self):
         delete_queues(self.queue)
+        delete_exchanges(self.queue, "celery.pidbox", "celeryev", "reply.celery.pidbox")
 
 
 class Dramatiq:

@@ -60,6 +60,13 @@ def delete_queues(*names: str) -> None:
     connection.close()
 
 
+def delete_exchanges(*names: str) -> None:
+    connection, channel = raw_channel()
+    for name in names:
+        channel.exchange_delete(name)
+    connection.close()
+
+
 def wait_for_consumers(queue: str, count: int, process=None, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while queue_state(queue)[1] < count:
