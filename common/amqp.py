@@ -23,7 +23,7 @@ from common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, Con
                            RabbitryError)
 from common.settings import BrokerSettings, mask_url
 from common.topology import Topology
-from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState
+from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState, SettledPublishes
 
 #: Publishes buffered before pika is given a chance to write them and read confirms.
 _FLUSH_EVERY = 64
@@ -153,8 +153,7 @@ class AmqpConnection(Connection):
         self._next_delivery_tag = 1
         self._outstanding: dict[int, tuple[OutgoingMessage, bool]] = {}
         self._returned: set[str] = set()
-        self._confirmed: list[OutgoingMessage] = []
-        self._failed: list[PublishFailure] = []
+        self._settled = SettledPublishes()
         self._unflushed = 0
         self._watching_cancels = False
         self._cancelled_consumer: str | None = None
@@ -231,12 +230,12 @@ class AmqpConnection(Connection):
         for tag in tags:
             message, mandatory = self._outstanding.pop(tag)
             if not acked:
-                self._failed.append(PublishFailure(message, "nacked", mandatory))
+                self._settled.failed.append(PublishFailure(message, "nacked", mandatory))
             elif self._returned and message.message_id in self._returned:
                 self._returned.discard(message.message_id)
-                self._failed.append(PublishFailure(message, "unroutable"))
+                self._settled.failed.append(PublishFailure(message, "unroutable"))
             else:
-                self._confirmed.append(message)
+                self._settled.confirmed.append(message)
 
     def _on_return(self, _channel, _method, properties, _body) -> None:
         # A return always precedes the confirm of the same message.
@@ -250,13 +249,10 @@ class AmqpConnection(Connection):
                     raise PublishFailed(f"{len(self._outstanding)} messages not confirmed "
                                         f"within {timeout:g} s")
                 self._connection.process_data_events(_WAIT_SLICE_S)
-        failed, self._failed = self._failed, []
-        return failed
+        return self._settled.take_failed()
 
     def take_confirmed(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
-        confirmed, failed = self._confirmed, self._failed
-        self._confirmed, self._failed = [], []
-        return confirmed, failed
+        return self._settled.take()
 
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
         messages = list(self._outstanding.values())

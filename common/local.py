@@ -30,7 +30,7 @@ from common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, 
                                  refused)
 from common.settings import BrokerSettings
 from common.topology import Topology
-from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState
+from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState, SettledPublishes
 
 _brokers: dict[str, LocalBroker] = {}
 _brokers_lock = threading.Lock()
@@ -94,8 +94,7 @@ class LocalConnection(Connection):
         # (message, mandatory, None) or (delivery tag, multiple, _ACK/_REQUEUE/_DROP).
         self._outbox: list[tuple] = []
         self._unsent = 0  # publishes in the outbox
-        self._confirmed: list[OutgoingMessage] = []
-        self._failed: list[PublishFailure] = []
+        self._settled = SettledPublishes()
 
     def _check_open(self) -> None:
         if not self._open:
@@ -155,13 +154,10 @@ class LocalConnection(Connection):
     def wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
         self._check_open()
         self._send()
-        failed, self._failed = self._failed, []
-        return failed
+        return self._settled.take_failed()
 
     def take_confirmed(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
-        confirmed, failed = self._confirmed, self._failed
-        self._confirmed, self._failed = [], []
-        return confirmed, failed
+        return self._settled.take()
 
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
         unsent = [(message, mandatory) for message, mandatory, kind in self._outbox if kind is None]
@@ -240,9 +236,9 @@ class LocalConnection(Connection):
             if kind is None:
                 routed = broker.route_locked(first)
                 if second and not routed:
-                    self._failed.append(PublishFailure(first, "unroutable"))
+                    self._settled.failed.append(PublishFailure(first, "unroutable"))
                 else:
-                    self._confirmed.append(first)
+                    self._settled.confirmed.append(first)
                 continue
             delivery_tag, multiple = first, second
             if multiple:

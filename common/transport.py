@@ -82,6 +82,25 @@ class PublishFailure:
     mandatory: bool = False  # as it was published, to publish it again the same way
 
 
+class SettledPublishes:
+    """Publishes the broker has settled and the caller has not yet been told of."""
+
+    def __init__(self):
+        self.confirmed: list[OutgoingMessage] = []
+        self.failed: list[PublishFailure] = []
+
+    def take(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
+        """Hand over (confirmed, failed) and start afresh."""
+        confirmed, failed = self.confirmed, self.failed
+        self.confirmed, self.failed = [], []
+        return confirmed, failed
+
+    def take_failed(self) -> list[PublishFailure]:
+        """Hand over the failures only; the confirmed stay for :meth:`take`."""
+        failed, self.failed = self.failed, []
+        return failed
+
+
 @dataclass(frozen=True)
 class QueueState:
     """What a passive declare tells about a queue."""
