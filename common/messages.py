@@ -3,7 +3,7 @@
 A task travels as a JSON object::
 
     {"v": 1, "id": "…", "task": "echo", "args": [], "kwargs": {},
-     "attempt": 0, "created_at": 1764165000.0}
+     "attempt": 0, "created_at": 1764165000.123}
 
 with AMQP properties ``message_id`` (the task id), ``content_type``
 (``application/json``), ``timestamp`` and ``type`` (the task name). A body
@@ -28,6 +28,27 @@ PLAIN_TEXT_TASK = "dots"
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_SCAN = json.JSONDecoder().scan_once
+
+
+def parse_json(body: bytes) -> Any:
+    """``json.loads(body)``, with a fast path for what rabbitry's encoder writes.
+
+    A UTF-8 body that is one JSON value from its first byte to its last is
+    read by the decoder's C scanner alone, skipping ``json.loads``'s
+    encoding detection and whitespace passes (half its time on a task
+    body). Anything else (whitespace around the value, a byte-order mark,
+    UTF-16, malformed JSON) goes through ``json.loads`` itself, so the
+    value, or the error, is always exactly the one it gives.
+    """
+    try:
+        text = body.decode()
+        value, end = _SCAN(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        pass
+    return json.loads(body)
 
 
 @dataclass(slots=True)
@@ -43,10 +64,13 @@ class TaskMessage:
 
     def encode(self, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
         """The JSON body; raises MessageError if it cannot be encoded or is too big."""
+        # Seconds to the millisecond: enough for a creation time, and a third quicker
+        # to parse than a float's full 17 digits.
+        created_at = round(self.created_at, 3)
         try:
             body = _ENCODER.encode({
                 "v": FORMAT_VERSION, "id": self.id, "task": self.task, "args": self.args,
-                "kwargs": self.kwargs, "attempt": self.attempt, "created_at": self.created_at,
+                "kwargs": self.kwargs, "attempt": self.attempt, "created_at": created_at,
             }).encode()
         except (TypeError, ValueError) as error:
             raise MessageError(f"task {self.task!r} has arguments that are not JSON: {error}") from None
@@ -67,24 +91,25 @@ class TaskMessage:
         body = delivery.body
         if len(body) > max_bytes:
             raise MessageTooLarge(f"body is {len(body)} bytes, over the {max_bytes}-byte limit")
-        if delivery.content_type not in (JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, None):
+        content_type = delivery.content_type
+        if content_type == JSON_CONTENT_TYPE:
+            try:
+                data = parse_json(body)
+            except ValueError as error:  # UnicodeDecodeError is one too
+                raise MessageError(f"body is not valid JSON: {error}") from None
+            return cls.from_dict(data)
+        if content_type not in (TEXT_CONTENT_TYPE, None):
             # Never guess at a format: a pickle (Celery's application/x-python-serialize)
             # or anything else is refused, not decoded.
-            raise MessageError(f"unsupported content type {delivery.content_type!r}: rabbitry runs "
+            raise MessageError(f"unsupported content type {content_type!r}: rabbitry runs "
                                f"{JSON_CONTENT_TYPE} tasks and the tutorial's plain text")
-        if delivery.content_type != JSON_CONTENT_TYPE:
-            # The official tutorial's new_task.py sends plain text.
-            try:
-                text = body.decode()
-            except UnicodeDecodeError:
-                raise MessageError("plain-text body is not valid UTF-8") from None
-            return cls(task=PLAIN_TEXT_TASK, args=[text], id=delivery.message_id or new_message_id(),
-                       created_at=float(delivery.timestamp or time.time()))
+        # The official tutorial's new_task.py sends plain text.
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as error:
-            raise MessageError(f"body is not valid JSON: {error}") from None
-        return cls.from_dict(data)
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise MessageError("plain-text body is not valid UTF-8") from None
+        return cls(task=PLAIN_TEXT_TASK, args=[text], id=delivery.message_id or new_message_id(),
+                   created_at=float(delivery.timestamp or time.time()))
 
     @classmethod
     def from_dict(cls, data: Any) -> "TaskMessage":
@@ -104,11 +129,10 @@ class TaskMessage:
         attempt = data.get("attempt", 0)
         if not isinstance(attempt, int) or attempt < 0:
             raise MessageError("field 'attempt' must be a non-negative integer")
-        created_at = data.get("created_at", time.time())
+        created_at = data["created_at"] if "created_at" in data else time.time()
         if not isinstance(created_at, (int, float)):
             raise MessageError("field 'created_at' must be a number")
         task_id = data.get("id") or new_message_id()
         if not isinstance(task_id, str):
             raise MessageError("field 'id' must be a string")
-        return cls(task=task, args=args, kwargs=kwargs, id=task_id, attempt=attempt,
-                   created_at=float(created_at))
+        return cls(task, args, kwargs, task_id, attempt, float(created_at))
