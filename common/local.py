@@ -241,15 +241,16 @@ class LocalConnection(Connection):
                     self._settled.confirmed.append(first)
                 continue
             delivery_tag, multiple = first, second
-            if multiple:
-                # Tag 0 with ``multiple`` means every outstanding delivery, as in AMQP.
-                tags = [tag for tag in unacked if tag <= delivery_tag or not delivery_tag]  # oldest first
+            if not multiple:
+                settled = unacked.pop(delivery_tag, None)
+                settled = () if settled is None else (settled,)
             else:
-                tags = [delivery_tag] if delivery_tag in unacked else []
-            if not tags:
+                # Tag 0 with ``multiple`` means every outstanding delivery, as in AMQP.
+                settled = [unacked.pop(tag) for tag in [tag for tag in unacked  # oldest first
+                                                        if tag <= delivery_tag or not delivery_tag]]
+            if not settled:
                 raise refused(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
-            for tag in tags:
-                queue_, envelope, consumer = unacked.pop(tag)
+            for queue_, envelope, consumer in settled:
                 if consumer is not None:
                     consumer.unacked -= 1
                     touched[queue_] = None

@@ -59,7 +59,7 @@ class Envelope:
     deliveries: int = 0  # earlier deliveries that were not acknowledged
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Consumer:
     """A consumer on a queue: whom to deliver to and how many it may hold."""
 
@@ -108,7 +108,7 @@ class LocalExchange:
         self._route_cache.clear()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LocalQueue:
     """A queue: ready messages in order, and the consumers taking them in turn."""
 
@@ -121,11 +121,13 @@ class LocalQueue:
     consumers: list[Consumer] = field(default_factory=list)
     deleted: bool = False
     _turn: int = 0
+    # Read on every message: looked up once, from the arguments.
+    is_quorum: bool = field(init=False)
+    message_ttl_ms: int | None = field(init=False)
 
     def __post_init__(self):
-        # Read on every message: looked up once here.
         self.is_quorum = self.arguments.get(_QUEUE_TYPE) == "quorum"
-        self.message_ttl_ms: int | None = self.arguments.get("x-message-ttl")
+        self.message_ttl_ms = self.arguments.get("x-message-ttl")
 
     def next_consumer(self) -> Consumer | None:
         """The next consumer in turn that has prefetch credit, if any."""
@@ -236,14 +238,16 @@ class LocalBroker:
     # -- routing and enqueueing --------------------------------------------
     def route_locked(self, message: OutgoingMessage) -> int:
         """Put ``message`` on every queue its exchange routes it to; return how many."""
-        if message.exchange == "":
+        if message.exchange == "":  # the default exchange: straight to the queue of that name
             queue = self.queues.get(message.routing_key)
-            targets = [queue] if queue is not None else []
-        else:
-            targets = [self.queues[name] for name in self.exchange_locked(message.exchange).route(message.routing_key)]
-        for queue in targets:
+            if queue is None:
+                return 0
             self.enqueue_locked(queue, Envelope(message))
-        return len(targets)
+            return 1
+        names = self.exchange_locked(message.exchange).route(message.routing_key)
+        for name in names:
+            self.enqueue_locked(self.queues[name], Envelope(message))
+        return len(names)
 
     def enqueue_locked(self, queue: LocalQueue, envelope: Envelope) -> None:
         """Append a message to ``queue``, with its expiry, and hand it to a consumer if one has credit."""
