@@ -257,8 +257,12 @@ class LocalBroker:
             ttls = [int(t) for t in (ttl_ms, queue_ttl_ms) if t is not None]
             envelope.expires_at = time.monotonic() + min(ttls) / 1000
             self._schedule_expiry_locked(envelope.expires_at, queue)
-        queue.ready.append(envelope)
-        if queue.consumers:
+        ready = queue.ready
+        ready.append(envelope)
+        # Messages already waiting mean that no consumer has credit: whatever gives credit
+        # (an ack, a reject, a new consumer) dispatches, until the queue is empty or the
+        # credit is used up. So only a message that finds the queue empty is handed out here.
+        if len(ready) == 1 and queue.consumers:
             self.dispatch_locked(queue)
 
     def dispatch_locked(self, queue: LocalQueue) -> None:
