@@ -26,6 +26,8 @@ How: each timed workload runs through the same code on both sides; the clock run
 publish to the last ack, with messages built beforehand. Work queue: every task is acked on its own;
 "JSON tasks" are decoded as the worker decodes them, "not decoded" are found by their AMQP type.
 Fair dispatch: every 4th task sleeps 0.2 s, the others 0.01 s; ideal = max(sum / 2, longest).
+With --repeat, each repetition runs the two sides back to back; figures are medians, and a
+speed-up is the median of the repetitions' own ratios.
 Seed forms: {seed_tasks:,} no-op tasks each, no broker, pools started before the clock.
 """
 
@@ -40,49 +42,63 @@ def rabbitmq_settings(url: str) -> tuple[BrokerSettings | None, str]:
     return settings, f"RabbitMQ: {settings.describe()}"
 
 
-def median_run(repeat: int, workload, *args, key: str) -> dict:
-    """Run ``workload`` ``repeat`` times; keep the run whose ``key`` is the median."""
-    runs = sorted((workload(*args) for _ in range(repeat)), key=lambda run: run[key])
-    return runs[len(runs) // 2]
-
-
-def measure(settings: BrokerSettings, options: dict) -> dict:
-    """Every broker workload on one transport."""
-    repeat = options["repeat"]
+def timed_workloads(options: dict) -> dict:
+    """The timed workloads: name -> (run it on some settings, the rate or time it is judged by)."""
+    tasks, subscribers, messages = options["tasks"], options["subscribers"], options["messages"]
     return {
-        "work_queue": median_run(repeat, workloads.work_queue_throughput, settings, options["tasks"],
-                                 key="tasks_per_s"),
-        "work_queue_dispatch_only": median_run(repeat, workloads.work_queue_throughput, settings,
-                                               options["tasks"], 2, 100, False, key="tasks_per_s"),
-        "fair_dispatch": median_run(repeat, workloads.fair_dispatch, settings, key="makespan_s"),
-        "fan_out": median_run(repeat, workloads.fan_out, settings, options["subscribers"], options["messages"],
-                              key="messages_per_s"),
-        "topic_routing": workloads.topic_routing(settings),
+        "work_queue": (lambda settings: workloads.work_queue_throughput(settings, tasks), "tasks_per_s"),
+        "work_queue_dispatch_only": (
+            lambda settings: workloads.work_queue_throughput(settings, tasks, decode=False), "tasks_per_s"),
+        "fair_dispatch": (workloads.fair_dispatch, "makespan_s"),
+        "fan_out": (lambda settings: workloads.fan_out(settings, subscribers, messages), "messages_per_s"),
     }
 
 
-def build_rows(model: dict, rabbitmq: dict | None, seed: dict, options: dict) -> list[dict]:
-    """The comparison as rows: workload, unit, one figure per side, and the ratio of rates."""
+def measure(sides: dict[str, BrokerSettings], options: dict) -> tuple[dict, dict]:
+    """Every workload on every side: the median run of each, and the model's speed-ups.
 
-    def row(workload, unit, figure, **extra):
-        local = figure(model)
-        remote = figure(rabbitmq) if rabbitmq else None
-        ratio = round(local / remote, 2) if unit.endswith("/s") and remote else None
-        return {"workload": workload, "unit": unit, "model": local, "rabbitmq": remote, "model_vs_rabbitmq": ratio,
+    Each repetition runs the sides back to back, and a speed-up is the median
+    of the repetitions' ratios, so that a slow spell on a shared machine
+    lands on both sides of a ratio rather than on one.
+    """
+    results: dict[str, dict] = {side: {} for side in sides}
+    speedups = {}
+    for name, (run, key) in timed_workloads(options).items():
+        runs: dict[str, list[dict]] = {side: [] for side in sides}
+        for _ in range(options["repeat"]):
+            for side, settings in sides.items():
+                runs[side].append(run(settings))
+        for side, side_runs in runs.items():
+            results[side][name] = sorted(side_runs, key=lambda result: result[key])[len(side_runs) // 2]
+        if RABBITMQ in runs and key.endswith("_per_s"):
+            speedups[name] = round(statistics.median(
+                model[key] / rabbitmq[key] for model, rabbitmq in zip(runs[MODEL], runs[RABBITMQ])), 2)
+    for side, settings in sides.items():
+        results[side]["topic_routing"] = workloads.topic_routing(settings)
+    return results, speedups
+
+
+def build_rows(model: dict, rabbitmq: dict | None, speedups: dict, seed: dict, options: dict) -> list[dict]:
+    """The comparison as rows: workload, unit, one figure per side, and the model's speed-up."""
+
+    def row(workload, unit, figure, name=None, **extra):
+        return {"workload": workload, "unit": unit, "model": figure(model),
+                "rabbitmq": figure(rabbitmq) if rabbitmq else None, "model_vs_rabbitmq": speedups.get(name),
                 **extra}
 
     tasks, subscribers, messages = options["tasks"], options["subscribers"], options["messages"]
     routing_same = rabbitmq is not None and model["topic_routing"]["routed"] == rabbitmq["topic_routing"]["routed"]
     rows = [
         row(f"work queue: {tasks:,} no-op JSON tasks, 2 consumers, prefetch 100", "tasks/s",
-            lambda side: side["work_queue"]["tasks_per_s"]),
+            lambda side: side["work_queue"]["tasks_per_s"], "work_queue"),
         row("work queue: same, not decoded (transport and dispatch)", "tasks/s",
-            lambda side: side["work_queue_dispatch_only"]["tasks_per_s"]),
+            lambda side: side["work_queue_dispatch_only"]["tasks_per_s"], "work_queue_dispatch_only"),
         row("fair dispatch: 24 uneven tasks, 2 consumers, prefetch 1", "makespan / ideal",
             lambda side: side["fair_dispatch"]["makespan_over_ideal"]),
         row(f"fan-out: {messages:,} messages to {subscribers} subscribers", "deliveries/s",
-            lambda side: side["fan_out"]["deliveries_per_s"]),
-        row(f"topic routing: {model['topic_routing']['cases']} key pairs", "as topic_matches says", lambda side: side["topic_routing"]["agrees_with_topic_matches"],
+            lambda side: side["fan_out"]["deliveries_per_s"], "fan_out"),
+        row(f"topic routing: {model['topic_routing']['cases']} key pairs", "as topic_matches says",
+            lambda side: side["topic_routing"]["agrees_with_topic_matches"],
             identical_on_both_sides=routing_same if rabbitmq else None),
     ]
     for form, rate in seed.items():
@@ -117,7 +133,7 @@ def render_table(rows: list[dict]) -> str:
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", envvar=URL_ENVVAR, default=DEFAULT_URL, show_default=True,
               help=f"The RabbitMQ to compare with. [env: {URL_ENVVAR}]")
-@click.option("--tasks", type=click.IntRange(100), default=20000, show_default=True,
+@click.option("--tasks", type=click.IntRange(100), default=50000, show_default=True,
               help="No-op tasks in the work-queue workload.")
 @click.option("--subscribers", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Subscribers in the fan-out workload.")
@@ -134,11 +150,14 @@ def compare(url, tasks, subscribers, messages, seed_tasks, repeat, as_json):
                "repeat": repeat}
     settings, notice = rabbitmq_settings(url)
     click.echo(notice, err=True)
-    model = measure(BrokerSettings.from_url(f"local://compare-{secrets.token_hex(3)}"), options)
-    rabbitmq = measure(settings, options) if settings else None
+    sides = {MODEL: BrokerSettings.from_url(f"local://compare-{secrets.token_hex(3)}")}
+    if settings:
+        sides[RABBITMQ] = settings
+    results, speedups = measure(sides, options)
+    model, rabbitmq = results[MODEL], results.get(RABBITMQ)
     seed = {form: round(seed_tasks / statistics.median(run(seed_tasks) for _ in range(repeat)))
             for form, run in workloads.SEED_FORMS.items()}
-    rows = build_rows(model, rabbitmq, seed, options)
+    rows = build_rows(model, rabbitmq, speedups, seed, options)
     routing_ok = model["topic_routing"]["agrees_with_topic_matches"] and (
         rabbitmq is None or rows[4]["identical_on_both_sides"])
     if as_json:

@@ -10,6 +10,7 @@ functions measure and return figures.
 """
 
 import concurrent.futures
+import functools
 import itertools
 import multiprocessing
 import queue
@@ -63,8 +64,7 @@ class ConsumerThread(threading.Thread):
         try:
             with connect(self.settings, "rabbitry-compare") as connection:
                 name = self.prepare(connection) if self.prepare else self.queue_name
-                connection.consume(name, lambda delivery: self.on_delivery(connection, delivery),
-                                   prefetch=self.prefetch)
+                connection.consume(name, functools.partial(self.on_delivery, connection), prefetch=self.prefetch)
                 self.ready.set()
                 while not self.stop.is_set():
                     connection.process_events(0.005)
