@@ -5,6 +5,7 @@ when a Docker engine is available, and otherwise the tests fail with a
 message that says how to get one. Nothing here mocks pika or RabbitMQ.
 """
 
+import logging
 import os
 import uuid
 
@@ -119,3 +120,22 @@ def start_worker(cli_env, broker_settings):
     yield starter
     for process in workers:
         process.stop()
+
+
+@pytest.fixture
+def make_logger(request):
+    """A stdlib logger of the test's own, with the given handler; detached and closed afterwards."""
+    attached = []
+
+    def maker(name: str, handler: logging.Handler) -> logging.Logger:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        logger.addHandler(handler)
+        attached.append((logger, handler))
+        return logger
+
+    yield maker
+    for logger, handler in attached:
+        logger.removeHandler(handler)
+        handler.close()

@@ -9,6 +9,7 @@ import tempfile
 import time
 
 from common.broker import connect
+from common.topology import Binding, Queue, Topology, log_exchange
 
 BIN = os.path.dirname(sys.executable)
 
@@ -120,3 +121,18 @@ def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> int:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return process.returncode
+
+
+def bind_everything(connection, exchange: str, queue: str, durable: bool = False) -> None:
+    """A queue that takes every message of the topic exchange ``exchange``."""
+    connection.declare(Topology(exchanges=(log_exchange("topic", exchange, durable),),
+                                queues=(Queue(queue, durable=durable),), bindings=(Binding(exchange, queue, "#"),)))
+
+
+def drain(connection, queue: str) -> list:
+    """Get and ack every message waiting in ``queue``; return the deliveries."""
+    deliveries = []
+    while (delivery := connection.get(queue)) is not None:
+        connection.ack(delivery.delivery_tag)
+        deliveries.append(delivery)
+    return deliveries

@@ -9,23 +9,8 @@ import logging
 import pytest
 import structlog
 
-from common.topology import Binding, Queue, Topology, log_exchange
 from producers.log_handler import LogExchangeHandler
-from tests.helpers import wait_until
-
-
-def bind_everything(connection, exchange: str, queue: str, durable: bool = False) -> None:
-    """A queue that takes every message of the topic exchange ``exchange``."""
-    connection.declare(Topology(exchanges=(log_exchange("topic", exchange, durable),),
-                                queues=(Queue(queue, durable=durable),), bindings=(Binding(exchange, queue, "#"),)))
-
-
-def drain(connection, queue: str) -> list:
-    deliveries = []
-    while (delivery := connection.get(queue)) is not None:
-        connection.ack(delivery.delivery_tag)
-        deliveries.append(delivery)
-    return deliveries
+from tests.helpers import bind_everything, drain, wait_until
 
 
 @pytest.fixture
@@ -36,25 +21,6 @@ def log_queue(unique_name, connection):
     yield exchange, queue
     connection.delete_queue(queue)
     connection.delete_exchange(exchange)
-
-
-@pytest.fixture
-def make_logger(request):
-    """A stdlib logger of the test's own, with the given handler; detached and closed afterwards."""
-    attached = []
-
-    def maker(name: str, handler: logging.Handler) -> logging.Logger:
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.DEBUG)
-        logger.propagate = False
-        logger.addHandler(handler)
-        attached.append((logger, handler))
-        return logger
-
-    yield maker
-    for logger, handler in attached:
-        logger.removeHandler(handler)
-        handler.close()
 
 
 def test_records_are_routed_by_facility_and_severity(log_queue, connection, broker_settings, make_logger):

@@ -11,8 +11,7 @@ from common.broker import connect
 from common.topology import log_exchange
 from producers.log_emitter import LogEmitter
 from producers.log_handler import LogExchangeHandler
-from tests.helpers import command_path, json_lines, wait_until
-from tests.test_log_handler import bind_everything, drain, make_logger  # noqa: F401 - make_logger is a fixture
+from tests.helpers import bind_everything, command_path, drain, json_lines, wait_until
 
 
 def test_records_of_an_outage_are_published_once_the_broker_is_back(extra_broker, unique_name, make_logger):
