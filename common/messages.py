@@ -39,16 +39,21 @@ def parse_json(body: bytes) -> Any:
     encoding detection and whitespace passes (half its time on a task
     body). Anything else (whitespace around the value, a byte-order mark,
     UTF-16, malformed JSON) goes through ``json.loads`` itself, so the
-    value, or the error, is always exactly the one it gives.
+    value, or the error, is always exactly the one it gives, with one
+    exception: a document nested too deep for Python's stack is a
+    ValueError here, where ``json.loads`` raises RecursionError.
     """
     try:
         text = body.decode()
         value, end = _SCAN(text, 0)
         if end == len(text):
             return value
-    except (StopIteration, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (StopIteration, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         pass
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 @dataclass(slots=True)
@@ -74,6 +79,8 @@ class TaskMessage:
             }).encode()
         except (TypeError, ValueError) as error:
             raise MessageError(f"task {self.task!r} has arguments that are not JSON: {error}") from None
+        except RecursionError:
+            raise MessageError(f"task {self.task!r} has arguments nested too deeply") from None
         if len(body) > max_bytes:
             raise MessageTooLarge(f"task {self.task!r} is {len(body)} bytes, over the {max_bytes}-byte limit")
         return body

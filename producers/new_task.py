@@ -5,14 +5,13 @@ works one second per dot. Every task id is printed once the broker has
 confirmed it, and an exit status of 0 means every task is safely queued.
 """
 
-import json
 import sys
 
 import click
 
 from common.cli import RabbitryCommand, broker_options, logging_options
 from common.errors import MessageError
-from common.messages import PLAIN_TEXT_TASK, TaskMessage
+from common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
 from producers.tasks import TaskSubmitter
 
@@ -22,7 +21,7 @@ def _json_option(kind: type, what: str):
         if value is None:
             return kind()
         try:
-            parsed = json.loads(value)
+            parsed = parse_json(value.encode())
         except ValueError as error:
             raise click.BadParameter(f"not valid JSON: {error}", ctx=ctx, param=param) from None
         if not isinstance(parsed, kind):
@@ -40,7 +39,7 @@ def read_task_file(path: str) -> list[TaskMessage]:
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
+                data = parse_json(line.encode())
                 message = TaskMessage.from_dict(
                     {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data}
                     if isinstance(data, dict) else data)

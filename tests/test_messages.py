@@ -66,9 +66,18 @@ def test_a_task_comes_back_as_it_was_sent_with_its_creation_time_to_the_millisec
     (b'{"task": "echo", "attempt": -1}', "'attempt' must be a non-negative integer"),
     (b'{"task": "echo", "created_at": null}', "'created_at' must be a number"),
     (b'{"v": 2, "task": "echo"}', "unsupported message format version 2"),
+    (b'{"task": "echo", "args": ' + b"[" * 100_000, "nested too deeply"),  # json.loads: RecursionError
 ])
 def test_a_malformed_body_is_one_clear_message_error(body, error):
     delivery = Delivery(body, "tasks", "", 1, content_type=JSON_CONTENT_TYPE)
     with pytest.raises(MessageError, match=error) as raised:
         TaskMessage.from_delivery(delivery)
     assert "\n" not in str(raised.value)
+
+
+def test_arguments_nested_too_deeply_to_encode_are_a_message_error():
+    args: list = []
+    for _ in range(100_000):
+        args = [args]
+    with pytest.raises(MessageError, match="nested too deeply"):
+        TaskMessage("echo", args).encode()
