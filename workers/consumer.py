@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 
 import structlog
 
@@ -190,7 +191,12 @@ class PoolProcess:
                     continue  # its channel is gone or closing: the broker redelivers it
                 self._idle.clear()
             try:
-                settlement = self._execute(generation, delivery)
+                try:
+                    settlement = self._execute(generation, delivery)
+                except Exception as error:  # a fault of the worker's (run_task catches the task's own)
+                    log.error("worker_error", traceback=traceback.format_exc())
+                    # Kept in the dead-letter queue, and this thread goes on to the next task.
+                    settlement = dead_letter(delivery, self.config, "worker_error", f"{type(error).__name__}: {error}")
                 self._outbox.append((generation, settlement))
                 self._schedule_flush()
             finally:
