@@ -8,12 +8,15 @@ confirmed it, and an exit status of 0 means every task is safely queued.
 import sys
 
 import click
+import structlog
 
 from common.cli import RabbitryCommand, broker_options, logging_options
 from common.errors import MessageError
 from common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
 from producers.tasks import TaskSubmitter
+
+log = structlog.get_logger("rabbitry.new_task")
 
 
 def _json_option(kind: type, what: str):
@@ -98,6 +101,9 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
             for _ in submitter.submit_many(messages):
                 bar.update(1)
     out.flush()
+    if settings.is_local:
+        log.warning("in_process_broker", detail="the in-process broker lives inside this command alone, so these "
+                    "tasks end with it; run producers and workers in one process, as `rabbitry demo` does")
 
 
 class _Nothing:

@@ -17,7 +17,7 @@ from common.local import broker_name, forget_broker
 from common.settings import BrokerSettings
 from common.topology import Binding, Exchange, Queue, Topology
 from common.transport import OutgoingMessage, QueueState
-from tests.helpers import WorkerProcess, run_command, wait_until
+from tests.helpers import WorkerProcess, json_lines, run_command, wait_until
 
 
 class Transport:
@@ -445,6 +445,14 @@ def test_the_worker_runs_its_pool_as_threads_on_the_in_process_broker():
 
     assert process.stop() == 0  # SIGTERM: a graceful stop, as with pool processes
     assert process.events("worker_stopped")[0]["exit_code"] == 0
+
+
+def test_new_task_on_the_in_process_broker_says_that_its_tasks_end_with_it():
+    result = run_command(["new-task", "--broker", "local", "--log-format", "json", "hello"], env=dict(os.environ))
+
+    assert result.returncode == 0 and len(result.stdout.split()) == 1  # the task id, confirmed
+    (warning,) = [e for e in json_lines(result.stderr) if e["event"] == "in_process_broker"]
+    assert "end with it" in warning["detail"]
 
 
 def test_a_time_limit_needs_processes_and_says_so_in_one_line():
