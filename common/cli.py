@@ -13,7 +13,8 @@ import click
 from common.errors import ConfigurationError, RabbitryError
 from common.logconfig import LOG_FORMATS, configure_logging
 from common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings, TlsSettings, split_urls
-from common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, log_exchange
+from common.routing import check_routing_key
+from common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, check_work_queue_name, log_exchange
 
 
 class CommandFailed(click.ClickException):
@@ -44,6 +45,28 @@ class RabbitryGroup(click.Group):
             return super().invoke(ctx)
         except RabbitryError as error:
             raise CommandFailed(error) from None
+
+
+def _bad_parameter(check):
+    """A click callback that applies ``check`` to the value (each value, if repeated);
+    a ConfigurationError becomes click's one-line usage error."""
+
+    def callback(ctx, param, value):
+        try:
+            for item in value if isinstance(value, tuple) else [value]:
+                if item is not None:
+                    check(item)
+        except ConfigurationError as error:
+            raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+        return value
+
+    return callback
+
+
+#: Callbacks for --queue (a work queue) and for queue and exchange names.
+check_work_queue = _bad_parameter(check_work_queue_name)
+check_queue_name = _bad_parameter(lambda name: check_routing_key(name, "queue name"))
+check_exchange_name = _bad_parameter(lambda name: check_routing_key(name, "exchange name"))
 
 
 def _check_url(ctx, param, value):
@@ -99,7 +122,7 @@ def log_exchange_options(func):
     """Add --exchange-type, --exchange and --durable; pass ``exchange: Exchange``."""
     @click.option("--exchange-type", type=click.Choice(EXCHANGE_TYPES), default="topic", show_default=True,
                   help="direct and topic route by key; fanout sends every message to every queue.")
-    @click.option("--exchange", "exchange_name", default=None, metavar="NAME",
+    @click.option("--exchange", "exchange_name", default=None, metavar="NAME", callback=check_exchange_name,
                   help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].")
     @click.option("--durable", is_flag=True,
                   help="Declare the exchange durable, and publish persistent messages (for production).")

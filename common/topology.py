@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import ConfigurationError
+from common.routing import MAX_KEY_BYTES, check_routing_key
 
 DEFAULT_TASK_QUEUE = "task_queue"
 QUEUE_TYPES = ("quorum", "classic")
@@ -91,6 +92,24 @@ def retry_queue_name(queue: str, delay_ms: int) -> str:
 def retry_delays_ms(max_retries: int) -> list[int]:
     """The nominal delay of each retry: exponential from 1 s, capped."""
     return [int(min(RETRY_BASE_DELAY_S * 2 ** n, RETRY_MAX_DELAY_S) * 1000) for n in range(max_retries)]
+
+
+def check_work_queue_name(queue: str) -> str:
+    """Return ``queue`` if RabbitMQ accepts it, and the names of its retry and dead-letter queues.
+
+    Names are AMQP short strings: at most 255 bytes of UTF-8, less here the
+    longest suffix the work queue's own queues add (``.retry.300000ms``).
+    """
+    if not queue:
+        raise ConfigurationError("a work queue needs a name")
+    longest = retry_queue_name(queue, int(RETRY_MAX_DELAY_S * 1000))
+    check_routing_key(queue, "queue name")  # valid UTF-8, at most 255 bytes
+    if len(longest.encode()) > MAX_KEY_BYTES:
+        suffix = longest[len(queue):]
+        raise ConfigurationError(f"queue name is {len(queue.encode())} bytes long; a work queue's name can be at "
+                                 f"most {MAX_KEY_BYTES - len(suffix)}, leaving room for its retry queues "
+                                 f"('<queue>{suffix}')")
+    return queue
 
 
 def work_queue(queue: str = DEFAULT_TASK_QUEUE, queue_type: str = DEFAULT_QUEUE_TYPE,

@@ -10,7 +10,7 @@ import sys
 import click
 import structlog
 
-from common.cli import RabbitryCommand, broker_options, logging_options
+from common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
 from common.errors import MessageError
 from common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
@@ -64,7 +64,7 @@ def read_task_file(path: str) -> list[TaskMessage]:
               help="Queue this many copies of the task.")
 @click.option("--file", "task_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Queue one task per line of a JSON-lines file ('-' for stdin).")
-@click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, help="Work queue.")
+@click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue, help="Work queue.")
 @click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE, show_default=True,
               help="Type of the work queue, if it is created here.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print task ids.")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import click
 
 from common.broker import connect
-from common.cli import RabbitryCommand, RabbitryGroup, broker_options
+from common.cli import RabbitryCommand, RabbitryGroup, broker_options, check_work_queue
 from common.errors import ConfigurationError, ExitCode, MessageError, RabbitryError
 from common.messages import TaskMessage
 from common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name
@@ -166,7 +166,7 @@ def dlq_command(name: str):
     """A subcommand of ``rabbitry dlq`` with the work-queue and broker options."""
 
     def decorator(func):
-        func = click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True,
+        func = click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue,
                             help="Work queue whose dead letters to handle.")(func)
         return dlq.command(name, cls=RabbitryCommand)(broker_options(func))
 

@@ -5,7 +5,7 @@ import json
 import click
 
 from common.broker import connect
-from common.cli import broker_options
+from common.cli import broker_options, check_work_queue
 from common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name, retry_delays_ms, retry_queue_name
 
 #: Enough to list the retry queues of any --max-retries up to this many.
@@ -14,6 +14,7 @@ _RETRY_LEVELS = 10
 
 @click.command()
 @click.option("--queue", "queues", multiple=True, default=[DEFAULT_TASK_QUEUE], show_default=True,
+              callback=check_work_queue,
               help="Work queue to show (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per queue.")
 @broker_options

@@ -17,7 +17,7 @@ import threading
 
 import click
 
-from common.cli import RabbitryCommand, broker_options, log_exchange_options, logging_options
+from common.cli import RabbitryCommand, broker_options, check_queue_name, log_exchange_options, logging_options
 from common.errors import ConfigurationError
 from subscribers.log_subscriber import LogSubscriber
 from subscribers.output import json_line, readable_line
@@ -32,7 +32,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("binding_keys", nargs=-1, metavar="[BINDING_KEY]...")
 @log_exchange_options
-@click.option("--queue", default=None, metavar="NAME",
+@click.option("--queue", default=None, metavar="NAME", callback=check_queue_name,
               help="Consume a durable named queue, which keeps messages while no subscriber runs "
                    "(bindings from earlier runs stay). Default: an exclusive queue named by the broker.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message: routing key, body, "

@@ -79,3 +79,29 @@ def test_rabbitry_status_shows_a_work_queue_and_reports_a_down_broker(run, work_
     assert rows[work_queue_name]["messages"] == 3
     assert rows[f"{work_queue_name}.dead-letter"]["messages"] == 0
     assert_one_line_error(down, ExitCode.BROKER_UNAVAILABLE, "cannot reach the broker")
+
+
+LONG = "q" * 300
+
+
+@pytest.mark.parametrize("command", [
+    ["new-task", "--queue", LONG, "hello"],
+    ["worker", "--queue", LONG],
+    ["rabbitry", "status", "--queue", LONG],
+    ["rabbitry", "dlq", "list", "--queue", LONG],
+    ["subscribe", "--queue", LONG, "#"],
+    ["emit-log", "--exchange", LONG, "kern.info", "hello"],
+])
+def test_a_name_longer_than_rabbitmq_allows_is_a_usage_error(run, command):
+    result = run(*command)
+
+    assert_one_line_error(result, ExitCode.USAGE, "300 bytes long", "at most 255")
+
+
+def test_a_work_queue_name_leaves_room_for_its_retry_queues_names(run, connection):
+    name = "q" * 241  # its '.retry.300000ms' queue would need 256 bytes
+
+    result = run("new-task", "--queue", name, "hello")
+
+    assert_one_line_error(result, ExitCode.USAGE, "at most 240", ".retry.300000ms")
+    assert connection.queue_state(name) is None

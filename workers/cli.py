@@ -4,7 +4,7 @@ import os
 
 import click
 
-from common.cli import RabbitryCommand, broker_options, logging_options
+from common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
 from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
 from workers.config import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, WorkerConfig
 from workers.registry import load_task_modules
@@ -12,7 +12,8 @@ from workers.threaded import worker_pool
 
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, help="Work queue to serve.")
+@click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue,
+              help="Work queue to serve.")
 @click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE, show_default=True,
               help="Type of the work queue, if it is created here.")
 @click.option("--processes", "-p", type=click.IntRange(1, 256), default=lambda: min(os.cpu_count() or 1, 8),
