@@ -12,6 +12,7 @@ text, and runs as the ``dots`` task; any other content type is refused.
 """
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,7 +138,7 @@ class TaskMessage:
         if not isinstance(attempt, int) or attempt < 0:
             raise MessageError("field 'attempt' must be a non-negative integer")
         created_at = data["created_at"] if "created_at" in data else time.time()
-        if not isinstance(created_at, (int, float)):
+        if not isinstance(created_at, (int, float)) or not math.isfinite(created_at):
             raise MessageError("field 'created_at' must be a number")
         task_id = data.get("id") or new_message_id()
         if not isinstance(task_id, str):

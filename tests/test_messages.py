@@ -65,6 +65,7 @@ def test_a_task_comes_back_as_it_was_sent_with_its_creation_time_to_the_millisec
     (b'{"task": "echo", "args": {}}', "'args' must be a JSON array"),
     (b'{"task": "echo", "attempt": -1}', "'attempt' must be a non-negative integer"),
     (b'{"task": "echo", "created_at": null}', "'created_at' must be a number"),
+    (b'{"task": "echo", "created_at": Infinity}', "'created_at' must be a number"),
     (b'{"v": 2, "task": "echo"}', "unsupported message format version 2"),
     (b'{"task": "echo", "args": ' + b"[" * 100_000, "nested too deeply"),  # json.loads: RecursionError
 ])
