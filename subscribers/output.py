@@ -19,17 +19,25 @@ SEVERITY_STYLES = {
 }
 #: Width of the severity column, so the messages line up.
 _SEVERITY_WIDTH = 8
+#: Control characters a terminal would act on (escape sequences, carriage returns, bells),
+#: shown as ``\xNN`` instead; tabs stay, and newlines start an indented continuation line.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]
+                    if code not in (0x09, 0x0A)}
 
 
 def readable_line(delivery: Delivery, color: bool = False) -> str:
-    """``<routing key> <SEVERITY> <message>``; the severity coloured if ``color``."""
+    """``<routing key> <SEVERITY> <message>``; the severity coloured if ``color``.
+
+    A message never drives the terminal: its control characters are shown
+    escaped, and its further lines are indented under the first.
+    """
     severity = severity_of(delivery)
-    parts = [delivery.routing_key] if delivery.routing_key else []
+    parts = [delivery.routing_key.translate(_CONTROL_ESCAPES)] if delivery.routing_key else []
     if severity:
-        label = severity.upper().ljust(_SEVERITY_WIDTH)
+        label = severity.upper().translate(_CONTROL_ESCAPES).ljust(_SEVERITY_WIDTH)
         parts.append(click.style(label, **SEVERITY_STYLES.get(severity.lower(), {})) if color else label)
-    parts.append(delivery.body.decode("utf-8", "replace"))
-    return " ".join(parts)
+    text = delivery.body.decode("utf-8", "replace").translate(_CONTROL_ESCAPES)
+    return " ".join([*parts, text.replace("\n", "\n    ")])
 
 
 def json_line(delivery: Delivery) -> str:

@@ -43,6 +43,13 @@ def test_a_tutorial_message_without_headers_takes_its_severity_from_the_key():
     assert readable_line(delivery("", b"hello all")) == "hello all"
 
 
+def test_a_message_cannot_drive_the_terminal_and_its_further_lines_are_indented():
+    message = delivery("app.error", b"\x1b[2J\x1b]0;owned\x07cleared\rover\tkept\nTraceback:\n  boom\xc2\x9b")  # U+009B: CSI
+
+    assert readable_line(message) == ("app.error ERROR    \\x1b[2J\\x1b]0;owned\\x07cleared\\x0dover\tkept\n"
+                                      "    Traceback:\n      boom\\x9b")
+
+
 def test_json_lines_carry_key_body_properties_and_headers():
     record = json.loads(json_line(delivery("kern.info", "café".encode(), {"severity": "info", "raw": b"\x01"})))
     assert (record["routing_key"], record["body"], record["headers"]["severity"]) == ("kern.info", "café", "info")
