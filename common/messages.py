@@ -78,6 +78,8 @@ class TaskMessage:
                 "v": FORMAT_VERSION, "id": self.id, "task": self.task, "args": self.args,
                 "kwargs": self.kwargs, "attempt": self.attempt, "created_at": created_at,
             }).encode()
+        except UnicodeEncodeError:  # a lone surrogate, as from a command line that is not UTF-8
+            raise MessageError(f"task {self.task!r} has text that is not valid UTF-8") from None
         except (TypeError, ValueError) as error:
             raise MessageError(f"task {self.task!r} has arguments that are not JSON: {error}") from None
         except RecursionError:

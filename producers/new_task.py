@@ -25,6 +25,8 @@ def _json_option(kind: type, what: str):
             return kind()
         try:
             parsed = parse_json(value.encode())
+        except UnicodeEncodeError:  # a lone surrogate: the command line was not UTF-8
+            raise click.BadParameter("not valid UTF-8", ctx=ctx, param=param) from None
         except ValueError as error:
             raise click.BadParameter(f"not valid JSON: {error}", ctx=ctx, param=param) from None
         if not isinstance(parsed, kind):
