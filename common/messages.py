@@ -27,6 +27,9 @@ TEXT_CONTENT_TYPE = "text/plain"
 PLAIN_TEXT_TASK = "dots"
 #: The largest body rabbitry publishes or runs, in bytes.
 MAX_MESSAGE_BYTES = 1024 * 1024
+#: The longest task name, in bytes of UTF-8: it travels as the AMQP ``type`` property,
+#: a short string, and in the headers of the task's dead letter.
+MAX_TASK_NAME_BYTES = 255
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _SCAN = json.JSONDecoder().scan_once
@@ -70,6 +73,7 @@ class TaskMessage:
 
     def encode(self, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
         """The JSON body; raises MessageError if it cannot be encoded or is too big."""
+        _check_task_name(self.task)
         # Seconds to the millisecond: enough for a creation time, and a third quicker
         # to parse than a float's full 17 digits.
         created_at = round(self.created_at, 3)
@@ -132,6 +136,7 @@ class TaskMessage:
         task, args, kwargs = data.get("task"), data.get("args", []), data.get("kwargs", {})
         if not isinstance(task, str) or not task:
             raise MessageError("field 'task' must be a non-empty string")
+        _check_task_name(task)
         if not isinstance(args, list):
             raise MessageError("field 'args' must be a JSON array")
         if not isinstance(kwargs, dict):
@@ -146,3 +151,15 @@ class TaskMessage:
         if not isinstance(task_id, str):
             raise MessageError("field 'id' must be a string")
         return cls(task, args, kwargs, task_id, attempt, float(created_at))
+
+
+def _check_task_name(task: str) -> None:
+    """MessageError unless ``task`` is valid UTF-8 of at most MAX_TASK_NAME_BYTES bytes."""
+    if task.isascii() and len(task) <= MAX_TASK_NAME_BYTES:
+        return  # every real name: no need to encode it
+    try:
+        size = len(task.encode())
+    except UnicodeEncodeError:  # a lone surrogate, as from a command line that is not UTF-8
+        raise MessageError(f"task name {task!r} is not valid UTF-8") from None
+    if size > MAX_TASK_NAME_BYTES:
+        raise MessageError(f"task name is {size} bytes long; at most {MAX_TASK_NAME_BYTES} are allowed")

@@ -54,6 +54,7 @@ def test_a_task_module_that_does_not_import_stops_the_worker_at_once(run, work_q
     (["--args", "[" * 100_000], "nested too deeply"),
     (["--task", "echo", "--args", '["caf\udce9"]'], "--args"),  # Latin-1 bytes on the command line
     (["--task", "caf\udce9"], "not valid UTF-8"),
+    (["--task", "x" * 300], "task name is 300 bytes long"),
     (["--task", "echo", "--args", '["x"]', "--count", "0"], "--count"),
 ])
 def test_bad_task_arguments_are_refused_before_anything_is_sent(run, work_queue_name, connection, args, fragment):

@@ -81,18 +81,25 @@ def test_an_oversized_body_is_dead_lettered_unread(broker_url, start_worker, wor
     wait_until(lambda: connection.queue_state(dead_letter_queue_name(work_queue_name)).messages == 1)
 
 
-def test_a_body_nested_too_deeply_is_dead_lettered_and_the_worker_goes_on(broker_url, start_worker,
-                                                                        work_queue_name, run):
+@pytest.mark.parametrize("body, error", [
+    (b"[" * 100_000, "nested too deeply"),  # a JSON bomb for the decoder's stack
+    # Its name would not fit the dead letter's headers in a frame: the broker would close the
+    # connection on every attempt to dead-letter it, and the task would come back for ever.
+    (json.dumps({"task": "x" * 200_000}).encode(), "task name is 200000 bytes long"),
+])
+def test_a_hostile_body_is_dead_lettered_and_the_worker_goes_on(broker_url, start_worker, work_queue_name, run,
+                                                               body, error):
     worker = start_worker(work_queue_name, "--processes", "1")
-    with pika.BlockingConnection(pika.URLParameters(broker_url)) as raw:  # a JSON bomb for the decoder's stack
-        raw.channel().basic_publish("", work_queue_name, b"[" * 100_000, pika.BasicProperties(
-            content_type="application/json", delivery_mode=2, message_id="deep"))
+    with pika.BlockingConnection(pika.URLParameters(broker_url)) as raw:
+        raw.channel().basic_publish("", work_queue_name, body, pika.BasicProperties(
+            content_type="application/json", delivery_mode=2, message_id="hostile"))
     run("new-task", "--task", "echo", "--queue", work_queue_name, check=True)
 
     (dead,) = wait_until(lambda: worker.events("task_dead_lettered"))
     wait_until(lambda: worker.events("task_succeeded"))
 
-    assert (dead["task_id"], dead["reason"]) == ("deep", "malformed") and "nested too deeply" in dead["error"]
+    assert (dead["task_id"], dead["reason"]) == ("hostile", "malformed") and error in dead["error"]
+    assert not worker.events("connection_lost")
 
 
 # -- TLS --------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from common.errors import MessageError, UnknownTask
-from common.messages import TaskMessage
+from common.messages import MAX_TASK_NAME_BYTES, TaskMessage
 from common.topology import DEAD_LETTER_EXCHANGE, retry_delays_ms, retry_queue_name
 from common.transport import Delivery, OutgoingMessage
 from workers.config import WorkerConfig
@@ -51,7 +51,7 @@ def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: st
               error=error, redelivered=delivery.redelivered)
     headers = {REASON_HEADER: reason, ERROR_HEADER: error[:1000], QUEUE_HEADER: config.queue}
     if task:
-        headers[TASK_HEADER] = task
+        headers[TASK_HEADER] = task[:MAX_TASK_NAME_BYTES]  # a short string, as the error is, so the letter fits a frame
     return Settlement(delivery, delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE,
                                                       headers=headers))
 
