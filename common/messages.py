@@ -27,8 +27,8 @@ TEXT_CONTENT_TYPE = "text/plain"
 PLAIN_TEXT_TASK = "dots"
 #: The largest body rabbitry publishes or runs, in bytes.
 MAX_MESSAGE_BYTES = 1024 * 1024
-#: The longest task name, in bytes of UTF-8: it travels as the AMQP ``type`` property,
-#: a short string, and in the headers of the task's dead letter.
+#: The longest task name or id, in bytes of UTF-8: they travel as the AMQP ``type`` and
+#: ``message_id`` properties, which are short strings, and in the task's dead letter.
 MAX_TASK_NAME_BYTES = 255
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -73,7 +73,7 @@ class TaskMessage:
 
     def encode(self, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
         """The JSON body; raises MessageError if it cannot be encoded or is too big."""
-        _check_task_name(self.task)
+        _check_short_string(self.task, "task name")
         # Seconds to the millisecond: enough for a creation time, and a third quicker
         # to parse than a float's full 17 digits.
         created_at = round(self.created_at, 3)
@@ -136,7 +136,7 @@ class TaskMessage:
         task, args, kwargs = data.get("task"), data.get("args", []), data.get("kwargs", {})
         if not isinstance(task, str) or not task:
             raise MessageError("field 'task' must be a non-empty string")
-        _check_task_name(task)
+        _check_short_string(task, "task name")
         if not isinstance(args, list):
             raise MessageError("field 'args' must be a JSON array")
         if not isinstance(kwargs, dict):
@@ -150,16 +150,17 @@ class TaskMessage:
         task_id = data.get("id") or new_message_id()
         if not isinstance(task_id, str):
             raise MessageError("field 'id' must be a string")
+        _check_short_string(task_id, "task id")
         return cls(task, args, kwargs, task_id, attempt, float(created_at))
 
 
-def _check_task_name(task: str) -> None:
-    """MessageError unless ``task`` is valid UTF-8 of at most MAX_TASK_NAME_BYTES bytes."""
-    if task.isascii() and len(task) <= MAX_TASK_NAME_BYTES:
-        return  # every real name: no need to encode it
+def _check_short_string(text: str, what: str) -> None:
+    """MessageError unless ``text`` is valid UTF-8 of at most MAX_TASK_NAME_BYTES bytes."""
+    if text.isascii() and len(text) <= MAX_TASK_NAME_BYTES:
+        return  # every real name and id: no need to encode it
     try:
-        size = len(task.encode())
+        size = len(text.encode())
     except UnicodeEncodeError:  # a lone surrogate, as from a command line that is not UTF-8
-        raise MessageError(f"task name {task!r} is not valid UTF-8") from None
+        raise MessageError(f"{what} {text!r} is not valid UTF-8") from None
     if size > MAX_TASK_NAME_BYTES:
-        raise MessageError(f"task name is {size} bytes long; at most {MAX_TASK_NAME_BYTES} are allowed")
+        raise MessageError(f"{what} is {size} bytes long; at most {MAX_TASK_NAME_BYTES} are allowed")

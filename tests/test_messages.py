@@ -69,6 +69,7 @@ def test_a_task_comes_back_as_it_was_sent_with_its_creation_time_to_the_millisec
     (b'{"v": 2, "task": "echo"}', "unsupported message format version 2"),
     (b'{"task": "echo", "args": ' + b"[" * 100_000, "nested too deeply"),  # json.loads: RecursionError
     (b'{"task": "' + b"x" * 300 + b'"}', "task name is 300 bytes long"),
+    (b'{"task": "echo", "id": "' + b"i" * 300 + b'"}', "task id is 300 bytes long"),
     (b'{"task": "bad\\udcff"}', "task name 'bad\\\\udcff' is not valid UTF-8"),
 ])
 def test_a_malformed_body_is_one_clear_message_error(body, error):

@@ -86,6 +86,8 @@ def test_an_oversized_body_is_dead_lettered_unread(broker_url, start_worker, wor
     # Its name would not fit the dead letter's headers in a frame: the broker would close the
     # connection on every attempt to dead-letter it, and the task would come back for ever.
     (json.dumps({"task": "x" * 200_000}).encode(), "task name is 200000 bytes long"),
+    # Its id could not be the message_id of its retry, which looped the same way.
+    (json.dumps({"task": "fail", "id": "i" * 300}).encode(), "task id is 300 bytes long"),
 ])
 def test_a_hostile_body_is_dead_lettered_and_the_worker_goes_on(broker_url, start_worker, work_queue_name, run,
                                                                body, error):
