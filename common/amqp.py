@@ -20,10 +20,11 @@ import pika.exceptions as pika_errors
 from pika.spec import Basic
 
 from common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
-                           RabbitryError)
+                           RabbitryError, Unencodable)
 from common.settings import BrokerSettings, mask_url
 from common.topology import Topology
-from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState, SettledPublishes
+from common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
+                              SettledPublishes)
 
 #: Publishes buffered before pika is given a chance to write them and read confirms.
 _FLUSH_EVERY = 64
@@ -32,6 +33,9 @@ _WAIT_SLICE_S = 0.002
 
 _REFUSED = (pika_errors.ProbableAuthenticationError, pika_errors.ProbableAccessDeniedError,
             pika_errors.AuthenticationError)
+#: What pika raises when it cannot encode a message (a property over 255 bytes, a header
+#: of a type AMQP lacks, text that is not UTF-8); it has sent nothing of it by then.
+_UNENCODABLE = (pika_errors.ShortStringTooLong, pika_errors.UnsupportedAMQPFieldException, UnicodeEncodeError)
 _LOST = (pika_errors.AMQPConnectionError, pika_errors.ConnectionWrongStateError,
          pika_errors.ChannelWrongStateError, pika_errors.StreamLostError, pika_errors.ChannelClosed,
          OSError)
@@ -40,6 +44,8 @@ _LOST = (pika_errors.AMQPConnectionError, pika_errors.ConnectionWrongStateError,
 def translate(error: BaseException, where: str = "") -> RabbitryError:
     """The rabbitry error that stands for a pika (or socket) error."""
     prefix = f"{where}: " if where else ""
+    if isinstance(error, _UNENCODABLE):
+        return Unencodable(f"{prefix}cannot be encoded for AMQP: {type(error).__name__}")
     if isinstance(error, _REFUSED):
         return BrokerRefused(f"{prefix}the broker refused the login (check user, password and vhost)")
     if isinstance(error, pika_errors.ChannelClosedByBroker):
@@ -58,7 +64,7 @@ def translated(where: str = ""):
     """Re-raise any pika or socket error as the matching RabbitryError."""
     try:
         yield
-    except (pika_errors.AMQPError, OSError) as error:
+    except (pika_errors.AMQPError, OSError, UnicodeEncodeError) as error:
         raise translate(error, where) from None
 
 
@@ -191,8 +197,11 @@ class AmqpConnection(Connection):
                                                   properties, mandatory)
         except ConnectionLost:
             raise
-        except BaseException:
+        except BaseException as error:
             del self._outstanding[tag]  # refused outright: it will never be confirmed
+            if isinstance(error, Unencodable):  # this message's fault, not the connection's
+                self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
+                return
             raise
         self._next_delivery_tag += 1
         self._unflushed += 1

@@ -76,6 +76,11 @@ class MessageError(RabbitryError):
     exit_code = ExitCode.USAGE
 
 
+class Unencodable(MessageError):
+    """A message, name or argument AMQP cannot carry: over 255 bytes where AMQP allows a
+    short string, a header of a type AMQP lacks, text that is not UTF-8."""
+
+
 class MessageTooLarge(MessageError):
     """A message exceeds the configured size limit."""
 

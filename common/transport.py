@@ -73,12 +73,16 @@ class Delivery:
         )
 
 
+#: The failure of a message that cannot be encoded for AMQP, and so was never sent.
+UNPUBLISHABLE = "unpublishable"
+
+
 @dataclass(slots=True, frozen=True)
 class PublishFailure:
     """A published message the broker did not accept: nacked or unroutable."""
 
     message: OutgoingMessage
-    reason: str  # "unroutable" or "nacked"
+    reason: str  # "unroutable", "nacked" or UNPUBLISHABLE
     mandatory: bool = False  # as it was published, to publish it again the same way
 
 

@@ -37,6 +37,7 @@ import time
 import structlog
 
 from common.errors import RabbitryError
+from common.routing import MAX_KEY_BYTES
 from common.settings import BrokerSettings
 from common.topology import log_exchange
 from producers.log_emitter import LogEmitter
@@ -48,6 +49,8 @@ DEFAULT_CAPACITY = 10_000
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
 #: The background thread wakes at least this often, to keep heartbeats and confirms flowing.
 _IDLE_WAKEUP_S = 0.5
+_MAX_SEVERITY_BYTES = 32
+_MAX_LOGGER_BYTES = 1024
 #: Extra wait for the thread after close gave up on the broker.
 _STOP_GRACE_S = 2.0
 
@@ -113,8 +116,10 @@ class LogExchangeHandler(logging.Handler):
 
     def _route(self, record: logging.LogRecord) -> tuple[str, str, str]:
         """(routing key, severity, facility) of a logger and level; remembered."""
-        facility = self.facility or record.name.split(".", 1)[0] or "root"
-        severity = record.levelname.lower().replace(" ", "-")
+        # A routing key is at most 255 bytes of UTF-8: a long logger name is cut to fit.
+        severity = _cut(record.levelname.lower().replace(" ", "-"), _MAX_SEVERITY_BYTES)
+        facility = _cut(self.facility or record.name.split(".", 1)[0] or "root",
+                        MAX_KEY_BYTES - 1 - len(severity.encode()))
         route = (f"{facility}.{severity}", severity, facility)
         self._routes[(record.name, record.levelno)] = route
         return route
@@ -158,5 +163,10 @@ class LogExchangeHandler(logging.Handler):
         while buffer:
             (routing_key, severity, facility), text, created, logger_name = buffer[0]
             emitter.emit(routing_key, text, severity=severity, facility=facility,
-                         headers={"logger": logger_name}, timestamp=created)
+                         headers={"logger": _cut(logger_name, _MAX_LOGGER_BYTES)}, timestamp=created)
             buffer.popleft()  # only once handed over: a record in hand when the connection drops is kept
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` as valid UTF-8 of at most ``limit`` bytes."""
+    return text.encode("utf-8", "replace")[:limit].decode("utf-8", "ignore")

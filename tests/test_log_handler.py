@@ -49,6 +49,19 @@ def test_a_given_facility_replaces_the_logger_name(log_queue, connection, broker
     assert [d.routing_key for d in drain(connection, queue)] == ["billing.warning"]
 
 
+def test_any_logger_name_makes_a_routing_key_and_header_rabbitmq_accepts(log_queue, connection, broker_settings,
+                                                                         make_logger):
+    exchange, queue = log_queue
+    handler = LogExchangeHandler(broker_settings, exchange=exchange)
+    for name in ("é" * 200 + ".disk", "caf\udce9", "app"):  # 400 bytes of facility; not UTF-8
+        make_logger(name, handler).warning("from %s", name[:3])
+    handler.close()
+
+    keys = [d.routing_key for d in drain(connection, queue)]
+    assert (handler.published, handler.unsent) == (3, 0)
+    assert keys == ["é" * 123 + ".warning", "caf?.warning", "app.warning"]  # 246 + 8 bytes: at most 255
+
+
 def test_structlog_logs_through_the_handler(log_queue, connection, broker_settings, make_logger):
     exchange, queue = log_queue
     make_logger("billing", LogExchangeHandler(broker_settings, exchange=exchange))

@@ -34,3 +34,24 @@ def test_routable_messages_are_all_confirmed_through_a_small_window(broker_setti
 
     assert len(confirmed) == publisher.confirmed_count == 25
     assert state.messages == 25
+
+
+def test_a_message_amqp_cannot_carry_is_reported_and_the_connection_goes_on(broker_settings, connection,
+                                                                            unique_name):
+    connection.declare(Topology(queues=(Queue(unique_name, arguments={"x-queue-type": "classic"}),)))
+    unencodable = [OutgoingMessage(unique_name, b"long id", message_id="i" * 300),  # over a short string
+                   OutgoingMessage(unique_name, b"bad header", headers={"who": "caf\udce9"}),  # not UTF-8
+                   OutgoingMessage("k" * 300, b"long key", "amq.topic")]
+    fine = OutgoingMessage(unique_name, b"fine")
+    publisher = ReliablePublisher(broker_settings).connect()
+    try:
+        for message in [*unencodable, fine]:
+            publisher.publish(message, mandatory=True)
+        failures = publisher.flush(timeout=10)
+    finally:
+        publisher.close()
+        state = connection.queue_state(unique_name)
+        connection.delete_queue(unique_name)
+
+    assert [(f.message, f.reason) for f in failures] == [(m, "unpublishable") for m in unencodable]
+    assert publisher.confirmed_count == 1 and state.messages == 1
