@@ -111,7 +111,9 @@ class TaskMessage:
                 data = parse_json(body)
             except ValueError as error:  # UnicodeDecodeError is one too
                 raise MessageError(f"body is not valid JSON: {error}") from None
-            return cls.from_dict(data)
+            # A body without an id (another client's) takes the message's, as a plain-text one does.
+            message_id = delivery.message_id if isinstance(delivery.message_id, str) else None
+            return cls.from_dict(data, message_id)
         if content_type not in (TEXT_CONTENT_TYPE, None):
             # Never guess at a format: a pickle (Celery's application/x-python-serialize)
             # or anything else is refused, not decoded.
@@ -126,8 +128,11 @@ class TaskMessage:
                    created_at=float(delivery.timestamp or time.time()))
 
     @classmethod
-    def from_dict(cls, data: Any) -> "TaskMessage":
-        """Build a message from a decoded JSON object, checking every field."""
+    def from_dict(cls, data: Any, default_id: str | None = None) -> "TaskMessage":
+        """Build a message from a decoded JSON object, checking every field.
+
+        A body without an id takes ``default_id``, or a fresh one.
+        """
         if not isinstance(data, dict):
             raise MessageError("body is not a JSON object")
         version = data.get("v", FORMAT_VERSION)
@@ -147,7 +152,7 @@ class TaskMessage:
         created_at = data["created_at"] if "created_at" in data else time.time()
         if not isinstance(created_at, (int, float)) or not math.isfinite(created_at):
             raise MessageError("field 'created_at' must be a number")
-        task_id = data.get("id") or new_message_id()
+        task_id = data.get("id") or default_id or new_message_id()
         if not isinstance(task_id, str):
             raise MessageError("field 'id' must be a string")
         _check_short_string(task_id, "task id")

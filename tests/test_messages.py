@@ -57,6 +57,15 @@ def test_a_task_comes_back_as_it_was_sent_with_its_creation_time_to_the_millisec
     assert math.isclose(received.created_at, sent.created_at, abs_tol=0.0005)
 
 
+def test_a_body_without_an_id_takes_the_message_id_as_plain_text_does():
+    for body, content_type in [(b'{"task": "echo"}', JSON_CONTENT_TYPE), (b"..", "text/plain")]:
+        delivery = Delivery(body, "tasks", "", 1, content_type=content_type, message_id="from-another-client")
+        assert TaskMessage.from_delivery(delivery).id == "from-another-client"
+    with_id = Delivery(b'{"task": "echo", "id": "its-own"}', "tasks", "", 1, content_type=JSON_CONTENT_TYPE,
+                       message_id="from-another-client")
+    assert TaskMessage.from_delivery(with_id).id == "its-own"
+
+
 @pytest.mark.parametrize(("body", "error"), [
     (b'{"task": "echo"', "not valid JSON"),
     (b"\xff\xfe{", "not valid JSON"),
