@@ -12,19 +12,21 @@ asynchronous publisher example.
 
 import contextlib
 import ssl
+import struct
 import time
 import urllib.parse
 
 import pika
 import pika.exceptions as pika_errors
+from pika import spec
 from pika.spec import Basic
 
 from common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
                            RabbitryError, Unencodable)
 from common.settings import BrokerSettings, mask_url
 from common.topology import Topology
-from common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
-                              SettledPublishes)
+from common.transport import (UNPUBLISHABLE, UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage,
+                              PublishFailure, QueueState, SettledPublishes)
 
 #: Publishes buffered before pika is given a chance to write them and read confirms.
 _FLUSH_EVERY = 64
@@ -133,6 +135,61 @@ def _reason(error: BaseException, tls: bool = False) -> str:
     return mask_url(text.replace("\n", " "))
 
 
+class ForgivingProperties(spec.BasicProperties):
+    """Message properties whose header table, if pika cannot read it, becomes a note saying why.
+
+    pika fails in the middle of reading a frame on a header it cannot represent,
+    such as a timestamp past the year 9999 that another client sent: the
+    connection drops, the broker redelivers the message, and no consumer ever
+    gets past it. Read this way, the message arrives with its other properties
+    and ``{UNREADABLE_HEADERS: reason}`` for headers, and the worker dead-letters
+    it as malformed.
+    """
+
+    def decode(self, encoded, offset=0):
+        try:
+            return super().decode(encoded, offset)
+        except Exception as error:  # anything pika's decoder raises on bad input
+            without = _without_headers(encoded, offset)
+            if without is None:
+                raise
+            super().decode(without)
+            self.headers = {UNREADABLE_HEADERS: f"{type(error).__name__}: {error}"[:1000]}
+            return self
+
+
+def _without_headers(encoded: bytes, offset: int) -> bytes | None:
+    """The encoded properties with their header table cut out, or None if there is none to cut."""
+    try:
+        flags = struct.unpack_from(">H", encoded, offset)[0]
+        if not flags & spec.BasicProperties.FLAG_HEADERS:
+            return None
+        position = offset + 2
+        if flags & 1:  # a second flag word, which no AMQP 0-9-1 property uses
+            return None
+        for flag in (spec.BasicProperties.FLAG_CONTENT_TYPE, spec.BasicProperties.FLAG_CONTENT_ENCODING):
+            if flags & flag:
+                position += 1 + encoded[position]  # a short string: its length, then its bytes
+        table_end = position + 4 + struct.unpack_from(">I", encoded, position)[0]
+    except (struct.error, IndexError):
+        return None
+    if table_end > len(encoded):
+        return None
+    flags &= ~spec.BasicProperties.FLAG_HEADERS
+    return struct.pack(">H", flags) + encoded[offset + 2:position] + encoded[table_end:]
+
+
+# pika looks up the class that reads a content header frame's properties in this table.
+spec.props[spec.BasicProperties.INDEX] = ForgivingProperties
+
+
+def _properties(message: OutgoingMessage) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type=message.content_type, delivery_mode=2 if message.persistent else 1,
+        message_id=message.message_id, timestamp=message.timestamp, headers=message.headers,
+        app_id=message.app_id, type=message.type, expiration=message.expiration)
+
+
 def _delivery(method, properties, body) -> Delivery:
     return Delivery(
         body=body, routing_key=method.routing_key, exchange=method.exchange,
@@ -183,10 +240,7 @@ class AmqpConnection(Connection):
 
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
-        properties = pika.BasicProperties(
-            content_type=message.content_type, delivery_mode=2 if message.persistent else 1,
-            message_id=message.message_id, timestamp=message.timestamp, headers=message.headers,
-            app_id=message.app_id, type=message.type, expiration=message.expiration)
+        properties = _properties(message)
         # Counted as unconfirmed before it is sent, so that a connection lost in
         # the middle of basic_publish still leaves it to be published again.
         tag = self._next_delivery_tag
@@ -224,6 +278,15 @@ class AmqpConnection(Connection):
             joined = b"".join(buffers)
             buffers.clear()
             buffers.append(joined)
+
+    def check_publishable(self, message: OutgoingMessage) -> None:
+        with translated("encoding a message"):
+            size = len(b"".join(_properties(message).encode()))
+        # A content header frame: class, weight and body size (12 bytes), then the properties.
+        limit = self._connection._impl.params.frame_max - spec.FRAME_HEADER_SIZE - spec.FRAME_END_SIZE
+        if 12 + size > limit:
+            raise Unencodable(f"its properties and headers take {size} bytes, more than one "
+                              f"{limit + 8}-byte frame can carry")
 
     @property
     def unconfirmed(self) -> int:

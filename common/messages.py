@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import MessageError, MessageTooLarge
-from common.transport import Delivery, OutgoingMessage, new_message_id
+from common.transport import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
 
 FORMAT_VERSION = 1
 JSON_CONTENT_TYPE = "application/json"
@@ -102,6 +102,8 @@ class TaskMessage:
     @classmethod
     def from_delivery(cls, delivery: Delivery, max_bytes: int = MAX_MESSAGE_BYTES) -> "TaskMessage":
         """Decode a delivery; raises MessageError for anything malformed."""
+        if UNREADABLE_HEADERS in delivery.headers:
+            raise MessageError(f"its headers cannot be read: {delivery.headers[UNREADABLE_HEADERS]}")
         body = delivery.body
         if len(body) > max_bytes:
             raise MessageTooLarge(f"body is {len(body)} bytes, over the {max_bytes}-byte limit")

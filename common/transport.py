@@ -75,6 +75,8 @@ class Delivery:
 
 #: The failure of a message that cannot be encoded for AMQP, and so was never sent.
 UNPUBLISHABLE = "unpublishable"
+#: The one header of a delivery whose own headers could not be decoded; its value says why.
+UNREADABLE_HEADERS = "x-rabbitry-unreadable-headers"
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,6 +134,14 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         """Publish without waiting for the confirm."""
+
+    def check_publishable(self, message: OutgoingMessage) -> None:
+        """Raise :class:`~common.errors.Unencodable` if this transport cannot carry ``message``.
+
+        :meth:`publish` finds it out too, but only as the message goes out, or
+        on RabbitMQ, for a header too large for one frame, by losing the
+        connection. The in-process broker carries anything.
+        """
 
     @property
     @abc.abstractmethod

@@ -3,10 +3,14 @@
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+
+import pika
+from pika import spec
 
 from common.broker import connect
 from common.topology import Binding, Queue, Topology, log_exchange
@@ -136,3 +140,40 @@ def drain(connection, queue: str) -> list:
         connection.ack(delivery.delivery_tag)
         deliveries.append(delivery)
     return deliveries
+
+
+def raw_header(name: str, kind: bytes, value: bytes) -> bytes:
+    """One field of an AMQP header table, encoded: its name, its type tag, its value."""
+    return bytes([len(name)]) + name.encode() + kind + value
+
+
+#: A timestamp header past the year 9999, which the broker takes and pika cannot decode.
+TIMESTAMP_PAST_9999 = raw_header("sent", b"T", struct.pack(">Q", 2 ** 63))
+
+
+def array_of_bytes(name: str, count: int) -> bytes:
+    """An array of ``count`` one-byte integers, which pika decodes as ints and encodes back 2.5 times larger."""
+    return raw_header(name, b"A", struct.pack(">I", 2 * count) + b"b\x01" * count)
+
+
+class _RawHeaderProperties(spec.BasicProperties):
+    """Properties whose header table is given encoded, as a client other than pika may send it."""
+
+    def __init__(self, table: bytes, content_type: str, message_id: str):
+        super().__init__(content_type=content_type, message_id=message_id, delivery_mode=2)
+        self._table = table
+
+    def encode(self):
+        flags = self.FLAG_CONTENT_TYPE | self.FLAG_HEADERS | self.FLAG_DELIVERY_MODE | self.FLAG_MESSAGE_ID
+        content_type, message_id = self.content_type.encode(), self.message_id.encode()
+        return [struct.pack(">H", flags), bytes([len(content_type)]), content_type,
+                struct.pack(">I", len(self._table)), self._table, bytes([2]), bytes([len(message_id)]), message_id]
+
+
+def publish_with_raw_headers(url: str, queue: str, body: bytes, table: bytes, message_id: str,
+                             content_type: str = "application/json") -> None:
+    """Publish to ``queue`` with a confirm, and headers given as encoded fields (see :func:`raw_header`)."""
+    with pika.BlockingConnection(pika.URLParameters(url)) as raw:
+        channel = raw.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", queue, body, _RawHeaderProperties(table, content_type, message_id))
