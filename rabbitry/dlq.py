@@ -11,6 +11,7 @@ duplicate, never a loss.
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -22,16 +23,17 @@ from common.cli import RabbitryCommand, RabbitryGroup, broker_options, check_wor
 from common.errors import ConfigurationError, ExitCode, MessageError, RabbitryError
 from common.messages import TaskMessage
 from common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name
-from common.transport import Connection, Delivery, OutgoingMessage
-from workers.execution import ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, TASK_HEADER
+from common.transport import UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage
+from workers.execution import ERROR_HEADER, LEFT_OUT_HEADER, QUEUE_HEADER, REASON_HEADER, TASK_HEADER
 
 #: How long to wait for the broker to confirm replayed letters.
 CONFIRM_TIMEOUT_S = 60.0
 #: Header counting how often a letter was replayed.
 REPLAYED_HEADER = "x-rabbitry-replayed"
 #: Headers a replay drops: why the letter died, and the broker's own counts.
-_DEAD_LETTER_HEADERS = (REASON_HEADER, ERROR_HEADER, TASK_HEADER, QUEUE_HEADER, "x-delivery-count", "x-death",
-                        "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason")
+_DEAD_LETTER_HEADERS = (REASON_HEADER, ERROR_HEADER, TASK_HEADER, QUEUE_HEADER, LEFT_OUT_HEADER, UNREADABLE_HEADERS,
+                        "x-delivery-count", "x-death", "x-first-death-exchange", "x-first-death-queue",
+                        "x-first-death-reason")
 
 
 class LettersMissing(RabbitryError):
@@ -58,7 +60,7 @@ def replay_message(letter: Delivery, queue: str) -> OutgoingMessage:
     headers[REPLAYED_HEADER] = int(letter.headers.get(REPLAYED_HEADER, 0) or 0) + 1
     body = letter.body
     try:
-        task = TaskMessage.from_delivery(letter)
+        task = TaskMessage.from_delivery(dataclasses.replace(letter, headers=headers))
     except MessageError:
         pass  # a malformed body goes back as it is, so nothing about it is lost
     else:

@@ -6,7 +6,8 @@ import signal
 import pika
 
 from common.topology import dead_letter_queue_name
-from tests.helpers import wait_until
+from common.transport import UNREADABLE_HEADERS
+from tests.helpers import TIMESTAMP_PAST_9999, array_of_bytes, drain, publish_with_raw_headers, wait_until
 
 
 def succeeded_ids(*workers):
@@ -80,6 +81,40 @@ def test_malformed_and_unknown_tasks_are_dead_lettered_and_the_worker_goes_on(
     assert "no_such_task" in unknown[0].headers["x-rabbitry-error"]
     assert {d.body for d in letters} >= {b"{not json", b"[1, 2]"}  # the original bodies, untouched
     assert connection.queue_state(work_queue_name).messages == 0
+
+
+def test_tasks_whose_headers_cannot_be_read_or_sent_again_are_dead_lettered_and_the_worker_goes_on(
+        broker_url, run, start_worker, work_queue_name, connection):
+    worker = start_worker(work_queue_name, "--processes", "1")
+    # pika cannot decode the first one's headers: unhandled, it would drop the worker's connection on every
+    # redelivery. The second one's headers grow 2.5 times as pika encodes them again, past one frame.
+    publish_with_raw_headers(broker_url, work_queue_name, b'{"task": "echo"}', TIMESTAMP_PAST_9999, "unreadable")
+    publish_with_raw_headers(broker_url, work_queue_name, b'{"task": "no_such_task"}',
+                             array_of_bytes("samples", 30_000), "too-large")
+    good = run("new-task", "--task", "echo", "--queue", work_queue_name, check=True).stdout.strip()
+
+    wait_until(lambda: good in succeeded_ids(worker), message="the good task")
+    dlq = dead_letter_queue_name(work_queue_name)
+    wait_until(lambda: connection.queue_state(dlq).messages == 2, message="2 dead letters")
+    letters = {d.message_id: d for d in drain(connection, dlq)}
+
+    unreadable = letters["unreadable"].headers
+    assert unreadable["x-rabbitry-reason"] == "malformed"
+    assert unreadable["x-rabbitry-error"].startswith("its headers cannot be read: OverflowError")
+    assert UNREADABLE_HEADERS in unreadable
+    too_large = letters["too-large"].headers
+    assert too_large["x-rabbitry-reason"] == "unknown_task" and "samples" not in too_large
+    assert too_large["x-rabbitry-headers-left-out"].endswith("left out: samples")
+    assert letters["too-large"].body == b'{"task": "no_such_task"}'  # the body, untouched
+    assert [e["task_id"] for e in worker.events("headers_left_out")] == ["too-large"]
+    assert connection.queue_state(work_queue_name).messages == 0
+
+    # Replayed, without the headers that could not be read, the first one runs.
+    for letter in letters.values():
+        connection.publish(letter.republished(dlq))
+    assert connection.wait_for_confirms(10) == []
+    run("rabbitry", "dlq", "replay", "unreadable", "--queue", work_queue_name, check=True)
+    wait_until(lambda: "unreadable" in succeeded_ids(worker), message="the replayed task")
 
 
 def test_sigterm_with_tasks_in_flight_loses_nothing(run, start_worker, work_queue_name, connection):

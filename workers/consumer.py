@@ -20,7 +20,7 @@ import traceback
 import structlog
 
 from common.broker import connect_with_retry
-from common.errors import BrokerRefused, ConfigurationError, ConnectionLost, ExitCode, RabbitryError
+from common.errors import BrokerRefused, ConfigurationError, ConnectionLost, ExitCode, RabbitryError, Unencodable
 from common.logconfig import configure_logging
 from common.transport import Connection, Delivery
 from workers.config import WorkerConfig
@@ -146,7 +146,13 @@ class PoolProcess:
     def _publish_then_ack(self, settlement: Settlement) -> None:
         """Ack only once the retry or dead letter is safely confirmed by the broker."""
         connection = self._connection
-        connection.publish(settlement.publish, mandatory=True)
+        message = settlement.publish
+        try:
+            connection.check_publishable(message)
+        except Unencodable as error:  # the delivery's own headers, most likely: send the letter without them
+            log.warning("headers_left_out", task_id=settlement.delivery.message_id, error=str(error))
+            message = settlement.without_delivery_headers(str(error))
+        connection.publish(message, mandatory=True)
         failures = connection.wait_for_confirms(_CONFIRM_TIMEOUT_S)
         connection.take_confirmed()
         if failures:

@@ -5,10 +5,10 @@ letter) is a :class:`Settlement` that the pool process carries out on its
 connection thread, and one log line.
 """
 
+import dataclasses
 import random
 import time
 import traceback
-from dataclasses import dataclass
 
 import structlog
 
@@ -26,6 +26,8 @@ REASON_HEADER = "x-rabbitry-reason"
 ERROR_HEADER = "x-rabbitry-error"
 TASK_HEADER = "x-rabbitry-task"
 QUEUE_HEADER = "x-rabbitry-queue"
+#: On a dead letter whose own headers could not be sent again: which, and why.
+LEFT_OUT_HEADER = "x-rabbitry-headers-left-out"
 #: The spread of a retry delay around its nominal value.
 RETRY_JITTER = 0.25
 #: Quorum queues count every return of a message in ``x-delivery-count``,
@@ -36,12 +38,23 @@ RETRY_JITTER = 0.25
 DELIVERY_COUNT_BACKSTOP = 4
 
 
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class Settlement:
     """What to do with a delivery: ack it, after publishing ``publish`` if set."""
 
     delivery: Delivery
     publish: OutgoingMessage | None = None
+    #: The headers rabbitry gave ``publish``, when it also carries the delivery's own.
+    own_headers: dict | None = None
+
+    def without_delivery_headers(self, why: str) -> OutgoingMessage:
+        """``publish`` without the delivery's own headers, if it carries them, and with a note
+        of which were left out and why."""
+        if self.own_headers is None:
+            return self.publish
+        left_out = ", ".join(sorted(str(name) for name in self.delivery.headers if name not in self.own_headers))
+        note = f"{why}; left out: {left_out}"
+        return dataclasses.replace(self.publish, headers={**self.own_headers, LEFT_OUT_HEADER: note[:1000]})
 
 
 def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: str,
@@ -53,7 +66,7 @@ def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: st
     if task:
         headers[TASK_HEADER] = task[:MAX_TASK_NAME_BYTES]  # a short string, as the error is, so the letter fits a frame
     return Settlement(delivery, delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE,
-                                                      headers=headers))
+                                                      headers=headers), headers)
 
 
 def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, error: str,
