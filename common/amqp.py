@@ -18,7 +18,7 @@ import urllib.parse
 
 import pika
 import pika.exceptions as pika_errors
-from pika import spec
+from pika import data, spec
 from pika.spec import Basic
 
 from common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
@@ -281,6 +281,8 @@ class AmqpConnection(Connection):
 
     def check_publishable(self, message: OutgoingMessage) -> None:
         with translated("encoding a message"):
+            for name in (message.exchange, message.routing_key):  # in the basic.publish frame
+                data.encode_short_string([], name)
             size = len(b"".join(_properties(message).encode()))
         # A content header frame: class, weight and body size (12 bytes), then the properties.
         limit = self._connection._impl.params.frame_max - spec.FRAME_HEADER_SIZE - spec.FRAME_END_SIZE

@@ -25,12 +25,13 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 
-from common.errors import BrokerRefused, ConnectionLost
+from common.errors import BrokerRefused, ConnectionLost, Unencodable
 from common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue,
                                  refused)
 from common.settings import BrokerSettings
 from common.topology import Topology
-from common.transport import Connection, Delivery, OutgoingMessage, PublishFailure, QueueState, SettledPublishes
+from common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
+                              SettledPublishes)
 
 _brokers: dict[str, LocalBroker] = {}
 _brokers_lock = threading.Lock()
@@ -72,6 +73,33 @@ _ACK, _REQUEUE, _DROP = "ack", "requeue", "drop"
 
 def _wake_up() -> None:
     """Queued to wake a connection's thread when deliveries arrive."""
+
+
+#: AMQP names and most properties are short strings, of at most 255 bytes of UTF-8.
+#: Text of up to 63 characters is surely within that, whatever the characters.
+_MAX_SHORT_STRING = 255
+_SURELY_SHORT = _MAX_SHORT_STRING // 4
+
+
+def _over_short_string(text: str | None) -> bool:
+    """Whether pika would refuse ``text`` as a short string, as too long.
+
+    Only the length is checked: pika also refuses text that is not UTF-8 (a lone surrogate).
+    """
+    return text is not None and len(text) > _SURELY_SHORT and len(text.encode(
+        errors="surrogatepass")) > _MAX_SHORT_STRING
+
+
+def _has_field_too_long(message: OutgoingMessage) -> bool:
+    """Whether a name or property of ``message`` is too long for AMQP.
+
+    The in-process broker could carry it, but RabbitMQ never would, so the
+    model refuses it too. (It does not check header values, which pika also
+    refuses when AMQP has no type for them.)
+    """
+    return any(_over_short_string(text) for text in (
+        message.routing_key, message.exchange, message.message_id, message.type, message.app_id,
+        message.content_type, message.expiration))
 
 
 class LocalConnection(Connection):
@@ -124,6 +152,12 @@ class LocalConnection(Connection):
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
         self._check_open()
+        given = [e.name for e in topology.exchanges] + [q.name for q in topology.queues] + [
+            text for b in topology.bindings for text in (b.exchange, b.queue, b.routing_key)]
+        too_long = next((name for name in given if _over_short_string(name)), None)
+        if too_long is not None:  # pika refuses to encode it, before anything reaches RabbitMQ
+            raise Unencodable(f"declaring the topology: {too_long[:40]!r}… is over 255 bytes, "
+                              f"longer than an AMQP name can be")
         names = {}
         broker = self.broker
         with self._locked():
@@ -142,10 +176,21 @@ class LocalConnection(Connection):
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         self._check_open()
+        # Refused as pika refuses it. Only the names and ids, which come from users, are
+        # looked at here, and only when one is long: this is every message's path.
+        if ((len(message.routing_key) > _SURELY_SHORT or len(message.message_id or "") > _SURELY_SHORT
+                or len(message.type or "") > _SURELY_SHORT or len(message.exchange) > _SURELY_SHORT)
+                and _has_field_too_long(message)):
+            self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
+            return
         self._outbox.append((message, mandatory, None))
         self._unsent += 1
         if self._unsent >= _SEND_EVERY:
             self._send()
+
+    def check_publishable(self, message: OutgoingMessage) -> None:
+        if _has_field_too_long(message):
+            raise Unencodable("a name or property is over 255 bytes, longer than AMQP allows")
 
     @property
     def unconfirmed(self) -> int:

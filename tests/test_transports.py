@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from common.broker import connect
-from common.errors import BrokerRefused
+from common.errors import BrokerRefused, Unencodable
 from common.local import broker_name, forget_broker
 from common.settings import BrokerSettings
 from common.topology import Binding, Exchange, Queue, Topology
@@ -344,6 +344,25 @@ def test_mistakes_are_refused_as_rabbitmq_refuses_them(transport):
         transport.declare(transport.connect(), queues=[Queue(transport.name("q"), durable=False,
                                                               arguments={"x-queue-type": "quorum"})])
 
+
+
+def test_names_and_properties_longer_than_amqp_allows_are_refused_on_both(transport):
+    connection = transport.connect()
+    queue = transport.name("short")
+    transport.declare(connection, queues=[Queue(queue)])
+    long_name = "é" * 128  # 128 characters, 256 bytes
+
+    with pytest.raises(Unencodable):
+        transport.declare(connection, queues=[Queue(long_name)])
+    too_long = [message(long_name, "long key"), message(queue, "long id", message_id=long_name),
+                message(queue, "long type", type=long_name)]
+    for outgoing in too_long:
+        with pytest.raises(Unencodable):
+            connection.check_publishable(outgoing)
+    failures = publish_all(connection, [*too_long, message(queue, "fits", type="é" * 127)], mandatory=True)
+
+    assert [(f.reason, f.message) for f in failures] == [("unpublishable", m) for m in too_long]
+    assert drain(connection, queue) == ["fits"]  # and the connection goes on
 
 
 def test_an_exclusive_consumer_keeps_its_queue_to_itself(transport):
