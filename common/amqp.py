@@ -284,11 +284,11 @@ class AmqpConnection(Connection):
             for name in (message.exchange, message.routing_key):  # in the basic.publish frame
                 data.encode_short_string([], name)
             size = len(b"".join(_properties(message).encode()))
-        # A content header frame: class, weight and body size (12 bytes), then the properties.
-        limit = self._connection._impl.params.frame_max - spec.FRAME_HEADER_SIZE - spec.FRAME_END_SIZE
-        if 12 + size > limit:
+        frame_max = self._connection._impl.params.frame_max  # as negotiated with the broker
+        # A content header frame: its header, class, weight and body size (12 bytes), the properties, its end.
+        if spec.FRAME_HEADER_SIZE + 12 + size + spec.FRAME_END_SIZE > frame_max:
             raise Unencodable(f"its properties and headers take {size} bytes, more than one "
-                              f"{limit + 8}-byte frame can carry")
+                              f"{frame_max}-byte frame can carry")
 
     @property
     def unconfirmed(self) -> int:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from common.errors import BrokerRefused, ConnectionLost, Unencodable
 from common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue,
                                  refused)
+from common.routing import MAX_KEY_BYTES
 from common.settings import BrokerSettings
 from common.topology import Topology
 from common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
@@ -75,10 +76,9 @@ def _wake_up() -> None:
     """Queued to wake a connection's thread when deliveries arrive."""
 
 
-#: AMQP names and most properties are short strings, of at most 255 bytes of UTF-8.
-#: Text of up to 63 characters is surely within that, whatever the characters.
-_MAX_SHORT_STRING = 255
-_SURELY_SHORT = _MAX_SHORT_STRING // 4
+#: AMQP names and most properties are short strings, of at most MAX_KEY_BYTES bytes of
+#: UTF-8. Text of up to 63 characters is surely within that, whatever the characters.
+_SURELY_SHORT = MAX_KEY_BYTES // 4
 
 
 def _over_short_string(text: str | None) -> bool:
@@ -87,7 +87,7 @@ def _over_short_string(text: str | None) -> bool:
     Only the length is checked: pika also refuses text that is not UTF-8 (a lone surrogate).
     """
     return text is not None and len(text) > _SURELY_SHORT and len(text.encode(
-        errors="surrogatepass")) > _MAX_SHORT_STRING
+        errors="surrogatepass")) > MAX_KEY_BYTES
 
 
 def _has_field_too_long(message: OutgoingMessage) -> bool:
