@@ -106,8 +106,12 @@ def run(cli_env):
 
 
 @pytest.fixture
-def start_worker(cli_env, broker_settings):
-    """Start ``worker`` processes; each is stopped (SIGTERM) at the end of the test."""
+def start_worker(cli_env, broker_settings, work_queue_name):
+    """Start ``worker`` processes; each is stopped (SIGTERM) at the end of the test.
+
+    It asks for ``work_queue_name`` so that the workers stop before that fixture deletes the
+    queues: a worker whose queue is deleted under it reconnects and declares it again.
+    """
     workers = []
 
     def starter(queue, *args, consumers=None, env=None):
