@@ -41,8 +41,8 @@ import pika
 import psutil
 
 from bench.benchlib import AMQP_URL, fmt, raw_channel, save, summarize
-from common.logconfig import configure_logging
-from producers.log_handler import LogExchangeHandler
+from rabbitry.common.logconfig import configure_logging
+from rabbitry.producers.log_handler import LogExchangeHandler
 
 BIN = os.path.dirname(sys.executable)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -3,7 +3,7 @@
 import time
 
 from bench.benchlib import COUNTER_PATH, mark_executed
-from workers.registry import task
+from rabbitry.workers.registry import task
 
 FAIR_LOG = "/tmp/rabbitry-bench-fair"
 

@@ -35,9 +35,9 @@ import psutil
 from bench.benchlib import (AMQP_URL, COUNTER_PATH, Counter, delete_exchanges, delete_queues, fmt, queue_state,
                             raw_channel, save, summarize, wait_for_consumers)
 from bench.bench_tasks import FAIR_LOG
-from common.messages import TaskMessage
-from common.settings import BrokerSettings
-from producers.tasks import TaskSubmitter
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.producers.tasks import TaskSubmitter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)

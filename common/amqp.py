@@ -21,11 +21,11 @@ import pika.exceptions as pika_errors
 from pika import data, spec
 from pika.spec import Basic
 
-from common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
+from rabbitry.common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
                            RabbitryError, Unencodable)
-from common.settings import BrokerSettings, mask_url
-from common.topology import Topology
-from common.transport import (UNPUBLISHABLE, UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage,
+from rabbitry.common.settings import BrokerSettings, mask_url
+from rabbitry.common.topology import Topology
+from rabbitry.common.transport import (UNPUBLISHABLE, UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage,
                               PublishFailure, QueueState, SettledPublishes)
 
 #: Publishes buffered before pika is given a chance to write them and read confirms.

@@ -6,9 +6,9 @@ import time
 
 import structlog
 
-from common.errors import BrokerRefused, BrokerUnavailable
-from common.settings import BrokerSettings
-from common.transport import Connection
+from rabbitry.common.errors import BrokerRefused, BrokerUnavailable
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.transport import Connection
 
 log = structlog.get_logger("rabbitry.broker")
 
@@ -23,10 +23,10 @@ def connect(settings: BrokerSettings, name: str = "rabbitry") -> Connection:
     Raises BrokerUnavailable or BrokerRefused with a one-line reason.
     """
     if settings.is_local:
-        from common.local import connect_local
+        from rabbitry.common.local import connect_local
 
         return connect_local(settings)
-    from common.amqp import open_connection
+    from rabbitry.common.amqp import open_connection
 
     return open_connection(settings, name)
 

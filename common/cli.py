@@ -10,11 +10,11 @@ import functools
 
 import click
 
-from common.errors import ConfigurationError, RabbitryError
-from common.logconfig import LOG_FORMATS, configure_logging
-from common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings, TlsSettings, split_urls
-from common.routing import check_routing_key
-from common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, check_work_queue_name, log_exchange
+from rabbitry.common.errors import ConfigurationError, RabbitryError
+from rabbitry.common.logconfig import LOG_FORMATS, configure_logging
+from rabbitry.common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings, TlsSettings, split_urls
+from rabbitry.common.routing import check_routing_key
+from rabbitry.common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, check_work_queue_name, log_exchange
 
 
 class CommandFailed(click.ClickException):

@@ -25,13 +25,13 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 
-from common.errors import BrokerRefused, ConnectionLost, Unencodable
-from common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue,
+from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
+from rabbitry.common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue,
                                  refused)
-from common.routing import MAX_KEY_BYTES
-from common.settings import BrokerSettings
-from common.topology import Topology
-from common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
+from rabbitry.common.routing import MAX_KEY_BYTES
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import Topology
+from rabbitry.common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
                               SettledPublishes)
 
 _brokers: dict[str, LocalBroker] = {}
@@ -67,7 +67,7 @@ def connect_local(settings: BrokerSettings, name: str = "rabbitry") -> "LocalCon
     return LocalConnection(broker_named(broker_name(settings.urls[0])), name)
 
 
-#: Publishes buffered before they are sent to the broker in one go (as common.amqp flushes).
+#: Publishes buffered before they are sent to the broker in one go (as rabbitry.common.amqp flushes).
 _SEND_EVERY = 64
 _ACK, _REQUEUE, _DROP = "ack", "requeue", "drop"
 

@@ -1,6 +1,6 @@
 """The state of an in-process broker: exchanges, queues, bindings and messages.
 
-This is the broker side of :mod:`common.local`. One lock guards all of it,
+This is the broker side of :mod:`rabbitry.common.local`. One lock guards all of it,
 so routing, enqueueing, dispatching to consumers and dead-lettering are
 atomic, as they are inside RabbitMQ. Methods whose names end in
 ``_locked`` expect the caller to hold :attr:`LocalBroker.lock`.
@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import BrokerRefused
-from common.routing import binding_matches
-from common.transport import OutgoingMessage
+from rabbitry.common.errors import BrokerRefused
+from rabbitry.common.routing import binding_matches
+from rabbitry.common.transport import OutgoingMessage
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic")
 #: Exchanges every RabbitMQ vhost has (amq.headers aside: rabbitry routes no headers).
@@ -65,7 +65,7 @@ class Consumer:
 
     tag: str
     queue: "LocalQueue"
-    connection: Any  # the common.local.LocalConnection that owns it
+    connection: Any  # the rabbitry.common.local.LocalConnection that owns it
     on_delivery: Any
     prefetch: int  # 0 means no limit, as in AMQP
     exclusive: bool = False  # the queue's only consumer, by request

@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Any
 
-from common.transport import Delivery, OutgoingMessage
+from rabbitry.common.transport import Delivery, OutgoingMessage
 
 #: Severity names, lower-cased as the handler and the tutorials spell them.
 SEVERITIES = ("debug", "info", "warning", "error", "critical")

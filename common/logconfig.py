@@ -11,7 +11,7 @@ from typing import IO
 
 import structlog
 
-from common.settings import mask_url
+from rabbitry.common.settings import mask_url
 
 LOG_FORMATS = ("auto", "console", "json")
 

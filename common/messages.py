@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import MessageError, MessageTooLarge
-from common.transport import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
+from rabbitry.common.errors import MessageError, MessageTooLarge
+from rabbitry.common.transport import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
 
 FORMAT_VERSION = 1
 JSON_CONTENT_TYPE = "application/json"

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import structlog
 
-from common.broker import connect_with_retry
-from common.errors import ConnectionLost
-from common.settings import BrokerSettings
-from common.topology import Topology
-from common.transport import Connection, OutgoingMessage, PublishFailure
+from rabbitry.common.broker import connect_with_retry
+from rabbitry.common.errors import ConnectionLost
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import Topology
+from rabbitry.common.transport import Connection, OutgoingMessage, PublishFailure
 
 log = structlog.get_logger("rabbitry.publisher")
 

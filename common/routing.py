@@ -7,7 +7,7 @@ Words may be empty (``a..b`` has three words), and the empty key has no
 words at all, so ``#`` matches it and ``*`` does not.
 """
 
-from common.errors import InvalidRoutingKey
+from rabbitry.common.errors import InvalidRoutingKey
 
 MAX_KEY_BYTES = 255
 

@@ -9,7 +9,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from common.errors import ConfigurationError
+from rabbitry.common.errors import ConfigurationError
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 LOCAL_URL = "local://"

@@ -9,8 +9,8 @@ programs and ours interoperate.
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import ConfigurationError
-from common.routing import MAX_KEY_BYTES, check_routing_key
+from rabbitry.common.errors import ConfigurationError
+from rabbitry.common.routing import MAX_KEY_BYTES, check_routing_key
 
 DEFAULT_TASK_QUEUE = "task_queue"
 QUEUE_TYPES = ("quorum", "classic")

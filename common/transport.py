@@ -1,7 +1,7 @@
 """The small messaging API that producers, workers and subscribers speak.
 
-Two transports implement it: :mod:`common.amqp` over RabbitMQ, and
-:mod:`common.local`, an in-process broker made of threads and queues. Code
+Two transports implement it: :mod:`rabbitry.common.amqp` over RabbitMQ, and
+:mod:`rabbitry.common.local`, an in-process broker made of threads and queues. Code
 written against :class:`Connection` runs unchanged on either.
 
 A :class:`Connection` is one connection with one channel, owned by the thread

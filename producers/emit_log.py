@@ -19,11 +19,11 @@ from collections.abc import Iterator
 import click
 import structlog
 
-from common.cli import RabbitryCommand, broker_options, log_exchange_options, logging_options
-from common.errors import PublishFailed, Unroutable
-from common.routing import check_routing_key
-from common.transport import PublishFailure
-from producers.log_emitter import LogEmitter
+from rabbitry.common.cli import RabbitryCommand, broker_options, log_exchange_options, logging_options
+from rabbitry.common.errors import PublishFailed, Unroutable
+from rabbitry.common.routing import check_routing_key
+from rabbitry.common.transport import PublishFailure
+from rabbitry.producers.log_emitter import LogEmitter
 
 log = structlog.get_logger("rabbitry.emit_log")
 

@@ -2,11 +2,11 @@
 
 import threading
 
-from common.log_messages import log_message, routing_metadata
-from common.publisher import ReliablePublisher
-from common.settings import BrokerSettings
-from common.topology import Exchange, Topology, log_exchange
-from common.transport import PublishFailure
+from rabbitry.common.log_messages import log_message, routing_metadata
+from rabbitry.common.publisher import ReliablePublisher
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import Exchange, Topology, log_exchange
+from rabbitry.common.transport import PublishFailure
 
 
 class LogEmitter:

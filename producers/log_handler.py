@@ -3,7 +3,7 @@
 ::
 
     import logging
-    from producers.log_handler import LogExchangeHandler
+    from rabbitry.producers.log_handler import LogExchangeHandler
 
     logging.getLogger().addHandler(LogExchangeHandler("amqp://guest:guest@localhost:5672/"))
     logging.getLogger("kern").critical("A critical kernel error")   # routing key kern.critical
@@ -36,11 +36,11 @@ import time
 
 import structlog
 
-from common.errors import RabbitryError
-from common.routing import MAX_KEY_BYTES
-from common.settings import BrokerSettings
-from common.topology import log_exchange
-from producers.log_emitter import LogEmitter
+from rabbitry.common.errors import RabbitryError
+from rabbitry.common.routing import MAX_KEY_BYTES
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import log_exchange
+from rabbitry.producers.log_emitter import LogEmitter
 
 log = structlog.get_logger("rabbitry.log_handler")
 

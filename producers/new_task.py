@@ -10,11 +10,11 @@ import sys
 import click
 import structlog
 
-from common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
-from common.errors import MessageError
-from common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
-from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
-from producers.tasks import TaskSubmitter
+from rabbitry.common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
+from rabbitry.common.errors import MessageError
+from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
+from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
+from rabbitry.producers.tasks import TaskSubmitter
 
 log = structlog.get_logger("rabbitry.new_task")
 

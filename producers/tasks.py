@@ -2,11 +2,11 @@
 
 from collections.abc import Iterable, Iterator
 
-from common.errors import PublishFailed, Unroutable
-from common.messages import MAX_MESSAGE_BYTES, TaskMessage
-from common.publisher import ReliablePublisher
-from common.settings import BrokerSettings
-from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, work_queue
+from rabbitry.common.errors import PublishFailed, Unroutable
+from rabbitry.common.messages import MAX_MESSAGE_BYTES, TaskMessage
+from rabbitry.common.publisher import ReliablePublisher
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, work_queue
 
 
 class TaskSubmitter:

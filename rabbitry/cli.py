@@ -8,7 +8,7 @@ import importlib
 
 import click
 
-from common.cli import RabbitryGroup
+from rabbitry.common.cli import RabbitryGroup
 
 #: Subcommand name -> "module:attribute" of its click command.
 SUBCOMMANDS = {

@@ -13,10 +13,10 @@ import statistics
 
 import click
 
-from common.broker import connect
-from common.cli import RabbitryCommand
-from common.errors import BrokerUnavailable, ExitCode
-from common.settings import DEFAULT_URL, URL_ENVVAR, BrokerSettings
+from rabbitry.common.broker import connect
+from rabbitry.common.cli import RabbitryCommand
+from rabbitry.common.errors import BrokerUnavailable, ExitCode
+from rabbitry.common.settings import DEFAULT_URL, URL_ENVVAR, BrokerSettings
 from rabbitry import compare_workloads as workloads
 
 MODEL, RABBITMQ = "in-process model", "RabbitMQ"

@@ -19,13 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from common.broker import connect
-from common.messages import TaskMessage
-from common.routing import topic_matches
-from common.settings import BrokerSettings
-from common.topology import Binding, Exchange, Queue, Topology
-from common.transport import Connection, Delivery, OutgoingMessage
-from workers.registry import load_task_modules, registry
+from rabbitry.common.broker import connect
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.routing import topic_matches
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import Binding, Exchange, Queue, Topology
+from rabbitry.common.transport import Connection, Delivery, OutgoingMessage
+from rabbitry.workers.registry import load_task_modules, registry
 
 #: Binding and routing keys whose topic routing must be identical on both sides: the
 #: tutorials' patterns and the edge cases the seed article gets wrong.

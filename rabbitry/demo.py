@@ -18,20 +18,20 @@ from dataclasses import dataclass, field
 import click
 import structlog
 
-from common.broker import connect
-from common.cli import RabbitryCommand
-from common.errors import BrokerUnavailable, ExitCode
-from common.logconfig import configure_logging
-from common.messages import TaskMessage
-from common.routing import binding_matches
-from common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings
-from common.topology import Exchange, dead_letter_queue_name
-from producers.log_emitter import LogEmitter
-from producers.tasks import TaskSubmitter
-from subscribers.log_subscriber import LogSubscriber
-from workers.config import WorkerConfig
-from workers.registry import load_task_modules, task
-from workers.threaded import ThreadedWorkerPool
+from rabbitry.common.broker import connect
+from rabbitry.common.cli import RabbitryCommand
+from rabbitry.common.errors import BrokerUnavailable, ExitCode
+from rabbitry.common.logconfig import configure_logging
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.routing import binding_matches
+from rabbitry.common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings
+from rabbitry.common.topology import Exchange, dead_letter_queue_name
+from rabbitry.producers.log_emitter import LogEmitter
+from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.subscribers.log_subscriber import LogSubscriber
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.registry import load_task_modules, task
+from rabbitry.workers.threaded import ThreadedWorkerPool
 
 #: Task lengths: every 4th task is long, as in the fair-dispatch benchmark.
 LONG_TASK_S = 0.4

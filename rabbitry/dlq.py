@@ -18,13 +18,13 @@ from collections.abc import Callable
 
 import click
 
-from common.broker import connect
-from common.cli import RabbitryCommand, RabbitryGroup, broker_options, check_work_queue
-from common.errors import ConfigurationError, ExitCode, MessageError, RabbitryError
-from common.messages import TaskMessage
-from common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name
-from common.transport import UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage
-from workers.execution import ERROR_HEADER, LEFT_OUT_HEADER, QUEUE_HEADER, REASON_HEADER, TASK_HEADER
+from rabbitry.common.broker import connect
+from rabbitry.common.cli import RabbitryCommand, RabbitryGroup, broker_options, check_work_queue
+from rabbitry.common.errors import ConfigurationError, ExitCode, MessageError, RabbitryError
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name
+from rabbitry.common.transport import UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage
+from rabbitry.workers.execution import ERROR_HEADER, LEFT_OUT_HEADER, QUEUE_HEADER, REASON_HEADER, TASK_HEADER
 
 #: How long to wait for the broker to confirm replayed letters.
 CONFIRM_TIMEOUT_S = 60.0

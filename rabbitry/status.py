@@ -4,9 +4,9 @@ import json
 
 import click
 
-from common.broker import connect
-from common.cli import broker_options, check_work_queue
-from common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.common.broker import connect
+from rabbitry.common.cli import broker_options, check_work_queue
+from rabbitry.common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name, retry_delays_ms, retry_queue_name
 
 #: Enough to list the retry queues of any --max-retries up to this many.
 _RETRY_LEVELS = 10

@@ -5,8 +5,8 @@ import json
 
 import click
 
-from common.log_messages import severity_of
-from common.transport import Delivery
+from rabbitry.common.log_messages import severity_of
+from rabbitry.common.transport import Delivery
 
 #: Severity colours on a terminal; unknown severities stay plain.
 SEVERITY_STYLES = {

@@ -17,10 +17,10 @@ import threading
 
 import click
 
-from common.cli import RabbitryCommand, broker_options, check_queue_name, log_exchange_options, logging_options
-from common.errors import ConfigurationError
-from subscribers.log_subscriber import LogSubscriber
-from subscribers.output import json_line, readable_line
+from rabbitry.common.cli import RabbitryCommand, broker_options, check_queue_name, log_exchange_options, logging_options
+from rabbitry.common.errors import ConfigurationError
+from rabbitry.subscribers.log_subscriber import LogSubscriber
+from rabbitry.subscribers.output import json_line, readable_line
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
-from common.broker import connect
-from common.errors import RabbitryError
-from common.settings import BrokerSettings
-from common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.common.broker import connect
+from rabbitry.common.errors import RabbitryError
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
 from tests.helpers import WorkerProcess, run_command
 
 #: extra_broker, tls_broker and cluster3: RabbitMQ nodes of a test module's own.

@@ -5,10 +5,10 @@ import os
 import threading
 import time
 
-from common.broker import connect
-from common.messages import TaskMessage
-from common.settings import BrokerSettings
-from producers.tasks import TaskSubmitter
+from rabbitry.common.broker import connect
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.producers.tasks import TaskSubmitter
 from tests.helpers import WorkerProcess, run_command, wait_until
 
 #: So that workers can import ``tests.fault_tasks``.

@@ -3,7 +3,7 @@
 import os
 import signal
 
-from workers.registry import task
+from rabbitry.workers.registry import task
 
 
 class PermanentError(Exception):

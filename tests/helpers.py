@@ -12,8 +12,8 @@ import time
 import pika
 from pika import spec
 
-from common.broker import connect
-from common.topology import Binding, Queue, Topology, log_exchange
+from rabbitry.common.broker import connect
+from rabbitry.common.topology import Binding, Queue, Topology, log_exchange
 
 BIN = os.path.dirname(sys.executable)
 

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import connect
-from common.errors import RabbitryError
-from common.settings import BrokerSettings, TlsSettings
+from rabbitry.common.broker import connect
+from rabbitry.common.errors import RabbitryError
+from rabbitry.common.settings import BrokerSettings, TlsSettings
 
 RABBITMQ_USER = "rabbitmq"
 #: Where the server scripts live; the first that exists is used.

@@ -2,9 +2,9 @@
 
 import pytest
 
-from common.errors import Unencodable
-from common.topology import Queue, Topology
-from common.transport import UNREADABLE_HEADERS, OutgoingMessage
+from rabbitry.common.errors import Unencodable
+from rabbitry.common.topology import Queue, Topology
+from rabbitry.common.transport import UNREADABLE_HEADERS, OutgoingMessage
 from tests.helpers import TIMESTAMP_PAST_9999, publish_with_raw_headers, raw_header
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from common.errors import ExitCode
+from rabbitry.common.errors import ExitCode
 
 DOWN = "amqp://guest:secret@127.0.0.1:1/%2F"  # nothing listens on port 1
 

@@ -25,10 +25,10 @@ import jsonschema
 import pytest
 import yaml
 
-from common.broker import connect
-from common.routing import topic_matches
-from common.settings import BrokerSettings
-from common.topology import DEFAULT_TASK_QUEUE
+from rabbitry.common.broker import connect
+from rabbitry.common.routing import topic_matches
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from tests.helpers import BIN, command_path, json_lines, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -79,10 +79,9 @@ def build_context() -> list[str]:
 
 
 def installed_packages() -> set[str]:
-    """The top-level packages pyproject.toml installs."""
-    patterns = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    return {path.parent.name for path in ROOT.glob("*/__init__.py")
-            if any(fnmatch.fnmatch(path.parent.name, pattern) for pattern in patterns)}
+    """The repository folders pyproject.toml installs as (sub)packages of ``rabbitry``."""
+    folders = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    return {"rabbitry", *folders.values()}
 
 
 def test_the_dockerfile_passes_hadolint():

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from common.errors import ExitCode
-from common.topology import dead_letter_queue_name
+from rabbitry.common.errors import ExitCode
+from rabbitry.common.topology import dead_letter_queue_name
 from tests.fault_helpers import REPOSITORY, succeeded_ids
 from tests.helpers import wait_until
 

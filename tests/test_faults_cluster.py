@@ -3,7 +3,7 @@ nodes of a comma-separated AMQP_URL when one node is lost mid-run."""
 
 import pytest
 
-from common.topology import dead_letter_queue_name
+from rabbitry.common.topology import dead_letter_queue_name
 from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
 from tests.helpers import wait_until
 

@@ -3,11 +3,11 @@ process every time, and tasks over their time limit. Each test runs on an extra 
 
 import pytest
 
-from common.topology import dead_letter_queue_name
-from common.transport import Delivery
+from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.common.transport import Delivery
 from tests.fault_helpers import NodeCommands, succeeded_ids, wait_for_all
 from tests.helpers import wait_until
-from workers.execution import crash_limit_reached
+from rabbitry.workers.execution import crash_limit_reached
 
 pytestmark = pytest.mark.slow
 TASKS = ("--tasks", "tests.fault_tasks")

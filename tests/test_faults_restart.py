@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from common.broker import connect
-from common.publisher import ReliablePublisher
-from common.topology import Queue, Topology
-from common.transport import OutgoingMessage, QueueState
+from rabbitry.common.broker import connect
+from rabbitry.common.publisher import ReliablePublisher
+from rabbitry.common.topology import Queue, Topology
+from rabbitry.common.transport import OutgoingMessage, QueueState
 from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
 from tests.helpers import command_path, wait_until
 

@@ -3,8 +3,8 @@ read from a node of the test's own whose consumer_timeout is 20 s."""
 
 import pytest
 
-from common.consumer_timeout import DEFAULT_CONSUMER_TIMEOUT_S, read_consumer_timeout
-from common.errors import ExitCode
+from rabbitry.common.consumer_timeout import DEFAULT_CONSUMER_TIMEOUT_S, read_consumer_timeout
+from rabbitry.common.errors import ExitCode
 from tests.fault_helpers import NodeCommands
 from tests.helpers import wait_until
 from tests.nodes import RabbitNode

@@ -9,7 +9,7 @@ import logging
 import pytest
 import structlog
 
-from producers.log_handler import LogExchangeHandler
+from rabbitry.producers.log_handler import LogExchangeHandler
 from tests.helpers import bind_everything, drain, wait_until
 
 

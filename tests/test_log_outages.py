@@ -7,10 +7,10 @@ These tests stop and start an extra RabbitMQ node of this module's own
 import subprocess
 import tempfile
 
-from common.broker import connect
-from common.topology import log_exchange
-from producers.log_emitter import LogEmitter
-from producers.log_handler import LogExchangeHandler
+from rabbitry.common.broker import connect
+from rabbitry.common.topology import log_exchange
+from rabbitry.producers.log_emitter import LogEmitter
+from rabbitry.producers.log_handler import LogExchangeHandler
 from tests.helpers import bind_everything, command_path, drain, json_lines, wait_until
 
 

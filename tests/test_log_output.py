@@ -4,9 +4,9 @@ import json
 
 import click
 
-from common.log_messages import log_message, routing_metadata, severity_of
-from common.transport import Delivery
-from subscribers.output import json_line, readable_line
+from rabbitry.common.log_messages import log_message, routing_metadata, severity_of
+from rabbitry.common.transport import Delivery
+from rabbitry.subscribers.output import json_line, readable_line
 
 
 def delivery(routing_key: str, body: bytes, headers: dict | None = None) -> Delivery:

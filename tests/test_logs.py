@@ -11,8 +11,8 @@ import tempfile
 import pika
 import pytest
 
-from common.topology import LOG_EXCHANGES, log_exchange
-from producers.log_emitter import LogEmitter
+from rabbitry.common.topology import LOG_EXCHANGES, log_exchange
+from rabbitry.producers.log_emitter import LogEmitter
 from tests.helpers import command_path, json_lines, run_command, wait_until
 
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import MessageError
-from common.messages import JSON_CONTENT_TYPE, TaskMessage, parse_json
-from common.transport import Delivery
+from rabbitry.common.errors import MessageError
+from rabbitry.common.messages import JSON_CONTENT_TYPE, TaskMessage, parse_json
+from rabbitry.common.transport import Delivery
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

@@ -1,8 +1,8 @@
 """ReliablePublisher: every message is either confirmed or reported, never silently dropped."""
 
-from common.publisher import ReliablePublisher
-from common.topology import Queue, Topology
-from common.transport import OutgoingMessage
+from rabbitry.common.publisher import ReliablePublisher
+from rabbitry.common.topology import Queue, Topology
+from rabbitry.common.transport import OutgoingMessage
 
 
 def test_unroutable_messages_are_all_reported_even_when_the_window_fills(broker_settings, unique_name):

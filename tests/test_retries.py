@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from common.messages import TaskMessage
-from common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
-from common.transport import Delivery
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.common.transport import Delivery
 from tests.fault_helpers import REPOSITORY
 from tests.helpers import wait_until
-from workers.config import WorkerConfig
-from workers.execution import RETRY_JITTER, failure
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.execution import RETRY_JITTER, failure
 
 FAULT_TASKS = ("--tasks", "tests.fault_tasks")
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from common.routing import topic_matches
-from common.topology import Binding, Exchange, Queue, Topology
-from common.transport import OutgoingMessage
+from rabbitry.common.routing import topic_matches
+from rabbitry.common.topology import Binding, Exchange, Queue, Topology
+from rabbitry.common.transport import OutgoingMessage
 
 MAX_BINDINGS = 24
 MAX_KEYS = 40

@@ -9,9 +9,9 @@ import subprocess
 import pika
 import pytest
 
-from common.errors import ExitCode
-from common.messages import MAX_MESSAGE_BYTES
-from common.topology import dead_letter_queue_name
+from rabbitry.common.errors import ExitCode
+from rabbitry.common.messages import MAX_MESSAGE_BYTES
+from rabbitry.common.topology import dead_letter_queue_name
 from tests.fault_helpers import REPOSITORY, NodeCommands
 from tests.helpers import command_path, wait_until
 

@@ -11,12 +11,12 @@ import uuid
 
 import pytest
 
-from common.broker import connect
-from common.errors import BrokerRefused, Unencodable
-from common.local import broker_name, forget_broker
-from common.settings import BrokerSettings
-from common.topology import Binding, Exchange, Queue, Topology
-from common.transport import OutgoingMessage, QueueState
+from rabbitry.common.broker import connect
+from rabbitry.common.errors import BrokerRefused, Unencodable
+from rabbitry.common.local import broker_name, forget_broker
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import Binding, Exchange, Queue, Topology
+from rabbitry.common.transport import OutgoingMessage, QueueState
 from tests.helpers import WorkerProcess, json_lines, run_command, wait_until
 
 

@@ -5,8 +5,8 @@ import signal
 
 import pika
 
-from common.topology import dead_letter_queue_name
-from common.transport import UNREADABLE_HEADERS
+from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.common.transport import UNREADABLE_HEADERS
 from tests.helpers import TIMESTAMP_PAST_9999, array_of_bytes, drain, publish_with_raw_headers, wait_until
 
 

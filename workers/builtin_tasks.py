@@ -2,7 +2,7 @@
 
 import time
 
-from workers.registry import task
+from rabbitry.workers.registry import task
 
 
 class TaskFailed(Exception):

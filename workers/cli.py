@@ -4,11 +4,11 @@ import os
 
 import click
 
-from common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
-from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
-from workers.config import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, WorkerConfig
-from workers.registry import load_task_modules
-from workers.threaded import worker_pool
+from rabbitry.common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
+from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
+from rabbitry.workers.config import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, WorkerConfig
+from rabbitry.workers.registry import load_task_modules
+from rabbitry.workers.threaded import worker_pool
 
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})

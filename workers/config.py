@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass, field
 
-from common.messages import MAX_MESSAGE_BYTES
-from common.settings import BrokerSettings
-from common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, Topology, work_queue
+from rabbitry.common.messages import MAX_MESSAGE_BYTES
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, Topology, work_queue
 
 DEFAULT_PREFETCH = 16
 DEFAULT_MAX_RETRIES = 3

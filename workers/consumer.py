@@ -19,14 +19,14 @@ import traceback
 
 import structlog
 
-from common.broker import connect_with_retry
-from common.errors import BrokerRefused, ConfigurationError, ConnectionLost, ExitCode, RabbitryError, Unencodable
-from common.logconfig import configure_logging
-from common.transport import Connection, Delivery
-from workers.config import WorkerConfig
-from workers.execution import Settlement, crash_limit_reached, dead_letter, decode, failure, run_task
-from workers.ledger import CrashLedger
-from workers.registry import load_task_modules
+from rabbitry.common.broker import connect_with_retry
+from rabbitry.common.errors import BrokerRefused, ConfigurationError, ConnectionLost, ExitCode, RabbitryError, Unencodable
+from rabbitry.common.logconfig import configure_logging
+from rabbitry.common.transport import Connection, Delivery
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.execution import Settlement, crash_limit_reached, dead_letter, decode, failure, run_task
+from rabbitry.workers.ledger import CrashLedger
+from rabbitry.workers.registry import load_task_modules
 
 log = structlog.get_logger("rabbitry.worker")
 

@@ -12,12 +12,12 @@ import traceback
 
 import structlog
 
-from common.errors import MessageError, UnknownTask
-from common.messages import MAX_TASK_NAME_BYTES, TaskMessage
-from common.topology import DEAD_LETTER_EXCHANGE, retry_delays_ms, retry_queue_name
-from common.transport import Delivery, OutgoingMessage
-from workers.config import WorkerConfig
-from workers.registry import registry
+from rabbitry.common.errors import MessageError, UnknownTask
+from rabbitry.common.messages import MAX_TASK_NAME_BYTES, TaskMessage
+from rabbitry.common.topology import DEAD_LETTER_EXCHANGE, retry_delays_ms, retry_queue_name
+from rabbitry.common.transport import Delivery, OutgoingMessage
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.registry import registry
 
 log = structlog.get_logger("rabbitry.worker")
 

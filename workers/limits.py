@@ -9,10 +9,10 @@ tasks before it.
 
 import structlog
 
-from common.consumer_timeout import read_consumer_timeout
-from common.errors import ConfigurationError
-from common.transport import Connection
-from workers.config import WorkerConfig
+from rabbitry.common.consumer_timeout import read_consumer_timeout
+from rabbitry.common.errors import ConfigurationError
+from rabbitry.common.transport import Connection
+from rabbitry.workers.config import WorkerConfig
 
 log = structlog.get_logger("rabbitry.worker")
 

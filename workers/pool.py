@@ -6,12 +6,12 @@ import threading
 
 import structlog
 
-from common.broker import connect
-from common.errors import ExitCode
-from workers.config import WorkerConfig
-from workers.consumer import EXIT_TIME_LIMIT, run_pool_process
-from workers.ledger import CrashLedger
-from workers.limits import check_time_limit
+from rabbitry.common.broker import connect
+from rabbitry.common.errors import ExitCode
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.consumer import EXIT_TIME_LIMIT, run_pool_process
+from rabbitry.workers.ledger import CrashLedger
+from rabbitry.workers.limits import check_time_limit
 
 log = structlog.get_logger("rabbitry.worker")
 

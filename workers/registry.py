@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import ConfigurationError, UnknownTask
+from rabbitry.common.errors import ConfigurationError, UnknownTask
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def task(function: Callable | None = None, *, name: str | None = None,
     return register(function) if function is not None else register
 
 
-BUILTIN_MODULE = "workers.builtin_tasks"
+BUILTIN_MODULE = "rabbitry.workers.builtin_tasks"
 
 
 def load_task_modules(modules: tuple[str, ...] | list[str]) -> None:

@@ -11,10 +11,10 @@ in a process pool. What threads cannot do is die alone or be killed:
 
 import threading
 
-from common.errors import ConfigurationError
-from workers.config import WorkerConfig
-from workers.consumer import PoolProcess
-from workers.pool import WorkerPool
+from rabbitry.common.errors import ConfigurationError
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.consumer import PoolProcess
+from rabbitry.workers.pool import WorkerPool
 
 
 class PoolThread(PoolProcess):
