@@ -187,7 +187,8 @@ def _properties(message: OutgoingMessage) -> pika.BasicProperties:
     return pika.BasicProperties(
         content_type=message.content_type, delivery_mode=2 if message.persistent else 1,
         message_id=message.message_id, timestamp=message.timestamp, headers=message.headers,
-        app_id=message.app_id, type=message.type, expiration=message.expiration)
+        app_id=message.app_id, type=message.type, expiration=message.expiration,
+        reply_to=message.reply_to, correlation_id=message.correlation_id)
 
 
 def _delivery(method, properties, body) -> Delivery:
@@ -196,7 +197,8 @@ def _delivery(method, properties, body) -> Delivery:
         delivery_tag=method.delivery_tag, redelivered=method.redelivered,
         content_type=properties.content_type, message_id=properties.message_id,
         timestamp=properties.timestamp, headers=properties.headers or {},
-        app_id=properties.app_id, type=properties.type, persistent=properties.delivery_mode == 2)
+        app_id=properties.app_id, type=properties.type, persistent=properties.delivery_mode == 2,
+        reply_to=properties.reply_to, correlation_id=properties.correlation_id)
 
 
 class AmqpConnection(Connection):
@@ -334,7 +336,7 @@ class AmqpConnection(Connection):
         return messages
 
     # -- consuming ---------------------------------------------------------
-    def consume(self, queue, on_delivery, prefetch=1, exclusive=False) -> str:
+    def consume(self, queue, on_delivery, prefetch=1, exclusive=False, auto_ack=False) -> str:
         def on_message(_channel, method, properties, body):
             on_delivery(_delivery(method, properties, body))
 
@@ -342,8 +344,9 @@ class AmqpConnection(Connection):
             if not self._watching_cancels:
                 self._channel.add_on_cancel_callback(self._on_consumer_cancelled)
                 self._watching_cancels = True
-            self._channel.basic_qos(prefetch_count=prefetch)
-            return self._channel.basic_consume(queue, on_message, exclusive=exclusive)
+            if not auto_ack:
+                self._channel.basic_qos(prefetch_count=prefetch)
+            return self._channel.basic_consume(queue, on_message, auto_ack=auto_ack, exclusive=exclusive)
 
     def cancel(self, consumer_tag: str) -> None:
         with translated("cancelling a consumer"):

@@ -30,18 +30,22 @@ class ReliablePublisher:
     node was lost, say) are published again after a pause, on a new
     connection, for as long as ``settings.reconnect_for``; only then are they
     reported as failures.
-    ``on_confirmed`` is called with each batch of confirmed messages.
+    ``on_confirmed`` is called with each batch of confirmed messages, and
+    ``on_connected`` with every new connection, once its topology is declared
+    and before anything is published on it.
     """
 
     def __init__(self, settings: BrokerSettings, topology: Topology | None = None,
                  name: str = "rabbitry-publisher", window: int = DEFAULT_WINDOW,
                  on_confirmed: Callable[[list[OutgoingMessage]], None] | None = None,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None,
+                 on_connected: Callable[[Connection], None] | None = None):
         self.settings = settings
         self.topology = topology
         self.name = name
         self.window = window
         self.on_confirmed = on_confirmed
+        self.on_connected = on_connected
         self.confirmed_count = 0
         self._failures: list[PublishFailure] = []
         self._nacked_since: dict[str, float] = {}  # message id -> when the broker first nacked it
@@ -53,9 +57,20 @@ class ReliablePublisher:
     def connect(self, give_up_after: float | None = 0) -> "ReliablePublisher":
         """Open the first connection; by default fail at once if the broker is down."""
         self._connection = connect_with_retry(self.settings, self.name, self._stop, give_up_after)
-        if self._connection is not None and self.topology is not None:
-            self._connection.declare(self.topology)
+        if self._connection is not None:
+            self._prepare(self._connection)
         return self
+
+    def _prepare(self, connection: Connection) -> None:
+        """Declare the topology on a new connection, and hand it to ``on_connected``."""
+        if self.topology is not None:
+            connection.declare(self.topology)
+        if self.on_connected is not None:
+            self.on_connected(connection)
+
+    def call_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the publisher's thread, in its next :meth:`poll`. Safe from any thread."""
+        self._connection.call_threadsafe(callback)
 
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         """Publish one message; waits only when the confirm window is full."""
@@ -164,8 +179,7 @@ class ReliablePublisher:
             self._connection = connection
             republished = 0
             try:
-                if self.topology is not None:
-                    connection.declare(self.topology)
+                self._prepare(connection)
                 for message, mandatory in pending:
                     connection.publish(message, mandatory)
                     republished += 1

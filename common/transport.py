@@ -36,6 +36,9 @@ class OutgoingMessage:
     app_id: str | None = None
     type: str | None = None
     expiration: str | None = None
+    #: Where the consumer sends its reply (``amq.rabbitmq.reply-to`` asks for direct reply-to).
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +57,8 @@ class Delivery:
     app_id: str | None = None
     type: str | None = None
     persistent: bool = False
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
     def republished(self, routing_key: str, exchange: str = "", headers: dict | None = None,
                     body: bytes | None = None, expiration: str | None = None) -> OutgoingMessage:
@@ -70,6 +75,8 @@ class Delivery:
             app_id=self.app_id,
             type=self.type,
             expiration=expiration,
+            reply_to=self.reply_to,
+            correlation_id=self.correlation_id,
         )
 
 
@@ -167,9 +174,13 @@ class Connection(abc.ABC):
 
     @abc.abstractmethod
     def consume(self, queue: str, on_delivery: DeliveryCallback, prefetch: int = 1,
-                exclusive: bool = False) -> str:
+                exclusive: bool = False, auto_ack: bool = False) -> str:
         """Start consuming ``queue``; deliveries go to ``on_delivery`` from
-        :meth:`process_events`. Returns the consumer tag."""
+        :meth:`process_events`. Returns the consumer tag.
+
+        With ``auto_ack`` the broker counts a delivery as acknowledged once
+        sent (no prefetch limit applies): direct reply-to needs it.
+        """
 
     @abc.abstractmethod
     def cancel(self, consumer_tag: str) -> None:

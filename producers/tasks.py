@@ -1,49 +1,199 @@
-"""Submitting tasks to a work queue, from Python or from ``new-task``."""
+"""Submitting tasks to a work queue, from any program and any thread, or from ``new-task``.
 
-from collections.abc import Iterable, Iterator
+A :class:`TaskSubmitter` owns one connection, opened and used by an I/O
+thread of its own (pika's rule: one connection per thread, created in that
+thread). ``submit()``, from any thread, hands the task over and wakes that
+thread with ``call_threadsafe``, the only cross-thread call pika allows; the
+I/O thread publishes everything waiting at that moment and writes it out
+at once. So a lone task is on the wire within a moment, tasks that arrive
+faster than the socket drains go out together, and heartbeats are answered
+however long the program stays idle.
+"""
 
-from rabbitry.common.errors import PublishFailed, Unroutable
+import atexit
+import collections
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+
+import structlog
+
+from rabbitry.common.errors import PublishFailed, RabbitryError, Unroutable
 from rabbitry.common.messages import MAX_MESSAGE_BYTES, TaskMessage
-from rabbitry.common.publisher import ReliablePublisher
+from rabbitry.common.publisher import DEFAULT_WINDOW, ReliablePublisher
+from rabbitry.common.replies import DIRECT_REPLY_TO, read_reply
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, work_queue
+from rabbitry.common.transport import Connection, Delivery, OutgoingMessage, PublishFailure
+from rabbitry.producers.handles import ResultLost, TaskHandle
+
+log = structlog.get_logger("rabbitry.submitter")
+
+#: How long closing (``close()``, the end of a ``with`` block, the program's exit) waits for confirms.
+DEFAULT_CLOSE_TIMEOUT_S = 10.0
+#: Tasks submitted but not yet confirmed before ``submit()`` waits: twice the publisher's window.
+DEFAULT_MAX_UNCONFIRMED = 2 * DEFAULT_WINDOW
+#: The I/O thread's sleep when nothing is in flight; a submission wakes it at once.
+_IDLE_TICK_S = 1.0
+#: Its sleep while confirms are due: short, as confirms do not end pika's wait.
+_CONFIRM_SLICE_S = 0.002
+
+
+def _nothing() -> None:
+    """Sent with call_threadsafe only to wake the I/O thread."""
+
+
+class SubmitterClosed(RabbitryError):
+    """``submit()`` after ``close()``."""
 
 
 class TaskSubmitter:
-    """Publishes tasks to a durable work queue; every one confirmed by the broker.
+    """Publishes tasks to a durable work queue, each confirmed by the broker; safe to share between threads.
 
-    ``submit`` pipelines: it returns before the confirm arrives. ``flush``
-    (called by ``close`` and on leaving a ``with`` block) waits for every
-    confirm and raises if any task was refused or had no queue to go to, so
-    a clean exit means every task is safely queued.
+    ``submit`` returns a :class:`~rabbitry.producers.handles.TaskHandle` at
+    once; ``handle.wait_confirmed()`` waits for that task's confirm, and
+    ``flush`` for every confirm so far, raising if any task was refused or had
+    no queue to go to. With ``results=True`` each task asks for its result
+    (direct reply-to), which ``handle.get()`` waits for. ``close`` (also on
+    leaving a ``with`` block, and at the program's exit) flushes for at most
+    ``close_timeout`` seconds and logs how many tasks were left unconfirmed.
+    ``on_confirmed`` is called, on the I/O thread, with each batch of
+    confirmed messages.
     """
 
     def __init__(self, settings: BrokerSettings, queue: str = DEFAULT_TASK_QUEUE,
                  queue_type: str = DEFAULT_QUEUE_TYPE, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 on_confirmed=None):
+                 on_confirmed: Callable[[list[OutgoingMessage]], None] | None = None, results: bool = False,
+                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S, max_unconfirmed: int = DEFAULT_MAX_UNCONFIRMED):
+        self.settings = settings
         self.queue = queue
+        self.queue_type = queue_type
         self.max_message_bytes = max_message_bytes
-        self._publisher = ReliablePublisher(settings, work_queue(queue, queue_type), name="rabbitry-new-task",
-                                            on_confirmed=on_confirmed)
+        self.results = results
+        self.close_timeout = close_timeout
+        self.max_unconfirmed = max_unconfirmed
+        self._on_confirmed = on_confirmed
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified whenever a handle settles
+        self._submissions: collections.deque[OutgoingMessage] = collections.deque()
+        # id(message) -> (message, handle), from submit() until the broker settles it.
+        self._in_flight: dict[int, tuple[OutgoingMessage, TaskHandle]] = {}
+        self._awaiting_reply: weakref.WeakValueDictionary[str, TaskHandle] = weakref.WeakValueDictionary()
+        self._failures: list[PublishFailure] = []  # since the last flush
+        self._wake_pending = False
+        self._closing = False
+        self._close_deadline = 0.0
+        self._error: RabbitryError | None = None  # why the I/O thread stopped
+        self._publisher: ReliablePublisher | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.connections_opened = 0
 
+    # -- starting and stopping ---------------------------------------------------
     def connect(self) -> "TaskSubmitter":
-        """Connect and declare the work queue; fails at once if the broker is down."""
-        self._publisher.connect()
+        """Start the I/O thread, connect and declare the work queue; fails at once if the broker is down."""
+        with self._lock:
+            self._closing = False
+            self._start_locked()
         return self
 
-    def submit(self, message: TaskMessage) -> str:
-        """Queue one task; return its id."""
-        self._publisher.publish(message.to_outgoing(self.queue, self.max_message_bytes), mandatory=True)
-        return message.id
+    def _start_locked(self) -> None:
+        atexit.unregister(self._close_at_exit)
+        atexit.register(self._close_at_exit)
+        started, self._error = threading.Event(), None
+        self._stop.clear()
+        self._publisher = ReliablePublisher(self.settings, work_queue(self.queue, self.queue_type),
+                                            name="rabbitry-submitter", on_confirmed=self._confirmed,
+                                            stop=self._stop, on_connected=self._connected)
+        self._thread = threading.Thread(target=self._run, args=(self._publisher, started),
+                                        name="rabbitry-submitter-io", daemon=True)
+        self._thread.start()
+        self._lock.release()  # the I/O thread settles handles under this lock while it connects
+        try:
+            started.wait()
+        finally:
+            self._lock.acquire()
+        if self._error is not None:  # the first connection failed: nothing to close
+            atexit.unregister(self._close_at_exit)
+            self._thread = None
+            raise self._error
 
-    def submit_many(self, messages: Iterable[TaskMessage]) -> Iterator[str]:
-        """Queue each task in turn, yielding its id."""
+    def close(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` (default ``close_timeout``) seconds for confirms, then close the
+        connection; return how many tasks were left unconfirmed (they may or may not be queued)."""
+        atexit.unregister(self._close_at_exit)
+        thread = self._thread
+        if thread is None:
+            return 0
+        timeout = self.close_timeout if timeout is None else timeout
+        with self._lock:
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout
+        self._wake()
+        thread.join(timeout + _IDLE_TICK_S)
+        if thread.is_alive():  # stuck reconnecting, or the broker blocked the connection
+            self._stop.set()
+            thread.join(_IDLE_TICK_S)
+        with self._lock:
+            left = len(self._in_flight) + len(self._submissions)
+            self._fail_everything_locked(PublishFailed("the submitter closed before the broker confirmed it"))
+            self._thread = None
+        if left:
+            log.warning("submitter_closed_unconfirmed", unconfirmed=left, queue=self.queue,
+                        detail="these tasks may or may not be queued")
+        return left
+
+    def _close_at_exit(self) -> None:
+        self.close()
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, exc_type, *_):
+        try:
+            if exc_type is None:
+                self.flush(self.close_timeout)
+        finally:
+            self.close()
+
+    # -- submitting (any thread) -------------------------------------------------
+    def submit(self, message: TaskMessage) -> TaskHandle:
+        """Queue one task, without waiting for the broker; return its handle."""
+        outgoing = message.to_outgoing(self.queue, self.max_message_bytes)  # a bad task raises here
+        handle = TaskHandle(message.id, self._changed, self.results)
+        if self.results:
+            outgoing.reply_to, outgoing.correlation_id = DIRECT_REPLY_TO, message.id
+        with self._lock:
+            if self._closing:
+                raise SubmitterClosed(f"the submitter of queue {self.queue!r} is closed")
+            if self._thread is None or not self._thread.is_alive():
+                self._start_locked()  # not connected yet, or the broker was lost for good last time
+            if len(self._in_flight) >= self.max_unconfirmed:
+                self._changed.wait_for(lambda: len(self._in_flight) < self.max_unconfirmed or self._error)
+            if self._error is not None:
+                raise self._error
+            self._in_flight[id(outgoing)] = (outgoing, handle)
+            if self.results:
+                self._awaiting_reply[message.id] = handle
+            self._submissions.append(outgoing)
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            self._call_io_thread()
+        return handle
+
+    def submit_many(self, messages: Iterable[TaskMessage]) -> Iterator[TaskHandle]:
+        """Queue each task in turn, yielding its handle."""
         for message in messages:
             yield self.submit(message)
 
-    def flush(self) -> None:
-        """Wait for every confirm; raise PublishFailed/Unroutable for refused tasks."""
-        failures = self._publisher.flush()
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every confirm; raise PublishFailed/Unroutable for refused tasks
+        (TimeoutError if ``timeout`` seconds pass first)."""
+        with self._lock:
+            if not self._changed.wait_for(lambda: not self._in_flight, timeout):
+                raise TimeoutError(f"{len(self._in_flight)} task(s) not confirmed within {timeout:g} s")
+            failures, self._failures = self._failures, []
         if failures:
             first = failures[0]
             error = Unroutable if first.reason == "unroutable" else PublishFailed
@@ -52,18 +202,142 @@ class TaskSubmitter:
 
     @property
     def confirmed_count(self) -> int:
-        """Tasks the broker has confirmed so far."""
-        return self._publisher.confirmed_count
+        """Tasks the broker has confirmed so far (on the current connection's publisher)."""
+        return self._publisher.confirmed_count if self._publisher else 0
 
-    def close(self) -> None:
-        self._publisher.close()
+    @property
+    def unconfirmed(self) -> int:
+        """Tasks submitted that the broker has not confirmed (or refused) yet."""
+        return len(self._in_flight)
 
-    def __enter__(self):
-        return self.connect()
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = True
+        self._call_io_thread()
 
-    def __exit__(self, exc_type, *_):
+    def _call_io_thread(self) -> None:
         try:
-            if exc_type is None:
-                self.flush()
+            self._publisher.call_threadsafe(_nothing)
+        except RabbitryError:
+            pass  # reconnecting: the I/O thread takes what waits once it is back
+
+    # -- the I/O thread ----------------------------------------------------------
+    def _run(self, publisher: ReliablePublisher, started: threading.Event) -> None:
+        try:
+            publisher.connect()
+        except RabbitryError as error:
+            with self._lock:
+                self._error = error
+                self._fail_everything_locked(error)
+            return
         finally:
-            self.close()
+            started.set()
+        try:
+            while not self._done():
+                batch = self._take_submissions()
+                for message in batch:
+                    publisher.publish(message, mandatory=True)
+                self._refused(publisher.poll(self._pause()))
+        except RabbitryError as error:  # the broker was lost for longer than settings.reconnect_for
+            log.error("submitter_connection_lost", error=str(error), unconfirmed=len(self._in_flight))
+            with self._lock:
+                self._error = error
+                self._fail_everything_locked(error)
+        finally:
+            publisher.close()
+
+    def _done(self) -> bool:
+        with self._lock:
+            return self._closing and (not self._in_flight or time.monotonic() > self._close_deadline)
+
+    def _take_submissions(self) -> list[OutgoingMessage]:
+        with self._lock:
+            self._wake_pending = False  # before taking, so a later submit wakes this thread again
+            batch = list(self._submissions)
+            self._submissions.clear()
+        return batch
+
+    def _pause(self) -> float:
+        """How long the next poll may wait: a submission wakes it anyway, a confirm does not."""
+        if self._submissions or self._closing and not self._in_flight:
+            return 0
+        return _CONFIRM_SLICE_S if self._in_flight else _IDLE_TICK_S
+
+    def _connected(self, connection: Connection) -> None:
+        """A new connection (the first, or after a loss): listen for replies before publishing."""
+        self.connections_opened += 1
+        if not self.results:
+            return
+        connection.consume(DIRECT_REPLY_TO, self._replied, auto_ack=True)
+        if self.connections_opened > 1:
+            # Replies to tasks confirmed on the lost connection had only that connection to go to.
+            lost = ResultLost("the connection that was to carry this task's reply was lost")
+            with self._lock:
+                for task_id, handle in list(self._awaiting_reply.items()):
+                    if handle.confirmed:
+                        del self._awaiting_reply[task_id]
+                        handle._answer(error=lost)
+                self._changed.notify_all()
+
+    def _confirmed(self, messages: list[OutgoingMessage]) -> None:
+        settled = []
+        with self._lock:
+            for message in messages:
+                _, handle = self._in_flight.pop(id(message), (None, None))
+                if handle is not None:  # None: already given up on by close()
+                    handle._settle()
+                    settled.append(handle)
+            self._changed.notify_all()
+        self._tell_watchers(settled)
+        if self._on_confirmed is not None:
+            self._on_confirmed(messages)
+
+    def _refused(self, failures: list[PublishFailure]) -> None:
+        if not failures:
+            return
+        settled = []
+        with self._lock:
+            for failure in failures:
+                _, handle = self._in_flight.pop(id(failure.message), (None, None))
+                if handle is None:
+                    continue
+                error = Unroutable if failure.reason == "unroutable" else PublishFailed
+                handle._settle(error(f"task {handle.id} not queued: {failure.reason} (queue {self.queue!r})"))
+                self._awaiting_reply.pop(handle.id, None)
+                settled.append(handle)
+            self._failures += failures
+            self._changed.notify_all()
+        self._tell_watchers(settled)
+
+    def _replied(self, delivery: Delivery) -> None:
+        outcome = read_reply(delivery)
+        with self._lock:
+            handle = self._awaiting_reply.pop(outcome.task_id, None)
+            if handle is None:
+                return  # its caller dropped the handle: nobody waits for this result
+            handle._answer(outcome)
+            self._changed.notify_all()
+        handle._tell_watchers()
+
+    def _fail_everything_locked(self, error: RabbitryError) -> None:
+        """Settle every handle still waiting, with ``error``."""
+        handles = [handle for _, handle in self._in_flight.values()]
+        for handle in handles:
+            handle._settle(error)
+        self._in_flight.clear()
+        self._submissions.clear()
+        lost = ResultLost(f"no reply can come: {error}")
+        for handle in list(self._awaiting_reply.values()):
+            if not handle.ready:
+                handle._answer(error=lost)
+                handles.append(handle)
+        self._awaiting_reply.clear()
+        self._changed.notify_all()
+        for handle in handles:
+            handle._tell_watchers()
+
+    @staticmethod
+    def _tell_watchers(handles: list[TaskHandle]) -> None:
+        for handle in handles:
+            if handle._watchers:
+                handle._tell_watchers()
