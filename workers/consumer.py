@@ -24,7 +24,8 @@ from rabbitry.common.errors import BrokerRefused, ConfigurationError, Connection
 from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.transport import Connection, Delivery
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.execution import Settlement, crash_limit_reached, dead_letter, decode, failure, run_task
+from rabbitry.workers.execution import (Settlement, crash_limit_reached, dead_letter, decode, failure, run_task,
+                                       succeeded)
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 
@@ -129,19 +130,40 @@ class PoolProcess:
         self._flush_pending = False  # before draining, so nothing appended later is missed
         connection = self._connection
         ack_up_to = None
+        replied = False
         while self._outbox:
             generation, settlement = self._outbox.popleft()
             if generation != self._generation:
                 continue  # from a channel that is gone: the broker redelivers it
             if settlement.publish is None:
                 ack_up_to = settlement.delivery.delivery_tag
-                continue
-            if ack_up_to is not None:
-                connection.ack(ack_up_to, multiple=True)
-                ack_up_to = None
-            self._publish_then_ack(settlement)
+            else:
+                if ack_up_to is not None:
+                    connection.ack(ack_up_to, multiple=True)
+                    ack_up_to = None
+                self._publish_then_ack(settlement)
+            if settlement.reply is not None:
+                self._reply(settlement)
+                replied = True
         if ack_up_to is not None:
             connection.ack(ack_up_to, multiple=True)
+        if replied:
+            self._forget_replies()
+
+    def _reply(self, settlement: Settlement) -> None:
+        """Send the result its caller waits for, without waiting for a confirm.
+
+        If the caller has gone, RabbitMQ drops the reply (3.10 returns even
+        delivered direct replies when they are mandatory, so a return tells
+        nothing): the task is settled as usual either way.
+        """
+        self._connection.publish(settlement.reply)
+        log.debug("task_replied", task_id=settlement.delivery.message_id, reply_to=settlement.reply.routing_key)
+
+    def _forget_replies(self) -> None:
+        """Drop the confirms of replies sent, so they do not pile up; log any the broker refused."""
+        for refused in self._connection.take_confirmed()[1]:
+            log.warning("reply_not_sent", task_id=refused.message.message_id, reason=refused.reason)
 
     def _publish_then_ack(self, settlement: Settlement) -> None:
         """Ack only once the retry or dead letter is safely confirmed by the broker."""
@@ -177,8 +199,11 @@ class PoolProcess:
         # this process with it. The supervisor starts a fresh one.
         try:
             self._flush()
-            self._publish_then_ack(failure(delivery, message, self.config,
-                                           f"TimeLimitExceeded: ran over the {limit:g} s time limit"))
+            settlement = failure(delivery, message, self.config, f"TimeLimitExceeded: ran over the {limit:g} s time limit")
+            self._publish_then_ack(settlement)
+            if settlement.reply is not None:
+                self._reply(settlement)
+                self._connection.wait_for_confirms(_CONFIRM_TIMEOUT_S)
         except RabbitryError as error:  # not recorded: the broker redelivers the task instead
             log.error("time_limit_not_recorded", task_id=message.id, error=str(error))
         self._connection.close()  # the ledger still names the task, for the supervisor's log line
@@ -220,14 +245,13 @@ class PoolProcess:
         self._ledger.set_running(self.index, message.id)
         self._running = (generation, delivery, message, time.monotonic())
         try:
-            failed = run_task(delivery, message, task)
+            run = run_task(delivery, message, task)
         finally:
             self._running = None
             self._ledger.set_running(self.index, None)
-        if failed is None:
-            return Settlement(delivery)
-        error, retryable, duration = failed
-        return failure(delivery, message, config, error, retryable, round(duration, 6))
+        if run.error is None:
+            return succeeded(delivery, message, run.value)
+        return failure(delivery, message, config, run.error, run.retryable, round(run.duration_s, 6))
 
 
 def run_pool_process(config: WorkerConfig, index: int, stop, ledger: CrashLedger) -> None:

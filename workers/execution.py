@@ -9,11 +9,13 @@ import dataclasses
 import random
 import time
 import traceback
+from typing import Any
 
 import structlog
 
 from rabbitry.common.errors import MessageError, UnknownTask
 from rabbitry.common.messages import MAX_TASK_NAME_BYTES, TaskMessage
+from rabbitry.common.replies import failure_reply, success_reply
 from rabbitry.common.topology import DEAD_LETTER_EXCHANGE, retry_delays_ms, retry_queue_name
 from rabbitry.common.transport import Delivery, OutgoingMessage
 from rabbitry.workers.config import WorkerConfig
@@ -40,12 +42,14 @@ DELIVERY_COUNT_BACKSTOP = 4
 
 @dataclasses.dataclass(slots=True)
 class Settlement:
-    """What to do with a delivery: ack it, after publishing ``publish`` if set."""
+    """What to do with a delivery: ack it, after publishing ``publish`` if set, and send
+    ``reply`` (the result its caller asked for) if set."""
 
     delivery: Delivery
     publish: OutgoingMessage | None = None
     #: The headers rabbitry gave ``publish``, when it also carries the delivery's own.
     own_headers: dict | None = None
+    reply: OutgoingMessage | None = None
 
     def without_delivery_headers(self, why: str) -> OutgoingMessage:
         """``publish`` without the delivery's own headers, if it carries them, and with a note
@@ -66,7 +70,13 @@ def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: st
     if task:
         headers[TASK_HEADER] = task[:MAX_TASK_NAME_BYTES]  # a short string, as the error is, so the letter fits a frame
     return Settlement(delivery, delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE,
-                                                      headers=headers), headers)
+                                                      headers=headers), headers,
+                      reply=failure_reply(delivery, task_id, reason, error))
+
+
+def succeeded(delivery: Delivery, message: TaskMessage, value: Any) -> Settlement:
+    """A task that ran to the end: ack it, and send its return value to a caller waiting for it."""
+    return Settlement(delivery, reply=success_reply(delivery, message.id, value))
 
 
 def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, error: str,
@@ -85,6 +95,8 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
     outgoing = retry.to_outgoing(retry_queue_name(config.queue, nominal_ms), config.max_message_bytes)
     outgoing.expiration = str(delay_ms)
     outgoing.headers = {ERROR_HEADER: error[:1000]}
+    # The final attempt answers the caller, so the retry asks for the reply as the task did.
+    outgoing.reply_to, outgoing.correlation_id = delivery.reply_to, delivery.correlation_id
     return Settlement(delivery, outgoing)
 
 
@@ -113,8 +125,18 @@ def decode(delivery: Delivery, config: WorkerConfig):
         return message, None, dead_letter(delivery, config, "unknown_task", str(error), message.task, message.id)
 
 
-def run_task(delivery: Delivery, message: TaskMessage, task) -> tuple[str, bool, float] | None:
-    """Run the task and log its success; on failure return (error text, retryable, duration)."""
+@dataclasses.dataclass(slots=True, frozen=True)
+class TaskRun:
+    """How one run of a task ended: its return value, or its error ("Type: message")."""
+
+    duration_s: float
+    value: Any = None
+    error: str | None = None
+    retryable: bool = True
+
+
+def run_task(delivery: Delivery, message: TaskMessage, task) -> TaskRun:
+    """Run the task and log its success; return its value, or its error if it raised."""
     started = time.perf_counter()
     try:
         result = task(*message.args, **message.kwargs)
@@ -122,9 +144,9 @@ def run_task(delivery: Delivery, message: TaskMessage, task) -> tuple[str, bool,
         duration = time.perf_counter() - started
         text = f"{type(error).__name__}: {error}"
         log.debug("task_traceback", task_id=message.id, traceback=traceback.format_exc())
-        return text, not isinstance(error, task.dont_retry), duration
+        return TaskRun(duration, error=text, retryable=not isinstance(error, task.dont_retry))
     duration = time.perf_counter() - started
     extra = {} if result is None else {"result": result}
     log.info("task_succeeded", task_id=message.id, task=message.task, duration_s=round(duration, 6),
              attempt=message.attempt, redelivered=delivery.redelivered, **extra)
-    return None
+    return TaskRun(duration, result)

@@ -1,0 +1,178 @@
+"""Results over direct reply-to: a caller gets the task's return value, or why it failed.
+
+Every test runs on RabbitMQ and on the in-process broker, with the worker's
+pool members as threads of the test process (as ``local://`` runs them).
+"""
+
+import threading
+import uuid
+
+import pytest
+
+from rabbitry.common.broker import connect
+from rabbitry.common.local import broker_name, forget_broker
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.settings import BrokerSettings
+from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.producers.handles import ResultNotRequested, TaskFailed
+from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.ledger import CrashLedger
+from rabbitry.workers.registry import load_task_modules, task
+from rabbitry.workers.threaded import PoolThread
+
+_attempts: dict[str, int] = {}
+
+
+class ImageMissing(Exception):
+    """Raised by results.resize for a missing image."""
+
+
+@task(name="results.resize", dont_retry=(ImageMissing,))
+def resize(path: str, width: int) -> dict:
+    if path.startswith("missing"):
+        raise ImageMissing(f"no such image: {path}")
+    return {"path": path, "width": width}
+
+
+@task(name="results.flaky")
+def flaky(key: str) -> str:
+    """Fails on its first attempt, succeeds on the next."""
+    _attempts[key] = _attempts.get(key, 0) + 1
+    if _attempts[key] == 1:
+        raise ConnectionError("first attempt fails")
+    return f"attempt {_attempts[key]}"
+
+
+@task(name="results.always_fails")
+def always_fails() -> None:
+    raise ValueError("never works")
+
+
+class InProcessWorker:
+    """Pool members as threads of this process, on either transport."""
+
+    def __init__(self, settings: BrokerSettings, queue: str, processes: int = 2, max_retries: int = 1):
+        self.config = WorkerConfig(settings=settings, queue=queue, queue_type="classic", processes=processes,
+                                   max_retries=max_retries, log_level="critical")
+        self._stop = threading.Event()
+        ledger = CrashLedger(processes)
+        self._threads = [threading.Thread(target=PoolThread(self.config, index, self._stop, ledger).run)
+                         for index in range(processes)]
+
+    def start(self) -> "InProcessWorker":
+        load_task_modules(())  # the built-in tasks: echo, sleep, ...
+        with connect(self.config.settings, "rabbitry-tests") as connection:
+            connection.declare(self.config.topology)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+@pytest.fixture(params=["amqp"])
+def settings(request):
+    """Settings for the in-process broker or the session's RabbitMQ."""
+    if request.param == "local":
+        chosen = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
+        yield chosen
+        forget_broker(broker_name(chosen.urls[0]))
+    else:
+        yield request.getfixturevalue("broker_settings")
+
+
+@pytest.fixture
+def queue(settings, unique_name):
+    """A work queue of the test's own, deleted afterwards with its retry and dead-letter queues."""
+    yield unique_name
+    if settings.is_local:
+        return
+    with connect(settings, "rabbitry-tests-cleanup") as connection:
+        for name in [unique_name, dead_letter_queue_name(unique_name),
+                     *(retry_queue_name(unique_name, d) for d in retry_delays_ms(3))]:
+            connection.delete_queue(name)
+
+
+@pytest.fixture
+def worker(settings, queue):
+    """A running worker on ``queue``, allowed one retry."""
+    running = InProcessWorker(settings, queue).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def submitter(settings, queue, worker):
+    """A submitter that asks for results."""
+    with TaskSubmitter(settings, queue, "classic", results=True) as opened:
+        yield opened
+
+
+def test_get_returns_the_tasks_return_value(submitter):
+    handle = submitter.submit(TaskMessage("results.resize", ["cat.png", 300]))
+
+    assert handle.get(timeout=10) == {"path": "cat.png", "width": 300}
+
+
+def test_a_dead_lettered_task_raises_task_failed_with_the_remote_error(submitter):
+    handle = submitter.submit(TaskMessage("results.resize", ["missing.png", 300]))
+
+    with pytest.raises(TaskFailed) as failed:
+        handle.get(timeout=10)
+    assert (failed.value.error_type, failed.value.error_message) == ("ImageMissing", "no such image: missing.png")
+    assert failed.value.reason == "not_retryable"
+
+
+def test_a_task_whose_retries_are_spent_reports_the_last_error(submitter):
+    handle = submitter.submit(TaskMessage("results.always_fails"))
+
+    with pytest.raises(TaskFailed) as failed:
+        handle.get(timeout=20)
+    assert (failed.value.reason, failed.value.error_type) == ("retries_exhausted", "ValueError")
+
+
+def test_a_retried_task_replies_once_from_its_final_attempt(submitter):
+    key = uuid.uuid4().hex
+    handle = submitter.submit(TaskMessage("results.flaky", [key]))
+
+    assert handle.get(timeout=20) == "attempt 2"
+
+
+def test_a_timeout_raises_timeout_error_and_the_task_still_runs(submitter):
+    handle = submitter.submit(TaskMessage("sleep", [0.5]))
+
+    with pytest.raises(TimeoutError):
+        handle.get(timeout=0.01)
+    assert handle.get(timeout=10) == 0.5
+
+
+def test_many_callers_each_get_their_own_result(submitter):
+    handles = [submitter.submit(TaskMessage("echo", [number])) for number in range(50)]
+
+    assert [handle.get(timeout=20) for handle in handles] == [[number] for number in range(50)]
+
+
+def test_a_task_whose_caller_went_away_is_acked_as_usual(settings, queue, worker):
+    with TaskSubmitter(settings, queue, "classic", results=True) as gone:
+        gone.submit(TaskMessage("sleep", [0.3]))
+    # The caller's connection is closed before the task ends: its reply has nowhere to go.
+    with TaskSubmitter(settings, queue, "classic", results=True) as caller:
+        after = caller.submit(TaskMessage("echo", ["after"]))
+        assert after.get(timeout=10) == ["after"]
+    worker.stop()  # lets the running task finish and settle; whatever was not acked goes back to the queue
+
+    with connect(settings, "rabbitry-tests") as connection:
+        assert connection.queue_state(queue).messages == 0
+        assert connection.queue_state(dead_letter_queue_name(queue)).messages == 0
+
+
+def test_get_on_a_task_submitted_without_asking_for_results_says_so(settings, queue):
+    with TaskSubmitter(settings, queue, "classic") as submitter:
+        handle = submitter.submit(TaskMessage("noop"))
+
+    with pytest.raises(ResultNotRequested):
+        handle.get(timeout=1)
