@@ -11,10 +11,11 @@ import click
 import structlog
 
 from rabbitry.common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
-from rabbitry.common.errors import MessageError
+from rabbitry.common.errors import ExitCode, MessageError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
 from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.waiting import print_results
 
 log = structlog.get_logger("rabbitry.new_task")
 
@@ -70,10 +71,15 @@ def read_task_file(path: str) -> list[TaskMessage]:
 @click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE, show_default=True,
               help="Type of the work queue, if it is created here.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print task ids.")
+@click.option("--wait", is_flag=True,
+              help="Wait for each task's result and print it as a JSON line beside its id; "
+                   "exit 1 if any task failed or timed out.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="With --wait: seconds to wait for all the results.")
 @broker_options
 @logging_options()
 def new_task(settings, words, task_name, task_args, task_kwargs, count, task_file, queue, queue_type, quiet,
-             log_format, log_level):
+             wait, timeout, log_format, log_level):
     """Queue a task: WORDS is the tutorial's message ("Hello..." works three seconds)."""
     if task_file and (words or task_name or task_args or task_kwargs):
         raise click.UsageError("--file takes the tasks from the file: give no task on the command line")
@@ -98,11 +104,20 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
             out.write("".join(m.message_id + "\n" for m in confirmed))
 
     show_progress = sys.stderr.isatty() and total > 1
-    with TaskSubmitter(settings, queue, queue_type, on_confirmed=print_ids) as submitter:
+    handles = []
+    with TaskSubmitter(settings, queue, queue_type, on_confirmed=None if wait else print_ids,
+                       results=wait) as submitter:
         with click.progressbar(length=total, label="queueing", file=sys.stderr) if show_progress else _Nothing() as bar:
-            for _ in submitter.submit_many(messages):
+            for handle in submitter.submit_many(messages):
                 bar.update(1)
+                if wait:
+                    handles.append(handle)
+        if wait:  # inside the block: the replies come over this submitter's connection
+            waited = print_results(handles, timeout, out)
     out.flush()
+    if wait and not waited.all_succeeded:
+        click.echo(f"new-task: {waited.summary()}", err=True)
+        raise SystemExit(int(ExitCode.FAILURE))
     if settings.is_local:
         log.warning("in_process_broker", detail="the in-process broker lives inside this command alone, so these "
                     "tasks end with it; run producers and workers in one process, as `rabbitry demo` does")

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from rabbitry.common.broker import connect
+from rabbitry.common.errors import ExitCode
 from rabbitry.common.local import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
@@ -20,6 +21,7 @@ from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules, task
 from rabbitry.workers.threaded import PoolThread
+from tests.helpers import json_lines
 
 _attempts: dict[str, int] = {}
 
@@ -176,3 +178,31 @@ def test_get_on_a_task_submitted_without_asking_for_results_says_so(settings, qu
 
     with pytest.raises(ResultNotRequested):
         handle.get(timeout=1)
+
+
+# -- new-task --wait (the command, with a worker process, on RabbitMQ) --------------
+def test_new_task_wait_prints_each_result_beside_its_id(run, start_worker, work_queue_name):
+    start_worker(work_queue_name, "--processes", "1")
+
+    result = run("new-task", "--task", "echo", "--args", '["hi"]', "--count", "3", "--wait", "--queue",
+                 work_queue_name)
+
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert [(line["status"], line["result"]) for line in lines] == [("succeeded", ["hi"])] * 3
+    assert len({line["id"] for line in lines}) == 3
+
+
+def test_new_task_wait_exits_non_zero_when_a_task_fails_or_times_out(run, start_worker, work_queue_name):
+    start_worker(work_queue_name, "--processes", "1", "--max-retries", "0")
+
+    failed = run("new-task", "--task", "fail", "--args", '["on purpose"]', "--wait", "--queue", work_queue_name)
+    timed_out = run("new-task", "--task", "sleep", "--args", "[2]", "--wait", "--timeout", "0.2", "--queue",
+                    work_queue_name)
+
+    assert failed.returncode == timed_out.returncode == ExitCode.FAILURE
+    [line] = json_lines(failed.stdout)
+    assert (line["status"], line["reason"], line["error_type"], line["error"]) == (
+        "failed", "retries_exhausted", "TaskFailed", "on purpose")
+    assert [line["status"] for line in json_lines(timed_out.stdout)] == ["timed_out"]
+    assert "0 succeeded, 0 failed, 1 timed out" in timed_out.stderr
