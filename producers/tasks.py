@@ -182,6 +182,12 @@ class TaskSubmitter:
             self._call_io_thread()
         return handle
 
+    def ready_for_more(self) -> bool:
+        """Whether ``submit()`` would hand a task over without waiting (connected, with room)."""
+        thread = self._thread
+        return (thread is not None and thread.is_alive() and not self._closing and self._error is None
+                and len(self._in_flight) < self.max_unconfirmed)
+
     def submit_many(self, messages: Iterable[TaskMessage]) -> Iterator[TaskHandle]:
         """Queue each task in turn, yielding its handle."""
         for message in messages:

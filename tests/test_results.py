@@ -4,6 +4,7 @@ Every test runs on RabbitMQ and on the in-process broker, with the worker's
 pool members as threads of the test process (as ``local://`` runs them).
 """
 
+import asyncio
 import threading
 import uuid
 
@@ -15,6 +16,7 @@ from rabbitry.common.local import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.producers.aio import AsyncTaskSubmitter
 from rabbitry.producers.handles import ResultNotRequested, TaskFailed
 from rabbitry.producers.tasks import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
@@ -206,3 +208,36 @@ def test_new_task_wait_exits_non_zero_when_a_task_fails_or_times_out(run, start_
         "failed", "retries_exhausted", "TaskFailed", "on purpose")
     assert [line["status"] for line in json_lines(timed_out.stdout)] == ["timed_out"]
     assert "0 succeeded, 0 failed, 1 timed out" in timed_out.stderr
+
+
+# -- asyncio -------------------------------------------------------------------------
+def test_a_coroutine_awaits_results_while_the_event_loop_runs_on(settings, queue, worker):
+    async def main():
+        ticks = []
+
+        async def ticker():
+            while True:
+                ticks.append(None)
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.create_task(ticker())
+        async with AsyncTaskSubmitter(settings, queue, "classic", results=True) as submitter:
+            slow = await submitter.submit(TaskMessage("sleep", [0.3]))
+            ticks.clear()
+            value = await slow.get(timeout=10)
+            ticked_while_waiting = len(ticks)
+            echoes = [await submitter.submit(TaskMessage("echo", [n])) for n in range(20)]
+            results = await asyncio.gather(*(echo.get(timeout=10) for echo in echoes))
+            failing = await submitter.submit(TaskMessage("results.resize", ["missing.png", 1]))
+            with pytest.raises(TaskFailed):
+                await failing.get(timeout=10)
+            confirmed = await (await submitter.submit(TaskMessage("noop"))).wait_confirmed(10)
+        ticking.cancel()
+        return value, ticked_while_waiting, results, confirmed
+
+    value, ticked_while_waiting, results, confirmed = asyncio.run(main())
+
+    assert value == 0.3
+    assert ticked_while_waiting > 1  # the loop ran other coroutines while the result was awaited
+    assert results == [[n] for n in range(20)]
+    assert confirmed.confirmed
