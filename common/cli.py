@@ -151,7 +151,8 @@ def log_exchange_options(func):
     @click.option("--exchange", "exchange_name", default=None, metavar="NAME", callback=check_exchange_name,
                   help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].")
     @click.option("--durable", is_flag=True,
-                  help="Declare the exchange durable, and publish persistent messages (for production).")
+                  help="Declare the exchange durable; emit-log and subscribe must agree on this. emit-log's "
+                       "messages are then persistent.")
     @functools.wraps(func)
     def wrapper(*args, exchange_type, exchange_name, durable, **kwargs):
         return func(*args, exchange=log_exchange(exchange_type, exchange_name, durable), **kwargs)
