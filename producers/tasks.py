@@ -14,6 +14,7 @@ import atexit
 import collections
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 
@@ -246,11 +247,17 @@ class TaskSubmitter:
                 self._refused(publisher.poll(self._pause()))
         except RabbitryError as error:  # the broker was lost for longer than settings.reconnect_for
             log.error("submitter_connection_lost", error=str(error), unconfirmed=len(self._in_flight))
-            with self._lock:
-                self._error = error
-                self._fail_everything_locked(error)
+            self._stopped_by(error)
+        except Exception as error:  # a fault of ours, or of an on_confirmed callback: no handle waits forever
+            log.error("submitter_failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+            self._stopped_by(RabbitryError(f"the submitter's I/O thread failed: {type(error).__name__}: {error}"))
         finally:
             publisher.close()
+
+    def _stopped_by(self, error: RabbitryError) -> None:
+        with self._lock:
+            self._error = error
+            self._fail_everything_locked(error)
 
     def _done(self) -> bool:
         with self._lock:
