@@ -10,7 +10,7 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from rabbitry.common.broker import connect
+from rabbitry.common.errors import Unroutable
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.producers.tasks import SubmitterClosed, TaskSubmitter
@@ -130,3 +130,18 @@ def test_closing_says_how_many_tasks_were_left_unconfirmed(extra_broker, unique_
 def _alarmed(node) -> bool:
     output = node.ctl("eval", "rabbit_alarm:get_alarms().", check=False)
     return "memory" in output
+
+
+def test_a_task_with_no_queue_to_go_to_fails_its_handle_and_the_flush(broker_settings, connection, work_queue_name):
+    submitter = TaskSubmitter(broker_settings, work_queue_name, "classic").connect()
+    try:
+        connection.delete_queue(work_queue_name)  # declared by connect(), gone before the task is sent
+        handle = submitter.submit(TaskMessage("noop"))
+        with pytest.raises(Unroutable):
+            handle.wait_confirmed(10)
+        with pytest.raises(Unroutable):
+            submitter.flush(10)
+    finally:
+        submitter.close()
+
+    assert not handle.confirmed
