@@ -28,6 +28,9 @@ from collections.abc import Callable
 from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
 from rabbitry.common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue,
                                  refused)
+from rabbitry.common.local_reply_to import (add_reply_consumer_locked, addressed, check_reply_consumer,
+                                            is_reply_address, reply_owner_locked)
+from rabbitry.common.replies import DIRECT_REPLY_TO
 from rabbitry.common.routing import MAX_KEY_BYTES
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
@@ -123,6 +126,7 @@ class LocalConnection(Connection):
         self._outbox: list[tuple] = []
         self._unsent = 0  # publishes in the outbox
         self._settled = SettledPublishes()
+        self._reply_address: str | None = None  # while consuming direct reply-to
 
     def _check_open(self) -> None:
         if not self._open:
@@ -211,18 +215,32 @@ class LocalConnection(Connection):
         return unsent
 
     # -- consuming ---------------------------------------------------------
-    def consume(self, queue, on_delivery, prefetch=1, exclusive=False) -> str:
+    def consume(self, queue, on_delivery, prefetch=1, exclusive=False, auto_ack=False) -> str:
         self._check_open()
         broker = self.broker
+        if queue == DIRECT_REPLY_TO:
+            return self._consume_replies(on_delivery, auto_ack)
         with self._locked():
             target = self._usable_queue_locked(queue)
             if exclusive and target.consumers or any(c.exclusive for c in target.consumers):
                 raise refused(ACCESS_REFUSED, f"queue '{queue}' in vhost '/' in exclusive use")
             tag = f"ctag{next(self._consumer_numbers)}.{id(self):x}"
-            consumer = Consumer(tag, target, self, on_delivery, prefetch, exclusive)
+            consumer = Consumer(tag, target, self, on_delivery, 0 if auto_ack else prefetch, exclusive,
+                                auto_ack=auto_ack)
             self._consumers[tag] = consumer
             target.consumers.append(consumer)
             broker.dispatch_locked(target)
+        return tag
+
+    def _consume_replies(self, on_delivery, auto_ack: bool) -> str:
+        """Consume direct reply-to: this connection gets an address of its own (see local_reply_to)."""
+        with self._locked():
+            check_reply_consumer(auto_ack)
+            tag = f"ctag{next(self._consumer_numbers)}.{id(self):x}"
+            consumer = Consumer(tag, LocalQueue(DIRECT_REPLY_TO, durable=False), self, on_delivery, 0, auto_ack=True)
+            consumer.reply_address = self._reply_address = add_reply_consumer_locked(
+                self.broker.reply_consumers, consumer)
+            self._consumers[tag] = consumer
         return tag
 
     def deliver_locked(self, consumer: Consumer, queue: LocalQueue, envelope: Envelope) -> None:
@@ -233,8 +251,9 @@ class LocalConnection(Connection):
         """
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
-        self._unacked[tag] = (queue, envelope, consumer)
-        consumer.unacked += 1
+        if not consumer.auto_ack:
+            self._unacked[tag] = (queue, envelope, consumer)
+            consumer.unacked += 1
         if not self._pending:
             self._inbox.put(_wake_up)
         self._pending.append((consumer, queue, envelope, tag))
@@ -247,12 +266,15 @@ class LocalConnection(Connection):
             headers = {**(headers or {}), "x-delivery-count": envelope.deliveries}
         return Delivery(message.body, message.routing_key, message.exchange, tag, envelope.redelivered,
                         message.content_type, message.message_id, message.timestamp,
-                        dict(headers) if headers else {}, message.app_id, message.type, message.persistent)
+                        dict(headers) if headers else {}, message.app_id, message.type, message.persistent,
+                        message.reply_to, message.correlation_id)
 
     def cancel(self, consumer_tag: str) -> None:
         self._check_open()
         consumer = self._consumers.pop(consumer_tag, None)
         if consumer is not None:
+            if consumer.reply_address is not None:
+                self._reply_address = None
             with self._locked():
                 self.broker.remove_consumer_locked(consumer)
 
@@ -279,7 +301,7 @@ class LocalConnection(Connection):
         touched: dict[LocalQueue, None] = {}
         for first, second, kind in outbox:
             if kind is None:
-                routed = broker.route_locked(first)
+                routed = self._route_locked(first)
                 if second and not routed:
                     self._settled.failed.append(PublishFailure(first, "unroutable"))
                 else:
@@ -306,6 +328,17 @@ class LocalConnection(Connection):
         for queue_ in touched:
             if queue_.ready and queue_.consumers:
                 broker.dispatch_locked(queue_)
+
+    def _route_locked(self, message: OutgoingMessage) -> int:
+        """Route a publish, as the broker reads it; return to how many queues (or reply consumers)."""
+        message = addressed(message, self._reply_address)
+        if not is_reply_address(message.exchange, message.routing_key):
+            return self.broker.route_locked(message)
+        owner = reply_owner_locked(self.broker.reply_consumers, message.routing_key)
+        if owner is None:
+            return 0  # its channel is gone: the reply is dropped, as RabbitMQ drops it
+        owner.connection.deliver_locked(owner, owner.queue, Envelope(message))
+        return 1
 
     def process_events(self, timeout: float | None = 0) -> None:
         self._check_open()
@@ -334,7 +367,8 @@ class LocalConnection(Connection):
                     break  # a callback closed the connection: the rest is requeued already
                 try:
                     if consumer.cancelled:
-                        self.reject(tag, requeue=True)  # as pika does with what a cancelled consumer never saw
+                        if not consumer.auto_ack:
+                            self.reject(tag, requeue=True)  # as pika does with what a cancelled consumer never saw
                     else:
                         consumer.on_delivery(self._delivery(queue_, envelope, tag))
                 except BaseException:

@@ -71,6 +71,8 @@ class Consumer:
     exclusive: bool = False  # the queue's only consumer, by request
     unacked: int = 0
     cancelled: bool = False
+    auto_ack: bool = False  # deliveries count as acknowledged once sent
+    reply_address: str | None = None  # a consumer of direct reply-to: its address
 
 
 @dataclass(eq=False)
@@ -162,6 +164,8 @@ class LocalBroker:
         self.exchanges: dict[str, LocalExchange] = {
             name: LocalExchange(name, kind, durable=True) for name, kind in PREDECLARED_EXCHANGES.items()}
         self.queues: dict[str, LocalQueue] = {}
+        #: Direct reply-to: each address and the consumer it belongs to (see rabbitry.common.local_reply_to).
+        self.reply_consumers: dict[str, Consumer] = {}
         # Expiring messages: a heap of (deadline, sequence, queue), served by one thread.
         self._expiry_heap: list[tuple[float, int, LocalQueue]] = []
         self._expiry_sequence = itertools.count()
@@ -328,7 +332,8 @@ class LocalBroker:
         # The expiration is dropped, so the dead letter does not expire again on arrival.
         letter = OutgoingMessage(routing_key, original.body, exchange_name, original.content_type,
                                  original.message_id, original.timestamp, headers, original.persistent,
-                                 original.app_id, original.type)
+                                 original.app_id, original.type, reply_to=original.reply_to,
+                                 correlation_id=original.correlation_id)
         for name in ([routing_key] if exchange_name == "" else exchange.route(routing_key)):
             target = self.queues.get(name)
             if target is not None:
@@ -392,6 +397,8 @@ class LocalBroker:
     def remove_consumer_locked(self, consumer: Consumer) -> None:
         """Take a consumer off its queue; an auto-delete queue goes with its last consumer."""
         consumer.cancelled = True
+        if consumer.reply_address is not None:
+            self.reply_consumers.pop(consumer.reply_address, None)
         queue = consumer.queue
         if consumer in queue.consumers:
             queue.consumers.remove(consumer)

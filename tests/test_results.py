@@ -78,7 +78,7 @@ class InProcessWorker:
             thread.join(30)
 
 
-@pytest.fixture(params=["amqp"])
+@pytest.fixture(params=["local", "amqp"])
 def settings(request):
     """Settings for the in-process broker or the session's RabbitMQ."""
     if request.param == "local":
