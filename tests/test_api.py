@@ -6,13 +6,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
-from rabbitry import ConfigurationError, DuplicateTask, Task, task
+from rabbitry import ConfigurationError, DuplicateTask, MessageError, Task, task
 from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.producers import default as default_submitter
 from tests.fault_helpers import REPOSITORY
-from tests.helpers import wait_until
+from tests.helpers import drain, wait_until
 
 API_TASKS = ("--tasks", "tests.api_tasks")
 
@@ -59,7 +61,33 @@ def test_a_wrong_call_fails_at_the_caller_and_sends_nothing(unique_name, work_qu
         assert str(raised.value).startswith(f"{unique_name}(path: str, width: int = 800): ")
     with pytest.raises(TypeError):
         resize.send_with_options(args=["a.png"], kwargs={"height": 3})
+    with pytest.raises(MessageError, match="not JSON"):
+        resize.delay(object())
+    with pytest.raises(MessageError, match="task id"):
+        resize.send_with_options(args=["a.png"], task_id="x" * 256)
     assert connection.queue_state(work_queue_name) is None  # nothing was even declared
+
+
+def test_threads_share_the_default_submitter_and_every_task_is_queued_once(
+        unique_name, work_queue_name, connection, broker_url, monkeypatch, request):
+    monkeypatch.setenv("AMQP_URL", broker_url)
+    request.addfinalizer(default_submitter.close)
+
+    @task(name=unique_name, queue=work_queue_name)
+    def count(n: int):
+        pass
+
+    ids = []
+    threads = [threading.Thread(target=lambda n=n: ids.append(count.delay(n))) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(set(ids)) == 40
+    assert connection.queue_state(work_queue_name).messages == 40  # each confirmed before delay returned
+    queued = [json.loads(delivery.body)["args"] for delivery in drain(connection, work_queue_name)]
+    assert sorted(queued) == [[n] for n in range(40)]
 
 
 def test_a_name_registered_twice_is_an_error_naming_both_functions(unique_name):
@@ -260,3 +288,26 @@ def test_importing_rabbitry_is_light_and_every_public_name_resolves():
                             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
 
     assert result.stdout.split() == ["True", "True", "True", "False"], result.stderr
+
+
+def test_a_forked_child_sends_on_a_connection_of_its_own(cli_env, work_queue_name, unique_name, connection, tmp_path):
+    write_project(tmp_path, unique_name, work_queue_name)
+    script = textwrap.dedent("""\
+        import os
+        from myapp.tasks import resize
+
+        resize.delay("parent, before the fork")
+        child = os.fork()
+        if child == 0:
+            resize.delay("child")
+            os._exit(0)
+        os.waitpid(child, 0)
+        resize.delay("parent, after the fork")
+        """)
+
+    sent = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                          timeout=60)
+
+    assert sent.returncode == 0, sent.stderr
+    queued = [json.loads(delivery.body)["args"][0] for delivery in drain(connection, work_queue_name)]
+    assert queued == ["parent, before the fork", "child", "parent, after the fork"]

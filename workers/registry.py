@@ -78,8 +78,10 @@ class Task:
 
         args, kwargs = list(args), dict(kwargs or {})
         self.check_arguments(args, kwargs)
-        message = TaskMessage(self.name, args, kwargs) if task_id is None else \
-            TaskMessage(self.name, args, kwargs, id=task_id)
+        # A task id that is not a short string, arguments that are not JSON or too big: all are
+        # MessageErrors here, before anything connects.
+        message = TaskMessage.from_dict({"task": self.name, "args": args, "kwargs": kwargs, "id": task_id})
+        message.encode()
         return default.submit(message, queue or self.queue)
 
     def __repr__(self) -> str:
