@@ -24,10 +24,10 @@ def command_path(name: str) -> str:
 
 
 def run_command(args: list[str], env: dict, input: str | None = None, timeout: float = 60,
-                check: bool = False) -> subprocess.CompletedProcess:
-    """Run a rabbitry command and capture its output."""
+                check: bool = False, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run a rabbitry command (in folder ``cwd``, if given) and capture its output."""
     result = subprocess.run([command_path(args[0]), *args[1:]], env=env, input=input, capture_output=True,
-                            text=True, timeout=timeout)
+                            text=True, timeout=timeout, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
     return result

@@ -45,3 +45,18 @@ def test_a_worker_gives_up_with_exit_3_when_the_broker_stays_down_past_its_conne
     assert "cannot reach the broker" in error and "gave up after 1 s" in error
     assert result.stdout.count('"broker_unreachable"') >= 2  # each attempt logged
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_tasks_own_time_limit_over_the_consumer_timeout_stops_the_worker_with_one_clear_line(
+        run, work_queue_name, unique_name, tmp_path):
+    # The shared broker keeps RabbitMQ's default consumer_timeout of 30 minutes.
+    (tmp_path / "long_tasks.py").write_text(
+        f"from rabbitry import task\n\n@task(name={unique_name!r}, time_limit=100000)\ndef long():\n    pass\n")
+
+    result = run("worker", "--queue", work_queue_name, "--tasks", "long_tasks", "--processes", "1",
+                 cwd=str(tmp_path))
+
+    assert result.returncode == ExitCode.USAGE, result.stdout
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert f"the time_limit of task {unique_name!r}, 100000 s, does not fit under the broker's consumer_timeout" \
+        in error
