@@ -65,6 +65,8 @@ def test_a_wrong_call_fails_at_the_caller_and_sends_nothing(unique_name, work_qu
         resize.delay(object())
     with pytest.raises(MessageError, match="task id"):
         resize.send_with_options(args=["a.png"], task_id="x" * 256)
+    with pytest.raises(ConfigurationError, match="queue name"):
+        resize.send_with_options(args=["a.png"], queue="x" * 256)
     assert connection.queue_state(work_queue_name) is None  # nothing was even declared
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rabbitry.common.errors import ConfigurationError, DuplicateTask, UnknownTask
+from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import MOST_RETRIES, check_work_queue_name
 
 
@@ -73,11 +74,12 @@ class Task:
                           task_id: str | None = None) -> str:
         """Queue the task with per-call options: ``queue`` overrides the task's own, ``task_id``
         gives the task an id of the caller's choosing. Returns the task id once confirmed."""
-        from rabbitry.common.messages import TaskMessage
-        from rabbitry.producers import default
+        from rabbitry.producers import default  # the broker side, only for an application that sends
 
         args, kwargs = list(args), dict(kwargs or {})
         self.check_arguments(args, kwargs)
+        if queue is not None:
+            check_work_queue_name(queue)
         # A task id that is not a short string, arguments that are not JSON or too big: all are
         # MessageErrors here, before anything connects.
         message = TaskMessage.from_dict({"task": self.name, "args": args, "kwargs": kwargs, "id": task_id})
