@@ -84,6 +84,13 @@ class AsyncTaskSubmitter:
     def __init__(self, settings: BrokerSettings, *args, **options):
         self.submitter = TaskSubmitter(settings, *args, **options)
 
+    @classmethod
+    def around(cls, submitter: TaskSubmitter) -> "AsyncTaskSubmitter":
+        """The asyncio face of an existing submitter (threads and coroutines may share it)."""
+        wrapper = cls.__new__(cls)
+        wrapper.submitter = submitter
+        return wrapper
+
     async def _off_the_loop(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 

@@ -1,40 +1,50 @@
 """The submitter behind ``task.delay``: one per work queue and process, made when first needed.
 
 Its settings are the ones the commands read: ``AMQP_URL`` and the
-``AMQP_TLS_*`` files. Every thread of the process shares it, one call at a
-time; a forked child process makes its own, and at exit each is closed.
+``AMQP_TLS_*`` files. It asks for results, so that ``task.delay(...).get()``
+works. Every thread of the process shares it (a
+:class:`~rabbitry.producers.tasks.TaskSubmitter` is safe to share), and so
+do coroutines, through ``task.delay_async``; a forked child process makes
+its own, and at exit each is closed.
 """
 
+import asyncio
 import atexit
 import os
 import threading
 
-from rabbitry.common.errors import BrokerUnavailable
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
+from rabbitry.producers.aio import AsyncTaskHandle, AsyncTaskSubmitter
+from rabbitry.producers.handles import TaskHandle
 from rabbitry.producers.tasks import TaskSubmitter
 
 _lock = threading.Lock()
 _submitters: dict[str, TaskSubmitter] = {}
 
 
-def submit(message: TaskMessage, queue: str | None = None) -> str:
-    """Queue ``message`` on ``queue`` (the default work queue if None) and wait for the broker's
-    confirm; return what the submitter's ``submit`` returns."""
+def submitter(queue: str | None = None) -> TaskSubmitter:
+    """The process's submitter for ``queue`` (the default work queue if None), connected when first asked for."""
     queue = queue or DEFAULT_TASK_QUEUE
     with _lock:
-        submitter = _submitters.get(queue)
-        if submitter is None:
-            submitter = _submitters[queue] = TaskSubmitter(BrokerSettings.from_environment(), queue).connect()
-        try:
-            submitted = submitter.submit(message)
-            submitter.flush()
-        except BrokerUnavailable:
-            del _submitters[queue]  # the next call connects afresh
-            submitter.close()
-            raise
-    return submitted
+        found = _submitters.get(queue)
+        if found is None:
+            found = _submitters[queue] = TaskSubmitter(BrokerSettings.from_environment(), queue,
+                                                       results=True).connect()
+    return found
+
+
+def submit(message: TaskMessage, queue: str | None = None) -> TaskHandle:
+    """Queue ``message`` on ``queue`` and wait for the broker's confirm; return its handle."""
+    return submitter(queue).submit(message).wait_confirmed()
+
+
+async def submit_async(message: TaskMessage, queue: str | None = None) -> AsyncTaskHandle:
+    """:func:`submit` for coroutines: the event loop never waits on the broker."""
+    shared = await asyncio.get_running_loop().run_in_executor(None, submitter, queue)
+    handle = await AsyncTaskSubmitter.around(shared).submit(message)
+    return await handle.wait_confirmed()
 
 
 def close() -> None:
@@ -42,8 +52,8 @@ def close() -> None:
     with _lock:
         submitters = list(_submitters.values())
         _submitters.clear()
-    for submitter in submitters:
-        submitter.close()
+    for opened in submitters:
+        opened.close()
 
 
 def _forget_in_child() -> None:

@@ -12,6 +12,7 @@ however long the program stays idle.
 
 import atexit
 import collections
+import os
 import threading
 import time
 import traceback
@@ -91,6 +92,7 @@ class TaskSubmitter:
         self._error: RabbitryError | None = None  # why the I/O thread stopped
         self._publisher: ReliablePublisher | None = None
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
         self._stop = threading.Event()
         self.connections_opened = 0
 
@@ -106,6 +108,7 @@ class TaskSubmitter:
         atexit.unregister(self._close_at_exit)
         atexit.register(self._close_at_exit)
         started, self._error = threading.Event(), None
+        self._pid = os.getpid()
         self._stop.clear()
         self._publisher = ReliablePublisher(self.settings, work_queue(self.queue, self.queue_type),
                                             name="rabbitry-submitter", on_confirmed=self._confirmed,
@@ -128,7 +131,7 @@ class TaskSubmitter:
         connection; return how many tasks were left unconfirmed (they may or may not be queued)."""
         atexit.unregister(self._close_at_exit)
         thread = self._thread
-        if thread is None:
+        if thread is None or self._pid != os.getpid():  # a forked child's copy: the connection is the parent's
             return 0
         timeout = self.close_timeout if timeout is None else timeout
         with self._lock:

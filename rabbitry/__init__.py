@@ -22,6 +22,10 @@ _EXPORTS = {
     "task": "rabbitry.workers.registry",
     "Task": "rabbitry.workers.registry",
     "TaskSubmitter": "rabbitry.producers.tasks",
+    "AsyncTaskSubmitter": "rabbitry.producers.aio",
+    "TaskHandle": "rabbitry.producers.handles",
+    "TaskFailed": "rabbitry.producers.handles",
+    "ResultLost": "rabbitry.producers.handles",
     "TaskMessage": "rabbitry.common.messages",
     # Logs
     "LogExchangeHandler": "rabbitry.producers.log_handler",

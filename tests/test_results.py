@@ -16,6 +16,7 @@ from rabbitry.common.local import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.producers import default as default_submitter
 from rabbitry.producers.aio import AsyncTaskSubmitter
 from rabbitry.producers.handles import ResultNotRequested, TaskFailed
 from rabbitry.producers.tasks import TaskSubmitter
@@ -56,8 +57,9 @@ def always_fails() -> None:
 class InProcessWorker:
     """Pool members as threads of this process, on either transport."""
 
-    def __init__(self, settings: BrokerSettings, queue: str, processes: int = 2, max_retries: int = 1):
-        self.config = WorkerConfig(settings=settings, queue=queue, queue_type="classic", processes=processes,
+    def __init__(self, settings: BrokerSettings, queue: str, processes: int = 2, max_retries: int = 1,
+                 queue_type: str = "classic"):
+        self.config = WorkerConfig(settings=settings, queue=queue, queue_type=queue_type, processes=processes,
                                    max_retries=max_retries, log_level="critical")
         self._stop = threading.Event()
         ledger = CrashLedger(processes)
@@ -241,3 +243,28 @@ def test_a_coroutine_awaits_results_while_the_event_loop_runs_on(settings, queue
     assert ticked_while_waiting > 1  # the loop ran other coroutines while the result was awaited
     assert results == [[n] for n in range(20)]
     assert confirmed.confirmed
+
+
+# -- task.delay() and task.delay_async() ---------------------------------------------
+def test_delay_and_delay_async_return_handles_whose_get_is_the_return_value(settings, queue, unique_name,
+                                                                            monkeypatch, request):
+    monkeypatch.setenv("AMQP_URL", settings.urls[0])
+    request.addfinalizer(default_submitter.close)
+    request.addfinalizer(InProcessWorker(settings, queue, queue_type="quorum").start().stop)  # delay's queue type
+
+    @task(name=unique_name, queue=queue)
+    def double(n: int) -> int:
+        return 2 * n
+
+    async def from_a_coroutine():
+        handle = await double.delay_async(4)
+        return handle.id, await handle.get(timeout=10)
+
+    handle = double.delay(21)
+    task_id, value = asyncio.run(from_a_coroutine())
+
+    assert handle.confirmed and handle == handle.id
+    assert handle.get(timeout=10) == 42
+    assert value == 8 and task_id != handle.id
+    with pytest.raises(TaskFailed, match="no such image"):
+        resize.send_with_options(args=["missing.png", 1], queue=queue).get(timeout=10)

@@ -10,11 +10,15 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rabbitry.common.errors import ConfigurationError, DuplicateTask, UnknownTask
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import MOST_RETRIES, check_work_queue_name
+
+if TYPE_CHECKING:
+    from rabbitry.producers.aio import AsyncTaskHandle
+    from rabbitry.producers.handles import TaskHandle
 
 
 class Task:
@@ -59,23 +63,40 @@ class Task:
         """Run the function here and now, as if it were not a task."""
         return self.function(*args, **kwargs)
 
-    def delay(self, *args, **kwargs) -> str:
-        """Queue the task for a worker; return its task id once the broker has confirmed it.
+    def delay(self, *args, **kwargs) -> "TaskHandle":
+        """Queue the task for a worker; return its handle once the broker has confirmed it.
 
-        A call that does not fit the function's signature raises TypeError here,
-        and nothing is sent.
+        ``handle.id`` (also ``str(handle)``, and the handle equals it) is the task
+        id; ``handle.get(timeout)`` waits for the task's return value. A call that
+        does not fit the function's signature raises TypeError here, and nothing
+        is sent.
         """
         return self.send_with_options(args=args, kwargs=kwargs)
 
     #: Dramatiq's name for :meth:`delay`.
     send = delay
 
+    async def delay_async(self, *args, **kwargs) -> "AsyncTaskHandle":
+        """:meth:`delay` for coroutines: ``await task.delay_async(...)``, then ``await handle.get(timeout)``."""
+        return await self.send_with_options_async(args=args, kwargs=kwargs)
+
     def send_with_options(self, *, args=(), kwargs=None, queue: str | None = None,
-                          task_id: str | None = None) -> str:
+                          task_id: str | None = None) -> "TaskHandle":
         """Queue the task with per-call options: ``queue`` overrides the task's own, ``task_id``
-        gives the task an id of the caller's choosing. Returns the task id once confirmed."""
+        gives the task an id of the caller's choosing. Returns its handle once confirmed."""
         from rabbitry.producers import default  # the broker side, only for an application that sends
 
+        return default.submit(self._message(args, kwargs, queue, task_id), queue or self.queue)
+
+    async def send_with_options_async(self, *, args=(), kwargs=None, queue: str | None = None,
+                                      task_id: str | None = None) -> "AsyncTaskHandle":
+        """:meth:`send_with_options` for coroutines."""
+        from rabbitry.producers import default
+
+        return await default.submit_async(self._message(args, kwargs, queue, task_id), queue or self.queue)
+
+    def _message(self, args, kwargs, queue: str | None, task_id: str | None) -> TaskMessage:
+        """The message for one call; raises TypeError or MessageError for a call that cannot be sent."""
         args, kwargs = list(args), dict(kwargs or {})
         self.check_arguments(args, kwargs)
         if queue is not None:
@@ -84,7 +105,7 @@ class Task:
         # MessageErrors here, before anything connects.
         message = TaskMessage.from_dict({"task": self.name, "args": args, "kwargs": kwargs, "id": task_id})
         message.encode()
-        return default.submit(message, queue or self.queue)
+        return message
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} of {self.origin}>"
