@@ -144,7 +144,8 @@ class TaskSubmitter:
             thread.join(_IDLE_TICK_S)
         with self._lock:
             left = len(self._in_flight) + len(self._submissions)
-            self._fail_everything_locked(PublishFailed("the submitter closed before the broker confirmed it"))
+            self._fail_everything_locked(PublishFailed("the submitter closed before the broker confirmed it"),
+                                         ResultLost("the submitter closed before the task's reply came"))
             self._thread = None
         if left:
             log.warning("submitter_closed_unconfirmed", unconfirmed=left, queue=self.queue,
@@ -338,14 +339,14 @@ class TaskSubmitter:
             self._changed.notify_all()
         handle._tell_watchers()
 
-    def _fail_everything_locked(self, error: RabbitryError) -> None:
-        """Settle every handle still waiting, with ``error``."""
+    def _fail_everything_locked(self, error: RabbitryError, lost: ResultLost | None = None) -> None:
+        """Settle every handle still waiting: unconfirmed with ``error``, awaiting a reply with ``lost``."""
         handles = [handle for _, handle in self._in_flight.values()]
         for handle in handles:
             handle._settle(error)
         self._in_flight.clear()
         self._submissions.clear()
-        lost = ResultLost(f"no reply can come: {error}")
+        lost = lost or ResultLost(f"no reply can come: {error}")
         for handle in list(self._awaiting_reply.values()):
             if not handle.ready:
                 handle._answer(error=lost)

@@ -18,7 +18,7 @@ from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
 from rabbitry.producers import default as default_submitter
 from rabbitry.producers.aio import AsyncTaskSubmitter
-from rabbitry.producers.handles import ResultNotRequested, TaskFailed
+from rabbitry.producers.handles import ResultLost, ResultNotRequested, TaskFailed
 from rabbitry.producers.tasks import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.ledger import CrashLedger
@@ -268,3 +268,13 @@ def test_delay_and_delay_async_return_handles_whose_get_is_the_return_value(sett
     assert value == 8 and task_id != handle.id
     with pytest.raises(TaskFailed, match="no such image"):
         resize.send_with_options(args=["missing.png", 1], queue=queue).get(timeout=10)
+
+
+def test_a_result_is_lost_with_the_connection_that_was_to_carry_it(settings, queue, worker):
+    submitter = TaskSubmitter(settings, queue, "classic", results=True).connect()
+    handle = submitter.submit(TaskMessage("sleep", [0.3]))
+    handle.wait_confirmed(10)
+    submitter.close()
+
+    with pytest.raises(ResultLost):
+        handle.get(timeout=10)
