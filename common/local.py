@@ -16,6 +16,9 @@ operation (at the latest in :meth:`~LocalConnection.process_events` or
 confirmed as soon as it reaches the broker. The broker keeps the published
 :class:`~common.transport.OutgoingMessage` itself, so a publisher must not
 change a message after publishing it (deliveries get their own headers).
+
+The broker itself is :mod:`rabbitry.common.local_broker`; what a connection
+sends it is in :mod:`rabbitry.common.local_outbox`.
 """
 
 import contextlib
@@ -26,8 +29,11 @@ import urllib.parse
 from collections.abc import Callable
 
 from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
-from rabbitry.common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue,
-                                 refused)
+from rabbitry.common.local_broker import LocalBroker
+from rabbitry.common.local_dead_letters import REJECTED
+from rabbitry.common.local_outbox import ACK, DEAD_LETTER, REQUEUE, Publish, Settle
+from rabbitry.common.local_queue import Consumer, Envelope, LocalQueue
+from rabbitry.common.local_refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused
 from rabbitry.common.routing import MAX_KEY_BYTES
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
@@ -69,7 +75,9 @@ def connect_local(settings: BrokerSettings, name: str = "rabbitry") -> "LocalCon
 
 #: Publishes buffered before they are sent to the broker in one go (as rabbitry.common.amqp flushes).
 _SEND_EVERY = 64
-_ACK, _REQUEUE, _DROP = "ack", "requeue", "drop"
+def _closed() -> ConnectionLost:
+    """The error for using a connection after it was closed."""
+    return ConnectionLost("connection lost: the in-process connection is closed")
 
 
 def _wake_up() -> None:
@@ -110,23 +118,17 @@ class LocalConnection(Connection):
         self.name = name
         # Callbacks from other threads; also the wake-up call for new deliveries.
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        # Deliveries not yet run: (consumer, queue, envelope, delivery tag).
-        self._pending: list[tuple[Consumer, LocalQueue, Envelope, int]] = []
+        # Deliveries handed over by the broker whose callbacks have not run yet.
+        self._pending: list[Envelope] = []
         self._open = True
         self._next_delivery_tag = 1
-        # delivery tag -> (queue, envelope, consumer or None for basic.get), oldest first.
-        self._unacked: dict[int, tuple[LocalQueue, Envelope, Consumer | None]] = {}
+        self._unacked: dict[int, Envelope] = {}  # by delivery tag, oldest first
         self._consumers: dict[str, Consumer] = {}
         self._consumer_numbers = itertools.count(1)
-        # Publishes, acks and rejects sent but not yet read by the broker, in order:
-        # (message, mandatory, None) or (delivery tag, multiple, _ACK/_REQUEUE/_DROP).
-        self._outbox: list[tuple] = []
+        # Publishes, acks and rejects sent but not yet read by the broker, in order.
+        self._outbox: list[Publish | Settle] = []
         self._unsent = 0  # publishes in the outbox
         self._settled = SettledPublishes()
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise ConnectionLost("connection lost: the in-process connection is closed")
 
     @contextlib.contextmanager
     def _locked(self):
@@ -143,15 +145,10 @@ class LocalConnection(Connection):
                 self._close_locked()
                 raise
 
-    def _usable_queue_locked(self, name: str) -> LocalQueue:
-        """The queue called ``name``, if it exists and is not another connection's exclusive queue."""
-        queue_ = self.broker.queue_locked(name)
-        self.broker.check_access_locked(queue_, self)
-        return queue_
-
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         given = [e.name for e in topology.exchanges] + [q.name for q in topology.queues] + [
             text for b in topology.bindings for text in (b.exchange, b.queue, b.routing_key)]
         too_long = next((name for name in given if _over_short_string(name)), None)
@@ -175,7 +172,8 @@ class LocalConnection(Connection):
 
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         # Refused as pika refuses it. Only the names and ids, which come from users, are
         # looked at here, and only when one is long: this is every message's path.
         if ((len(message.routing_key) > _SURELY_SHORT or len(message.message_id or "") > _SURELY_SHORT
@@ -183,7 +181,7 @@ class LocalConnection(Connection):
                 and _has_field_too_long(message)):
             self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
             return
-        self._outbox.append((message, mandatory, None))
+        self._outbox.append(Publish(message, mandatory))
         self._unsent += 1
         if self._unsent >= _SEND_EVERY:
             self._send()
@@ -197,7 +195,8 @@ class LocalConnection(Connection):
         return self._unsent  # confirms are immediate once sent
 
     def wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         self._send()
         return self._settled.take_failed()
 
@@ -205,17 +204,18 @@ class LocalConnection(Connection):
         return self._settled.take()
 
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
-        unsent = [(message, mandatory) for message, mandatory, kind in self._outbox if kind is None]
-        self._outbox = [item for item in self._outbox if item[2] is not None]
+        unsent = [(sent.message, sent.mandatory) for sent in self._outbox if type(sent) is Publish]
+        self._outbox = [sent for sent in self._outbox if type(sent) is Settle]
         self._unsent = 0
         return unsent
 
     # -- consuming ---------------------------------------------------------
     def consume(self, queue, on_delivery, prefetch=1, exclusive=False) -> str:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         broker = self.broker
         with self._locked():
-            target = self._usable_queue_locked(queue)
+            target = broker.usable_queue_locked(queue, self)
             if exclusive and target.consumers or any(c.exclusive for c in target.consumers):
                 raise refused(ACCESS_REFUSED, f"queue '{queue}' in vhost '/' in exclusive use")
             tag = f"ctag{next(self._consumer_numbers)}.{id(self):x}"
@@ -225,7 +225,7 @@ class LocalConnection(Connection):
             broker.dispatch_locked(target)
         return tag
 
-    def deliver_locked(self, consumer: Consumer, queue: LocalQueue, envelope: Envelope) -> None:
+    def deliver_locked(self, consumer: Consumer, envelope: Envelope) -> None:
         """Called by the broker, under its lock: hand ``envelope`` to ``consumer``.
 
         The delivery waits in a batch that :meth:`process_events` takes whole;
@@ -233,36 +233,30 @@ class LocalConnection(Connection):
         """
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
-        self._unacked[tag] = (queue, envelope, consumer)
+        envelope.delivery_tag, envelope.consumer = tag, consumer
+        self._unacked[tag] = envelope
         consumer.unacked += 1
         if not self._pending:
             self._inbox.put(_wake_up)
-        self._pending.append((consumer, queue, envelope, tag))
-
-    @staticmethod
-    def _delivery(queue: LocalQueue, envelope: Envelope, tag: int) -> Delivery:
-        message = envelope.message
-        headers = message.headers
-        if envelope.deliveries and queue.is_quorum:
-            headers = {**(headers or {}), "x-delivery-count": envelope.deliveries}
-        return Delivery(message.body, message.routing_key, message.exchange, tag, envelope.redelivered,
-                        message.content_type, message.message_id, message.timestamp,
-                        dict(headers) if headers else {}, message.app_id, message.type, message.persistent)
+        self._pending.append(envelope)
 
     def cancel(self, consumer_tag: str) -> None:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         consumer = self._consumers.pop(consumer_tag, None)
         if consumer is not None:
             with self._locked():
                 self.broker.remove_consumer_locked(consumer)
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        self._check_open()
-        self._outbox.append((delivery_tag, multiple, _ACK))
+        if not self._open:
+            raise _closed()
+        self._outbox.append(Settle(delivery_tag, multiple, ACK))
 
     def reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        self._check_open()
-        self._outbox.append((delivery_tag, False, _REQUEUE if requeue else _DROP))
+        if not self._open:
+            raise _closed()
+        self._outbox.append(Settle(delivery_tag, False, REQUEUE if requeue else DEAD_LETTER))
 
     def _send_locked(self) -> None:
         """Carry out, in order, the publishes, acks and rejects buffered since the last call.
@@ -277,38 +271,39 @@ class LocalConnection(Connection):
         self._unsent = 0
         broker, unacked = self.broker, self._unacked
         touched: dict[LocalQueue, None] = {}
-        for first, second, kind in outbox:
-            if kind is None:
-                routed = broker.route_locked(first)
-                if second and not routed:
-                    self._settled.failed.append(PublishFailure(first, "unroutable"))
+        for sent in outbox:
+            if type(sent) is Publish:
+                message = sent.message
+                if not broker.route_locked(message) and sent.mandatory:
+                    self._settled.failed.append(PublishFailure(message, "unroutable"))
                 else:
-                    self._settled.confirmed.append(first)
+                    self._settled.confirmed.append(message)
                 continue
-            delivery_tag, multiple = first, second
-            if not multiple:
+            delivery_tag = sent.delivery_tag
+            if not sent.multiple:
                 settled = unacked.pop(delivery_tag, None)
                 settled = () if settled is None else (settled,)
             else:
-                # Tag 0 with ``multiple`` means every outstanding delivery, as in AMQP.
                 settled = [unacked.pop(tag) for tag in [tag for tag in unacked  # oldest first
                                                         if tag <= delivery_tag or not delivery_tag]]
             if not settled:
                 raise refused(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
-            for queue_, envelope, consumer in settled:
-                if consumer is not None:
-                    consumer.unacked -= 1
-                    touched[queue_] = None
-                if kind is _REQUEUE:
-                    broker.requeue_locked(queue_, [envelope])
-                elif kind is _DROP:
-                    broker.dead_letter_locked(queue_, envelope, "rejected")
+            outcome = sent.outcome
+            for envelope in settled:
+                if envelope.consumer is not None:
+                    envelope.consumer.unacked -= 1
+                    touched[envelope.queue] = None
+                if outcome is REQUEUE:
+                    broker.requeue_locked(envelope.queue, [envelope])
+                elif outcome is DEAD_LETTER:
+                    broker.dead_letter_locked(envelope, REJECTED)
         for queue_ in touched:
             if queue_.ready and queue_.consumers:
                 broker.dispatch_locked(queue_)
 
     def process_events(self, timeout: float | None = 0) -> None:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         self._send()
         if self._run_waiting() or timeout is not None and timeout <= 0:
             return
@@ -329,14 +324,14 @@ class LocalConnection(Connection):
         if self._pending and self._open:
             with self.broker.lock:
                 batch, self._pending = self._pending, []
-            for position, (consumer, queue_, envelope, tag) in enumerate(batch):
+            for position, envelope in enumerate(batch):
                 if not self._open:
                     break  # a callback closed the connection: the rest is requeued already
                 try:
-                    if consumer.cancelled:
-                        self.reject(tag, requeue=True)  # as pika does with what a cancelled consumer never saw
+                    if envelope.consumer.cancelled:  # requeued, as pika does with what it never showed a consumer
+                        self.reject(envelope.delivery_tag, requeue=True)
                     else:
-                        consumer.on_delivery(self._delivery(queue_, envelope, tag))
+                        envelope.consumer.on_delivery(envelope.delivery())
                 except BaseException:
                     with self.broker.lock:  # the rest stays for the next call, as in pika
                         self._pending[:0] = batch[position + 1:]
@@ -353,44 +348,47 @@ class LocalConnection(Connection):
                 pass
 
     def call_threadsafe(self, callback: Callable[[], None]) -> None:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         self._inbox.put(callback)
 
     # -- inspecting and cleaning up ---------------------------------------
     def queue_state(self, queue: str) -> QueueState | None:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         with self._locked():
             found = self.broker.queues.get(queue)
             return None if found is None else QueueState(len(found.ready), len(found.consumers))
 
     def get(self, queue: str) -> Delivery | None:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         broker = self.broker
         with self._locked():
-            target = self._usable_queue_locked(queue)
-            envelope = broker.take_locked(target)
+            envelope = broker.take_locked(broker.usable_queue_locked(queue, self))
             if envelope is None:
                 return None
             tag = self._next_delivery_tag
             self._next_delivery_tag = tag + 1
-            self._unacked[tag] = (target, envelope, None)
-            return self._delivery(target, envelope, tag)
+            envelope.delivery_tag, envelope.consumer = tag, None
+            self._unacked[tag] = envelope
+            return envelope.delivery()
 
     def purge(self, queue: str) -> int:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         with self._locked():
-            target = self.broker.queue_locked(queue)
-            count = len(target.ready)
-            target.ready.clear()
-            return count
+            return self.broker.queue_locked(queue).purge()
 
     def delete_queue(self, queue: str) -> None:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         with self._locked():
             self.broker.delete_queue_locked(queue)
 
     def delete_exchange(self, exchange: str) -> None:
-        self._check_open()
+        if not self._open:
+            raise _closed()
         with self._locked():
             self.broker.delete_exchange_locked(exchange)
 
@@ -417,8 +415,8 @@ class LocalConnection(Connection):
             broker.remove_consumer_locked(consumer)
         self._consumers.clear()
         by_queue: dict[LocalQueue, list[Envelope]] = {}
-        for queue_, envelope, _consumer in self._unacked.values():
-            by_queue.setdefault(queue_, []).append(envelope)
+        for envelope in self._unacked.values():
+            by_queue.setdefault(envelope.queue, []).append(envelope)
         self._unacked.clear()
         for queue_, envelopes in by_queue.items():
             broker.requeue_locked(queue_, envelopes)
