@@ -18,9 +18,10 @@ import urllib.parse
 
 import pika
 import pika.exceptions as pika_errors
-from pika import data, spec
+from pika import spec
 from pika.spec import Basic
 
+from rabbitry.common import limits
 from rabbitry.common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
                            RabbitryError, Unencodable)
 from rabbitry.common.settings import BrokerSettings, mask_url
@@ -223,6 +224,7 @@ class AmqpConnection(Connection):
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
+        limits.check_topology(topology)
         names = {}
         with translated("declaring the topology"):
             for exchange in topology.exchanges:
@@ -280,15 +282,10 @@ class AmqpConnection(Connection):
             buffers.append(joined)
 
     def check_publishable(self, message: OutgoingMessage) -> None:
+        limits.check_message(message)
         with translated("encoding a message"):
-            for name in (message.exchange, message.routing_key):  # in the basic.publish frame
-                data.encode_short_string([], name)
             size = len(b"".join(_properties(message).encode()))
-        frame_max = self._connection._impl.params.frame_max  # as negotiated with the broker
-        # A content header frame: its header, class, weight and body size (12 bytes), the properties, its end.
-        if spec.FRAME_HEADER_SIZE + 12 + size + spec.FRAME_END_SIZE > frame_max:
-            raise Unencodable(f"its properties and headers take {size} bytes, more than one "
-                              f"{frame_max}-byte frame can carry")
+        limits.check_content_header(size, self._connection._impl.params.frame_max)  # as negotiated
 
     @property
     def unconfirmed(self) -> int:

@@ -29,12 +29,12 @@ import urllib.parse
 from collections.abc import Callable
 
 from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
+from rabbitry.common.limits import check_message, check_topology, may_be_too_long
 from rabbitry.common.local_broker import LocalBroker
 from rabbitry.common.local_dead_letters import REJECTED
 from rabbitry.common.local_outbox import ACK, DEAD_LETTER, REQUEUE, Publish, Settle
 from rabbitry.common.local_queue import Consumer, Envelope, LocalQueue
 from rabbitry.common.local_refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused
-from rabbitry.common.routing import MAX_KEY_BYTES
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
 from rabbitry.common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
@@ -84,32 +84,6 @@ def _wake_up() -> None:
     """Queued to wake a connection's thread when deliveries arrive."""
 
 
-#: AMQP names and most properties are short strings, of at most MAX_KEY_BYTES bytes of
-#: UTF-8. Text of up to 63 characters is surely within that, whatever the characters.
-_SURELY_SHORT = MAX_KEY_BYTES // 4
-
-
-def _over_short_string(text: str | None) -> bool:
-    """Whether pika would refuse ``text`` as a short string, as too long.
-
-    Only the length is checked: pika also refuses text that is not UTF-8 (a lone surrogate).
-    """
-    return text is not None and len(text) > _SURELY_SHORT and len(text.encode(
-        errors="surrogatepass")) > MAX_KEY_BYTES
-
-
-def _has_field_too_long(message: OutgoingMessage) -> bool:
-    """Whether a name or property of ``message`` is too long for AMQP.
-
-    The in-process broker could carry it, but RabbitMQ never would, so the
-    model refuses it too. (It does not check header values, which pika also
-    refuses when AMQP has no type for them.)
-    """
-    return any(_over_short_string(text) for text in (
-        message.routing_key, message.exchange, message.message_id, message.type, message.app_id,
-        message.content_type, message.expiration))
-
-
 class LocalConnection(Connection):
     """One connection and one channel to an in-process :class:`LocalBroker`."""
 
@@ -149,12 +123,7 @@ class LocalConnection(Connection):
     def declare(self, topology: Topology) -> dict[str, str]:
         if not self._open:
             raise _closed()
-        given = [e.name for e in topology.exchanges] + [q.name for q in topology.queues] + [
-            text for b in topology.bindings for text in (b.exchange, b.queue, b.routing_key)]
-        too_long = next((name for name in given if _over_short_string(name)), None)
-        if too_long is not None:  # pika refuses to encode it, before anything reaches RabbitMQ
-            raise Unencodable(f"declaring the topology: {too_long[:40]!r}… is over 255 bytes, "
-                              f"longer than an AMQP name can be")
+        check_topology(topology)  # as pika checks it, before anything reaches RabbitMQ
         names = {}
         broker = self.broker
         with self._locked():
@@ -174,21 +143,19 @@ class LocalConnection(Connection):
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         if not self._open:
             raise _closed()
-        # Refused as pika refuses it. Only the names and ids, which come from users, are
-        # looked at here, and only when one is long: this is every message's path.
-        if ((len(message.routing_key) > _SURELY_SHORT or len(message.message_id or "") > _SURELY_SHORT
-                or len(message.type or "") > _SURELY_SHORT or len(message.exchange) > _SURELY_SHORT)
-                and _has_field_too_long(message)):
-            self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
-            return
+        if may_be_too_long(message):  # refused as pika refuses it
+            try:
+                check_message(message)
+            except Unencodable:
+                self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
+                return
         self._outbox.append(Publish(message, mandatory))
         self._unsent += 1
         if self._unsent >= _SEND_EVERY:
             self._send()
 
     def check_publishable(self, message: OutgoingMessage) -> None:
-        if _has_field_too_long(message):
-            raise Unencodable("a name or property is over 255 bytes, longer than AMQP allows")
+        check_message(message)
 
     @property
     def unconfirmed(self) -> int:
@@ -269,7 +236,7 @@ class LocalConnection(Connection):
         """
         outbox, self._outbox = self._outbox, []
         self._unsent = 0
-        broker, unacked = self.broker, self._unacked
+        broker, unacked, confirmed = self.broker, self._unacked, self._settled.confirmed
         touched: dict[LocalQueue, None] = {}
         for sent in outbox:
             if type(sent) is Publish:
@@ -277,7 +244,7 @@ class LocalConnection(Connection):
                 if not broker.route_locked(message) and sent.mandatory:
                     self._settled.failed.append(PublishFailure(message, "unroutable"))
                 else:
-                    self._settled.confirmed.append(message)
+                    confirmed.append(message)
                 continue
             delivery_tag = sent.delivery_tag
             if not sent.multiple:
@@ -327,11 +294,12 @@ class LocalConnection(Connection):
             for position, envelope in enumerate(batch):
                 if not self._open:
                     break  # a callback closed the connection: the rest is requeued already
+                consumer = envelope.consumer
                 try:
-                    if envelope.consumer.cancelled:  # requeued, as pika does with what it never showed a consumer
+                    if consumer.cancelled:  # requeued, as pika does with what it never showed a consumer
                         self.reject(envelope.delivery_tag, requeue=True)
                     else:
-                        envelope.consumer.on_delivery(envelope.delivery())
+                        consumer.on_delivery(envelope.delivery())
                 except BaseException:
                     with self.broker.lock:  # the rest stays for the next call, as in pika
                         self._pending[:0] = batch[position + 1:]
