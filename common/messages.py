@@ -40,13 +40,13 @@ def parse_json(body: bytes) -> Any:
     """``json.loads(body)``, with a fast path for what rabbitry's encoder writes.
 
     A UTF-8 body that is one JSON value from its first byte to its last is
-    read by the decoder's C scanner alone, skipping ``json.loads``'s
-    encoding detection and whitespace passes (half its time on a task
-    body). Anything else (whitespace around the value, a byte-order mark,
-    UTF-16, malformed JSON) goes through ``json.loads`` itself, so the
-    value, or the error, is always exactly the one it gives, with one
-    exception: a document nested too deep for Python's stack is a
-    ValueError here, where ``json.loads`` raises RecursionError.
+    read by the decoder's C scanner alone, without ``json.loads``'s
+    encoding detection and whitespace passes. Anything else (whitespace
+    around the value, a byte-order mark, UTF-16, malformed JSON) goes
+    through ``json.loads`` itself, so the value, or the error, is always
+    exactly the one it gives, with one exception: a document nested too
+    deep for Python's stack is a ValueError here, where ``json.loads``
+    raises RecursionError.
     """
     try:
         text = body.decode()
@@ -75,8 +75,7 @@ class TaskMessage:
     def encode(self, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
         """The JSON body; raises MessageError if it cannot be encoded or is too big."""
         check_short_string(self.task, "task name", MessageError)
-        # Seconds to the millisecond: enough for a creation time, and a third quicker
-        # to parse than a float's full 17 digits.
+        # Seconds to the millisecond: all a creation time needs, in a short number to parse.
         created_at = round(self.created_at, 3)
         try:
             body = _ENCODER.encode({

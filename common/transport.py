@@ -17,7 +17,7 @@ from typing import Any
 
 
 def new_message_id() -> str:
-    """A fresh, unique message id: 128 random bits in hex, like a uuid4 (and 5× quicker)."""
+    """A fresh, unique message id: 128 random bits in hex, as random as a uuid4's."""
     return os.urandom(16).hex()
 
 
