@@ -75,9 +75,8 @@ def connect_local(settings: BrokerSettings, name: str = "rabbitry") -> "LocalCon
 
 #: Publishes buffered before they are sent to the broker in one go (as rabbitry.common.amqp flushes).
 _SEND_EVERY = 64
-def _closed() -> ConnectionLost:
-    """The error for using a connection after it was closed."""
-    return ConnectionLost("connection lost: the in-process connection is closed")
+#: What a connection that was closed says when it is used.
+_CLOSED = "connection lost: the in-process connection is closed"
 
 
 def _wake_up() -> None:
@@ -104,6 +103,10 @@ class LocalConnection(Connection):
         self._unsent = 0  # publishes in the outbox
         self._settled = SettledPublishes()
 
+    def _check_open(self) -> None:
+        if not self._open:
+            raise ConnectionLost(_CLOSED)
+
     @contextlib.contextmanager
     def _locked(self):
         """Hold the broker lock, having sent what this connection has buffered.
@@ -121,8 +124,7 @@ class LocalConnection(Connection):
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         check_topology(topology)  # as pika checks it, before anything reaches RabbitMQ
         names = {}
         broker = self.broker
@@ -141,8 +143,8 @@ class LocalConnection(Connection):
 
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
-        if not self._open:
-            raise _closed()
+        if not self._open:  # _check_open(), inline on every message's path
+            raise ConnectionLost(_CLOSED)
         if may_be_too_long(message):  # refused as pika refuses it
             try:
                 check_message(message)
@@ -162,8 +164,7 @@ class LocalConnection(Connection):
         return self._unsent  # confirms are immediate once sent
 
     def wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         self._send()
         return self._settled.take_failed()
 
@@ -178,8 +179,7 @@ class LocalConnection(Connection):
 
     # -- consuming ---------------------------------------------------------
     def consume(self, queue, on_delivery, prefetch=1, exclusive=False) -> str:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         broker = self.broker
         with self._locked():
             target = broker.usable_queue_locked(queue, self)
@@ -208,21 +208,20 @@ class LocalConnection(Connection):
         self._pending.append(envelope)
 
     def cancel(self, consumer_tag: str) -> None:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         consumer = self._consumers.pop(consumer_tag, None)
         if consumer is not None:
             with self._locked():
                 self.broker.remove_consumer_locked(consumer)
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        if not self._open:
-            raise _closed()
+        if not self._open:  # _check_open(), inline on every message's path
+            raise ConnectionLost(_CLOSED)
         self._outbox.append(Settle(delivery_tag, multiple, ACK))
 
     def reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        if not self._open:
-            raise _closed()
+        if not self._open:  # _check_open(), inline on every message's path
+            raise ConnectionLost(_CLOSED)
         self._outbox.append(Settle(delivery_tag, False, REQUEUE if requeue else DEAD_LETTER))
 
     def _send_locked(self) -> None:
@@ -269,8 +268,7 @@ class LocalConnection(Connection):
                 broker.dispatch_locked(queue_)
 
     def process_events(self, timeout: float | None = 0) -> None:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         self._send()
         if self._run_waiting() or timeout is not None and timeout <= 0:
             return
@@ -316,21 +314,18 @@ class LocalConnection(Connection):
                 pass
 
     def call_threadsafe(self, callback: Callable[[], None]) -> None:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         self._inbox.put(callback)
 
     # -- inspecting and cleaning up ---------------------------------------
     def queue_state(self, queue: str) -> QueueState | None:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         with self._locked():
             found = self.broker.queues.get(queue)
             return None if found is None else QueueState(len(found.ready), len(found.consumers))
 
     def get(self, queue: str) -> Delivery | None:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         broker = self.broker
         with self._locked():
             envelope = broker.take_locked(broker.usable_queue_locked(queue, self))
@@ -343,20 +338,17 @@ class LocalConnection(Connection):
             return envelope.delivery()
 
     def purge(self, queue: str) -> int:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         with self._locked():
             return self.broker.queue_locked(queue).purge()
 
     def delete_queue(self, queue: str) -> None:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         with self._locked():
             self.broker.delete_queue_locked(queue)
 
     def delete_exchange(self, exchange: str) -> None:
-        if not self._open:
-            raise _closed()
+        self._check_open()
         with self._locked():
             self.broker.delete_exchange_locked(exchange)
 
