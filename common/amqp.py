@@ -19,7 +19,7 @@ import pika
 import pika.exceptions as pika_errors
 from pika.spec import Basic
 
-from rabbitry.common import limits, pika_internals
+from rabbitry.common import amqp_limits, pika_internals
 from rabbitry.common.amqp_headers import decode_frame_forgivingly
 from rabbitry.common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
                            RabbitryError, Unencodable)
@@ -176,7 +176,7 @@ class AmqpConnection(Connection):
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
-        limits.check_topology(topology)
+        amqp_limits.check_topology(topology)
         names = {}
         with translated("declaring the topology"):
             for exchange in topology.exchanges:
@@ -220,10 +220,10 @@ class AmqpConnection(Connection):
                 self._connection.process_data_events(0)
 
     def check_publishable(self, message: OutgoingMessage) -> None:
-        limits.check_message(message)
+        amqp_limits.check_message(message)
         with translated("encoding a message"):
             size = len(b"".join(_properties(message).encode()))
-        limits.check_content_header(size, pika_internals.frame_max(self._connection))
+        amqp_limits.check_content_header(size, pika_internals.frame_max(self._connection))
 
     @property
     def unconfirmed(self) -> int:

@@ -7,6 +7,9 @@ dead letters in :mod:`~rabbitry.common.local_dead_letters` and the expiry thread
 guards all of it, so routing, enqueueing, dispatching to consumers and
 dead-lettering are atomic, as they are inside RabbitMQ. Methods whose names
 end in ``_locked`` expect the caller to hold :attr:`LocalBroker.lock`.
+Every message a named exchange routes, dead letters included, passes
+through :meth:`LocalBroker._enqueue_routed_locked`: the place to feed
+storage kept per exchange, beside the queues'.
 
 The rules follow RabbitMQ 3.x: the default exchange routes by queue name;
 fanout, direct and topic exchanges route each message to a queue at most

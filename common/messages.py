@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rabbitry.common.errors import MessageError, MessageTooLarge
-from rabbitry.common.limits import MAX_SHORT_STRING_BYTES, check_short_string
+from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES, check_short_string
 from rabbitry.common.transport import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
 
 FORMAT_VERSION = 1

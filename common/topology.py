@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rabbitry.common.errors import ConfigurationError
-from rabbitry.common.limits import MAX_SHORT_STRING_BYTES
+from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES
 from rabbitry.common.routing import check_routing_key
 
 DEFAULT_TASK_QUEUE = "task_queue"
