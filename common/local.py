@@ -28,8 +28,8 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 
-from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
 from rabbitry.common.amqp_limits import check_message, check_topology, may_be_too_long
+from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
 from rabbitry.common.local_broker import LocalBroker
 from rabbitry.common.local_dead_letters import REJECTED
 from rabbitry.common.local_outbox import ACK, DEAD_LETTER, REQUEUE, Publish, Settle

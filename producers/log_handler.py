@@ -36,8 +36,8 @@ import time
 
 import structlog
 
-from rabbitry.common.errors import RabbitryError
 from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES
+from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import log_exchange
 from rabbitry.producers.log_emitter import LogEmitter

@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
+from rabbitry.common.amqp_limits import SHORT_STRING_FIELDS
 from rabbitry.common.broker import connect
 from rabbitry.common.errors import BrokerRefused, Unencodable
-from rabbitry.common.amqp_limits import SHORT_STRING_FIELDS
 from rabbitry.common.local import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
