@@ -4,28 +4,28 @@ Every pika exception is translated here (see :func:`translated`), so none
 leaves this module.
 
 Publishing is pipelined: pika's ``BlockingChannel`` waits for each confirm
-in turn when confirms are on, about 15x slower than not waiting, so
-publishes and confirms go through the channel's underlying asynchronous
-implementation, and confirms are tracked by delivery tag as in pika's
-asynchronous publisher example.
+in turn when confirms are on, so publishes and confirms go through the
+channel's underlying asynchronous implementation (reached through
+:mod:`rabbitry.common.pika_internals`), and confirms are tracked by
+delivery tag as in pika's asynchronous publisher example.
 """
 
 import contextlib
 import ssl
-import struct
 import time
 import urllib.parse
 
 import pika
 import pika.exceptions as pika_errors
-from pika import data, spec
 from pika.spec import Basic
 
+from rabbitry.common import amqp_limits, pika_internals
+from rabbitry.common.amqp_headers import decode_frame_forgivingly
 from rabbitry.common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
                            RabbitryError, Unencodable)
 from rabbitry.common.settings import BrokerSettings, mask_url
 from rabbitry.common.topology import Topology
-from rabbitry.common.transport import (UNPUBLISHABLE, UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage,
+from rabbitry.common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage,
                               PublishFailure, QueueState, SettledPublishes)
 
 #: Publishes buffered before pika is given a chance to write them and read confirms.
@@ -135,54 +135,6 @@ def _reason(error: BaseException, tls: bool = False) -> str:
     return mask_url(text.replace("\n", " "))
 
 
-class ForgivingProperties(spec.BasicProperties):
-    """Message properties whose header table, if pika cannot read it, becomes a note saying why.
-
-    pika fails in the middle of reading a frame on a header it cannot represent,
-    such as a timestamp past the year 9999 that another client sent: the
-    connection drops, the broker redelivers the message, and no consumer ever
-    gets past it. Read this way, the message arrives with its other properties
-    and ``{UNREADABLE_HEADERS: reason}`` for headers, and the worker dead-letters
-    it as malformed.
-    """
-
-    def decode(self, encoded, offset=0):
-        try:
-            return super().decode(encoded, offset)
-        except Exception as error:  # anything pika's decoder raises on bad input
-            without = _without_headers(encoded, offset)
-            if without is None:
-                raise
-            super().decode(without)
-            self.headers = {UNREADABLE_HEADERS: f"{type(error).__name__}: {error}"[:1000]}
-            return self
-
-
-def _without_headers(encoded: bytes, offset: int) -> bytes | None:
-    """The encoded properties with their header table cut out, or None if there is none to cut."""
-    try:
-        flags = struct.unpack_from(">H", encoded, offset)[0]
-        if not flags & spec.BasicProperties.FLAG_HEADERS:
-            return None
-        position = offset + 2
-        if flags & 1:  # a second flag word, which no AMQP 0-9-1 property uses
-            return None
-        for flag in (spec.BasicProperties.FLAG_CONTENT_TYPE, spec.BasicProperties.FLAG_CONTENT_ENCODING):
-            if flags & flag:
-                position += 1 + encoded[position]  # a short string: its length, then its bytes
-        table_end = position + 4 + struct.unpack_from(">I", encoded, position)[0]
-    except (struct.error, IndexError):
-        return None
-    if table_end > len(encoded):
-        return None
-    flags &= ~spec.BasicProperties.FLAG_HEADERS
-    return struct.pack(">H", flags) + encoded[offset + 2:position] + encoded[table_end:]
-
-
-# pika looks up the class that reads a content header frame's properties in this table.
-spec.props[spec.BasicProperties.INDEX] = ForgivingProperties
-
-
 def _properties(message: OutgoingMessage) -> pika.BasicProperties:
     return pika.BasicProperties(
         content_type=message.content_type, delivery_mode=2 if message.persistent else 1,
@@ -207,9 +159,10 @@ class AmqpConnection(Connection):
     def __init__(self, connection: pika.BlockingConnection, url: str):
         self.url = url
         self._connection = connection
+        pika_internals.read_frames_with(connection, decode_frame_forgivingly)
         with translated("opening a channel"):
             self._channel = connection.channel()
-            self._async_channel = self._channel._impl  # see the module docstring
+            self._async_channel = pika_internals.async_channel(self._channel)  # see the module docstring
             confirm_selected = []
             self._async_channel.confirm_delivery(self._on_confirm, callback=confirm_selected.append)
             self._async_channel.add_on_return_callback(self._on_return)
@@ -225,6 +178,7 @@ class AmqpConnection(Connection):
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
+        amqp_limits.check_topology(topology)
         names = {}
         with translated("declaring the topology"):
             for exchange in topology.exchanges:
@@ -264,33 +218,14 @@ class AmqpConnection(Connection):
         with translated("publishing"):
             if self._unflushed >= _FLUSH_EVERY:
                 self._unflushed = 0
-                self._coalesce_output()
+                pika_internals.coalesce_output(self._connection)
                 self._connection.process_data_events(0)
 
-    def _coalesce_output(self) -> None:
-        """Join pika's buffered frames into one chunk before they are written.
-
-        pika writes each buffered frame with its own send() call: three per
-        message. Joined, a batch of 64 messages takes one system call, which
-        is most of the difference between pipelined confirms and an
-        unconfirmed publish loop. Skipped quietly if pika's internals differ.
-        """
-        buffers = getattr(getattr(self._connection._impl, "_transport", None), "_tx_buffers", None)
-        if buffers is not None and len(buffers) > 1:
-            joined = b"".join(buffers)
-            buffers.clear()
-            buffers.append(joined)
-
     def check_publishable(self, message: OutgoingMessage) -> None:
+        amqp_limits.check_message(message)
         with translated("encoding a message"):
-            for name in (message.exchange, message.routing_key):  # in the basic.publish frame
-                data.encode_short_string([], name)
             size = len(b"".join(_properties(message).encode()))
-        frame_max = self._connection._impl.params.frame_max  # as negotiated with the broker
-        # A content header frame: its header, class, weight and body size (12 bytes), the properties, its end.
-        if spec.FRAME_HEADER_SIZE + 12 + size + spec.FRAME_END_SIZE > frame_max:
-            raise Unencodable(f"its properties and headers take {size} bytes, more than one "
-                              f"{frame_max}-byte frame can carry")
+        amqp_limits.check_content_header(size, pika_internals.frame_max(self._connection))
 
     @property
     def unconfirmed(self) -> int:
@@ -410,7 +345,7 @@ class AmqpConnection(Connection):
 
     @property
     def server_properties(self) -> dict:
-        return dict(self._connection._impl.server_properties or {})
+        return pika_internals.server_properties(self._connection)
 
     @property
     def is_open(self) -> bool:

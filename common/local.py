@@ -16,6 +16,9 @@ operation (at the latest in :meth:`~LocalConnection.process_events` or
 confirmed as soon as it reaches the broker. The broker keeps the published
 :class:`~common.transport.OutgoingMessage` itself, so a publisher must not
 change a message after publishing it (deliveries get their own headers).
+
+The broker itself is :mod:`rabbitry.common.local_broker`; what a connection
+sends it is in :mod:`rabbitry.common.local_outbox`.
 """
 
 import contextlib
@@ -25,13 +28,16 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 
+from rabbitry.common.amqp_limits import check_message, check_topology, may_be_too_long
 from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
-from rabbitry.common.local_broker import (ACCESS_REFUSED, PRECONDITION_FAILED, Consumer, Envelope, LocalBroker, LocalQueue,
-                                 refused)
+from rabbitry.common.local_broker import LocalBroker
+from rabbitry.common.local_dead_letters import REJECTED
+from rabbitry.common.local_outbox import ACK, DEAD_LETTER, REQUEUE, Publish, Settle
+from rabbitry.common.local_queue import Consumer, Envelope, LocalQueue
+from rabbitry.common.local_refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused
 from rabbitry.common.local_reply_to import (add_reply_consumer_locked, addressed, check_reply_consumer,
                                             is_reply_address, reply_owner_locked)
 from rabbitry.common.replies import DIRECT_REPLY_TO
-from rabbitry.common.routing import MAX_KEY_BYTES
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
 from rabbitry.common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
@@ -72,37 +78,12 @@ def connect_local(settings: BrokerSettings, name: str = "rabbitry") -> "LocalCon
 
 #: Publishes buffered before they are sent to the broker in one go (as rabbitry.common.amqp flushes).
 _SEND_EVERY = 64
-_ACK, _REQUEUE, _DROP = "ack", "requeue", "drop"
+#: What a connection that was closed says when it is used.
+_CLOSED = "connection lost: the in-process connection is closed"
 
 
 def _wake_up() -> None:
     """Queued to wake a connection's thread when deliveries arrive."""
-
-
-#: AMQP names and most properties are short strings, of at most MAX_KEY_BYTES bytes of
-#: UTF-8. Text of up to 63 characters is surely within that, whatever the characters.
-_SURELY_SHORT = MAX_KEY_BYTES // 4
-
-
-def _over_short_string(text: str | None) -> bool:
-    """Whether pika would refuse ``text`` as a short string, as too long.
-
-    Only the length is checked: pika also refuses text that is not UTF-8 (a lone surrogate).
-    """
-    return text is not None and len(text) > _SURELY_SHORT and len(text.encode(
-        errors="surrogatepass")) > MAX_KEY_BYTES
-
-
-def _has_field_too_long(message: OutgoingMessage) -> bool:
-    """Whether a name or property of ``message`` is too long for AMQP.
-
-    The in-process broker could carry it, but RabbitMQ never would, so the
-    model refuses it too. (It does not check header values, which pika also
-    refuses when AMQP has no type for them.)
-    """
-    return any(_over_short_string(text) for text in (
-        message.routing_key, message.exchange, message.message_id, message.type, message.app_id,
-        message.content_type, message.expiration))
 
 
 class LocalConnection(Connection):
@@ -113,24 +94,22 @@ class LocalConnection(Connection):
         self.name = name
         # Callbacks from other threads; also the wake-up call for new deliveries.
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        # Deliveries not yet run: (consumer, queue, envelope, delivery tag).
-        self._pending: list[tuple[Consumer, LocalQueue, Envelope, int]] = []
+        # Deliveries handed over by the broker whose callbacks have not run yet.
+        self._pending: list[Envelope] = []
         self._open = True
         self._next_delivery_tag = 1
-        # delivery tag -> (queue, envelope, consumer or None for basic.get), oldest first.
-        self._unacked: dict[int, tuple[LocalQueue, Envelope, Consumer | None]] = {}
+        self._unacked: dict[int, Envelope] = {}  # by delivery tag, oldest first
         self._consumers: dict[str, Consumer] = {}
         self._consumer_numbers = itertools.count(1)
-        # Publishes, acks and rejects sent but not yet read by the broker, in order:
-        # (message, mandatory, None) or (delivery tag, multiple, _ACK/_REQUEUE/_DROP).
-        self._outbox: list[tuple] = []
+        # Publishes, acks and rejects sent but not yet read by the broker, in order.
+        self._outbox: list[Publish | Settle] = []
         self._unsent = 0  # publishes in the outbox
         self._settled = SettledPublishes()
         self._reply_address: str | None = None  # while consuming direct reply-to
 
     def _check_open(self) -> None:
         if not self._open:
-            raise ConnectionLost("connection lost: the in-process connection is closed")
+            raise ConnectionLost(_CLOSED)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -147,21 +126,10 @@ class LocalConnection(Connection):
                 self._close_locked()
                 raise
 
-    def _usable_queue_locked(self, name: str) -> LocalQueue:
-        """The queue called ``name``, if it exists and is not another connection's exclusive queue."""
-        queue_ = self.broker.queue_locked(name)
-        self.broker.check_access_locked(queue_, self)
-        return queue_
-
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
         self._check_open()
-        given = [e.name for e in topology.exchanges] + [q.name for q in topology.queues] + [
-            text for b in topology.bindings for text in (b.exchange, b.queue, b.routing_key)]
-        too_long = next((name for name in given if _over_short_string(name)), None)
-        if too_long is not None:  # pika refuses to encode it, before anything reaches RabbitMQ
-            raise Unencodable(f"declaring the topology: {too_long[:40]!r}… is over 255 bytes, "
-                              f"longer than an AMQP name can be")
+        check_topology(topology)  # as pika checks it, before anything reaches RabbitMQ
         names = {}
         broker = self.broker
         with self._locked():
@@ -179,22 +147,21 @@ class LocalConnection(Connection):
 
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
-        self._check_open()
-        # Refused as pika refuses it. Only the names and ids, which come from users, are
-        # looked at here, and only when one is long: this is every message's path.
-        if ((len(message.routing_key) > _SURELY_SHORT or len(message.message_id or "") > _SURELY_SHORT
-                or len(message.type or "") > _SURELY_SHORT or len(message.exchange) > _SURELY_SHORT)
-                and _has_field_too_long(message)):
-            self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
-            return
-        self._outbox.append((message, mandatory, None))
+        if not self._open:  # _check_open(), inline on every message's path
+            raise ConnectionLost(_CLOSED)
+        if may_be_too_long(message):  # refused as pika refuses it
+            try:
+                check_message(message)
+            except Unencodable:
+                self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
+                return
+        self._outbox.append(Publish(message, mandatory))
         self._unsent += 1
         if self._unsent >= _SEND_EVERY:
             self._send()
 
     def check_publishable(self, message: OutgoingMessage) -> None:
-        if _has_field_too_long(message):
-            raise Unencodable("a name or property is over 255 bytes, longer than AMQP allows")
+        check_message(message)
 
     @property
     def unconfirmed(self) -> int:
@@ -209,8 +176,8 @@ class LocalConnection(Connection):
         return self._settled.take()
 
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
-        unsent = [(message, mandatory) for message, mandatory, kind in self._outbox if kind is None]
-        self._outbox = [item for item in self._outbox if item[2] is not None]
+        unsent = [(sent.message, sent.mandatory) for sent in self._outbox if type(sent) is Publish]
+        self._outbox = [sent for sent in self._outbox if type(sent) is Settle]
         self._unsent = 0
         return unsent
 
@@ -221,7 +188,7 @@ class LocalConnection(Connection):
         if queue == DIRECT_REPLY_TO:
             return self._consume_replies(on_delivery, auto_ack)
         with self._locked():
-            target = self._usable_queue_locked(queue)
+            target = broker.usable_queue_locked(queue, self)
             if exclusive and target.consumers or any(c.exclusive for c in target.consumers):
                 raise refused(ACCESS_REFUSED, f"queue '{queue}' in vhost '/' in exclusive use")
             tag = f"ctag{next(self._consumer_numbers)}.{id(self):x}"
@@ -243,7 +210,7 @@ class LocalConnection(Connection):
             self._consumers[tag] = consumer
         return tag
 
-    def deliver_locked(self, consumer: Consumer, queue: LocalQueue, envelope: Envelope) -> None:
+    def deliver_locked(self, consumer: Consumer, envelope: Envelope) -> None:
         """Called by the broker, under its lock: hand ``envelope`` to ``consumer``.
 
         The delivery waits in a batch that :meth:`process_events` takes whole;
@@ -251,23 +218,13 @@ class LocalConnection(Connection):
         """
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
+        envelope.delivery_tag, envelope.consumer = tag, consumer
         if not consumer.auto_ack:
-            self._unacked[tag] = (queue, envelope, consumer)
+            self._unacked[tag] = envelope
             consumer.unacked += 1
         if not self._pending:
             self._inbox.put(_wake_up)
-        self._pending.append((consumer, queue, envelope, tag))
-
-    @staticmethod
-    def _delivery(queue: LocalQueue, envelope: Envelope, tag: int) -> Delivery:
-        message = envelope.message
-        headers = message.headers
-        if envelope.deliveries and queue.is_quorum:
-            headers = {**(headers or {}), "x-delivery-count": envelope.deliveries}
-        return Delivery(message.body, message.routing_key, message.exchange, tag, envelope.redelivered,
-                        message.content_type, message.message_id, message.timestamp,
-                        dict(headers) if headers else {}, message.app_id, message.type, message.persistent,
-                        message.reply_to, message.correlation_id)
+        self._pending.append(envelope)
 
     def cancel(self, consumer_tag: str) -> None:
         self._check_open()
@@ -279,12 +236,14 @@ class LocalConnection(Connection):
                 self.broker.remove_consumer_locked(consumer)
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        self._check_open()
-        self._outbox.append((delivery_tag, multiple, _ACK))
+        if not self._open:  # _check_open(), inline on every message's path
+            raise ConnectionLost(_CLOSED)
+        self._outbox.append(Settle(delivery_tag, multiple, ACK))
 
     def reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        self._check_open()
-        self._outbox.append((delivery_tag, False, _REQUEUE if requeue else _DROP))
+        if not self._open:  # _check_open(), inline on every message's path
+            raise ConnectionLost(_CLOSED)
+        self._outbox.append(Settle(delivery_tag, False, REQUEUE if requeue else DEAD_LETTER))
 
     def _send_locked(self) -> None:
         """Carry out, in order, the publishes, acks and rejects buffered since the last call.
@@ -297,34 +256,34 @@ class LocalConnection(Connection):
         """
         outbox, self._outbox = self._outbox, []
         self._unsent = 0
-        broker, unacked = self.broker, self._unacked
+        broker, unacked, confirmed = self.broker, self._unacked, self._settled.confirmed
         touched: dict[LocalQueue, None] = {}
-        for first, second, kind in outbox:
-            if kind is None:
-                routed = self._route_locked(first)
-                if second and not routed:
-                    self._settled.failed.append(PublishFailure(first, "unroutable"))
+        for sent in outbox:
+            if type(sent) is Publish:
+                message = sent.message
+                if not self._route_locked(message) and sent.mandatory:
+                    self._settled.failed.append(PublishFailure(message, "unroutable"))
                 else:
-                    self._settled.confirmed.append(first)
+                    confirmed.append(message)
                 continue
-            delivery_tag, multiple = first, second
-            if not multiple:
+            delivery_tag = sent.delivery_tag
+            if not sent.multiple:
                 settled = unacked.pop(delivery_tag, None)
                 settled = () if settled is None else (settled,)
             else:
-                # Tag 0 with ``multiple`` means every outstanding delivery, as in AMQP.
                 settled = [unacked.pop(tag) for tag in [tag for tag in unacked  # oldest first
                                                         if tag <= delivery_tag or not delivery_tag]]
             if not settled:
                 raise refused(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
-            for queue_, envelope, consumer in settled:
-                if consumer is not None:
-                    consumer.unacked -= 1
-                    touched[queue_] = None
-                if kind is _REQUEUE:
-                    broker.requeue_locked(queue_, [envelope])
-                elif kind is _DROP:
-                    broker.dead_letter_locked(queue_, envelope, "rejected")
+            outcome = sent.outcome
+            for envelope in settled:
+                if envelope.consumer is not None:
+                    envelope.consumer.unacked -= 1
+                    touched[envelope.queue] = None
+                if outcome is REQUEUE:
+                    broker.requeue_locked(envelope.queue, [envelope])
+                elif outcome is DEAD_LETTER:
+                    broker.dead_letter_locked(envelope, REJECTED)
         for queue_ in touched:
             if queue_.ready and queue_.consumers:
                 broker.dispatch_locked(queue_)
@@ -337,7 +296,7 @@ class LocalConnection(Connection):
         owner = reply_owner_locked(self.broker.reply_consumers, message.routing_key)
         if owner is None:
             return 0  # its channel is gone: the reply is dropped, as RabbitMQ drops it
-        owner.connection.deliver_locked(owner, owner.queue, Envelope(message))
+        owner.connection.deliver_locked(owner, Envelope(message, owner.queue))
         return 1
 
     def process_events(self, timeout: float | None = 0) -> None:
@@ -362,15 +321,16 @@ class LocalConnection(Connection):
         if self._pending and self._open:
             with self.broker.lock:
                 batch, self._pending = self._pending, []
-            for position, (consumer, queue_, envelope, tag) in enumerate(batch):
+            for position, envelope in enumerate(batch):
                 if not self._open:
                     break  # a callback closed the connection: the rest is requeued already
+                consumer = envelope.consumer
                 try:
-                    if consumer.cancelled:
+                    if consumer.cancelled:  # requeued, as pika does with what it never showed a consumer
                         if not consumer.auto_ack:
-                            self.reject(tag, requeue=True)  # as pika does with what a cancelled consumer never saw
+                            self.reject(envelope.delivery_tag, requeue=True)
                     else:
-                        consumer.on_delivery(self._delivery(queue_, envelope, tag))
+                        consumer.on_delivery(envelope.delivery())
                 except BaseException:
                     with self.broker.lock:  # the rest stays for the next call, as in pika
                         self._pending[:0] = batch[position + 1:]
@@ -401,22 +361,19 @@ class LocalConnection(Connection):
         self._check_open()
         broker = self.broker
         with self._locked():
-            target = self._usable_queue_locked(queue)
-            envelope = broker.take_locked(target)
+            envelope = broker.take_locked(broker.usable_queue_locked(queue, self))
             if envelope is None:
                 return None
             tag = self._next_delivery_tag
             self._next_delivery_tag = tag + 1
-            self._unacked[tag] = (target, envelope, None)
-            return self._delivery(target, envelope, tag)
+            envelope.delivery_tag, envelope.consumer = tag, None
+            self._unacked[tag] = envelope
+            return envelope.delivery()
 
     def purge(self, queue: str) -> int:
         self._check_open()
         with self._locked():
-            target = self.broker.queue_locked(queue)
-            count = len(target.ready)
-            target.ready.clear()
-            return count
+            return self.broker.queue_locked(queue).purge()
 
     def delete_queue(self, queue: str) -> None:
         self._check_open()
@@ -451,8 +408,8 @@ class LocalConnection(Connection):
             broker.remove_consumer_locked(consumer)
         self._consumers.clear()
         by_queue: dict[LocalQueue, list[Envelope]] = {}
-        for queue_, envelope, _consumer in self._unacked.values():
-            by_queue.setdefault(queue_, []).append(envelope)
+        for envelope in self._unacked.values():
+            by_queue.setdefault(envelope.queue, []).append(envelope)
         self._unacked.clear()
         for queue_, envelopes in by_queue.items():
             broker.requeue_locked(queue_, envelopes)

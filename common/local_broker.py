@@ -1,9 +1,15 @@
-"""The state of an in-process broker: exchanges, queues, bindings and messages.
+"""An in-process broker: the exchanges and queues its connections share.
 
-This is the broker side of :mod:`rabbitry.common.local`. One lock guards all of it,
-so routing, enqueueing, dispatching to consumers and dead-lettering are
-atomic, as they are inside RabbitMQ. Methods whose names end in
-``_locked`` expect the caller to hold :attr:`LocalBroker.lock`.
+This is the broker side of :mod:`rabbitry.common.local`. Routing lives in
+:mod:`~rabbitry.common.local_exchange`, storage in :mod:`~rabbitry.common.local_queue`,
+dead letters in :mod:`~rabbitry.common.local_dead_letters` and the expiry thread in
+:mod:`~rabbitry.common.local_expiry`; :class:`LocalBroker` joins them. One lock
+guards all of it, so routing, enqueueing, dispatching to consumers and
+dead-lettering are atomic, as they are inside RabbitMQ. Methods whose names
+end in ``_locked`` expect the caller to hold :attr:`LocalBroker.lock`.
+Every message a named exchange routes, dead letters included, passes
+through :meth:`LocalBroker._enqueue_routed_locked`: the place to feed
+storage kept per exchange, beside the queues'.
 
 The rules follow RabbitMQ 3.x: the default exchange routes by queue name;
 fanout, direct and topic exchanges route each message to a queue at most
@@ -16,143 +22,18 @@ with ``x-death`` headers; quorum queues count redeliveries in
 memory: nothing survives the process.
 """
 
-import collections
-import datetime
-import heapq
-import itertools
-import secrets
 import threading
-import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rabbitry.common.errors import BrokerRefused
-from rabbitry.common.routing import binding_matches
+from rabbitry.common.local_dead_letters import EXPIRED, dead_letter
+from rabbitry.common.local_exchange import PREDECLARED_EXCHANGES, LocalExchange, predeclared_exchanges
+from rabbitry.common.local_expiry import ExpiryTimer
+from rabbitry.common.local_queue import Consumer, Envelope, LocalQueue, server_named_queue
+from rabbitry.common.local_refusals import ACCESS_REFUSED, NOT_FOUND, refused
 from rabbitry.common.transport import OutgoingMessage
 
-EXCHANGE_TYPES = ("direct", "fanout", "topic")
-#: Exchanges every RabbitMQ vhost has (amq.headers aside: rabbitry routes no headers).
-PREDECLARED_EXCHANGES = {"": "direct", "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic"}
-_QUEUE_TYPE = "x-queue-type"
-_ROUTE_CACHE_SIZE = 4096
-
-# AMQP reply codes, as the real broker names them in its refusals.
-NOT_FOUND = "NOT_FOUND (404)"
-ACCESS_REFUSED = "ACCESS_REFUSED (403)"
-RESOURCE_LOCKED = "RESOURCE_LOCKED (405)"
-PRECONDITION_FAILED = "PRECONDITION_FAILED (406)"
-COMMAND_INVALID = "COMMAND_INVALID (503)"
-
-
-def refused(code: str, text: str) -> BrokerRefused:
-    """The error for an operation the real broker would refuse with ``code``."""
-    return BrokerRefused(f"the broker refused: {code.split()[0]} - {text} {code.split()[1]}")
-
-
-@dataclass(slots=True)
-class Envelope:
-    """One queue's copy of a message, with what that queue knows of its history."""
-
-    message: OutgoingMessage  # as published; the broker never changes it
-    expires_at: float | None = None
-    redelivered: bool = False
-    deliveries: int = 0  # earlier deliveries that were not acknowledged
-
-
-@dataclass(eq=False, slots=True)
-class Consumer:
-    """A consumer on a queue: whom to deliver to and how many it may hold."""
-
-    tag: str
-    queue: "LocalQueue"
-    connection: Any  # the rabbitry.common.local.LocalConnection that owns it
-    on_delivery: Any
-    prefetch: int  # 0 means no limit, as in AMQP
-    exclusive: bool = False  # the queue's only consumer, by request
-    unacked: int = 0
-    cancelled: bool = False
-    auto_ack: bool = False  # deliveries count as acknowledged once sent
-    reply_address: str | None = None  # a consumer of direct reply-to: its address
-
-
-@dataclass(eq=False)
-class LocalExchange:
-    """An exchange and its bindings."""
-
-    name: str
-    type: str
-    durable: bool = False
-    auto_delete: bool = False
-    bindings: list[tuple[str, str]] = field(default_factory=list)  # (routing key, queue name)
-    _route_cache: dict[str, list[str]] = field(default_factory=dict)
-
-    def route(self, routing_key: str) -> list[str]:
-        """Names of the queues a message with ``routing_key`` goes to, each once."""
-        # Topic matching costs most, and logs repeat their keys: remember the answers.
-        cached = self._route_cache.get(routing_key)
-        if cached is None:
-            if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
-                self._route_cache.clear()
-            cached = list(dict.fromkeys(queue for key, queue in self.bindings
-                                        if binding_matches(self.type, key, routing_key)))
-            self._route_cache[routing_key] = cached
-        return cached
-
-    def bind(self, queue: str, routing_key: str) -> None:
-        """Bind ``queue`` under ``routing_key`` (binding twice changes nothing)."""
-        if (routing_key, queue) not in self.bindings:
-            self.bindings.append((routing_key, queue))
-            self._route_cache.clear()
-
-    def unbind_queue(self, queue: str) -> None:
-        """Remove every binding of ``queue``."""
-        self.bindings = [(key, name) for key, name in self.bindings if name != queue]
-        self._route_cache.clear()
-
-
-@dataclass(eq=False, slots=True)
-class LocalQueue:
-    """A queue: ready messages in order, and the consumers taking them in turn."""
-
-    name: str
-    durable: bool = True
-    exclusive_owner: Any = None  # the connection an exclusive queue belongs to
-    auto_delete: bool = False
-    arguments: dict[str, Any] = field(default_factory=dict)
-    ready: collections.deque = field(default_factory=collections.deque)
-    consumers: list[Consumer] = field(default_factory=list)
-    deleted: bool = False
-    _turn: int = 0
-    # Read on every message: looked up once, from the arguments.
-    is_quorum: bool = field(init=False)
-    message_ttl_ms: int | None = field(init=False)
-
-    def __post_init__(self):
-        self.is_quorum = self.arguments.get(_QUEUE_TYPE) == "quorum"
-        self.message_ttl_ms = self.arguments.get("x-message-ttl")
-
-    def next_consumer(self) -> Consumer | None:
-        """The next consumer in turn that has prefetch credit, if any."""
-        consumers = self.consumers
-        count = len(consumers)
-        turn = self._turn
-        for _ in range(count):
-            consumer = consumers[turn % count]
-            turn += 1
-            if not consumer.prefetch or consumer.unacked < consumer.prefetch:
-                self._turn = turn
-                return consumer
-        return None
-
-
-def equivalent_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Queue arguments as RabbitMQ compares them: the type defaults to classic."""
-    return {_QUEUE_TYPE: "classic", **arguments}
-
-
-def server_named_queue() -> str:
-    """A fresh name of the form RabbitMQ gives queues declared with an empty name."""
-    return "amq.gen-" + secrets.token_urlsafe(16)
+if TYPE_CHECKING:
+    from rabbitry.common.local import LocalConnection
 
 
 class LocalBroker:
@@ -161,62 +42,41 @@ class LocalBroker:
     def __init__(self, name: str = ""):
         self.name = name
         self.lock = threading.Lock()
-        self.exchanges: dict[str, LocalExchange] = {
-            name: LocalExchange(name, kind, durable=True) for name, kind in PREDECLARED_EXCHANGES.items()}
+        self.exchanges: dict[str, LocalExchange] = predeclared_exchanges()
         self.queues: dict[str, LocalQueue] = {}
         #: Direct reply-to: each address and the consumer it belongs to (see rabbitry.common.local_reply_to).
         self.reply_consumers: dict[str, Consumer] = {}
-        # Expiring messages: a heap of (deadline, sequence, queue), served by one thread.
-        self._expiry_heap: list[tuple[float, int, LocalQueue]] = []
-        self._expiry_sequence = itertools.count()
-        self._expiry_wakeup = threading.Condition(self.lock)
-        self._expiry_thread: threading.Thread | None = None
-        self._closed = False
+        self._expiry = ExpiryTimer(self.lock, self._expire_head_locked, f"local-broker-expiry{name}")
 
     # -- declaring ---------------------------------------------------------
     def declare_exchange_locked(self, name: str, kind: str, durable: bool, auto_delete: bool) -> None:
         """Declare an exchange, or check that the existing one is equivalent."""
         existing = self.exchanges.get(name)
         if existing is not None:
-            if (existing.type, existing.durable, existing.auto_delete) != (kind, durable, auto_delete):
-                raise refused(PRECONDITION_FAILED, f"inequivalent arg for exchange '{name}': declared as "
-                              f"{existing.type} (durable={existing.durable}, auto_delete={existing.auto_delete})")
-            return
-        if kind not in EXCHANGE_TYPES:
-            raise refused(COMMAND_INVALID, f"invalid exchange type '{kind}'")
-        if name.startswith("amq."):
-            raise refused(ACCESS_REFUSED, f"exchange name '{name}' contains reserved prefix 'amq.*'")
-        self.exchanges[name] = LocalExchange(name, kind, durable, auto_delete)
+            existing.check_equivalent(kind, durable, auto_delete)
+        else:
+            self.exchanges[name] = LocalExchange.declared(name, kind, durable, auto_delete)
 
     def declare_queue_locked(self, name: str, durable: bool, exclusive: bool, auto_delete: bool,
-                             arguments: dict[str, Any], connection) -> str:
+                             arguments: dict[str, Any], connection: "LocalConnection") -> str:
         """Declare a queue (named by the broker if ``name`` is empty); return its name."""
         name = name or server_named_queue()
         existing = self.queues.get(name)
         if existing is not None:
-            self.check_access_locked(existing, connection)
-            if (existing.durable, existing.exclusive_owner is not None, existing.auto_delete,
-                    equivalent_arguments(existing.arguments)) != (
-                    durable, exclusive, auto_delete, equivalent_arguments(arguments)):
-                raise refused(PRECONDITION_FAILED, f"inequivalent arg for queue '{name}': it was declared "
-                              f"with durable={existing.durable}, auto_delete={existing.auto_delete}, "
-                              f"arguments={existing.arguments}")
-            return name
-        if arguments.get(_QUEUE_TYPE) == "quorum":
-            for flag, value in (("non-durable", not durable), ("exclusive-owner", exclusive),
-                                ("auto-delete", auto_delete)):
-                if value:
-                    raise refused(PRECONDITION_FAILED, f"invalid property '{flag}' for queue '{name}'")
-        self.queues[name] = LocalQueue(name, durable, connection if exclusive else None, auto_delete,
-                                       dict(arguments))
+            existing.check_access(connection)
+            existing.check_equivalent(durable, exclusive, auto_delete, arguments)
+        else:
+            self.queues[name] = LocalQueue.declared(name, durable, connection if exclusive else None,
+                                                    auto_delete, arguments)
         return name
 
-    def bind_locked(self, exchange_name: str, queue_name: str, routing_key: str, connection) -> None:
+    def bind_locked(self, exchange_name: str, queue_name: str, routing_key: str,
+                    connection: "LocalConnection") -> None:
         """Bind a queue to an exchange; both must exist, and the default exchange takes no bindings."""
         if exchange_name == "":
             raise refused(ACCESS_REFUSED, "operation queue.bind not permitted on the default exchange")
         exchange = self.exchange_locked(exchange_name)
-        self.check_access_locked(self.queue_locked(queue_name), connection)
+        self.usable_queue_locked(queue_name, connection)
         exchange.bind(queue_name, routing_key)
 
     def exchange_locked(self, name: str) -> LocalExchange:
@@ -233,11 +93,11 @@ class LocalBroker:
             raise refused(NOT_FOUND, f"no queue '{name}' in vhost '/'")
         return queue
 
-    @staticmethod
-    def check_access_locked(queue: LocalQueue, connection) -> None:
-        """RESOURCE_LOCKED unless ``connection`` may use ``queue`` (another's exclusive queue)."""
-        if queue.exclusive_owner is not None and queue.exclusive_owner is not connection:
-            raise refused(RESOURCE_LOCKED, f"cannot obtain exclusive access to locked queue '{queue.name}'")
+    def usable_queue_locked(self, name: str, connection: "LocalConnection") -> LocalQueue:
+        """The queue called ``name``, if it exists and is not another connection's exclusive queue."""
+        queue = self.queue_locked(name)
+        queue.check_access(connection)
+        return queue
 
     # -- routing and enqueueing --------------------------------------------
     def route_locked(self, message: OutgoingMessage) -> int:
@@ -246,28 +106,35 @@ class LocalBroker:
             queue = self.queues.get(message.routing_key)
             if queue is None:
                 return 0
-            self.enqueue_locked(queue, Envelope(message))
+            self.enqueue_locked(queue, Envelope(message, queue))
             return 1
-        names = self.exchange_locked(message.exchange).route(message.routing_key)
+        return self._enqueue_routed_locked(self.exchange_locked(message.exchange), message)
+
+    def _enqueue_routed_locked(self, exchange: LocalExchange, message: OutgoingMessage) -> int:
+        """Put ``message`` on each queue ``exchange`` routes its key to; return how many."""
+        names = exchange.route(message.routing_key) if exchange.name else (message.routing_key,)
+        routed = 0
         for name in names:
-            self.enqueue_locked(self.queues[name], Envelope(message))
-        return len(names)
+            queue = self.queues.get(name)
+            if queue is not None:
+                self.enqueue_locked(queue, Envelope(message, queue))
+                routed += 1
+        return routed
 
     def enqueue_locked(self, queue: LocalQueue, envelope: Envelope) -> None:
         """Append a message to ``queue``, with its expiry, and hand it to a consumer if one has credit."""
-        ttl_ms, queue_ttl_ms = envelope.message.expiration, queue.message_ttl_ms
-        if ttl_ms is not None or queue_ttl_ms is not None:
-            # The shorter of the message's and the queue's TTL applies, as in RabbitMQ.
-            ttls = [int(t) for t in (ttl_ms, queue_ttl_ms) if t is not None]
-            envelope.expires_at = time.monotonic() + min(ttls) / 1000
-            self._schedule_expiry_locked(envelope.expires_at, queue)
-        ready = queue.ready
-        ready.append(envelope)
+        if envelope.message.expiration is not None or queue.message_ttl_ms is not None:
+            envelope.expires_at = queue.deadline(envelope.message)
+            self._expiry.schedule_locked(envelope.expires_at, queue)
         # Messages already waiting mean that no consumer has credit: whatever gives credit
         # (an ack, a reject, a new consumer) dispatches, until the queue is empty or the
         # credit is used up. So only a message that finds the queue empty is handed out here.
-        if len(ready) == 1 and queue.consumers:
-            self.dispatch_locked(queue)
+        if not queue.ready and queue.consumers:
+            consumer = queue.next_consumer()
+            if consumer is not None:
+                self._hand_over_locked(consumer, envelope)
+                return
+        queue.ready.append(envelope)
 
     def dispatch_locked(self, queue: LocalQueue) -> None:
         """Hand ready messages to consumers that have credit, in turn."""
@@ -276,100 +143,56 @@ class LocalBroker:
             consumer = queue.next_consumer()
             if consumer is None:
                 return
-            envelope = ready.popleft()
-            if envelope.expires_at is not None and envelope.expires_at <= time.monotonic():
-                self.dead_letter_locked(queue, envelope, "expired")
-                continue
-            consumer.connection.deliver_locked(consumer, queue, envelope)
+            self._hand_over_locked(consumer, ready.popleft())
+
+    def _hand_over_locked(self, consumer: Consumer, envelope: Envelope) -> None:
+        """Deliver ``envelope`` to ``consumer``, or dead-letter it if it has expired."""
+        if envelope.expires_at is not None and envelope.expired():
+            self.dead_letter_locked(envelope, EXPIRED)
+        else:
+            consumer.connection.deliver_locked(consumer, envelope)
 
     def take_locked(self, queue: LocalQueue) -> Envelope | None:
         """The next unexpired ready message of ``queue``, for basic.get."""
         while queue.ready:
             envelope = queue.ready.popleft()
-            if envelope.expires_at is not None and envelope.expires_at <= time.monotonic():
-                self.dead_letter_locked(queue, envelope, "expired")
+            if envelope.expires_at is not None and envelope.expired():
+                self.dead_letter_locked(envelope, EXPIRED)
                 continue
             return envelope
         return None
 
     def requeue_locked(self, queue: LocalQueue, envelopes: list[Envelope]) -> None:
         """Put unacknowledged messages back at the head of their queue, marked redelivered."""
-        if queue.deleted:
-            return
-        for envelope in reversed(envelopes):
-            envelope.redelivered = True
-            envelope.deliveries += 1
-            queue.ready.appendleft(envelope)
-        self.dispatch_locked(queue)
+        if not queue.deleted:
+            queue.put_back(envelopes)
+            self.dispatch_locked(queue)
 
     # -- dead-lettering and expiry -----------------------------------------
-    def dead_letter_locked(self, queue: LocalQueue, envelope: Envelope, reason: str) -> None:
-        """Drop a rejected or expired message, or republish it to the queue's dead-letter exchange."""
-        exchange_name = queue.arguments.get("x-dead-letter-exchange")
-        if exchange_name is None:
+    def dead_letter_locked(self, envelope: Envelope, reason: str) -> None:
+        """Drop a rejected or expired message, or republish it to its queue's dead-letter exchange."""
+        queue = envelope.queue
+        if queue.dead_letter_exchange is None:
             return
-        exchange = self.exchanges.get(exchange_name)
+        exchange = self.exchanges.get(queue.dead_letter_exchange)
         if exchange is None:
             return  # RabbitMQ drops dead letters for a missing exchange, silently
         original = envelope.message
-        routing_key = queue.arguments.get("x-dead-letter-routing-key", original.routing_key)
-        headers = dict(original.headers or {})
-        death = {"count": 1, "reason": reason, "queue": queue.name,
-                 "time": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
-                 "exchange": original.exchange, "routing-keys": [original.routing_key]}
-        if original.expiration is not None:
-            death["original-expiration"] = original.expiration
-        deaths = list(headers.get("x-death") or [])
-        for earlier in deaths:
-            if earlier.get("queue") == queue.name and earlier.get("reason") == reason:
-                deaths.remove(earlier)
-                death["count"] = earlier.get("count", 0) + 1
-                break
-        headers["x-death"] = [death, *deaths]
-        headers.setdefault("x-first-death-exchange", original.exchange)
-        headers.setdefault("x-first-death-queue", queue.name)
-        headers.setdefault("x-first-death-reason", reason)
-        # The expiration is dropped, so the dead letter does not expire again on arrival.
-        letter = OutgoingMessage(routing_key, original.body, exchange_name, original.content_type,
-                                 original.message_id, original.timestamp, headers, original.persistent,
-                                 original.app_id, original.type, reply_to=original.reply_to,
-                                 correlation_id=original.correlation_id)
-        for name in ([routing_key] if exchange_name == "" else exchange.route(routing_key)):
-            target = self.queues.get(name)
-            if target is not None:
-                self.enqueue_locked(target, Envelope(letter))
+        self._enqueue_routed_locked(exchange, dead_letter(
+            original, queue.name, reason, exchange.name, queue.dead_letter_routing_key(original)))
 
-    def _schedule_expiry_locked(self, deadline: float, queue: LocalQueue) -> None:
-        heapq.heappush(self._expiry_heap, (deadline, next(self._expiry_sequence), queue))
-        if self._expiry_thread is None:
-            self._expiry_thread = threading.Thread(target=self._expire, name=f"local-broker-expiry{self.name}",
-                                                   daemon=True)
-            self._expiry_thread.start()
-        elif self._expiry_heap[0][0] == deadline:
-            self._expiry_wakeup.notify()
+    def _expire_head_locked(self, queue: LocalQueue, now: float) -> float | None:
+        """Dead-letter the expired messages at the head of ``queue``; return when the new head expires.
 
-    def _expire(self) -> None:
-        """Expire messages at the heads of queues as their deadlines pass (one thread per broker)."""
-        with self.lock:
-            while not self._closed:
-                now = time.monotonic()
-                heap = self._expiry_heap
-                while heap and heap[0][0] <= now:
-                    _, _, queue = heapq.heappop(heap)
-                    self._expire_head_locked(queue, now)
-                self._expiry_wakeup.wait(heap[0][0] - now if heap else None)
-
-    def _expire_head_locked(self, queue: LocalQueue, now: float) -> None:
-        # Like RabbitMQ, only messages at the head expire; the next deadline is rescheduled.
+        Like RabbitMQ, only messages at the head expire.
+        """
         while queue.ready and not queue.deleted:
             head = queue.ready[0]
-            if head.expires_at is None:
-                return
-            if head.expires_at > now:
-                heapq.heappush(self._expiry_heap, (head.expires_at, next(self._expiry_sequence), queue))
-                return
+            if head.expires_at is None or head.expires_at > now:
+                return head.expires_at
             queue.ready.popleft()
-            self.dead_letter_locked(queue, head, "expired")
+            self.dead_letter_locked(head, EXPIRED)
+        return None
 
     # -- deleting ----------------------------------------------------------
     def delete_queue_locked(self, name: str) -> None:
@@ -383,7 +206,7 @@ class LocalBroker:
             consumer.cancelled = True
         queue.consumers.clear()
         for exchange in list(self.exchanges.values()):
-            if any(bound == name for _, bound in exchange.bindings):
+            if exchange.binds(name):
                 exchange.unbind_queue(name)
                 if exchange.auto_delete and not exchange.bindings:
                     del self.exchanges[exchange.name]
@@ -407,8 +230,4 @@ class LocalBroker:
 
     def close(self) -> None:
         """Stop the expiry thread; the broker's state is dropped with the object."""
-        with self.lock:
-            self._closed = True
-            self._expiry_wakeup.notify_all()
-        if self._expiry_thread is not None:
-            self._expiry_thread.join()
+        self._expiry.close()

@@ -13,7 +13,8 @@ channel is still open, and to nobody otherwise: no queue ever holds it.
 import dataclasses
 import secrets
 
-from rabbitry.common.local_broker import PRECONDITION_FAILED, Consumer, refused
+from rabbitry.common.local_queue import Consumer
+from rabbitry.common.local_refusals import PRECONDITION_FAILED, refused
 from rabbitry.common.replies import DIRECT_REPLY_TO
 from rabbitry.common.transport import OutgoingMessage
 

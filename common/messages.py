@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rabbitry.common.errors import MessageError, MessageTooLarge
+from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES, check_short_string
 from rabbitry.common.transport import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
 
 FORMAT_VERSION = 1
@@ -29,7 +30,7 @@ PLAIN_TEXT_TASK = "dots"
 MAX_MESSAGE_BYTES = 1024 * 1024
 #: The longest task name or id, in bytes of UTF-8: they travel as the AMQP ``type`` and
 #: ``message_id`` properties, which are short strings, and in the task's dead letter.
-MAX_TASK_NAME_BYTES = 255
+MAX_TASK_NAME_BYTES = MAX_SHORT_STRING_BYTES
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _SCAN = json.JSONDecoder().scan_once
@@ -39,13 +40,13 @@ def parse_json(body: bytes) -> Any:
     """``json.loads(body)``, with a fast path for what rabbitry's encoder writes.
 
     A UTF-8 body that is one JSON value from its first byte to its last is
-    read by the decoder's C scanner alone, skipping ``json.loads``'s
-    encoding detection and whitespace passes (half its time on a task
-    body). Anything else (whitespace around the value, a byte-order mark,
-    UTF-16, malformed JSON) goes through ``json.loads`` itself, so the
-    value, or the error, is always exactly the one it gives, with one
-    exception: a document nested too deep for Python's stack is a
-    ValueError here, where ``json.loads`` raises RecursionError.
+    read by the decoder's C scanner alone, without ``json.loads``'s
+    encoding detection and whitespace passes. Anything else (whitespace
+    around the value, a byte-order mark, UTF-16, malformed JSON) goes
+    through ``json.loads`` itself, so the value, or the error, is always
+    exactly the one it gives, with one exception: a document nested too
+    deep for Python's stack is a ValueError here, where ``json.loads``
+    raises RecursionError.
     """
     try:
         text = body.decode()
@@ -73,9 +74,8 @@ class TaskMessage:
 
     def encode(self, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
         """The JSON body; raises MessageError if it cannot be encoded or is too big."""
-        _check_short_string(self.task, "task name")
-        # Seconds to the millisecond: enough for a creation time, and a third quicker
-        # to parse than a float's full 17 digits.
+        check_short_string(self.task, "task name", MessageError)
+        # Seconds to the millisecond: all a creation time needs, in a short number to parse.
         created_at = round(self.created_at, 3)
         try:
             body = _ENCODER.encode({
@@ -143,7 +143,7 @@ class TaskMessage:
         task, args, kwargs = data.get("task"), data.get("args", []), data.get("kwargs", {})
         if not isinstance(task, str) or not task:
             raise MessageError("field 'task' must be a non-empty string")
-        _check_short_string(task, "task name")
+        check_short_string(task, "task name", MessageError)
         if not isinstance(args, list):
             raise MessageError("field 'args' must be a JSON array")
         if not isinstance(kwargs, dict):
@@ -157,17 +157,6 @@ class TaskMessage:
         task_id = data.get("id") or default_id or new_message_id()
         if not isinstance(task_id, str):
             raise MessageError("field 'id' must be a string")
-        _check_short_string(task_id, "task id")
+        check_short_string(task_id, "task id", MessageError)
         return cls(task, args, kwargs, task_id, attempt, float(created_at))
 
-
-def _check_short_string(text: str, what: str) -> None:
-    """MessageError unless ``text`` is valid UTF-8 of at most MAX_TASK_NAME_BYTES bytes."""
-    if text.isascii() and len(text) <= MAX_TASK_NAME_BYTES:
-        return  # every real name and id: no need to encode it
-    try:
-        size = len(text.encode())
-    except UnicodeEncodeError:  # a lone surrogate, as from a command line that is not UTF-8
-        raise MessageError(f"{what} {text!r} is not valid UTF-8") from None
-    if size > MAX_TASK_NAME_BYTES:
-        raise MessageError(f"{what} is {size} bytes long; at most {MAX_TASK_NAME_BYTES} are allowed")

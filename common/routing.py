@@ -8,8 +8,7 @@ words at all, so ``#`` matches it and ``*`` does not.
 """
 
 from rabbitry.common.errors import InvalidRoutingKey
-
-MAX_KEY_BYTES = 255
+from rabbitry.common.amqp_limits import check_short_string
 
 
 def _words(key: str) -> list[str]:
@@ -47,14 +46,6 @@ def topic_matches(binding_key: str, routing_key: str) -> bool:
     return len(pattern) in positions
 
 
-def _as_given(key: str) -> bytes | str:
-    """The bytes a command line gave for ``key`` (Python keeps bad ones as surrogates)."""
-    try:
-        return key.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return key
-
-
 def binding_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
     """True if an exchange of ``exchange_type`` routes ``routing_key`` along a ``binding_key`` binding."""
     if exchange_type == "fanout":
@@ -66,13 +57,7 @@ def binding_matches(exchange_type: str, binding_key: str, routing_key: str) -> b
 
 def check_routing_key(key: str, what: str = "routing key") -> str:
     """Return ``key`` if RabbitMQ accepts it: valid UTF-8, at most 255 bytes."""
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidRoutingKey(f"{what} {_as_given(key)!r} is not valid UTF-8") from None
-    if size > MAX_KEY_BYTES:
-        raise InvalidRoutingKey(f"{what} is {size} bytes long; RabbitMQ allows at most {MAX_KEY_BYTES}")
-    return key
+    return check_short_string(key, what, InvalidRoutingKey, from_command_line=True)
 
 
 def literal_wildcards(binding_key: str) -> list[str]:

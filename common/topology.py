@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rabbitry.common.errors import ConfigurationError
-from rabbitry.common.routing import MAX_KEY_BYTES, check_routing_key
+from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES
+from rabbitry.common.routing import check_routing_key
 
 DEFAULT_TASK_QUEUE = "task_queue"
 QUEUE_TYPES = ("quorum", "classic")
@@ -113,10 +114,10 @@ def check_work_queue_name(queue: str) -> str:
         raise ConfigurationError("a work queue needs a name")
     longest = retry_queue_name(queue, int(RETRY_MAX_DELAY_S * 1000))
     check_routing_key(queue, "queue name")  # valid UTF-8, at most 255 bytes
-    if len(longest.encode()) > MAX_KEY_BYTES:
+    if len(longest.encode()) > MAX_SHORT_STRING_BYTES:
         suffix = longest[len(queue):]
         raise ConfigurationError(f"queue name is {len(queue.encode())} bytes long; a work queue's name can be at "
-                                 f"most {MAX_KEY_BYTES - len(suffix)}, leaving room for its retry queues "
+                                 f"most {MAX_SHORT_STRING_BYTES - len(suffix)}, leaving room for its retry queues "
                                  f"('<queue>{suffix}')")
     return queue
 

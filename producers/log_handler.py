@@ -36,8 +36,8 @@ import time
 
 import structlog
 
+from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES
 from rabbitry.common.errors import RabbitryError
-from rabbitry.common.routing import MAX_KEY_BYTES
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import log_exchange
 from rabbitry.producers.log_emitter import LogEmitter
@@ -119,7 +119,7 @@ class LogExchangeHandler(logging.Handler):
         # A routing key is at most 255 bytes of UTF-8: a long logger name is cut to fit.
         severity = _cut(record.levelname.lower().replace(" ", "-"), _MAX_SEVERITY_BYTES)
         facility = _cut(self.facility or record.name.split(".", 1)[0] or "root",
-                        MAX_KEY_BYTES - 1 - len(severity.encode()))
+                        MAX_SHORT_STRING_BYTES - 1 - len(severity.encode()))
         route = (f"{facility}.{severity}", severity, facility)
         self._routes[(record.name, record.levelno)] = route
         return route

@@ -5,12 +5,14 @@ everything rabbitry relies on. Where the two differ by design, the test says
 so and checks each side's own behaviour.
 """
 
+import dataclasses
 import os
 import time
 import uuid
 
 import pytest
 
+from rabbitry.common.amqp_limits import SHORT_STRING_FIELDS
 from rabbitry.common.broker import connect
 from rabbitry.common.errors import BrokerRefused, Unencodable
 from rabbitry.common.local import broker_name, forget_broker
@@ -352,7 +354,7 @@ def test_names_and_properties_longer_than_amqp_allows_are_refused_on_both(transp
     transport.declare(connection, queues=[Queue(queue)])
     long_name = "é" * 128  # 128 characters, 256 bytes
 
-    with pytest.raises(Unencodable):
+    with pytest.raises(Unencodable, match="declaring the topology: a name is 256 bytes long"):
         transport.declare(connection, queues=[Queue(long_name)])
     too_long = [message(long_name, "long key"), message(queue, "long id", message_id=long_name),
                 message(queue, "long type", type=long_name)]
@@ -363,6 +365,22 @@ def test_names_and_properties_longer_than_amqp_allows_are_refused_on_both(transp
 
     assert [(f.reason, f.message) for f in failures] == [("unpublishable", m) for m in too_long]
     assert drain(connection, queue) == ["fits"]  # and the connection goes on
+
+
+@pytest.mark.parametrize("field", SHORT_STRING_FIELDS)
+def test_each_short_string_field_over_255_bytes_is_refused_the_same_way_on_both(transport, field):
+    connection = transport.connect()
+    queue = f"short-fields.{uuid.uuid4().hex}"  # the other fields as short as usual
+    transport.declare(connection, queues=[Queue(queue)])
+    too_long = dataclasses.replace(message(queue, "too long"), **{field: "é" * 128})  # 256 bytes
+
+    with pytest.raises(Unencodable) as refusal:
+        connection.check_publishable(too_long)
+    failures = publish_all(connection, [too_long, message(queue, "fits")], mandatory=True)
+
+    assert str(refusal.value) == f"the message's {field} is 256 bytes long; AMQP allows at most 255"
+    assert [(f.reason, f.message) for f in failures] == [("unpublishable", too_long)]
+    assert drain(connection, queue) == ["fits"]
 
 
 def test_an_exclusive_consumer_keeps_its_queue_to_itself(transport):
