@@ -15,7 +15,7 @@ from rabbitry.common.errors import ExitCode, MessageError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
 from rabbitry.producers.tasks import TaskSubmitter
-from rabbitry.producers.waiting import print_results
+from rabbitry.producers.waiting import queue_and_wait
 
 log = structlog.get_logger("rabbitry.new_task")
 
@@ -96,6 +96,12 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
         for message in [TaskMessage(task_name, task_args, task_kwargs)]:
             message.encode()  # refuse arguments that are not JSON, or too big, before sending anything
     total = len(messages) if isinstance(messages, list) else count
+    if wait:  # each task asks for its result, and each result is printed (docs/results.md)
+        waited = queue_and_wait(settings, queue, queue_type, messages, timeout, click.get_text_stream("stdout"))
+        if not waited.all_succeeded:
+            click.echo(f"new-task: {waited.summary()}", err=True)
+            raise SystemExit(int(ExitCode.FAILURE))
+        return
 
     out = click.get_text_stream("stdout")
 
@@ -104,20 +110,11 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
             out.write("".join(m.message_id + "\n" for m in confirmed))
 
     show_progress = sys.stderr.isatty() and total > 1
-    handles = []
-    with TaskSubmitter(settings, queue, queue_type, on_confirmed=None if wait else print_ids,
-                       results=wait) as submitter:
+    with TaskSubmitter(settings, queue, queue_type, on_confirmed=print_ids) as submitter:
         with click.progressbar(length=total, label="queueing", file=sys.stderr) if show_progress else _Nothing() as bar:
-            for handle in submitter.submit_many(messages):
+            for _ in submitter.submit_many(messages):
                 bar.update(1)
-                if wait:
-                    handles.append(handle)
-        if wait:  # inside the block: the replies come over this submitter's connection
-            waited = print_results(handles, timeout, out)
     out.flush()
-    if wait and not waited.all_succeeded:
-        click.echo(f"new-task: {waited.summary()}", err=True)
-        raise SystemExit(int(ExitCode.FAILURE))
     if settings.is_local:
         log.warning("in_process_broker", detail="the in-process broker lives inside this command alone, so these "
                     "tasks end with it; run producers and workers in one process, as `rabbitry demo` does")

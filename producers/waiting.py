@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from rabbitry.common.errors import RabbitryError
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.settings import BrokerSettings
 from rabbitry.producers.handles import TaskFailed, TaskHandle
+from rabbitry.producers.tasks import TaskSubmitter
 
 
 @dataclass
@@ -49,3 +52,11 @@ def print_results(handles: Iterable[TaskHandle], timeout: float, out: TextIO) ->
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
         out.flush()
     return waited
+
+
+def queue_and_wait(settings: BrokerSettings, queue: str, queue_type: str, messages: Iterable[TaskMessage],
+                   timeout: float, out: TextIO) -> Waited:
+    """Queue every task asking for its result, then print each result as it is had."""
+    with TaskSubmitter(settings, queue, queue_type, results=True) as submitter:
+        handles = list(submitter.submit_many(messages))
+        return print_results(handles, timeout, out)  # inside the block: replies come over its connection
