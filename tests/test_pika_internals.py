@@ -9,7 +9,7 @@ from rabbitry.common import pika_internals
 from rabbitry.common.pika_internals import PikaInternalsChanged
 from rabbitry.common.topology import Queue, Topology
 from rabbitry.common.transport import UNREADABLE_HEADERS
-from tests.helpers import TIMESTAMP_PAST_9999, publish_with_raw_headers
+from tests.helpers import TIMESTAMP_PAST_9999, publish_with_raw_headers, wait_until
 
 
 @pytest.fixture
@@ -38,7 +38,8 @@ def test_other_pika_connections_read_headers_as_pika_does(broker_url, connection
 
         with pytest.raises(pika.exceptions.StreamLostError, match="OverflowError"):  # as pika reads it
             pika_connection.channel().basic_get(unique_name, auto_ack=False)
-        delivery = connection.get(unique_name)  # requeued when pika's connection broke
+        # Requeued once the broker sees pika's connection closed, which it does a moment later.
+        delivery = wait_until(lambda: connection.get(unique_name), 10, 0.02, "the message requeued")
 
         assert spec.props[spec.BasicProperties.INDEX] is spec.BasicProperties
         assert list(delivery.headers) == [UNREADABLE_HEADERS]
