@@ -51,7 +51,7 @@ class AsyncTaskHandle:
     async def wait_confirmed(self, timeout: float | None = None) -> "AsyncTaskHandle":
         """Wait until the broker confirmed the task (see :meth:`TaskHandle.wait_confirmed`)."""
         handle = self.handle
-        await self._until(lambda: handle.confirmed or handle._error is not None, timeout, "no confirm")
+        await self._until(lambda: handle.settled, timeout, "no confirm")
         handle.wait_confirmed(0)  # raises if the broker refused it
         return self
 

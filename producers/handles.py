@@ -60,6 +60,11 @@ class TaskHandle:
         return self._confirmed
 
     @property
+    def settled(self) -> bool:
+        """True once the broker confirmed the task or refused it."""
+        return self._confirmed or self._error is not None
+
+    @property
     def ready(self) -> bool:
         """True once the result (or the failure that replaces it) is here."""
         return self._error is not None or self._outcome is not None or self._result_error is not None
@@ -68,7 +73,7 @@ class TaskHandle:
         """Block until the broker confirmed the task; raise PublishFailed/Unroutable if it refused it,
         TimeoutError if ``timeout`` seconds pass first."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self._confirmed or self._error is not None, timeout):
+            if not self._changed.wait_for(lambda: self.settled, timeout):
                 raise TimeoutError(f"task {self.id} was not confirmed within {timeout:g} s")
         if self._error is not None:
             raise self._error
