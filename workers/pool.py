@@ -1,5 +1,6 @@
 """The supervisor: starts the pool processes, replaces dead ones, stops them in order."""
 
+import dataclasses
 import multiprocessing
 import signal
 import threading
@@ -43,10 +44,12 @@ class WorkerPool:
 
     def check_broker(self) -> None:
         """Connect once and declare the topology, so a bad URL or a down broker
-        fails at start-up with one clear line instead of in every child."""
+        fails at start-up with one clear line instead of in every child.
+        Settles the time limit the pool processes enforce."""
         with connect(self.config.settings, "rabbitry-worker-check") as connection:
             connection.declare(self.config.topology)
-            check_time_limit(self.config, connection)
+            time_limit = check_time_limit(self.config, connection)
+        self.config = dataclasses.replace(self.config, time_limit=time_limit)
 
     def run(self) -> int:
         """Run until stopped by a signal (or :meth:`stop`); return the exit code."""
@@ -54,7 +57,7 @@ class WorkerPool:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("worker_started", queue=self.config.queue, queue_type=self.config.queue_type,
-                 processes=self.config.processes, prefetch=self.config.prefetch,
+                 processes=self.config.processes, prefetch=self.config.prefetch, time_limit_s=self.config.time_limit,
                  broker=self.config.settings.describe())
         for index in range(self.config.processes):
             self._start(index)
