@@ -40,8 +40,8 @@ _REFUSED = (pika_errors.ProbableAuthenticationError, pika_errors.ProbableAccessD
 #: What pika raises when it cannot encode a message (a property over 255 bytes, a header
 #: of a type AMQP lacks, text that is not UTF-8); it has sent nothing of it by then.
 _UNENCODABLE = (pika_errors.ShortStringTooLong, pika_errors.UnsupportedAMQPFieldException, UnicodeEncodeError)
-#: (kind, name) of what this process uses as it was declared elsewhere, so it warns once of each.
-_USED_AS_DECLARED: set[tuple[str, str]] = set()
+#: Queues and exchanges this process uses as they were declared elsewhere: it warns once of each.
+_USED_AS_THEY_EXIST: set[str] = set()
 log = structlog.get_logger("rabbitry.amqp")
 
 #: Everything pika raises while a connection is being opened: its own errors, socket and
@@ -254,17 +254,17 @@ class AmqpConnection(Connection):
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
-        names = {}
+        names, existing = {}, {}
         with translated("declaring the topology"):
             for exchange in topology.exchanges:
                 self._declare_or_use_existing(
-                    "exchange", exchange.name,
+                    existing, f"exchange {exchange.name}",
                     lambda: self._channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
                                                            auto_delete=exchange.auto_delete),
                     lambda: self._channel.exchange_declare(exchange.name, passive=True))
             for queue in topology.queues:
                 result = self._declare_or_use_existing(
-                    "queue", queue.name,
+                    existing, f"queue {queue.name}" if queue.name else "",
                     lambda: self._channel.queue_declare(queue.name, durable=queue.durable, exclusive=queue.exclusive,
                                                         auto_delete=queue.auto_delete,
                                                         arguments=queue.arguments or None),
@@ -273,15 +273,21 @@ class AmqpConnection(Connection):
             for binding in topology.bindings:
                 self._channel.queue_bind(names.get(binding.queue, binding.queue), binding.exchange,
                                          routing_key=binding.routing_key)
+        if existing.keys() - _USED_AS_THEY_EXIST:
+            _USED_AS_THEY_EXIST.update(existing)
+            log.warning("using_existing_declarations", used_as_they_exist=sorted(existing),
+                        refused=sorted(set(existing.values())),
+                        detail="they exist and cannot be declared as rabbitry would: using them as they are")
         return names
 
-    def _declare_or_use_existing(self, kind: str, name: str, declare, declare_passively):
+    def _declare_or_use_existing(self, existing: dict[str, str], what: str, declare, declare_passively):
         """Declare; if the broker refuses in a way that an existing queue or exchange explains
-        (extra arguments an operator gave it, no configure permission), use that one as it is."""
+        (extra arguments an operator gave it, no configure permission), use that one as it is
+        and note it in ``existing``."""
         try:
             return declare()
         except pika_errors.ChannelClosedByBroker as refusal:
-            if not name or not existing_may_serve(refusal.reply_code, refusal.reply_text):
+            if not what or not existing_may_serve(refusal.reply_code, refusal.reply_text):
                 raise
             self._open_channel()
             try:
@@ -289,11 +295,8 @@ class AmqpConnection(Connection):
             except pika_errors.ChannelClosedByBroker:
                 self._open_channel()
                 raise refusal from None
-        if (kind, name) not in _USED_AS_DECLARED:
-            _USED_AS_DECLARED.add((kind, name))
-            log.warning("using_existing_" + kind, name=name, refusal=refusal.reply_text,
-                        detail=f"the {kind} exists and cannot be declared as rabbitry would: using it as it is")
-        return result
+            existing[what] = refusal.reply_text
+            return result
 
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
