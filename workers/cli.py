@@ -27,7 +27,8 @@ from rabbitry.workers.threaded import worker_pool
               help="Retries of a failing task, with exponential backoff, before it is dead-lettered.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a task may run before its process is killed and the task failed. "
-                   "Checked at start-up against the broker's consumer_timeout.")
+                   "Checked at start-up against the broker's consumer_timeout "
+                   "[default: 90% of the broker's consumer_timeout].")
 @click.option("--delivery-limit", type=click.IntRange(1, 1000), default=DEFAULT_DELIVERY_LIMIT,
               show_default=True, help="Crashes of its pool process a task may cause before it is dead-lettered.")
 @broker_options
