@@ -36,6 +36,22 @@ _DEAD_LETTER_HEADERS = (REASON_HEADER, ERROR_HEADER, TASK_HEADER, QUEUE_HEADER, 
                         "x-first-death-reason")
 
 
+#: Characters of a letter's error that ``dlq list`` shows (``dlq show`` shows it whole).
+ERROR_COLUMN_WIDTH = 70
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line in at most ``width`` characters, cut after a whole word and marked
+    with an ellipsis if it is longer (mid-word only when its first word alone is too long)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width - 1]
+    if text[width - 1] != " " and " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.") + "…"
+
+
 class LettersMissing(RabbitryError):
     """Some dead letters asked for are not in the queue."""
 
@@ -128,15 +144,15 @@ class DeadLetterQueue:
 
 def _select(ids: tuple[str, ...], select_all: bool) -> Callable[[Delivery], bool]:
     if select_all == bool(ids):
-        raise click.UsageError("give the ids of the letters, or --all")
+        raise click.UsageError("give the ids of the letters (LETTER_ID...), or --all")
     return (lambda _letter: True) if select_all else (lambda letter: letter.message_id in ids)
 
 
 def letter_selection(verb: str):
-    """Add the IDS argument and --all; pass ``wanted``, the test a letter must pass."""
+    """Add the LETTER_ID... argument and --all; pass ``wanted``, the test a letter must pass."""
 
     def decorator(func):
-        @click.argument("ids", nargs=-1)
+        @click.argument("ids", nargs=-1, metavar="[LETTER_ID]...")
         @click.option("--all", "select_all", is_flag=True, help=f"{verb} every dead letter.")
         @functools.wraps(func)
         def wrapper(*args, ids, select_all, **kwargs):
@@ -194,7 +210,7 @@ def list_letters(settings, queue, limit, as_json):
         return
     click.echo(f"{len(rows)} dead letter(s) of {queue!r}")
     for row in rows:
-        error = (row["error"] or "")[:70]
+        error = shorten(row["error"] or "", ERROR_COLUMN_WIDTH)
         click.echo(f"{row['id'] or '-':<34} {row['task'] or '-':<20} {row['reason'] or '-':<18} {error}")
 
 

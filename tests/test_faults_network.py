@@ -19,7 +19,7 @@ def test_a_server_that_never_speaks_amqp_is_one_line_and_exit_3_for_every_comman
     with SilentServer() as silent:
         node = NodeCommands(silent.url())
         commands = (["new-task", "--queue", unique_name, "hello"],
-                    ["worker", "--queue", unique_name, "--processes", "1"],
+                    ["worker", "--queue", unique_name, "--processes", "1", "--connect-timeout", "0"],
                     ["rabbitry", "status", "--queue", unique_name])
         with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:  # each waits out pika's timeout
             results = list(pool.map(lambda command: node.run(*command, timeout=90), commands))
