@@ -54,3 +54,8 @@ def fail_on_a_file_name_that_is_not_utf8():
 def fail_on_a_file_name_that_is_not_utf8_then_retry():
     """As above, but retryable: the retry carries the error too."""
     raise RuntimeError(f"cannot process {os.fsdecode(b'/data/in-' + bytes([0xff]))}")
+
+
+@task
+def take_any_arguments(*args, **kwargs):
+    """Accept whatever it is given (tests that decide the outcome themselves)."""

@@ -73,7 +73,7 @@ def _settled_letters(connection, config):
 def test_any_error_and_arguments_settle_once_and_leave_the_work_queue(settling, error, args, attempt, retryable):
     process, connection = settling
     config = process.config
-    body = json.dumps({"task": "fail_permanently", "args": args, "attempt": attempt})  # \ud800 travels escaped
+    body = json.dumps({"task": "take_any_arguments", "args": args, "attempt": attempt})  # \ud800 travels escaped
     connection.publish(OutgoingMessage(config.queue, body.encode(), content_type=JSON_CONTENT_TYPE))
     assert not connection.wait_for_confirms(10)
     delivery = wait_until(lambda: connection.get(config.queue), message="the task")
