@@ -16,15 +16,17 @@ import time
 import urllib.parse
 
 import pika
+import structlog
 import pika.exceptions as pika_errors
+from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQPConnectorStackTimeout
 from pika.spec import Basic
 
 from rabbitry.common import amqp_limits, pika_internals
 from rabbitry.common.amqp_headers import decode_frame_forgivingly
-from rabbitry.common.errors import (BrokerRefused, BrokerUnavailable, ConnectionLost, ConsumerCancelled, PublishFailed,
-                           RabbitryError, Unencodable)
+from rabbitry.common.errors import (AcknowledgementTimedOut, BrokerRefused, BrokerUnavailable, ConnectionLost,
+                                    ConsumerCancelled, PublishFailed, RabbitryError, Unencodable)
 from rabbitry.common.settings import BrokerSettings, mask_url
-from rabbitry.common.topology import Topology
+from rabbitry.common.topology import Topology, existing_may_serve
 from rabbitry.common.transport import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage,
                               PublishFailure, QueueState, SettledPublishes)
 
@@ -38,6 +40,14 @@ _REFUSED = (pika_errors.ProbableAuthenticationError, pika_errors.ProbableAccessD
 #: What pika raises when it cannot encode a message (a property over 255 bytes, a header
 #: of a type AMQP lacks, text that is not UTF-8); it has sent nothing of it by then.
 _UNENCODABLE = (pika_errors.ShortStringTooLong, pika_errors.UnsupportedAMQPFieldException, UnicodeEncodeError)
+#: Queues and exchanges this process uses as they were declared elsewhere: it warns once of each.
+_USED_AS_THEY_EXIST: set[str] = set()
+log = structlog.get_logger("rabbitry.amqp")
+
+#: Everything pika raises while a connection is being opened: its own errors, socket and
+#: TLS errors, and the connection workflow's, such as a server that accepts TCP but never
+#: completes the AMQP handshake (AMQPConnectorStackTimeout), which are not AMQPErrors.
+_CONNECTING = (pika_errors.AMQPError, AMQPConnectorException, OSError)
 _LOST = (pika_errors.AMQPConnectionError, pika_errors.ConnectionWrongStateError,
          pika_errors.ChannelWrongStateError, pika_errors.StreamLostError, pika_errors.ChannelClosed,
          OSError)
@@ -59,6 +69,17 @@ def translate(error: BaseException, where: str = "") -> RabbitryError:
         return translate(error.args[0], where)
     detail = str(error) or type(error).__name__
     return ConnectionLost(f"{prefix}connection lost: {mask_url(detail)}")
+
+
+def channel_closure(reason: BaseException) -> ConnectionLost | None:
+    """The error that names why the broker closed a channel under a consumer, when the
+    cause is one a consumer must know by name: a delivery-acknowledgement timeout."""
+    if (isinstance(reason, pika_errors.ChannelClosedByBroker) and reason.reply_code == 406
+            and "delivery acknowledgement" in str(reason.reply_text)):
+        return AcknowledgementTimedOut(
+            "the broker closed the channel: a delivery stayed unacknowledged past its consumer_timeout, and "
+            f"the broker requeues what the channel held ({reason.reply_text})")
+    return None
 
 
 @contextlib.contextmanager
@@ -108,7 +129,7 @@ def open_connection(settings: BrokerSettings, name: str = "rabbitry") -> "AmqpCo
         except _REFUSED:
             raise BrokerRefused(f"the broker at {mask_url(url)} refused the login "
                                 "(check user, password and vhost)") from None
-        except (pika_errors.AMQPError, OSError, ssl.SSLError) as error:
+        except _CONNECTING as error:
             failures.append(f"{mask_url(url)} ({_reason(error, tls=params.ssl_options is not None)})")
     raise BrokerUnavailable("cannot reach the broker at " + ", ".join(failures))
 
@@ -125,6 +146,9 @@ def _reason(error: BaseException, tls: bool = False) -> str:
             break
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
+    if isinstance(error, AMQPConnectorStackTimeout):
+        return ("no AMQP handshake within the connection timeout: the server accepts TCP but does not "
+                "answer as a broker (a frozen node, a stalled proxy, or not a RabbitMQ port)")
     if isinstance(error, pika_errors.IncompatibleProtocolError) and tls:
         # TLS 1.3 reports a refused (or missing) client certificate only by closing.
         return ("the broker closed the connection during the handshake: check the client certificate "
@@ -160,14 +184,7 @@ class AmqpConnection(Connection):
         self.url = url
         self._connection = connection
         pika_internals.read_frames_with(connection, decode_frame_forgivingly)
-        with translated("opening a channel"):
-            self._channel = connection.channel()
-            self._async_channel = pika_internals.async_channel(self._channel)  # see the module docstring
-            confirm_selected = []
-            self._async_channel.confirm_delivery(self._on_confirm, callback=confirm_selected.append)
-            self._async_channel.add_on_return_callback(self._on_return)
-            while not confirm_selected:
-                connection.process_data_events(_WAIT_SLICE_S)
+        self._open_channel()
         self._next_delivery_tag = 1
         self._outstanding: dict[int, tuple[OutgoingMessage, bool]] = {}
         self._returned: set[str] = set()
@@ -175,24 +192,67 @@ class AmqpConnection(Connection):
         self._unflushed = 0
         self._watching_cancels = False
         self._cancelled_consumer: str | None = None
+        self._closure: ConnectionLost | None = None
+
+    def _open_channel(self) -> None:
+        """Open the channel, in confirm mode; at start, and again after a refused declare closed it."""
+        with translated("opening a channel"):
+            self._channel = self._connection.channel()
+            self._async_channel = pika_internals.async_channel(self._channel)  # see the module docstring
+            confirm_selected = []
+            self._async_channel.confirm_delivery(self._on_confirm, callback=confirm_selected.append)
+            self._async_channel.add_on_return_callback(self._on_return)
+            self._async_channel.add_on_close_callback(self._on_channel_closed)
+            while not confirm_selected:
+                self._connection.process_data_events(_WAIT_SLICE_S)
+        self._next_delivery_tag = 1
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
         amqp_limits.check_topology(topology)
-        names = {}
+        names, existing = {}, {}
         with translated("declaring the topology"):
             for exchange in topology.exchanges:
-                self._channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
-                                               auto_delete=exchange.auto_delete)
+                self._declare_or_use_existing(
+                    existing, f"exchange {exchange.name}",
+                    lambda: self._channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
+                                                           auto_delete=exchange.auto_delete),
+                    lambda: self._channel.exchange_declare(exchange.name, passive=True))
             for queue in topology.queues:
-                result = self._channel.queue_declare(
-                    queue.name, durable=queue.durable, exclusive=queue.exclusive,
-                    auto_delete=queue.auto_delete, arguments=queue.arguments or None)
+                result = self._declare_or_use_existing(
+                    existing, f"queue {queue.name}" if queue.name else "",
+                    lambda: self._channel.queue_declare(queue.name, durable=queue.durable, exclusive=queue.exclusive,
+                                                        auto_delete=queue.auto_delete,
+                                                        arguments=queue.arguments or None),
+                    lambda: self._channel.queue_declare(queue.name, passive=True))
                 names[queue.name] = result.method.queue
             for binding in topology.bindings:
                 self._channel.queue_bind(names.get(binding.queue, binding.queue), binding.exchange,
                                          routing_key=binding.routing_key)
+        if existing.keys() - _USED_AS_THEY_EXIST:
+            _USED_AS_THEY_EXIST.update(existing)
+            log.warning("using_existing_declarations", used_as_they_exist=sorted(existing),
+                        refused=sorted(set(existing.values())),
+                        detail="they exist and cannot be declared as rabbitry would: using them as they are")
         return names
+
+    def _declare_or_use_existing(self, existing: dict[str, str], what: str, declare, declare_passively):
+        """Declare; if the broker refuses in a way that an existing queue or exchange explains
+        (extra arguments an operator gave it, no configure permission), use that one as it is
+        and note it in ``existing``."""
+        try:
+            return declare()
+        except pika_errors.ChannelClosedByBroker as refusal:
+            if not what or not existing_may_serve(refusal.reply_code, refusal.reply_text):
+                raise
+            self._open_channel()
+            try:
+                result = declare_passively()
+            except pika_errors.ChannelClosedByBroker:
+                self._open_channel()
+                raise refusal from None
+            existing[what] = refusal.reply_text
+            return result
 
     # -- publishing --------------------------------------------------------
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
@@ -288,12 +348,27 @@ class AmqpConnection(Connection):
             self._channel.basic_cancel(consumer_tag)
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        with translated("acknowledging"):
+        with self._consumer_translated("acknowledging"):
             self._async_channel.basic_ack(delivery_tag, multiple)
 
     def reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        with translated("rejecting"):
+        with self._consumer_translated("rejecting"):
             self._async_channel.basic_nack(delivery_tag, multiple=False, requeue=requeue)
+
+    @contextlib.contextmanager
+    def _consumer_translated(self, where: str):
+        """:func:`translated`, naming the cause when the broker closed the channel for one."""
+        try:
+            with translated(where):
+                yield
+        except ConnectionLost:
+            if self._closure is not None:
+                raise self._closure from None
+            raise
+
+    def _on_channel_closed(self, _channel, reason) -> None:
+        # Inside pika's I/O loop, like a cancel: noted here, raised from process_events.
+        self._closure = channel_closure(reason)
 
     def _on_consumer_cancelled(self, method_frame) -> None:
         # Called from inside pika's I/O loop, where raising would break it:
@@ -301,8 +376,10 @@ class AmqpConnection(Connection):
         self._cancelled_consumer = method_frame.method.consumer_tag
 
     def process_events(self, timeout: float = 0) -> None:
-        with translated():
+        with self._consumer_translated(""):
             self._connection.process_data_events(timeout)
+        if self._closure is not None:
+            raise self._closure
         if self._cancelled_consumer is not None:
             raise ConsumerCancelled(f"the broker cancelled consumer {self._cancelled_consumer} "
                                     "(was its queue deleted?)")

@@ -51,6 +51,11 @@ class ConsumerCancelled(ConnectionLost):
     """
 
 
+class AcknowledgementTimedOut(ConnectionLost):
+    """The broker closed the channel because a delivery stayed unacknowledged past its
+    ``consumer_timeout``; it requeues what the channel held."""
+
+
 class BrokerRefused(RabbitryError):
     """The broker refused an operation (authentication, a topology mismatch).
 

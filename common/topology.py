@@ -75,6 +75,19 @@ class Topology:
                         self.bindings + other.bindings)
 
 
+def existing_may_serve(reply_code: int, reply_text: str) -> bool:
+    """Whether a refused declare of a queue or exchange should fall back to using it as it exists.
+
+    Yes when the user may not configure it (ACCESS_REFUSED), and when it carries an argument
+    rabbitry does not set, such as an operator's ``x-max-length`` (PRECONDITION_FAILED,
+    "received none"). No when an argument rabbitry sets differs (a classic queue where a
+    quorum one was asked for): that is a mistake to report.
+    """
+    if reply_code == 403:
+        return True
+    return reply_code == 406 and "inequivalent arg" in reply_text and "received none but current is" in reply_text
+
+
 def check_queue_type(queue_type: str) -> str:
     """Return ``queue_type`` if RabbitMQ knows it, else raise ConfigurationError."""
     if queue_type not in QUEUE_TYPES:

@@ -30,11 +30,15 @@ class NodeCommands:
         return run_command(list(args), env=self.env, **kwargs)
 
     def start_worker(self, queue: str, *args, wait: bool = True) -> WorkerProcess:
-        """Start ``worker`` on ``queue``; it is stopped by :meth:`stop_workers`."""
+        """Start ``worker`` on ``queue``; it is stopped by :meth:`stop_workers`.
+
+        ``wait`` waits until every running worker of ``queue`` consumes, this one included.
+        """
         worker = WorkerProcess(queue, list(args), env=self.env).start()
         self.workers.append(worker)
         if wait:
-            worker.wait_for_consumers(self.settings)
+            serving = [other for other in self.workers if other.queue == queue and other.process.poll() is None]
+            worker.wait_for_consumers(self.settings, sum(other.consumers for other in serving))
         return worker
 
     def stop_workers(self) -> None:

@@ -79,7 +79,7 @@ class WorkerProcess:
 
     def wait_for_consumers(self, settings, consumers: int | None = None, timeout: float = 30.0) -> None:
         """Wait until the broker shows this worker's consumers on its queue."""
-        expected = consumers or self._processes()
+        expected = consumers or self.consumers
 
         def ready():
             if self.process.poll() is not None:
@@ -90,7 +90,9 @@ class WorkerProcess:
 
         wait_until(ready, timeout, 0.1, f"{expected} consumers on {self.queue}")
 
-    def _processes(self) -> int:
+    @property
+    def consumers(self) -> int:
+        """How many consumers this worker opens: one per pool process."""
         for flag in ("--processes", "-p"):
             if flag in self.args:
                 return int(self.args[self.args.index(flag) + 1])

@@ -1,6 +1,10 @@
 """Crashes: pool processes and whole workers killed mid-task, tasks that kill their
 process every time, and tasks over their time limit. Each test runs on an extra node."""
 
+import os
+import signal
+
+import psutil
 import pytest
 
 from rabbitry.common.topology import dead_letter_queue_name
@@ -101,3 +105,28 @@ def test_graceful_requeues_do_not_count_as_crashes():
     assert crash_limit_reached(requeued, crashes=5, limit=5) is not None
     requeued.headers["x-delivery-count"] = 20
     assert crash_limit_reached(requeued, crashes=0, limit=5) is not None  # the backstop
+
+
+def test_pool_processes_of_a_killed_supervisor_stop_and_the_broker_requeues_their_tasks(node, unique_name):
+    ids = set(node.run("new-task", "--task", "sleep", "--args", "[0.1]", "--count", "200", "--queue", unique_name,
+                       check=True).stdout.split())
+    first = node.start_worker(unique_name, "--processes", "2", "--prefetch", "4")
+    wait_until(lambda: len(first.events("task_succeeded")) >= 10, message="10 tasks done")
+    pool = psutil.Process(first.process.pid).children()
+    assert len(pool) == 2
+
+    os.kill(first.process.pid, signal.SIGKILL)  # the supervisor alone
+    first.process.wait()
+
+    def gone(process):
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(lambda: all(gone(process) for process in pool), timeout=20, message="the orphans to exit")
+    assert len(first.events("supervisor_died")) == 2
+    assert node.queue_state(unique_name).consumers == 0
+    second = node.start_worker(unique_name, "--processes", "2")
+    wait_for_all(ids, [first, second])
+    assert node.queue_state(unique_name).consumers == 2  # the new worker's alone

@@ -34,7 +34,8 @@ log = structlog.get_logger("rabbitry.worker")
                    f"Overrides every task's own max_retries  [default: the task's own, else {DEFAULT_MAX_RETRIES}]")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a task may run before its process is killed and the task failed. Overrides every "
-                   "task's own time_limit. Checked at start-up against the broker's consumer_timeout.")
+                   "task's own time_limit. Checked at start-up against the broker's consumer_timeout  "
+                   "[default: the task's own, else 90% of the broker's consumer_timeout]")
 @click.option("--delivery-limit", type=click.IntRange(1, 1000), default=DEFAULT_DELIVERY_LIMIT,
               show_default=True, help="Crashes of its pool process a task may cause before it is dead-lettered.")
 @click.option("--connect-timeout", type=click.FloatRange(min=0), default=DEFAULT_CONNECT_TIMEOUT_S,

@@ -35,6 +35,9 @@ class WorkerConfig:
     #: Set, these override every task's own option; None leaves each task its own (see *_for).
     max_retries: int | None = None
     time_limit: float | None = None
+    #: The time limit of a task that has none, when --time-limit is not given: safely
+    #: below the broker's consumer_timeout (see workers/limits.py); None for no limit.
+    default_time_limit: float | None = None
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     max_message_bytes: int = MAX_MESSAGE_BYTES
     log_format: str = "auto"
@@ -47,9 +50,9 @@ class WorkerConfig:
         return first_given(self.max_retries, task and task.max_retries, DEFAULT_MAX_RETRIES)
 
     def time_limit_for(self, task_name: str) -> float | None:
-        """The worker's --time-limit if given, else the task's own option, else none."""
+        """The worker's --time-limit if given, else the task's own option, else the default."""
         task = registry.find(task_name)
-        return first_given(self.time_limit, task and task.time_limit, None)
+        return first_given(self.time_limit, task and task.time_limit, self.default_time_limit)
 
     @property
     def most_retries(self) -> int:

@@ -9,6 +9,8 @@ acknowledged with a single ``multiple`` ack.
 """
 
 import collections
+import ctypes
+import multiprocessing
 import os
 import queue
 import signal
@@ -20,12 +22,13 @@ import traceback
 import structlog
 
 from rabbitry.common.broker import connect_with_retry
-from rabbitry.common.errors import BrokerRefused, ConfigurationError, ConnectionLost, ExitCode, RabbitryError, Unencodable
+from rabbitry.common.errors import (AcknowledgementTimedOut, BrokerRefused, ConfigurationError, ConnectionLost, ExitCode,
+                                    RabbitryError, Unencodable)
 from rabbitry.common.logconfig import configure_logging
-from rabbitry.common.transport import Connection, Delivery
+from rabbitry.common.transport import UNPUBLISHABLE, Connection, Delivery, OutgoingMessage
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.execution import (Settlement, crash_limit_reached, dead_letter, decode, failure, run_task,
-                                       succeeded)
+from rabbitry.workers.execution import (REASON_HEADER, UNPUBLISHABLE_REASON, Settlement, crash_limit_reached, dead_letter,
+                                       decode, failure, run_task, succeeded)
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 
@@ -36,6 +39,8 @@ EXIT_TIME_LIMIT = 75
 #: How often the connection thread wakes up to check stop and time limits.
 _TICK_S = 0.1
 _CONFIRM_TIMEOUT_S = 30.0
+#: prctl(2) option: the signal this process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
 
 
 class PoolProcess:
@@ -73,6 +78,10 @@ class PoolProcess:
                     break
                 try:
                     self._serve(connection)
+                except AcknowledgementTimedOut as error:
+                    log.error("delivery_acknowledgement_timed_out", error=str(error),
+                              hint="a task ran, or waited behind others, longer than the broker's consumer_timeout: "
+                                   "lower --time-limit or --prefetch")
                 except ConnectionLost as error:
                     log.warning("connection_lost", error=str(error))
                 finally:
@@ -86,6 +95,8 @@ class PoolProcess:
             return error.exit_code
         finally:
             self._inbox.put(None)
+            if supervisor_died():
+                log.warning("supervisor_died", detail="stopped taking work; the broker requeues what was held")
         return ExitCode.OK
 
     def _install_signal_handlers(self) -> None:
@@ -166,20 +177,29 @@ class PoolProcess:
             log.warning("reply_not_sent", task_id=refused.message.message_id, reason=refused.reason)
 
     def _publish_then_ack(self, settlement: Settlement) -> None:
-        """Ack only once the retry or dead letter is safely confirmed by the broker."""
+        """Ack only once the retry or dead letter is safely confirmed by the broker.
+
+        A settlement that cannot be encoded is sent in a plainer form instead
+        (see :meth:`Settlement.fallback`), never requeued to fail again.
+        """
         connection = self._connection
         message = settlement.publish
-        try:
-            connection.check_publishable(message)
-        except Unencodable as error:  # the delivery's own headers, most likely: send the letter without them
-            log.warning("headers_left_out", task_id=settlement.delivery.message_id, error=str(error))
-            message = settlement.without_delivery_headers(str(error))
-        connection.publish(message, mandatory=True)
-        failures = connection.wait_for_confirms(_CONFIRM_TIMEOUT_S)
-        connection.take_confirmed()
+        while True:
+            try:
+                connection.check_publishable(message)
+                connection.publish(message, mandatory=True)
+                failures = connection.wait_for_confirms(_CONFIRM_TIMEOUT_S)
+                connection.take_confirmed()
+                if not failures or failures[0].reason != UNPUBLISHABLE:
+                    break
+                raise Unencodable("pika could not encode it")
+            except Unencodable as error:
+                message = self._fallback(settlement, message, str(error))
+                if message is None:
+                    return
         if failures:
             log.error("republish_failed", task_id=settlement.delivery.message_id, reason=failures[0].reason,
-                      queue=settlement.publish.routing_key)
+                      queue=message.routing_key)
             if failures[0].reason == "nacked":
                 # A channel whose quorum-queue client lost the leader keeps nacking:
                 # reconnect, and the broker redelivers the task to the new channel.
@@ -187,6 +207,19 @@ class PoolProcess:
             connection.reject(settlement.delivery.delivery_tag, requeue=True)
         else:
             connection.ack(settlement.delivery.delivery_tag)
+
+    def _fallback(self, settlement: Settlement, failed: OutgoingMessage, why: str) -> OutgoingMessage | None:
+        """The plainer form to publish after ``failed``; None (the delivery dropped) if there is none."""
+        task_id = settlement.delivery.message_id
+        fallback = settlement.fallback(failed, self.config.queue, why)
+        if fallback is None:  # not even a bare letter: drop it rather than run it again and again
+            log.error("settlement_dropped", task_id=task_id, error=why)
+            self._connection.reject(settlement.delivery.delivery_tag, requeue=False)
+        elif fallback.headers.get(REASON_HEADER) == UNPUBLISHABLE_REASON:
+            log.warning("sent_as_bare_letter", task_id=task_id, error=why)
+        else:  # the delivery's own headers, most likely
+            log.warning("headers_left_out", task_id=task_id, error=why)
+        return fallback
 
     def _enforce_time_limit(self) -> None:
         running = self._running
@@ -255,8 +288,34 @@ class PoolProcess:
         return failure(delivery, message, config, run.error, run.retryable, round(run.duration_s, 6))
 
 
+def stop_with_supervisor() -> None:
+    """Have the kernel send this pool process SIGTERM, its graceful stop, when the supervisor dies.
+
+    A pipe whose write end the supervisor holds would need every later-forked
+    sibling to close its inherited copy of that end, or a sibling keeps it open;
+    ``PR_SET_PDEATHSIG`` is state of this process alone, which a fork does not
+    pass on. It fires when the thread that forked this process ends, and the
+    supervisor forks from its main thread only. Where prctl is missing (not
+    Linux), pool processes outlive a killed supervisor.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if supervisor_died():  # it died before prctl took effect
+        raise SystemExit(ExitCode.OK)
+
+
+def supervisor_died() -> bool:
+    """True in a pool process whose supervisor is gone (it has been given another parent)."""
+    parent = multiprocessing.parent_process()
+    return parent is not None and os.getppid() != parent.pid
+
+
 def run_pool_process(config: WorkerConfig, index: int, stop, ledger: CrashLedger) -> None:
     """Entry point of a pool process."""
+    stop_with_supervisor()
     configure_logging(config.log_format, config.log_level, sys.stdout, cache=True)
     try:
         load_task_modules(config.task_modules)

@@ -17,7 +17,7 @@ from rabbitry.common.errors import MessageError, UnknownTask
 from rabbitry.common.messages import MAX_TASK_NAME_BYTES, TaskMessage
 from rabbitry.common.replies import failure_reply, success_reply
 from rabbitry.common.topology import DEAD_LETTER_EXCHANGE, retry_delays_ms, retry_queue_name
-from rabbitry.common.transport import Delivery, OutgoingMessage
+from rabbitry.common.transport import Delivery, OutgoingMessage, new_message_id
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.registry import registry
 
@@ -30,6 +30,10 @@ TASK_HEADER = "x-rabbitry-task"
 QUEUE_HEADER = "x-rabbitry-queue"
 #: On a dead letter whose own headers could not be sent again: which, and why.
 LEFT_OUT_HEADER = "x-rabbitry-headers-left-out"
+#: The most bytes of text rabbitry puts in one header of its own.
+MAX_HEADER_TEXT_BYTES = 1000
+#: The reason of a dead letter sent bare, because nothing richer could be published.
+UNPUBLISHABLE_REASON = "unpublishable"
 #: The spread of a retry delay around its nominal value.
 RETRY_JITTER = 0.25
 #: Quorum queues count every return of a message in ``x-delivery-count``,
@@ -38,6 +42,12 @@ RETRY_JITTER = 0.25
 #: that kills processes on several workers. The crash ledger counts the
 #: crashes a worker saw exactly.
 DELIVERY_COUNT_BACKSTOP = 4
+
+
+def header_text(text: str, max_bytes: int = MAX_HEADER_TEXT_BYTES) -> str:
+    """``text`` as an AMQP header can carry it: what is not UTF-8 (a lone surrogate, as
+    from a file name) escaped as ``\\udcff``, and cut to ``max_bytes`` at a character boundary."""
+    return text.encode("utf-8", "backslashreplace")[:max_bytes].decode("utf-8", "ignore")
 
 
 @dataclasses.dataclass(slots=True)
@@ -58,7 +68,30 @@ class Settlement:
             return self.publish
         left_out = ", ".join(sorted(str(name) for name in self.delivery.headers if name not in self.own_headers))
         note = f"{why}; left out: {left_out}"
-        return dataclasses.replace(self.publish, headers={**self.own_headers, LEFT_OUT_HEADER: note[:1000]})
+        return dataclasses.replace(self.publish, headers={**self.own_headers, LEFT_OUT_HEADER: header_text(note)})
+
+    def bare_letter(self, queue: str, why: str) -> OutgoingMessage:
+        """The dead letter of last resort, for a settlement that cannot be published even
+        without the delivery's headers: the delivery's body and id, and headers any broker
+        takes, saying what the settlement was and why it could not be sent."""
+        own = self.own_headers or self.publish.headers or {}
+        was = own.get(REASON_HEADER, "retry")
+        error = header_text(f"{was}: {own.get(ERROR_HEADER, '')}; could not be published as it was: {why}")
+        message_id = self.delivery.message_id
+        return OutgoingMessage(
+            routing_key=queue, exchange=DEAD_LETTER_EXCHANGE, body=bytes(self.delivery.body),
+            message_id=header_text(message_id, MAX_TASK_NAME_BYTES) if isinstance(message_id, str)
+            else new_message_id(),
+            headers={REASON_HEADER: UNPUBLISHABLE_REASON, ERROR_HEADER: error, QUEUE_HEADER: queue})
+
+    def fallback(self, failed: OutgoingMessage, queue: str, why: str) -> OutgoingMessage | None:
+        """What to publish instead of ``failed``, which could not be published: ``publish``
+        without the delivery's headers, then :meth:`bare_letter`; None once that failed too."""
+        if failed is self.publish and self.own_headers is not None:
+            return self.without_delivery_headers(why)
+        if (failed.headers or {}).get(REASON_HEADER) != UNPUBLISHABLE_REASON:
+            return self.bare_letter(queue, why)
+        return None
 
 
 def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: str,
@@ -66,9 +99,9 @@ def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: st
     """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers."""
     log.error("task_dead_lettered", task_id=task_id or delivery.message_id, task=task, reason=reason,
               error=error, redelivered=delivery.redelivered)
-    headers = {REASON_HEADER: reason, ERROR_HEADER: error[:1000], QUEUE_HEADER: config.queue}
+    headers = {REASON_HEADER: reason, ERROR_HEADER: header_text(error), QUEUE_HEADER: config.queue}
     if task:
-        headers[TASK_HEADER] = task[:MAX_TASK_NAME_BYTES]  # a short string, as the error is, so the letter fits a frame
+        headers[TASK_HEADER] = header_text(task, MAX_TASK_NAME_BYTES)
     return Settlement(delivery, delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE,
                                                       headers=headers), headers,
                       reply=failure_reply(delivery, task_id, reason, error))
@@ -89,13 +122,17 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
         return dead_letter(delivery, config, "retries_exhausted", error, message.task, message.id)
     nominal_ms = retry_delays_ms(max_retries)[message.attempt]
     delay_ms = int(nominal_ms * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
-    log.warning("task_failed", task_id=message.id, task=message.task, attempt=message.attempt, error=error,
-                duration_s=duration_s, retry_in_s=delay_ms / 1000, redelivered=delivery.redelivered)
     retry = TaskMessage(task=message.task, args=message.args, kwargs=message.kwargs, id=message.id,
                         attempt=message.attempt + 1, created_at=message.created_at)
-    outgoing = retry.to_outgoing(retry_queue_name(config.queue, nominal_ms), config.max_message_bytes)
+    try:
+        outgoing = retry.to_outgoing(retry_queue_name(config.queue, nominal_ms), config.max_message_bytes)
+    except MessageError as unsendable:  # arguments that came in but cannot go out again, such as a lone surrogate
+        return dead_letter(delivery, config, "not_retryable", f"{error} (cannot be retried: {unsendable})",
+                           message.task, message.id)
+    log.warning("task_failed", task_id=message.id, task=message.task, attempt=message.attempt, error=error,
+                duration_s=duration_s, retry_in_s=delay_ms / 1000, redelivered=delivery.redelivered)
     outgoing.expiration = str(delay_ms)
-    outgoing.headers = {ERROR_HEADER: error[:1000]}
+    outgoing.headers = {ERROR_HEADER: header_text(error)}
     # The final attempt answers the caller, so the retry asks for the reply as the task did.
     outgoing.reply_to, outgoing.correlation_id = delivery.reply_to, delivery.correlation_id
     return Settlement(delivery, outgoing)

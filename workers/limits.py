@@ -1,21 +1,33 @@
-"""Start-up check: does the worker's time limit fit under the broker's consumer_timeout?
+"""Start-up check: do the worker's time limits fit under the broker's consumer_timeout?
 
 RabbitMQ closes the channel of a delivery left unacknowledged longer than its
 ``consumer_timeout`` and requeues the delivery, so a task allowed to run
 longer than that would be run again and again instead of being stopped by
-``--time-limit`` or its own ``time_limit``. A prefetched task waits
+``--time-limit`` or its own ``time_limit``. A task given neither runs under a
+limit safely below the consumer_timeout. A prefetched task waits
 unacknowledged too, behind the tasks before it.
 """
 
 import structlog
 
-from rabbitry.common.consumer_timeout import read_consumer_timeout
+from rabbitry.common.consumer_timeout import ConsumerTimeout, read_consumer_timeout
 from rabbitry.common.errors import ConfigurationError
 from rabbitry.common.transport import Connection
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.registry import registry
 
 log = structlog.get_logger("rabbitry.worker")
+
+#: Without --time-limit, a task with no time_limit of its own may run this share of the
+#: broker's consumer_timeout: the rest leaves time to record its failure before the broker gives up.
+DEFAULT_TIME_LIMIT_SHARE = 0.9
+
+
+def default_time_limit(timeout: ConsumerTimeout) -> float | None:
+    """The time limit of a task given none: safely below the consumer_timeout, if there is one."""
+    if timeout.seconds is None:
+        return None
+    return round(timeout.seconds * DEFAULT_TIME_LIMIT_SHARE, 3)
 
 
 def longest_time_limit(config: WorkerConfig) -> tuple[float | None, str, str]:
@@ -29,20 +41,32 @@ def longest_time_limit(config: WorkerConfig) -> tuple[float | None, str, str]:
     return limit, f"the time_limit of task {name!r}, {limit:g} s,", "that time_limit (or give --time-limit)"
 
 
-def check_time_limit(config: WorkerConfig, connection: Connection) -> None:
-    """Raise ConfigurationError if ``--time-limit``, or the longest of the tasks' own time limits,
-    cannot fit under the broker's consumer_timeout.
+def check_time_limit(config: WorkerConfig, connection: Connection) -> float | None:
+    """The time limit of tasks that have none: without ``--time-limit``, one safely below the
+    broker's consumer_timeout; None otherwise, or when the broker has no consumer_timeout.
 
-    Only warns when the timeout could not be read and RabbitMQ's default is assumed.
+    Raises ConfigurationError if ``--time-limit``, or the longest of the tasks' own time limits,
+    cannot fit under the broker's consumer_timeout; only warns when the timeout could not be
+    read and RabbitMQ's default is assumed.
     """
-    limit, described, setting = longest_time_limit(config)
-    if limit is None or config.settings.is_local:
-        return
+    if config.settings.is_local:
+        return None
     url = getattr(connection, "url", config.settings.urls[0])
     timeout = read_consumer_timeout(url, connection.server_properties)
     if timeout.seconds is None:
         log.info("consumer_timeout_disabled", source=timeout.source)
-        return
+        return None
+    default = None
+    if config.time_limit is None:
+        default = default_time_limit(timeout)
+        log.info("time_limit_defaulted", time_limit_s=default, consumer_timeout_s=timeout.seconds,
+                 source=timeout.source,
+                 detail=f"no --time-limit: a task without a time_limit of its own that runs over {default:g} s is "
+                        f"stopped and failed, before the broker's consumer_timeout of {timeout.seconds:g} s would "
+                        "have it run again; set --time-limit or the task's time_limit to choose another")
+    limit, described, setting = longest_time_limit(config)
+    if limit is None:
+        return default
     if limit >= timeout.seconds:
         problem = (f"{described} does not fit under the broker's consumer_timeout of "
                    f"{timeout.seconds:g} s ({timeout.source}): the broker would close the channel of a task "
@@ -58,3 +82,4 @@ def check_time_limit(config: WorkerConfig, connection: Connection) -> None:
                             f"{timeout.seconds:g} s ({timeout.source}); lower --prefetch or {setting}")
     else:
         log.info("time_limit_fits", time_limit_s=limit, consumer_timeout_s=timeout.seconds, source=timeout.source)
+    return default

@@ -1,5 +1,6 @@
 """The supervisor: starts the pool processes, replaces dead ones, stops them in order."""
 
+import dataclasses
 import multiprocessing
 import signal
 import threading
@@ -44,7 +45,7 @@ class WorkerPool:
     def check_broker(self) -> None:
         """Connect once, retrying for ``config.connect_timeout`` seconds, and declare the topology,
         so a bad URL or a broker that stays down fails at start-up with one clear line instead of
-        in every child."""
+        in every child. Settles the time limit of tasks that have none."""
         try:
             connection = connect_with_retry(self.config.settings, "rabbitry-worker-check", self._stop,
                                             give_up_after=self.config.connect_timeout)
@@ -54,7 +55,8 @@ class WorkerPool:
             return
         with connection:
             connection.declare(self.config.topology)
-            check_time_limit(self.config, connection)
+            default_time_limit = check_time_limit(self.config, connection)
+        self.config = dataclasses.replace(self.config, default_time_limit=default_time_limit)
 
     def run(self) -> int:
         """Run until stopped by a signal (or :meth:`stop`); return the exit code."""
