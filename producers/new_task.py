@@ -157,11 +157,14 @@ class CtrlC:
         self.count = 0
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._interrupted)
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():  # the only thread that may handle signals
+            self._previous = signal.signal(signal.SIGINT, self._interrupted)
         return self
 
     def __exit__(self, *_):
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
     def _interrupted(self, _signum, _frame):
         self.count += 1

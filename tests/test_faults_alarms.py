@@ -90,18 +90,20 @@ def test_emit_log_on_a_blocked_broker_exits_6_with_its_summary(extra_broker, uni
         "summary: 0 confirmed, 0 refused, 0 unroutable, 3 unconfirmed (may or may not be delivered)")
 
 
-def test_publishing_goes_on_without_reconnecting_once_the_alarm_clears(extra_broker, unique_name):
-    with memory_alarm(extra_broker):
+def test_publishing_goes_on_without_reconnecting_once_the_alarm_clears(extra_broker, unique_name, tmp_path):
+    stderr_path = tmp_path / "stderr"
+    with open(stderr_path, "w") as stderr_file, memory_alarm(extra_broker):
         process = subprocess.Popen(
             [command_path("new-task"), "--task", "noop", "--count", "200", "--queue", unique_name],
-            env=node_env(extra_broker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        stderr = []
-        for line in process.stderr:  # until the command says that it waits, and why
-            stderr.append(line)
-            if '"publishing_blocked"' in line:
-                break
-    stdout, rest = process.communicate(timeout=120)
-    stderr = "".join(stderr) + rest
+            env=node_env(extra_broker), stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+        try:
+            wait_until(lambda: '"publishing_blocked"' in stderr_path.read_text(), timeout=60,
+                       message="new-task to say that the broker blocks it")
+        except AssertionError:
+            process.kill()
+            raise
+    stdout, _ = process.communicate(timeout=120)
+    stderr = stderr_path.read_text()
     with connect(extra_broker.settings()) as connection:
         queued = connection.queue_state(unique_name).messages
     cleanup(extra_broker, unique_name)
