@@ -11,8 +11,8 @@ connection with pipelined confirms: ``tail -f app.log | emit-log app.info``.
 Nothing is printed on success. A message no queue was bound to receive is
 reported on standard error; ``--require-route`` makes it an error. A failure
 (a lost broker, a broker that blocks publishing past ``--blocked-timeout``)
-ends with one summary line on standard error: how many messages were
-confirmed, and how many may or may not have been delivered.
+writes one summary line on standard error before the error: how many
+messages were confirmed, and how many may or may not have been delivered.
 """
 
 import os
@@ -129,10 +129,9 @@ def emit_log(settings, words, exchange, require_route, app_id, log_format, log_l
                 interrupted = _stream_lines(emitter, routing_key, report)
             report.add(emitter.flush())
             report.finish(emitter.emitted)
-        except RabbitryError as error:
-            click.echo(f"Error: {error}", err=True)
+        except RabbitryError:
             click.echo(report.summary(emitter), err=True)
-            raise SystemExit(int(error.exit_code)) from None
+            raise  # one "Error: ..." line, the last, as for any other error
     if interrupted:
         raise SystemExit(ExitCode.INTERRUPTED)
 

@@ -86,8 +86,9 @@ def test_emit_log_on_a_blocked_broker_exits_6_with_its_summary(extra_broker, uni
     assert result.returncode == ExitCode.PUBLISHING_BLOCKED, result.stderr
     assert len(events(result.stderr, "publishing_blocked")) == 1
     assert events(result.stderr, "publisher_reconnecting") == []
-    assert result.stderr.strip().splitlines()[-1] == (
-        "summary: 0 confirmed, 0 refused, 0 unroutable, 3 unconfirmed (may or may not be delivered)")
+    summary, error = result.stderr.strip().splitlines()[-2:]
+    assert summary == "summary: 0 confirmed, 0 refused, 0 unroutable, 3 unconfirmed (may or may not be delivered)"
+    assert error.startswith("Error: ") and "blocked publishing (low on memory)" in error
 
 
 def test_publishing_goes_on_without_reconnecting_once_the_alarm_clears(extra_broker, unique_name, tmp_path):
@@ -168,9 +169,10 @@ def test_a_full_queue_is_an_answer_every_refused_id_is_reported_and_new_task_exi
 
 def test_refused_ids_go_to_standard_error_without_a_refused_file(extra_broker, full_queue):
     result = subprocess.run(
-        [command_path("new-task"), "--task", "noop", "--count", "100", "--queue", full_queue, "--on-refused",
-         "continue"], env=node_env(extra_broker), capture_output=True, text=True, timeout=120)
+        [command_path("new-task"), "--task", "noop", "--count", "100", "--queue", full_queue, "--queue-type",
+         "classic", "--on-refused", "continue"], env=node_env(extra_broker), capture_output=True, text=True,
+        timeout=120)
 
     refused = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("refused ")]
     assert result.returncode == ExitCode.QUEUE_FULL
-    assert len(result.stdout.split()) + len(refused) == 100 and refused
+    assert (len(result.stdout.split()), len(refused)) == (20, 80)  # a classic queue's limit is exact
