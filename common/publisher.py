@@ -167,18 +167,17 @@ class ReliablePublisher:
         """The connection's wait for confirms, looking up now and then for a stop or a block."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._stop.is_set():
-                raise Interrupted(f"stopped with {self._connection.unconfirmed} message(s) unconfirmed")
             self._note_blocking()
-            wait = _LOOK_UP_EVERY_S
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    raise ConfirmTimeout(f"{self._connection.unconfirmed} message(s) not confirmed "
-                                         f"within {timeout:g} s")
+            wait = _LOOK_UP_EVERY_S if deadline is None else max(0.0, min(_LOOK_UP_EVERY_S,
+                                                                          deadline - time.monotonic()))
             try:
                 failed = self._connection.wait_for_confirms(wait, down_to)
             except ConfirmTimeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ConfirmTimeout(f"{self._connection.unconfirmed} message(s) not confirmed "
+                                         f"within {timeout:g} s") from None
+                if self._stop.is_set():
+                    raise Interrupted(f"stopped with {self._connection.unconfirmed} message(s) unconfirmed") from None
                 continue
             self._note_blocking()
             return failed
