@@ -108,10 +108,18 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
     total = len(messages) if isinstance(messages, list) else count
 
     out = click.get_text_stream("stdout")
+    account, stop, error = BatchAccount(planned=total), threading.Event(), None
+    output_closed = []
 
     def print_ids(confirmed):
-        if not quiet:
+        if quiet or output_closed:
+            return
+        try:
             out.write("".join(m.message_id + "\n" for m in confirmed))
+        except BrokenPipeError:  # `new-task … | head`: nobody reads the ids any more, so stop queueing
+            output_closed.append(True)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # what is still buffered goes nowhere
+            stop.set()
 
     def report_refused(message):
         if refused_file is not None:
@@ -119,7 +127,6 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
         else:
             click.echo(f"refused {message.message_id}", err=True)
 
-    account, stop, error = BatchAccount(planned=total), threading.Event(), None
     with CtrlC(stop) as ctrl_c:
         batch = TaskBatch(settings, queue, queue_type, account, print_ids, report_refused, on_refused, stop)
         try:
@@ -133,7 +140,13 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
             error = failure
         finally:
             batch.close()
-    out.flush()
+    try:
+        out.flush()
+    except BrokenPipeError:
+        output_closed.append(True)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    if output_closed and error is None:
+        error = RabbitryError("standard output was closed: stopped queueing")
     if refused_file is not None:
         refused_file.flush()
     code = ExitCode.INTERRUPTED if ctrl_c.count else outcome(account, error)

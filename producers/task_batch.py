@@ -56,7 +56,7 @@ def outcome(account: BatchAccount, error: RabbitryError | None) -> ExitCode:
         return ExitCode.QUEUE_FULL
     if any(f.reason == "unroutable" for f in account.failures):
         return ExitCode.UNROUTABLE
-    if account.failures or account.unconfirmed:
+    if account.failures or account.unconfirmed or account.not_sent:
         return ExitCode.FAILURE
     return ExitCode.OK
 

@@ -79,6 +79,22 @@ def test_ctrl_c_prints_the_id_of_every_confirmed_task_then_the_summary_and_exits
     assert "Traceback" not in stderr and "Aborted!" not in stderr
 
 
+def test_a_closed_output_stops_the_queueing_and_still_ends_with_the_summary(cli_env, work_queue_name, connection):
+    process = subprocess.Popen(
+        [command_path("new-task"), "--task", "noop", "--count", "100000", "--queue", work_queue_name,
+         "--queue-type", "classic"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env)
+    first = [process.stdout.readline() for _ in range(2)]  # as `new-task … | head -2` reads
+    process.stdout.close()
+    stderr = process.communicate(timeout=60)[1].decode()
+
+    assert all(TASK_ID.fullmatch(line.strip()) for line in first)
+    assert process.returncode == ExitCode.FAILURE, stderr
+    counts = summary_counts(stderr)
+    assert counts["not_sent"] > 0 and counts["unconfirmed"] == 0
+    assert connection.queue_state(work_queue_name).messages == counts["queued"]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
 def test_a_broker_that_cannot_be_reached_still_ends_with_the_summary(run):
     result = run("new-task", "--task", "noop", "--count", "5", "--url", DOWN)
 
