@@ -132,7 +132,7 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
         try:
             batch.connect()
             with _progress_bar(total, quiet) as bar:
-                batch.submit(messages, bar.update)
+                batch.submit(messages, bar.update if bar is not None else None)
         except Interrupted:
             with ctrl_c.grace(INTERRUPT_GRACE_S), contextlib.suppress(RabbitryError):
                 batch.flush()  # what was sent and confirmed in the grace is printed too
@@ -202,7 +202,7 @@ def _progress_bar(total: int, quiet: bool):
     """A progress bar on standard error if it is a terminal, unless the ids are printed on that same terminal."""
     if total > 1 and sys.stderr.isatty() and (quiet or not _same_terminal(sys.stdout, sys.stderr)):
         return click.progressbar(length=total, label="queueing", file=sys.stderr)
-    return _NoProgressBar()
+    return contextlib.nullcontext()
 
 
 def _same_terminal(one, other) -> bool:
@@ -210,17 +210,6 @@ def _same_terminal(one, other) -> bool:
         return one.isatty() and os.path.samestat(os.fstat(one.fileno()), os.fstat(other.fileno()))
     except (OSError, ValueError):  # not a real file: a test runner's capture, say
         return False
-
-
-class _NoProgressBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        pass
-
-    def update(self, _n):
-        pass
 
 
 def main():

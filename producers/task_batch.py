@@ -88,16 +88,20 @@ class TaskBatch:
         self._publisher.connect()
         return self
 
-    def submit(self, messages: Iterable[TaskMessage], progress: Callable[[int], None] = lambda _: None) -> None:
+    def submit(self, messages: Iterable[TaskMessage], progress: Callable[[int], None] | None = None) -> None:
         """Publish each task, then wait for every confirm; raise for what was not queued."""
-        publisher, account = self._publisher, self.account
+        account, queue, stop_at_refusal = self.account, self.queue, self.refused_policy == "stop"
+        publish, take_failures, stopped = self._publisher.publish, self._publisher.take_failures, self._stop.is_set
         for message in messages:
-            if self._stop.is_set() or account.refused and self.refused_policy == "stop":
+            if stopped() or stop_at_refusal and account.refused:
                 break
-            publisher.publish(message.to_outgoing(self.queue, MAX_MESSAGE_BYTES), mandatory=True)
+            publish(message.to_outgoing(queue, MAX_MESSAGE_BYTES), True)
             account.submitted += 1
-            self._settled(publisher.take_failures())
-            progress(1)
+            failures = take_failures()
+            if failures:
+                self._settled(failures)
+            if progress is not None:
+                progress(1)
         self.flush()
 
     def flush(self) -> None:
