@@ -209,9 +209,6 @@ class AmqpConnection(Connection):
     def __init__(self, connection: pika.BlockingConnection, url: str):
         self.url = url
         self._connection = connection
-        self._blocked_reason: str | None = None
-        connection.add_on_connection_blocked_callback(self._on_blocked)
-        connection.add_on_connection_unblocked_callback(self._on_unblocked)
         with translated("opening a channel"):
             self._channel = connection.channel()
             self._async_channel = self._channel._impl  # see the module docstring
@@ -220,6 +217,9 @@ class AmqpConnection(Connection):
             self._async_channel.add_on_return_callback(self._on_return)
             while not confirm_selected:
                 connection.process_data_events(_WAIT_SLICE_S)
+        self._blocked_reason: str | None = None
+        connection.add_on_connection_blocked_callback(self._on_blocked)
+        connection.add_on_connection_unblocked_callback(self._on_unblocked)
         self._next_delivery_tag = 1
         self._outstanding: dict[int, tuple[OutgoingMessage, bool]] = {}
         self._returned: set[str] = set()
