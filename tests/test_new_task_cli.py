@@ -6,7 +6,10 @@ import re
 import signal
 import subprocess
 
-from rabbitry.common.errors import ExitCode
+import pytest
+
+from rabbitry.common.errors import ExitCode, PublishingBlocked
+from rabbitry.producers.task_batch import BatchAccount, outcome
 from tests.helpers import command_path, summary_counts, wait_until
 
 TASK_ID = re.compile(rb"[0-9a-f]{32}")
@@ -107,3 +110,14 @@ def test_quiet_prints_nothing_when_every_task_is_queued(run, work_queue_name):
 
     assert (result.returncode, result.stdout) == (0, "")
     assert "summary" not in result.stderr
+
+
+@pytest.mark.parametrize("account, error, code", [
+    (BatchAccount(planned=3, submitted=3, queued=3), None, ExitCode.OK),
+    (BatchAccount(planned=3, submitted=3, queued=1, refused=2), None, ExitCode.QUEUE_FULL),
+    (BatchAccount(planned=3, submitted=3, queued=2), None, ExitCode.FAILURE),  # one unconfirmed
+    (BatchAccount(planned=3, submitted=1, queued=1), None, ExitCode.FAILURE),  # two never sent
+    (BatchAccount(planned=3, submitted=3), PublishingBlocked("blocked"), ExitCode.PUBLISHING_BLOCKED),
+])
+def test_a_batch_succeeds_only_when_every_task_is_queued(account, error, code):
+    assert outcome(account, error) == code
