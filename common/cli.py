@@ -7,6 +7,7 @@ option, a missing argument, a bad value), with ExitCode.USAGE; a user never
 sees a traceback, nor a usage block, for a mistake they can make.
 """
 
+import dataclasses
 import functools
 
 import click
@@ -123,6 +124,24 @@ def broker_options(func):
         tls = TlsSettings(ca_file=tls_ca_file, cert_file=tls_cert_file, key_file=tls_key_file)
         settings = BrokerSettings.from_url(LOCAL_URL if broker == "local" else url, tls=tls)
         return func(*args, settings=settings, **kwargs)
+
+    return wrapper
+
+
+#: How long a publishing command waits, by default, while the broker blocks publishing.
+DEFAULT_BLOCKED_TIMEOUT_S = 300.0
+
+
+def blocked_timeout_option(func):
+    """Add --blocked-timeout, into ``settings.blocked_timeout`` (apply it below :func:`broker_options`)."""
+
+    @click.option("--blocked-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                  default=DEFAULT_BLOCKED_TIMEOUT_S, show_default=True, envvar="RABBITRY_BLOCKED_TIMEOUT",
+                  help="While the broker blocks publishing (a memory or disk alarm), wait this long; "
+                       "then give up with exit status 6.")
+    @functools.wraps(func)
+    def wrapper(*args, settings: BrokerSettings, blocked_timeout: float, **kwargs):
+        return func(*args, settings=dataclasses.replace(settings, blocked_timeout=blocked_timeout), **kwargs)
 
     return wrapper
 

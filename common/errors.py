@@ -16,6 +16,9 @@ class ExitCode(enum.IntEnum):
     BROKER_UNAVAILABLE = 3  # could not connect, or lost the broker for good
     BROKER_REFUSED = 4  # the broker said no: access refused, precondition failed
     UNROUTABLE = 5  # a message had no queue to go to
+    PUBLISHING_BLOCKED = 6  # the broker blocked publishing (memory or disk alarm) past --blocked-timeout
+    QUEUE_FULL = 7  # a full queue refused messages (x-max-length with overflow reject-publish)
+    INTERRUPTED = 130  # Ctrl-C, as shells report a SIGINT
 
 
 class RabbitryError(Exception):
@@ -44,6 +47,16 @@ class ConnectionLost(BrokerUnavailable):
     """An established connection dropped; reconnecting may help."""
 
 
+class PublishingBlocked(ConnectionLost):
+    """The broker blocked publishing (a memory or disk alarm) for longer than allowed.
+
+    A lost connection to code that reconnects; a publisher gives up on it instead,
+    since a new connection would be blocked the same way.
+    """
+
+    exit_code = ExitCode.PUBLISHING_BLOCKED
+
+
 class ConsumerCancelled(ConnectionLost):
     """The broker cancelled a consumer: its queue was deleted, or moved away.
 
@@ -67,6 +80,26 @@ class BrokerRefused(RabbitryError):
 
 class PublishFailed(RabbitryError):
     """The broker nacked a message, or it was not confirmed in time."""
+
+
+class ConfirmTimeout(PublishFailed):
+    """Published messages were not confirmed within the time given."""
+
+
+class QueueFull(PublishFailed):
+    """A full queue refused messages: it has ``x-max-length`` with overflow ``reject-publish``.
+
+    An answer, not a fault: publishing the same messages again is refused again
+    until consumers make room.
+    """
+
+    exit_code = ExitCode.QUEUE_FULL
+
+
+class Interrupted(RabbitryError):
+    """Publishing was stopped (Ctrl-C, or a program closing) before every message was settled."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class Unroutable(PublishFailed):

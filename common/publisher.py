@@ -7,10 +7,10 @@ from collections.abc import Callable
 import structlog
 
 from rabbitry.common.broker import connect_with_retry
-from rabbitry.common.errors import ConnectionLost
+from rabbitry.common.errors import ConfirmTimeout, ConnectionLost, Interrupted, PublishingBlocked, RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
-from rabbitry.common.transport import Connection, OutgoingMessage, PublishFailure
+from rabbitry.common.transport import Connection, OutgoingMessage, PublishFailure, QueueState
 
 log = structlog.get_logger("rabbitry.publisher")
 
@@ -18,6 +18,30 @@ log = structlog.get_logger("rabbitry.publisher")
 DEFAULT_WINDOW = 2000
 #: Pause before publishing nacked messages again.
 NACK_RETRY_DELAY_S = 0.5
+#: The failure of a message that a full queue refused (x-max-length with overflow reject-publish).
+REFUSED = "refused"
+#: A wait for confirms looks up this often, to notice a stop and a broker that blocks publishing.
+_LOOK_UP_EVERY_S = 0.1
+
+
+def nack_is_refusal(nacked_before: bool, queue: QueueState | None) -> bool:
+    """Whether a nack is a full queue's answer rather than a passing fault.
+
+    A quorum queue that loses its leader nacks what the channel had in flight,
+    and takes the same messages once they are published again on a fresh
+    channel. A queue that is full (``x-max-length`` with overflow
+    ``reject-publish``, set by argument or by policy) nacks them again on any
+    channel, and answers a passive declare with the messages it holds; a quorum
+    queue without a leader answers with none. So a nack is a refusal when the
+    message was nacked before, on another channel, and its queue answers with
+    messages in it.
+    """
+    return nacked_before and queue is not None and queue.messages > 0
+
+
+def _queue_of(message: OutgoingMessage) -> str | None:
+    """The queue a message goes to, when the default exchange routes it by name."""
+    return message.routing_key if message.exchange == "" else None
 
 
 class ReliablePublisher:
@@ -29,10 +53,16 @@ class ReliablePublisher:
     Messages the broker nacked (a quorum queue electing a new leader after a
     node was lost, say) are published again after a pause, on a new
     connection, for as long as ``settings.reconnect_for``; only then are they
-    reported as failures.
+    reported as failures. A nack that is a full queue's refusal (see
+    :func:`nack_is_refusal`) is reported at once, as a failure whose reason is
+    :data:`REFUSED`, and so is every later nack from that queue.
+    While the broker blocks publishing (a memory or disk alarm), the publisher
+    says so once and waits, on the same connection, for at most
+    ``settings.blocked_timeout``; then it raises PublishingBlocked.
     ``on_confirmed`` is called with each batch of confirmed messages, and
     ``on_connected`` with every new connection, once its topology is declared
     and before anything is published on it.
+    Setting ``stop`` ends any wait: the call raises Interrupted.
     """
 
     def __init__(self, settings: BrokerSettings, topology: Topology | None = None,
@@ -51,6 +81,9 @@ class ReliablePublisher:
         self._nacked_since: dict[str, float] = {}  # message id -> when the broker first nacked it
         self._unsent: list[tuple[OutgoingMessage, bool]] = []  # nacked, not yet published again
         self._recovering = False
+        self._full_queues: set[str] = set()
+        self._blocked_reason: str | None = None
+        self._blocked_since = 0.0
         self._stop = stop or threading.Event()
         self._connection: Connection | None = None
 
@@ -78,7 +111,7 @@ class ReliablePublisher:
             self._connection.publish(message, mandatory)
             if self._connection.unconfirmed >= self.window:
                 # Wait for half the window only, so the pipeline never runs dry.
-                failed = self._connection.wait_for_confirms(down_to=self.window // 2)
+                failed = self._wait_for_confirms(down_to=self.window // 2)
                 self._failures.extend(self._publish_nacked_again(failed))
             self._collect()
         except ConnectionLost as error:
@@ -93,17 +126,27 @@ class ReliablePublisher:
         """
         try:
             self._connection.process_events(timeout)
+            self._note_blocking()
             self._collect()
         except ConnectionLost as error:
             self._recover(error)
+        return self.take_failures()
+
+    def take_failures(self) -> list[PublishFailure]:
+        """Return (and clear) the failures known so far, without doing any I/O."""
+        if not self._failures:
+            return []
         failures, self._failures = self._failures, []
         return failures
 
     def flush(self, timeout: float | None = None) -> list[PublishFailure]:
-        """Wait until every message is confirmed; return (and clear) the failures."""
+        """Wait until every message is confirmed; return (and clear) the failures.
+
+        Raises ConfirmTimeout if ``timeout`` passes first.
+        """
         while True:
             try:
-                failed = self._connection.wait_for_confirms(timeout)
+                failed = self._wait_for_confirms(timeout)
                 self._failures.extend(self._publish_nacked_again(failed))
                 if not self._connection.unconfirmed:
                     break
@@ -135,15 +178,63 @@ class ReliablePublisher:
             if self.on_confirmed:
                 self.on_confirmed(confirmed)
 
+    def _wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
+        """The connection's wait for confirms, looking up now and then for a stop or a block."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._note_blocking()
+            wait = _LOOK_UP_EVERY_S if deadline is None else max(0.0, min(_LOOK_UP_EVERY_S,
+                                                                          deadline - time.monotonic()))
+            try:
+                failed = self._connection.wait_for_confirms(wait, down_to)
+            except ConfirmTimeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ConfirmTimeout(f"{self._connection.unconfirmed} message(s) not confirmed "
+                                         f"within {timeout:g} s") from None
+                if self._stop.is_set():
+                    raise Interrupted(f"stopped with {self._connection.unconfirmed} message(s) unconfirmed") from None
+                continue
+            self._note_blocking()
+            return failed
+
+    def _note_blocking(self) -> None:
+        """Log once when the broker starts blocking publishing, and when it stops."""
+        reason = self._connection.blocked_reason
+        if reason == self._blocked_reason:
+            return
+        if reason is not None:
+            self._blocked_since = time.monotonic()
+            log.warning("publishing_blocked", publisher=self.name, reason=reason,
+                        unconfirmed=self._connection.unconfirmed, gives_up_in_s=self.settings.blocked_timeout,
+                        detail="the broker accepts no message until its memory or disk alarm clears")
+        else:
+            log.info("publishing_unblocked", publisher=self.name,
+                     blocked_s=round(time.monotonic() - self._blocked_since, 1))
+        self._blocked_reason = reason
+
     def _publish_nacked_again(self, failed: list[PublishFailure]) -> list[PublishFailure]:
-        """Publish nacked messages again, until they have been nacked for too long; return the rest."""
+        """Publish nacked messages again, until they have been nacked for too long or their
+        queue is found full; return the rest."""
         now, again, final = time.monotonic(), [], []
+        states = self._states_of_queues_nacking_again(failed)
         for failure in failed:
-            first = self._nacked_since.setdefault(failure.message.message_id, now)
+            message_id, queue = failure.message.message_id, _queue_of(failure.message)
+            if failure.reason == "nacked" and (
+                    queue in self._full_queues
+                    or nack_is_refusal(message_id in self._nacked_since, states.get(queue))):
+                self._nacked_since.pop(message_id, None)
+                if queue not in self._full_queues:
+                    self._full_queues.add(queue)
+                    log.warning("queue_full", queue=queue, messages=states[queue].messages,
+                                detail="the queue refuses what it has no room for (x-max-length with "
+                                       "overflow reject-publish): refused messages are reported, not retried")
+                final.append(PublishFailure(failure.message, REFUSED, failure.mandatory))
+                continue
+            first = self._nacked_since.setdefault(message_id, now)
             if failure.reason == "nacked" and now - first < self.settings.reconnect_for:
                 again.append((failure.message, failure.mandatory))
             else:
-                self._nacked_since.pop(failure.message.message_id, None)
+                self._nacked_since.pop(message_id, None)
                 final.append(failure)
         if again:
             self._unsent += again
@@ -153,6 +244,21 @@ class ReliablePublisher:
                 self._stop.wait(NACK_RETRY_DELAY_S)
                 self._recover(ConnectionLost(f"the broker nacked {len(again)} message(s)"))
         return final
+
+    def _states_of_queues_nacking_again(self, failed: list[PublishFailure]) -> dict[str, QueueState | None]:
+        """The state of each queue that nacked a message again, as a passive declare tells it."""
+        queues = {_queue_of(f.message) for f in failed
+                  if f.reason == "nacked" and f.message.message_id in self._nacked_since}
+        queues -= self._full_queues | {None}
+        if not queues or self._recovering or self._connection.blocked_reason is not None:
+            return {}  # no connection to ask on: nacked again, they are published again
+        states = {}
+        for queue in queues:
+            try:
+                states[queue] = self._connection.queue_state(queue)
+            except RabbitryError:
+                states[queue] = None
+        return states
 
     def _take_pending(self, connection: Connection) -> list[tuple[OutgoingMessage, bool]]:
         """Settle what a lost connection had confirmed, close it, and return what it had not
@@ -169,13 +275,18 @@ class ReliablePublisher:
     def _recover(self, error: ConnectionLost) -> None:
         """Reconnect, re-declare, and publish again what was not confirmed."""
         pending = self._take_pending(self._connection)
+        if isinstance(error, PublishingBlocked):  # a new connection would be blocked the same way
+            raise PublishingBlocked(
+                f"the broker blocked publishing ({self._blocked_reason or 'a resource alarm'}) for longer than "
+                f"{self.settings.blocked_timeout:g} s; gave up with {len(pending)} message(s) unconfirmed") from None
         if self.settings.reconnect_for <= 0:
             raise error
         log.warning("publisher_reconnecting", error=str(error), unconfirmed=len(pending))
         while True:
             connection = connect_with_retry(self.settings, self.name, self._stop)
-            if connection is None:  # stopped while waiting for the broker
-                raise error
+            if connection is None:
+                raise Interrupted(f"stopped while reconnecting, with {len(pending)} message(s) unconfirmed "
+                                  f"({error})") from None
             self._connection = connection
             republished = 0
             try:
@@ -185,6 +296,8 @@ class ReliablePublisher:
                     republished += 1
                 log.info("publisher_reconnected", republished=len(pending))
                 return
+            except PublishingBlocked:
+                raise
             except ConnectionLost as again:
                 # Lost again: keep what this connection did not confirm, and what it never got.
                 pending = self._take_pending(connection) + pending[republished:]

@@ -73,6 +73,9 @@ class BrokerSettings:
     connection_attempts: int = 1
     #: How long to keep trying to reconnect after a connection was lost.
     reconnect_for: float = 300.0
+    #: How long a connection may stay blocked by the broker (a memory or disk alarm)
+    #: before it is given up; None waits as long as the alarm lasts.
+    blocked_timeout: float | None = 60.0
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs) -> "BrokerSettings":

@@ -231,6 +231,11 @@ class Connection(abc.ABC):
         return {}
 
     @property
+    def blocked_reason(self) -> str | None:
+        """Why the broker blocks publishing on this connection (``"low on memory"``), or None."""
+        return None
+
+    @property
     @abc.abstractmethod
     def is_open(self) -> bool:
         """False once the connection is closed or lost."""

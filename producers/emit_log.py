@@ -9,7 +9,10 @@ As in the RabbitMQ tutorials 3-5::
 With no message it reads standard input, one message per line, on one
 connection with pipelined confirms: ``tail -f app.log | emit-log app.info``.
 Nothing is printed on success. A message no queue was bound to receive is
-reported on standard error; ``--require-route`` makes it an error.
+reported on standard error; ``--require-route`` makes it an error. A failure
+(a lost broker, a broker that blocks publishing past ``--blocked-timeout``)
+writes one summary line on standard error before the error: how many
+messages were confirmed, and how many may or may not have been delivered.
 """
 
 import os
@@ -19,8 +22,9 @@ from collections.abc import Iterator
 import click
 import structlog
 
-from rabbitry.common.cli import RabbitryCommand, broker_options, log_exchange_options, logging_options
-from rabbitry.common.errors import PublishFailed, Unroutable
+from rabbitry.common.cli import (RabbitryCommand, blocked_timeout_option, broker_options, log_exchange_options,
+                                 logging_options)
+from rabbitry.common.errors import ExitCode, PublishFailed, RabbitryError, Unroutable
 from rabbitry.common.routing import check_routing_key
 from rabbitry.common.transport import PublishFailure
 from rabbitry.producers.log_emitter import LogEmitter
@@ -30,8 +34,6 @@ log = structlog.get_logger("rabbitry.emit_log")
 #: With no input for this long, the connection is serviced (heartbeats, confirms).
 IDLE_POLL_S = 1.0
 _READ_SIZE = 1 << 16
-#: Exit status after Ctrl-C, as shells report a SIGINT.
-EXIT_INTERRUPTED = 130
 
 
 def line_batches(fd: int, idle_s: float = IDLE_POLL_S) -> Iterator[list[bytes]]:
@@ -80,6 +82,12 @@ class FailureReport:
                 log.warning("unroutable", exchange=self.exchange, routing_key=key,
                             detail="no queue is bound for this key: the message was dropped")
 
+    def summary(self, emitter: LogEmitter) -> str:
+        """One line: what was confirmed, refused, and neither."""
+        unconfirmed = emitter.emitted - emitter.confirmed - self.nacked - self.unroutable
+        return (f"summary: {emitter.confirmed} confirmed, {self.nacked} refused, {self.unroutable} unroutable, "
+                f"{unconfirmed} unconfirmed (may or may not be delivered)")
+
     def finish(self, emitted: int) -> None:
         """Warn about (or fail for) what went wrong over the whole run."""
         if self.nacked:
@@ -95,6 +103,7 @@ class FailureReport:
               help="Fail (exit status 5) when a message has no queue bound to receive it.")
 @click.option("--app-id", default="emit-log", show_default=True, help="The AMQP app_id property.")
 @broker_options
+@blocked_timeout_option
 @logging_options()
 def emit_log(settings, words, exchange, require_route, app_id, log_format, log_level):
     """Publish MESSAGE under ROUTING_KEY, or each line of standard input if no MESSAGE is given.
@@ -113,14 +122,18 @@ def emit_log(settings, words, exchange, require_route, app_id, log_format, log_l
     report = FailureReport(exchange.name, require_route)
     interrupted = False
     with LogEmitter(settings, exchange, app_id=app_id) as emitter:
-        if message_words:  # an explicit "" is an empty message, not a request to read stdin
-            emitter.emit(routing_key, " ".join(message_words))
-        else:
-            interrupted = _stream_lines(emitter, routing_key, report)
-        report.add(emitter.flush())
-        report.finish(emitter.emitted)
+        try:
+            if message_words:  # an explicit "" is an empty message, not a request to read stdin
+                emitter.emit(routing_key, " ".join(message_words))
+            else:
+                interrupted = _stream_lines(emitter, routing_key, report)
+            report.add(emitter.flush())
+            report.finish(emitter.emitted)
+        except RabbitryError:
+            click.echo(report.summary(emitter), err=True)
+            raise  # one "Error: ..." line, the last, as for any other error
     if interrupted:
-        raise SystemExit(EXIT_INTERRUPTED)
+        raise SystemExit(ExitCode.INTERRUPTED)
 
 
 def _stream_lines(emitter: LogEmitter, routing_key: str, report: FailureReport) -> bool:

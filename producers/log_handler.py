@@ -25,6 +25,14 @@ than the application), the new record is dropped, and counted in
 :attr:`LogExchangeHandler.dropped`; the older records already buffered are
 kept, so what is published has no holes in the middle. ``close()`` publishes
 what is buffered and waits for its confirms, for at most ``close_timeout``.
+
+**When the broker blocks publishing** (a memory or disk alarm), the handler
+does as during an outage: the application goes on without waiting, records
+fill the buffer and then are dropped (counted), and the background thread
+keeps its connection and waits for the alarm to clear, however long, without
+reconnecting or publishing anything twice. ``close()`` still returns within
+``close_timeout`` (and a short grace): it counts what was left in
+:attr:`~LogExchangeHandler.unsent` and drops the blocked connection.
 """
 
 import collections
@@ -72,8 +80,8 @@ class LogExchangeHandler(logging.Handler):
         super().__init__(level)
         if not isinstance(settings, BrokerSettings):
             settings = BrokerSettings.from_url(settings)
-        # Never give up reconnecting: the buffer, not a deadline, bounds what an outage costs.
-        self.settings = dataclasses.replace(settings, reconnect_for=math.inf)
+        # Never give up reconnecting, nor waiting out an alarm: the buffer, not a deadline, bounds what they cost.
+        self.settings = dataclasses.replace(settings, reconnect_for=math.inf, blocked_timeout=None)
         self.exchange = log_exchange("topic", exchange, durable)
         self.facility = facility
         self.app_id = app_id

@@ -3,21 +3,32 @@
 As in the RabbitMQ tutorial, ``new-task "Hello..."`` queues a task that
 works one second per dot. Every task id is printed once the broker has
 confirmed it, and an exit status of 0 means every task is safely queued.
+Whatever ends the command (success, Ctrl-C, a lost broker, a full queue, a
+blocked broker), standard error ends with one summary line; docs/new-task.md
+tells the rest.
 """
 
+import contextlib
+import os
+import signal
 import sys
+import threading
 
 import click
 import structlog
 
-from rabbitry.common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
-from rabbitry.common.errors import ExitCode, MessageError
+from rabbitry.common.cli import (RabbitryCommand, blocked_timeout_option, broker_options, check_work_queue,
+                                 logging_options)
+from rabbitry.common.errors import ExitCode, Interrupted, MessageError, RabbitryError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.task_batch import ON_REFUSED, BatchAccount, TaskBatch, outcome
 from rabbitry.producers.waiting import queue_and_wait
 
 log = structlog.get_logger("rabbitry.new_task")
+
+#: After Ctrl-C, how long the confirms of tasks already sent are awaited (a second Ctrl-C stops at once).
+INTERRUPT_GRACE_S = 5.0
 
 
 def _json_option(kind: type, what: str):
@@ -70,16 +81,21 @@ def read_task_file(path: str) -> list[TaskMessage]:
 @click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue, help="Work queue.")
 @click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE, show_default=True,
               help="Type of the work queue, if it is created here.")
-@click.option("--quiet", "-q", is_flag=True, help="Do not print task ids.")
+@click.option("--quiet", "-q", is_flag=True, help="Print no task ids, and no summary unless something failed.")
+@click.option("--on-refused", type=click.Choice(ON_REFUSED), default="stop", show_default=True,
+              help="When a full queue refuses a task: stop queueing, or go on with the others.")
+@click.option("--refused-file", type=click.File("w", lazy=False), metavar="PATH",
+              help="Write the ids of refused tasks here, one a line, instead of to standard error.")
 @click.option("--wait", is_flag=True,
               help="Wait for each task's result and print it as a JSON line beside its id; "
                    "exit 1 if any task failed or timed out.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="With --wait: seconds to wait for all the results.")
 @broker_options
+@blocked_timeout_option
 @logging_options()
 def new_task(settings, words, task_name, task_args, task_kwargs, count, task_file, queue, queue_type, quiet,
-             wait, timeout, log_format, log_level):
+             on_refused, refused_file, wait, timeout, log_format, log_level):
     """Queue a task: WORDS is the tutorial's message ("Hello..." works three seconds)."""
     if task_file and (words or task_name or task_args or task_kwargs):
         raise click.UsageError("--file takes the tasks from the file: give no task on the command line")
@@ -104,31 +120,108 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
         return
 
     out = click.get_text_stream("stdout")
+    account, stop, error = BatchAccount(planned=total), threading.Event(), None
+    output_closed = []
 
     def print_ids(confirmed):
-        if not quiet:
+        if quiet or output_closed:
+            return
+        try:
             out.write("".join(m.message_id + "\n" for m in confirmed))
+        except BrokenPipeError:  # `new-task … | head`: nobody reads the ids any more, so stop queueing
+            output_closed.append(True)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # what is still buffered goes nowhere
+            stop.set()
 
-    show_progress = sys.stderr.isatty() and total > 1
-    with TaskSubmitter(settings, queue, queue_type, on_confirmed=print_ids) as submitter:
-        with click.progressbar(length=total, label="queueing", file=sys.stderr) if show_progress else _Nothing() as bar:
-            for _ in submitter.submit_many(messages):
-                bar.update(1)
-    out.flush()
+    def report_refused(message):
+        if refused_file is not None:
+            refused_file.write(message.message_id + "\n")
+        else:
+            click.echo(f"refused {message.message_id}", err=True)
+
+    with CtrlC(stop) as ctrl_c:
+        batch = TaskBatch(settings, queue, queue_type, account, print_ids, report_refused, on_refused, stop)
+        try:
+            batch.connect()
+            with _progress_bar(total, quiet) as bar:
+                batch.submit(messages, bar.update if bar is not None else None)
+        except Interrupted:
+            with ctrl_c.grace(INTERRUPT_GRACE_S), contextlib.suppress(RabbitryError):
+                batch.flush()  # what was sent and confirmed in the grace is printed too
+        except RabbitryError as failure:
+            error = failure
+        finally:
+            batch.close()
+    try:
+        out.flush()
+    except BrokenPipeError:
+        output_closed.append(True)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    if output_closed and error is None:
+        error = RabbitryError("standard output was closed: stopped queueing")
+    if refused_file is not None:
+        refused_file.flush()
+    code = ExitCode.INTERRUPTED if ctrl_c.count else outcome(account, error)
+    if ctrl_c.count:
+        click.echo("Interrupted.", err=True)
+    elif error is not None:
+        click.echo(f"Error: {error}", err=True)
+    if code or not quiet:
+        click.echo(account.summary(), err=True)
     if settings.is_local:
         log.warning("in_process_broker", detail="the in-process broker lives inside this command alone, so these "
                     "tasks end with it; run producers and workers in one process, as `rabbitry demo` does")
+    click.get_current_context().exit(int(code))
 
 
-class _Nothing:
+class CtrlC:
+    """Turns Ctrl-C (SIGINT) into setting ``stop``; :attr:`count` says how many came."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+        self.count = 0
+
     def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():  # the only thread that may handle signals
+            self._previous = signal.signal(signal.SIGINT, self._interrupted)
         return self
 
     def __exit__(self, *_):
-        pass
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
-    def update(self, _n):
-        pass
+    def _interrupted(self, _signum, _frame):
+        self.count += 1
+        # Event.set takes a lock the interrupted code may hold at this instant: set it from a thread.
+        threading.Thread(target=self.stop.set, daemon=True).start()
+
+    @contextlib.contextmanager
+    def grace(self, seconds: float):
+        """Let waits go on after the first Ctrl-C, for at most ``seconds``, or until Ctrl-C comes again."""
+        self.stop.clear()
+        if self.count > 1:
+            self.stop.set()
+        timer = threading.Timer(seconds, self.stop.set)
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+
+def _progress_bar(total: int, quiet: bool):
+    """A progress bar on standard error if it is a terminal, unless the ids are printed on that same terminal."""
+    if total > 1 and sys.stderr.isatty() and (quiet or not _same_terminal(sys.stdout, sys.stderr)):
+        return click.progressbar(length=total, label="queueing", file=sys.stderr)
+    return contextlib.nullcontext()
+
+
+def _same_terminal(one, other) -> bool:
+    try:
+        return one.isatty() and os.path.samestat(os.fstat(one.fileno()), os.fstat(other.fileno()))
+    except (OSError, ValueError):  # not a real file: a test runner's capture, say
+        return False
 
 
 def main():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -182,3 +183,11 @@ def publish_with_raw_headers(url: str, queue: str, body: bytes, table: bytes, me
         channel = raw.channel()
         channel.confirm_delivery()
         channel.basic_publish("", queue, body, _RawHeaderProperties(table, content_type, message_id))
+
+
+def summary_counts(stderr: str) -> dict[str, int]:
+    """The numbers of new-task's summary, the last line of its standard error: {"queued": 3, "not_sent": 0, ...}."""
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("summary: "), stderr
+    return {word.replace(" ", "_"): int(number)
+            for number, word in re.findall(r"(\d+) (queued|refused|unconfirmed|not sent)", last)}

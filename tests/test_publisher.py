@@ -1,8 +1,11 @@
 """ReliablePublisher: every message is either confirmed or reported, never silently dropped."""
 
-from rabbitry.common.publisher import ReliablePublisher
+import pytest
+from structlog.testing import capture_logs
+
+from rabbitry.common.publisher import REFUSED, ReliablePublisher, nack_is_refusal
 from rabbitry.common.topology import Queue, Topology
-from rabbitry.common.transport import OutgoingMessage
+from rabbitry.common.transport import OutgoingMessage, QueueState
 
 
 def test_unroutable_messages_are_all_reported_even_when_the_window_fills(broker_settings, unique_name):
@@ -55,3 +58,34 @@ def test_a_message_amqp_cannot_carry_is_reported_and_the_connection_goes_on(brok
 
     assert [(f.message, f.reason) for f in failures] == [(m, "unpublishable") for m in unencodable]
     assert publisher.confirmed_count == 1 and state.messages == 1
+
+
+def test_a_full_queue_refuses_what_it_has_no_room_for_and_the_refusals_are_reported_at_once(
+        broker_settings, connection, unique_name):
+    full = Queue(unique_name, arguments={"x-queue-type": "classic", "x-max-length": 10, "x-overflow": "reject-publish"})
+    confirmed = []
+    publisher = ReliablePublisher(broker_settings, Topology(queues=(full,)), on_confirmed=confirmed.extend).connect()
+    sent = [OutgoingMessage(routing_key=unique_name, body=b"%d" % i) for i in range(100)]
+    try:
+        with capture_logs() as logs:
+            for message in sent:
+                publisher.publish(message, mandatory=True)
+            failures = publisher.flush(timeout=60)
+    finally:
+        publisher.close()
+        connection.delete_queue(unique_name)
+
+    assert [m.message_id for m in confirmed] == [m.message_id for m in sent[:10]]
+    assert [(f.message.message_id, f.reason) for f in failures] == [(m.message_id, REFUSED) for m in sent[10:]]
+    assert len([e for e in logs if e["event"] == "publisher_reconnecting"]) == 1  # one look on a fresh channel
+
+
+@pytest.mark.parametrize("nacked_before, state, refusal", [
+    (True, QueueState(messages=10, consumers=0), True),
+    (False, QueueState(messages=10, consumers=0), False),  # the first nack may be a leader lost: publish again
+    (True, QueueState(messages=0, consumers=0), False),  # a quorum queue without a leader answers with none
+    (True, None, False),  # the queue did not answer
+])
+def test_a_nack_is_a_refusal_only_when_it_comes_again_from_a_queue_that_holds_messages(nacked_before, state,
+                                                                                       refusal):
+    assert nack_is_refusal(nacked_before, state) is refusal

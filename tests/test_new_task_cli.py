@@ -1,0 +1,123 @@
+"""new-task as a command people pipe and interrupt: ids, the progress bar, Ctrl-C and the summary line."""
+
+import os
+import pty
+import re
+import signal
+import subprocess
+
+import pytest
+
+from rabbitry.common.errors import ExitCode, PublishingBlocked
+from rabbitry.producers.task_batch import BatchAccount, outcome
+from tests.helpers import command_path, summary_counts, wait_until
+
+TASK_ID = re.compile(rb"[0-9a-f]{32}")
+DOWN = "amqp://guest:guest@127.0.0.1:1/%2F"
+
+
+def run_on_a_terminal(args: list[str], env: dict, stdout=None) -> tuple[int, bytes]:
+    """Run a command with a pseudo-terminal as its standard error (and output, unless ``stdout`` is
+    given), as a user's shell does; return its exit code and what the terminal received."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([command_path(args[0]), *args[1:]], stdin=subprocess.DEVNULL,
+                               stdout=terminal if stdout is None else stdout, stderr=terminal, env=env)
+    os.close(terminal)
+    received = b""
+    while True:
+        try:
+            chunk = os.read(controller, 1 << 16)
+        except OSError:  # EIO: the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(controller)
+    return process.wait(60), received
+
+
+def test_on_a_terminal_the_ids_are_never_drawn_over_by_the_progress_bar(cli_env, work_queue_name):
+    code, received = run_on_a_terminal(
+        ["new-task", "--task", "noop", "--count", "3000", "--queue", work_queue_name], {**cli_env, "COLUMNS": "80"})
+
+    lines = received.split(b"\n")
+    ids = [line for line in lines if TASK_ID.search(line)]
+    assert code == 0
+    assert len(ids) == 3000
+    assert all(TASK_ID.fullmatch(line.strip()) for line in ids), [line for line in ids if b"queueing" in line][:2]
+
+
+def test_with_the_ids_sent_to_a_file_the_progress_bar_draws_on_the_terminal(cli_env, work_queue_name, tmp_path):
+    with open(tmp_path / "ids.txt", "wb") as ids:
+        code, received = run_on_a_terminal(
+            ["new-task", "--task", "noop", "--count", "3000", "--queue", work_queue_name], cli_env, stdout=ids)
+
+    assert code == 0
+    assert b"queueing" in received and not TASK_ID.search(received)
+    assert len((tmp_path / "ids.txt").read_text().split()) == 3000
+    assert received.rstrip().splitlines()[-1].startswith(b"summary: 3000 queued")
+
+
+def test_ctrl_c_prints_the_id_of_every_confirmed_task_then_the_summary_and_exits_130(cli_env, work_queue_name,
+                                                                                     connection, tmp_path):
+    ids_path = tmp_path / "ids.txt"
+    with open(ids_path, "w") as ids:
+        process = subprocess.Popen(
+            [command_path("new-task"), "--task", "noop", "--count", "100000", "--queue", work_queue_name,
+             "--queue-type", "classic"], stdout=ids, stderr=subprocess.PIPE, env=cli_env, text=True)
+        wait_until(lambda: ids_path.stat().st_size > 33 * 2000, message="2000 ids to be printed")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    printed = ids_path.read_text().split()
+    in_queue = set()
+    while (delivery := connection.get(work_queue_name)) is not None:
+        in_queue.add(delivery.message_id)
+
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    counts = summary_counts(stderr)
+    assert counts["queued"] == len(printed) == len(set(printed))
+    assert set(printed) <= in_queue
+    assert len(in_queue - set(printed)) <= counts["unconfirmed"]
+    assert counts["not_sent"] > 0 and counts["refused"] == 0
+    assert "Traceback" not in stderr and "Aborted!" not in stderr
+
+
+def test_a_closed_output_stops_the_queueing_and_still_ends_with_the_summary(cli_env, work_queue_name, connection):
+    process = subprocess.Popen(
+        [command_path("new-task"), "--task", "noop", "--count", "100000", "--queue", work_queue_name,
+         "--queue-type", "classic"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env)
+    first = [process.stdout.readline() for _ in range(2)]  # as `new-task … | head -2` reads
+    process.stdout.close()
+    stderr = process.communicate(timeout=60)[1].decode()
+
+    assert all(TASK_ID.fullmatch(line.strip()) for line in first)
+    assert process.returncode == ExitCode.FAILURE, stderr
+    counts = summary_counts(stderr)
+    assert counts["not_sent"] > 0 and counts["unconfirmed"] == 0
+    assert connection.queue_state(work_queue_name).messages == counts["queued"]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+def test_a_broker_that_cannot_be_reached_still_ends_with_the_summary(run):
+    result = run("new-task", "--task", "noop", "--count", "5", "--url", DOWN)
+
+    assert result.returncode == ExitCode.BROKER_UNAVAILABLE
+    assert summary_counts(result.stderr) == {"queued": 0, "refused": 0, "unconfirmed": 0, "not_sent": 5}
+
+
+def test_quiet_prints_nothing_when_every_task_is_queued(run, work_queue_name):
+    result = run("new-task", "--task", "noop", "--count", "3", "--queue", work_queue_name, "--quiet")
+
+    assert (result.returncode, result.stdout) == (0, "")
+    assert "summary" not in result.stderr
+
+
+@pytest.mark.parametrize("account, error, code", [
+    (BatchAccount(planned=3, submitted=3, queued=3), None, ExitCode.OK),
+    (BatchAccount(planned=3, submitted=3, queued=1, refused=2), None, ExitCode.QUEUE_FULL),
+    (BatchAccount(planned=3, submitted=3, queued=2), None, ExitCode.FAILURE),  # one unconfirmed
+    (BatchAccount(planned=3, submitted=1, queued=1), None, ExitCode.FAILURE),  # two never sent
+    (BatchAccount(planned=3, submitted=3), PublishingBlocked("blocked"), ExitCode.PUBLISHING_BLOCKED),
+])
+def test_a_batch_succeeds_only_when_every_task_is_queued(account, error, code):
+    assert outcome(account, error) == code
