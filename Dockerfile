@@ -2,7 +2,7 @@
 # worker, emit-log, subscribe, rabbitry) on a slim Python, run as a non-root
 # user. Everything it needs comes from the build context; settings such as
 # AMQP_URL and RABBITRY_LOG_FORMAT come from the environment at run time, so
-# the image holds no credentials. compose.yaml runs it; see the README's "Demos".
+# the image holds no credentials. compose.yaml runs it; see docs/compose.md.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 

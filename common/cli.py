@@ -2,15 +2,16 @@
 
 Options are declared once here and applied by decorators, as in rq. A
 RabbitryError raised by a command becomes one ``Error: …`` line on standard
-error and the error's exit code; a user never sees a traceback for a mistake
-they can make.
+error and the error's exit code, and so does a usage mistake (an unknown
+option, a missing argument, a bad value), with ExitCode.USAGE; a user never
+sees a traceback, nor a usage block, for a mistake they can make.
 """
 
 import functools
 
 import click
 
-from rabbitry.common.errors import ConfigurationError, RabbitryError
+from rabbitry.common.errors import ConfigurationError, ExitCode, RabbitryError
 from rabbitry.common.logconfig import LOG_FORMATS, configure_logging
 from rabbitry.common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings, TlsSettings, split_urls
 from rabbitry.common.routing import check_routing_key
@@ -25,26 +26,51 @@ class CommandFailed(click.ClickException):
         self.exit_code = int(error.exit_code)
 
 
-class RabbitryCommand(click.Command):
-    """A click command that turns RabbitryError into a one-line error."""
+class UsageMistake(click.ClickException):
+    """A click usage error, shown as one line that names the help to read, not as a usage block."""
+
+    exit_code = int(ExitCode.USAGE)
+
+    def __init__(self, error: click.UsageError, ctx: click.Context):
+        ctx = error.ctx or ctx
+        help_option = max(ctx.help_option_names, key=len, default="--help")
+        super().__init__(f"{error.format_message()} (try '{ctx.command_path} {help_option}')")
+
+
+#: click 8.2+ shows a group's help through this usage error when it is given no arguments.
+_SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _OneLineErrors:
+    """Turns RabbitryError and click's usage errors, from parsing or from the command, into one line."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            if isinstance(error, _SHOWS_HELP):
+                raise
+            raise UsageMistake(error, ctx) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except RabbitryError as error:
             raise CommandFailed(error) from None
+        except click.UsageError as error:
+            if isinstance(error, _SHOWS_HELP):
+                raise
+            raise UsageMistake(error, ctx) from None
 
 
-class RabbitryGroup(click.Group):
-    """A click group that turns RabbitryError, from any subcommand, into a one-line error."""
+class RabbitryCommand(_OneLineErrors, click.Command):
+    """A click command whose every mistake is one ``Error: …`` line with a named exit code."""
+
+
+class RabbitryGroup(_OneLineErrors, click.Group):
+    """A click group whose mistakes, and its subcommands', are one ``Error: …`` line each."""
 
     command_class = RabbitryCommand
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except RabbitryError as error:
-            raise CommandFailed(error) from None
 
 
 def _bad_parameter(check):
@@ -125,7 +151,8 @@ def log_exchange_options(func):
     @click.option("--exchange", "exchange_name", default=None, metavar="NAME", callback=check_exchange_name,
                   help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].")
     @click.option("--durable", is_flag=True,
-                  help="Declare the exchange durable, and publish persistent messages (for production).")
+                  help="Declare the exchange durable; emit-log and subscribe must agree on this. emit-log's "
+                       "messages are then persistent.")
     @functools.wraps(func)
     def wrapper(*args, exchange_type, exchange_name, durable, **kwargs):
         return func(*args, exchange=log_exchange(exchange_type, exchange_name, durable), **kwargs)

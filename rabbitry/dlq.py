@@ -128,15 +128,15 @@ class DeadLetterQueue:
 
 def _select(ids: tuple[str, ...], select_all: bool) -> Callable[[Delivery], bool]:
     if select_all == bool(ids):
-        raise click.UsageError("give the ids of the letters, or --all")
+        raise click.UsageError("give the ids of the letters (LETTER_ID...), or --all")
     return (lambda _letter: True) if select_all else (lambda letter: letter.message_id in ids)
 
 
 def letter_selection(verb: str):
-    """Add the IDS argument and --all; pass ``wanted``, the test a letter must pass."""
+    """Add the LETTER_ID... argument and --all; pass ``wanted``, the test a letter must pass."""
 
     def decorator(func):
-        @click.argument("ids", nargs=-1)
+        @click.argument("ids", nargs=-1, metavar="[LETTER_ID]...")
         @click.option("--all", "select_all", is_flag=True, help=f"{verb} every dead letter.")
         @functools.wraps(func)
         def wrapper(*args, ids, select_all, **kwargs):

@@ -108,3 +108,22 @@ def test_a_work_queue_name_leaves_room_for_its_retry_queues_names(run, connectio
 
     assert_one_line_error(result, ExitCode.USAGE, "at most 240", ".retry.300000ms")
     assert connection.queue_state(name) is None
+
+
+@pytest.mark.parametrize("command, help_command, fragment", [
+    (["new-task", "--bogus"], "new-task", "No such option '--bogus'"),
+    (["worker", "--prefetch", "0"], "worker", "'--prefetch'"),
+    (["rabbitry", "no-such-command"], "rabbitry", "No such command 'no-such-command'"),
+    (["rabbitry", "dlq", "show"], "rabbitry dlq show", "Missing argument 'LETTER_ID'"),
+    (["rabbitry", "dlq", "show", "--queue"], "rabbitry dlq show", "'--queue' requires an argument"),
+    (["rabbitry", "dlq", "replay"], "rabbitry dlq replay", "or --all"),  # raised by the command, not the parser
+    (["subscribe"], "subscribe", "at least one binding key"),
+])
+def test_a_usage_mistake_is_one_line_that_names_the_help_to_read(run, command, help_command, fragment):
+    result = run(*command)
+
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("Error: ")
+    assert fragment in result.stderr
+    assert f"(try '{help_command} --help')" in result.stderr

@@ -87,3 +87,11 @@ def test_purge_all_empties_the_dead_letter_queue(run, dead_letters, work_queue_n
 
     assert "dropped 3" in result.stdout
     assert dlq_count(connection, work_queue_name) == 0
+
+
+@pytest.mark.parametrize("command", ["show", "replay", "purge"])
+def test_every_dlq_command_calls_its_argument_letter_id(run, command):
+    result = run("rabbitry", "dlq", command, "--help", check=True)
+
+    assert result.stdout.startswith(f"Usage: rabbitry dlq {command} [OPTIONS] ")
+    assert "LETTER_ID" in result.stdout.splitlines()[0]
