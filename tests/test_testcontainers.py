@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.compose_project import ROOT, docker_run
 
 
@@ -16,6 +18,7 @@ def rabbitmq_containers(docker: str, image: str) -> set[str]:
     return set(docker_run(docker, "ps", "--all", "--quiet", "--filter", f"ancestor={image}").stdout.split())
 
 
+@pytest.mark.slow
 def test_the_tests_start_their_own_broker_through_testcontainers(docker):
     image = os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management")
     before = rabbitmq_containers(docker, image)
