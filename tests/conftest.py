@@ -17,14 +17,12 @@ from rabbitry.common.broker import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
-from tests.helpers import WorkerProcess, run_command
+from tests.helpers import WorkerProcess, rabbitmq_image, run_command
 
 #: extra_broker, tls_broker and cluster3: RabbitMQ nodes of a test module's own;
 #: docker, rabbitry_image and compose_project: compose.yaml run for real.
 pytest_plugins = ("tests.nodes", "tests.compose_project")
 
-#: What the tests start RabbitMQ from when RABBITMQ_URL is unset; ``RABBITMQ_IMAGE`` names another.
-DEFAULT_RABBITMQ_IMAGE = "rabbitmq:3.13-management"
 NO_BROKER = (
     "no RabbitMQ broker for the tests: set RABBITMQ_URL (for example "
     "RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/ with a local rabbitmq-server running; "
@@ -56,7 +54,7 @@ def broker_url():
         return
     if not _docker_available():
         pytest.fail(NO_BROKER, pytrace=False)
-    with rabbitmq_container(os.environ.get("RABBITMQ_IMAGE", DEFAULT_RABBITMQ_IMAGE)) as url:
+    with rabbitmq_container(rabbitmq_image()) as url:
         yield url
 
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tests.compose_project import ROOT, docker_run
+from tests.helpers import rabbitmq_image
 
 
 def rabbitmq_containers(docker: str, image: str) -> set[str]:
@@ -20,7 +21,7 @@ def rabbitmq_containers(docker: str, image: str) -> set[str]:
 
 @pytest.mark.slow
 def test_the_tests_start_their_own_broker_through_testcontainers(docker):
-    image = os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management")
+    image = rabbitmq_image()
     before = rabbitmq_containers(docker, image)
     env = {name: value for name, value in os.environ.items() if name != "RABBITMQ_URL"}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
