@@ -13,7 +13,8 @@ import click
 
 from rabbitry.common.errors import ConfigurationError, ExitCode, RabbitryError
 from rabbitry.common.logconfig import LOG_FORMATS, configure_logging
-from rabbitry.common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings, TlsSettings, split_urls
+from rabbitry.common.settings import (DEFAULT_URL, LOCAL_URL, TLS_CA_ENVVAR, TLS_CERT_ENVVAR, TLS_KEY_ENVVAR,
+                                      URL_ENVVAR, BrokerSettings, TlsSettings, split_urls)
 from rabbitry.common.routing import check_routing_key
 from rabbitry.common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, check_work_queue_name, log_exchange
 
@@ -111,11 +112,11 @@ def broker_options(func):
                        f"[env: {URL_ENVVAR}]")
     @click.option("--broker", type=click.Choice(["amqp", "local"]), default="amqp", show_default=True,
                   help="'local' runs on the in-process broker instead of RabbitMQ.")
-    @click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), envvar="AMQP_TLS_CA_FILE",
+    @click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_CA_ENVVAR,
                   help="CA bundle to verify an amqps:// broker.")
-    @click.option("--tls-cert-file", type=click.Path(exists=True, dir_okay=False),
-                  envvar="AMQP_TLS_CERT_FILE", help="Client certificate for amqps://.")
-    @click.option("--tls-key-file", type=click.Path(exists=True, dir_okay=False), envvar="AMQP_TLS_KEY_FILE",
+    @click.option("--tls-cert-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_CERT_ENVVAR,
+                  help="Client certificate for amqps://.")
+    @click.option("--tls-key-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_KEY_ENVVAR,
                   help="Private key of the client certificate.")
     @functools.wraps(func)
     def wrapper(*args, url, broker, tls_ca_file, tls_cert_file, tls_key_file, **kwargs):

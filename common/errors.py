@@ -89,3 +89,7 @@ class UnknownTask(RabbitryError):
     """A message names a task that no registered module provides."""
 
     exit_code = ExitCode.USAGE
+
+
+class DuplicateTask(ConfigurationError):
+    """Two different functions registered under one task name."""

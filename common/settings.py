@@ -14,6 +14,8 @@ from rabbitry.common.errors import ConfigurationError
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 LOCAL_URL = "local://"
 URL_ENVVAR = "AMQP_URL"
+#: The files of TlsSettings, from the environment.
+TLS_CA_ENVVAR, TLS_CERT_ENVVAR, TLS_KEY_ENVVAR = "AMQP_TLS_CA_FILE", "AMQP_TLS_CERT_FILE", "AMQP_TLS_KEY_FILE"
 SCHEMES = ("amqp", "amqps", "local")
 
 _PASSWORD = re.compile(r"(?P<scheme>[a-z]+://[^:/@]*:)(?P<password>[^@]*)(?P<at>@)")
@@ -77,6 +79,13 @@ class BrokerSettings:
         """Settings from ``url``, else ``$AMQP_URL``, else the default URL."""
         value = url or os.environ.get(URL_ENVVAR) or DEFAULT_URL
         return cls(urls=split_urls(value), **kwargs)
+
+    @classmethod
+    def from_environment(cls, **kwargs) -> "BrokerSettings":
+        """Settings from ``$AMQP_URL`` and the ``$AMQP_TLS_*`` files, as the commands read them."""
+        tls = TlsSettings(ca_file=os.environ.get(TLS_CA_ENVVAR), cert_file=os.environ.get(TLS_CERT_ENVVAR),
+                          key_file=os.environ.get(TLS_KEY_ENVVAR))
+        return cls.from_url(tls=tls, **kwargs)
 
     @property
     def is_local(self) -> bool:

@@ -27,6 +27,8 @@ EXCHANGE_TYPES = tuple(LOG_EXCHANGES)
 #: Retry delays, held by the broker in TTL'd queues that dead-letter back.
 RETRY_BASE_DELAY_S = 1.0
 RETRY_MAX_DELAY_S = 300.0
+#: The most retries a task may have.
+MOST_RETRIES = 100
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,13 @@ def retry_queue_name(queue: str, delay_ms: int) -> str:
 def retry_delays_ms(max_retries: int) -> list[int]:
     """The nominal delay of each retry: exponential from 1 s, capped."""
     return [int(min(RETRY_BASE_DELAY_S * 2 ** n, RETRY_MAX_DELAY_S) * 1000) for n in range(max_retries)]
+
+
+def work_queue_names(queue: str) -> list[str]:
+    """Every queue work queue ``queue`` may have: itself, its retry queues (for any number of
+    retries) and its dead-letter queue."""
+    delays = sorted(set(retry_delays_ms(MOST_RETRIES)))
+    return [queue, *(retry_queue_name(queue, delay) for delay in delays), dead_letter_queue_name(queue)]
 
 
 def check_work_queue_name(queue: str) -> str:

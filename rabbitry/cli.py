@@ -1,6 +1,7 @@
-"""``rabbitry``: one command for what spans the work queue and the logs.
+"""``rabbitry``: one command for everything, the work queue, the logs and their tools.
 
-Each subcommand lives in its own module and is loaded only when it runs,
+``rabbitry worker``, ``new-task``, ``emit-log`` and ``subscribe`` are the
+very commands also installed on their own under those names. Each subcommand lives in its own module and is loaded only when it runs,
 so ``rabbitry --help`` stays quick.
 """
 
@@ -12,6 +13,11 @@ from rabbitry.common.cli import RabbitryGroup
 
 #: Subcommand name -> "module:attribute" of its click command.
 SUBCOMMANDS = {
+    "worker": "rabbitry.workers.cli:worker",
+    "new-task": "rabbitry.producers.new_task:new_task",
+    "emit-log": "rabbitry.producers.emit_log:emit_log",
+    "subscribe": "rabbitry.subscribers.subscribe:subscribe",
+    "queue": "rabbitry.queue:queue",
     "status": "rabbitry.status:status",
     "dlq": "rabbitry.dlq:dlq",
     "demo": "rabbitry.demo:demo",

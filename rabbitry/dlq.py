@@ -36,6 +36,22 @@ _DEAD_LETTER_HEADERS = (REASON_HEADER, ERROR_HEADER, TASK_HEADER, QUEUE_HEADER, 
                         "x-first-death-reason")
 
 
+#: Characters of a letter's error that ``dlq list`` shows (``dlq show`` shows it whole).
+ERROR_COLUMN_WIDTH = 70
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line in at most ``width`` characters, cut after a whole word and marked
+    with an ellipsis if it is longer (mid-word only when its first word alone is too long)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width - 1]
+    if text[width - 1] != " " and " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.") + "…"
+
+
 class LettersMissing(RabbitryError):
     """Some dead letters asked for are not in the queue."""
 
@@ -194,7 +210,7 @@ def list_letters(settings, queue, limit, as_json):
         return
     click.echo(f"{len(rows)} dead letter(s) of {queue!r}")
     for row in rows:
-        error = (row["error"] or "")[:70]
+        error = shorten(row["error"] or "", ERROR_COLUMN_WIDTH)
         click.echo(f"{row['id'] or '-':<34} {row['task'] or '-':<20} {row['reason'] or '-':<18} {error}")
 
 

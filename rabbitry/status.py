@@ -6,10 +6,7 @@ import click
 
 from rabbitry.common.broker import connect
 from rabbitry.common.cli import broker_options, check_work_queue
-from rabbitry.common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name, retry_delays_ms, retry_queue_name
-
-#: Enough to list the retry queues of any --max-retries up to this many.
-_RETRY_LEVELS = 10
+from rabbitry.common.topology import DEFAULT_TASK_QUEUE, work_queue_names
 
 
 @click.command()
@@ -23,9 +20,7 @@ def status(settings, queues, as_json):
     rows = []
     with connect(settings, "rabbitry-status") as connection:
         for queue in queues:
-            names = [queue, *(retry_queue_name(queue, d) for d in sorted(set(retry_delays_ms(_RETRY_LEVELS)))),
-                     dead_letter_queue_name(queue)]
-            for name in names:
+            for name in work_queue_names(queue):
                 state = connection.queue_state(name)
                 if state is not None or name == queue:
                     rows.append({"queue": name, "exists": state is not None,

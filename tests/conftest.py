@@ -128,15 +128,16 @@ def run(cli_env):
 
 @pytest.fixture
 def start_worker(cli_env, broker_settings, work_queue_name):
-    """Start ``worker`` processes; each is stopped (SIGTERM) at the end of the test.
+    """Start ``worker`` processes (in folder ``cwd``, from the console script ``command``, if
+    given); each is stopped (SIGTERM) at the end of the test.
 
     It asks for ``work_queue_name`` so that the workers stop before that fixture deletes the
     queues: a worker whose queue is deleted under it reconnects and declares it again.
     """
     workers = []
 
-    def starter(queue, *args, consumers=None, env=None):
-        process = WorkerProcess(queue, list(args), env={**cli_env, **(env or {})})
+    def starter(queue, *args, consumers=None, env=None, cwd=None, command=None):
+        process = WorkerProcess(queue, list(args), env={**cli_env, **(env or {})}, cwd=cwd, command=command)
         process.start()
         workers.append(process)
         process.wait_for_consumers(broker_settings, consumers)

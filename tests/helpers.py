@@ -29,10 +29,10 @@ def command_path(name: str) -> str:
 
 
 def run_command(args: list[str], env: dict, input: str | None = None, timeout: float = 60,
-                check: bool = False) -> subprocess.CompletedProcess:
-    """Run a rabbitry command and capture its output."""
+                check: bool = False, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run a rabbitry command (in folder ``cwd``, if given) and capture its output."""
     result = subprocess.run([command_path(args[0]), *args[1:]], env=env, input=input, capture_output=True,
-                            text=True, timeout=timeout)
+                            text=True, timeout=timeout, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
     return result
@@ -66,17 +66,20 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message
 class WorkerProcess:
     """A ``worker`` command running in the background, its log in a temporary file."""
 
-    def __init__(self, queue: str, args: list[str], env: dict):
+    def __init__(self, queue: str, args: list[str], env: dict, cwd: str | None = None,
+                 command: str | None = None):
         self.queue = queue
         self.args = args
         self.env = env
+        self.cwd = cwd
+        self.command = command or command_path("worker")
         self.process: subprocess.Popen | None = None
         self._log = tempfile.NamedTemporaryFile("w+", prefix="rabbitry-worker-", suffix=".log", delete=False)
 
     def start(self) -> "WorkerProcess":
         self.process = subprocess.Popen(
-            [command_path("worker"), "--queue", self.queue, "--log-format", "json", *self.args],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            [self.command, "--queue", self.queue, "--log-format", "json", *self.args],
+            env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def wait_for_consumers(self, settings, consumers: int | None = None, timeout: float = 30.0) -> None:

@@ -18,7 +18,7 @@ def assert_one_line_error(result, status, *fragments):
         assert fragment in error_lines[0]
 
 
-@pytest.mark.parametrize("command", [["new-task", "hello"], ["worker"]])
+@pytest.mark.parametrize("command", [["new-task", "hello"], ["worker", "--connect-timeout", "0"]])
 def test_a_broker_that_is_down_is_reported_with_the_password_masked(run, command):
     result = run(*command, "--url", DOWN)
 

@@ -6,6 +6,7 @@ import pytest
 
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.dlq import shorten
 from tests.fault_helpers import REPOSITORY, succeeded_ids
 from tests.helpers import wait_until
 
@@ -87,6 +88,18 @@ def test_purge_all_empties_the_dead_letter_queue(run, dead_letters, work_queue_n
 
     assert "dropped 3" in result.stdout
     assert dlq_count(connection, work_queue_name) == 0
+
+
+@pytest.mark.parametrize("text, shortened", [
+    ("TypeError: sleep() got an unexpected keyword argument", "TypeError: sleep() got…"),
+    ("TypeError: sleep(seconds: float = 0.0): too many", "TypeError…"),
+    ("short enough", "short enough"),
+    ("exactly twenty-five chars", "exactly twenty-five chars"),
+    ("one\nline,   not  several", "one line, not several"),
+    ("a_single_word_longer_than_the_column", "a_single_word_longer_tha…"),
+])
+def test_dlq_list_shortens_an_error_after_a_whole_word(text, shortened):
+    assert shorten(text, 25) == shortened
 
 
 @pytest.mark.parametrize("command", ["show", "replay", "purge"])

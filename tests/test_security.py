@@ -175,7 +175,7 @@ def test_a_password_never_appears_in_any_log_line_or_error(tls_broker, unique_na
         wait_until(lambda: worker.events("broker_unreachable"), message="a reconnect attempt")
         down = [node.run(*command, "--url", url) for command in (
             ["new-task", "hello"], ["emit-log", "app.info", "x"], ["subscribe", "--count", "1", "#"],
-            ["rabbitry", "status"], ["rabbitry", "dlq", "list"], ["worker"])]
+            ["rabbitry", "status"], ["rabbitry", "dlq", "list"], ["worker", "--connect-timeout", "0"])]
         tls_broker.start_app()
         worker.wait_for_consumers(node.settings)
         wrong = node.run("new-task", "hello", "--url", url.replace(SECRET, SECRET + "-wrong"))

@@ -5,11 +5,19 @@ from dataclasses import dataclass, field
 from rabbitry.common.messages import MAX_MESSAGE_BYTES
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, Topology, work_queue
+from rabbitry.workers.registry import registry
 
 DEFAULT_PREFETCH = 16
 DEFAULT_MAX_RETRIES = 3
 #: Deliveries of one task that may end in a crash before it is dead-lettered.
 DEFAULT_DELIVERY_LIMIT = 5
+#: How long a worker keeps trying to reach its broker at start-up.
+DEFAULT_CONNECT_TIMEOUT_S = 60.0
+
+
+def first_given(*values):
+    """The first value that is not None (the last one otherwise)."""
+    return next((value for value in values if value is not None), values[-1])
 
 
 @dataclass(frozen=True)
@@ -24,14 +32,33 @@ class WorkerConfig:
     prefetch: int = DEFAULT_PREFETCH
     processes: int = 2
     task_modules: tuple[str, ...] = ()
-    max_retries: int = DEFAULT_MAX_RETRIES
+    #: Set, these override every task's own option; None leaves each task its own (see *_for).
+    max_retries: int | None = None
     time_limit: float | None = None
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     max_message_bytes: int = MAX_MESSAGE_BYTES
     log_format: str = "auto"
     log_level: str = "info"
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+
+    def max_retries_for(self, task_name: str) -> int:
+        """The worker's --max-retries if given, else the task's own option, else the default."""
+        task = registry.find(task_name)
+        return first_given(self.max_retries, task and task.max_retries, DEFAULT_MAX_RETRIES)
+
+    def time_limit_for(self, task_name: str) -> float | None:
+        """The worker's --time-limit if given, else the task's own option, else none."""
+        task = registry.find(task_name)
+        return first_given(self.time_limit, task and task.time_limit, None)
+
+    @property
+    def most_retries(self) -> int:
+        """The most retries any registered task may take here: one retry queue per delay up to it."""
+        if self.max_retries is not None:
+            return self.max_retries
+        return max([DEFAULT_MAX_RETRIES, *(task.max_retries or 0 for task in registry)])
 
     @property
     def topology(self) -> Topology:
         """The work queue's topology, with a retry queue per retry."""
-        return work_queue(self.queue, self.queue_type, self.max_retries)
+        return work_queue(self.queue, self.queue_type, self.most_retries)

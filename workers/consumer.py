@@ -167,11 +167,12 @@ class PoolProcess:
             connection.ack(settlement.delivery.delivery_tag)
 
     def _enforce_time_limit(self) -> None:
-        running, limit = self._running, self.config.time_limit
-        if running is None or limit is None:
+        running = self._running
+        if running is None:
             return
         generation, delivery, message, started = running
-        if time.monotonic() - started < limit or generation != self._generation:
+        limit = self.config.time_limit_for(message.task)
+        if limit is None or time.monotonic() - started < limit or generation != self._generation:
             return
         # The task thread cannot be interrupted: record the failure, then end
         # this process with it. The supervisor starts a fresh one.

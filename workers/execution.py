@@ -74,9 +74,10 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
     """A failed attempt: retry it after a backoff, or dead-letter it when retries are spent."""
     if not retryable:
         return dead_letter(delivery, config, "not_retryable", error, message.task, message.id)
-    if message.attempt >= config.max_retries:
+    max_retries = config.max_retries_for(message.task)
+    if message.attempt >= max_retries:
         return dead_letter(delivery, config, "retries_exhausted", error, message.task, message.id)
-    nominal_ms = retry_delays_ms(config.max_retries)[message.attempt]
+    nominal_ms = retry_delays_ms(max_retries)[message.attempt]
     delay_ms = int(nominal_ms * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
     log.warning("task_failed", task_id=message.id, task=message.task, attempt=message.attempt, error=error,
                 duration_s=duration_s, retry_in_s=delay_ms / 1000, redelivered=delivery.redelivered)
@@ -108,9 +109,15 @@ def decode(delivery: Delivery, config: WorkerConfig):
     except MessageError as error:
         return None, None, dead_letter(delivery, config, "malformed", str(error))
     try:
-        return message, registry.get(message.task), None
+        task = registry.get(message.task)
     except UnknownTask as error:
         return message, None, dead_letter(delivery, config, "unknown_task", str(error), message.task, message.id)
+    try:  # before the call, so that a TypeError raised inside the task is an ordinary failure
+        task.check_arguments(message.args, message.kwargs)
+    except TypeError as error:  # no retry can make them fit
+        return message, task, dead_letter(delivery, config, "bad_arguments", f"TypeError: {error}", message.task,
+                                          message.id)
+    return message, task, None
 
 
 def run_task(delivery: Delivery, message: TaskMessage, task) -> tuple[str, bool, float] | None:

@@ -6,8 +6,8 @@ import threading
 
 import structlog
 
-from rabbitry.common.broker import connect
-from rabbitry.common.errors import ExitCode
+from rabbitry.common.broker import connect_with_retry
+from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.consumer import EXIT_TIME_LIMIT, run_pool_process
 from rabbitry.workers.ledger import CrashLedger
@@ -42,17 +42,27 @@ class WorkerPool:
         self.exit_code = ExitCode.OK
 
     def check_broker(self) -> None:
-        """Connect once and declare the topology, so a bad URL or a down broker
-        fails at start-up with one clear line instead of in every child."""
-        with connect(self.config.settings, "rabbitry-worker-check") as connection:
+        """Connect once, retrying for ``config.connect_timeout`` seconds, and declare the topology,
+        so a bad URL or a broker that stays down fails at start-up with one clear line instead of
+        in every child."""
+        try:
+            connection = connect_with_retry(self.config.settings, "rabbitry-worker-check", self._stop,
+                                            give_up_after=self.config.connect_timeout)
+        except BrokerUnavailable as error:
+            raise BrokerUnavailable(f"{error} (gave up after {self.config.connect_timeout:g} s)") from None
+        if connection is None:  # stopped while waiting
+            return
+        with connection:
             connection.declare(self.config.topology)
             check_time_limit(self.config, connection)
 
     def run(self) -> int:
         """Run until stopped by a signal (or :meth:`stop`); return the exit code."""
-        self.check_broker()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self.check_broker()
+        if self._stop.is_set():  # by a signal, while waiting for the broker
+            return int(self.exit_code)
         log.info("worker_started", queue=self.config.queue, queue_type=self.config.queue_type,
                  processes=self.config.processes, prefetch=self.config.prefetch,
                  broker=self.config.settings.describe())

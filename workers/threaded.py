@@ -6,15 +6,21 @@ the very same :class:`~workers.consumer.PoolProcess` logic in threads
 instead. Each pool thread keeps its own connection and task thread, so
 prefetch, fair dispatch, acks, retries and dead-lettering behave as they do
 in a process pool. What threads cannot do is die alone or be killed:
-``--time-limit``, which ends a process, is refused here.
+``--time-limit``, which ends a process, is refused here, and tasks' own
+time limits are not enforced.
 """
 
 import threading
+
+import structlog
 
 from rabbitry.common.errors import ConfigurationError
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.consumer import PoolProcess
 from rabbitry.workers.pool import WorkerPool
+from rabbitry.workers.registry import registry
+
+log = structlog.get_logger("rabbitry.worker")
 
 
 class PoolThread(PoolProcess):
@@ -22,6 +28,9 @@ class PoolThread(PoolProcess):
 
     def _install_signal_handlers(self) -> None:
         pass  # only the main thread may install them, and the supervisor has
+
+    def _enforce_time_limit(self) -> None:
+        pass  # ending the process would end every thread of it: tasks' own time limits are not enforced
 
 
 class PoolMember(threading.Thread):
@@ -47,6 +56,10 @@ class ThreadedWorkerPool(WorkerPool):
         if config.time_limit is not None:
             raise ConfigurationError("--time-limit needs pool processes, which the in-process broker "
                                      "cannot serve: leave it out with --broker local")
+        limited = sorted(task.name for task in registry if task.time_limit is not None)
+        if limited:
+            log.warning("time_limits_not_enforced", tasks=limited,
+                        detail="the in-process broker runs tasks in threads, which cannot be stopped")
         super().__init__(config)
 
     def _start(self, index: int) -> None:
