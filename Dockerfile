@@ -21,8 +21,10 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); p
 
 # Then the code (.dockerignore lets in only the package and its metadata).
 COPY . .
+# Then the build tools go: the final stage copies a venv that can run rabbitry
+# and nothing more.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && pip uninstall --yes setuptools
+    && python -m pip uninstall --yes setuptools pip
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/rabbitry/bin:$PATH \

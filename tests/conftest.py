@@ -1,10 +1,12 @@
 """Shared fixtures: a real RabbitMQ broker, unique names, and running rabbitry's commands.
 
 The broker comes from ``RABBITMQ_URL`` when it is set, from testcontainers
-when a Docker engine is available, and otherwise the tests fail with a
-message that says how to get one. Nothing here mocks pika or RabbitMQ.
+(the image ``RABBITMQ_IMAGE`` names) when a Docker engine is available, and
+otherwise the tests fail with a message that says how to get one. Nothing here
+mocks pika or RabbitMQ.
 """
 
+import contextlib
 import logging
 import os
 import uuid
@@ -15,10 +17,11 @@ from rabbitry.common.broker import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
-from tests.helpers import WorkerProcess, run_command
+from tests.helpers import WorkerProcess, rabbitmq_image, run_command
 
-#: extra_broker, tls_broker and cluster3: RabbitMQ nodes of a test module's own.
-pytest_plugins = ("tests.nodes",)
+#: extra_broker, tls_broker and cluster3: RabbitMQ nodes of a test module's own;
+#: docker, rabbitry_image and compose_project: compose.yaml run for real.
+pytest_plugins = ("tests.nodes", "tests.compose_project")
 
 NO_BROKER = (
     "no RabbitMQ broker for the tests: set RABBITMQ_URL (for example "
@@ -51,9 +54,27 @@ def broker_url():
         return
     if not _docker_available():
         pytest.fail(NO_BROKER, pytrace=False)
-    from testcontainers.rabbitmq import RabbitMqContainer
+    with rabbitmq_container(rabbitmq_image()) as url:
+        yield url
 
-    with RabbitMqContainer("rabbitmq:3-management") as container:
+
+@contextlib.contextmanager
+def rabbitmq_container(image: str):
+    """A RabbitMQ broker in a container that testcontainers starts from ``image``; its URL.
+
+    Ryuk, testcontainers' reaper of containers left by a killed run, runs only
+    where its image is already there: where no registry answers it cannot be
+    pulled, and leaving this ``with`` removes the container all the same.
+    """
+    import docker
+    from testcontainers.community.rabbitmq import RabbitMqContainer
+    from testcontainers.core.config import testcontainers_config
+
+    try:
+        docker.from_env().images.get(testcontainers_config.ryuk_image)
+    except docker.errors.ImageNotFound:
+        testcontainers_config.ryuk_disabled = True
+    with RabbitMqContainer(image) as container:
         params = container.get_connection_params()
         creds = params.credentials
         yield f"amqp://{creds.username}:{creds.password}@{params.host}:{params.port}/%2F"

@@ -19,6 +19,11 @@ from rabbitry.common.topology import Binding, Queue, Topology, log_exchange
 BIN = os.path.dirname(sys.executable)
 
 
+def rabbitmq_image() -> str:
+    """The image tests start RabbitMQ containers from: ``$RABBITMQ_IMAGE``, else the official one."""
+    return os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13-management")
+
+
 def command_path(name: str) -> str:
     """The installed console script ``name``, next to this Python."""
     return os.path.join(BIN, name)
