@@ -20,6 +20,9 @@ DEFAULT_WINDOW = 2000
 NACK_RETRY_DELAY_S = 0.5
 #: The failure of a message that a full queue refused (x-max-length with overflow reject-publish).
 REFUSED = "refused"
+#: Before a channel is renewed for nacked messages, the broker's answers to the rest in flight
+#: on it are awaited this long, so that no message it queued is taken for unconfirmed.
+_HEAR_THE_REST_S = 2.0
 #: A wait for confirms looks up this often, to notice a stop and a broker that blocks publishing.
 _LOOK_UP_EVERY_S = 0.1
 
@@ -242,8 +245,23 @@ class ReliablePublisher:
                 # A fresh channel: one whose quorum-queue client lost the leader keeps nacking.
                 log.warning("publisher_nacked", messages=len(again), retry_in_s=NACK_RETRY_DELAY_S)
                 self._stop.wait(NACK_RETRY_DELAY_S)
+                self._hear_the_rest()
                 self._recover(ConnectionLost(f"the broker nacked {len(again)} message(s)"))
         return final
+
+    def _hear_the_rest(self) -> None:
+        """Wait, for a bounded time, for the broker's answer to every message still in flight on
+        this channel. Renewing the channel loses the confirms it has not had yet: a message the
+        queue already holds would be published again and, by a full queue, refused again, and so
+        reported refused although it is queued."""
+        self._recovering = True  # nacks heard now join the messages to publish again
+        try:
+            self._failures.extend(self._publish_nacked_again(
+                self._connection.wait_for_confirms(_HEAR_THE_REST_S)))
+        except (ConfirmTimeout, ConnectionLost):
+            pass  # what is still unanswered is published again, as after any lost connection
+        finally:
+            self._recovering = False
 
     def _states_of_queues_nacking_again(self, failed: list[PublishFailure]) -> dict[str, QueueState | None]:
         """The state of each queue that nacked a message again, as a passive declare tells it."""

@@ -157,7 +157,9 @@ def test_a_full_queue_is_an_answer_every_refused_id_is_reported_and_new_task_exi
     assert result.returncode == ExitCode.QUEUE_FULL, result.stderr
     queued, refused = set(result.stdout.split()), set(refused_file.read_text().split())
     counts = summary_counts(result.stderr)
-    assert queued == in_queue and refused and not refused & in_queue
+    assert queued == in_queue and refused and not refused & in_queue, (
+        f"{len(queued)} printed, {len(in_queue)} in the queue, {len(refused & in_queue)} refused yet queued; "
+        f"stderr ends: {result.stderr[-1500:]}")
     assert (counts["queued"], counts["refused"], counts["unconfirmed"]) == (len(queued), len(refused), 0)
     assert len(events(result.stderr, "publisher_reconnecting")) <= 1  # one look on a fresh channel, no more
     assert len(events(result.stderr, "queue_full")) == 1

@@ -6,6 +6,7 @@ from structlog.testing import capture_logs
 from rabbitry.common.publisher import REFUSED, ReliablePublisher, nack_is_refusal
 from rabbitry.common.topology import Queue, Topology
 from rabbitry.common.transport import OutgoingMessage, QueueState
+from tests.helpers import drain
 
 
 def test_unroutable_messages_are_all_reported_even_when_the_window_fills(broker_settings, unique_name):
@@ -78,6 +79,35 @@ def test_a_full_queue_refuses_what_it_has_no_room_for_and_the_refusals_are_repor
     assert [m.message_id for m in confirmed] == [m.message_id for m in sent[:10]]
     assert [(f.message.message_id, f.reason) for f in failures] == [(m.message_id, REFUSED) for m in sent[10:]]
     assert len([e for e in logs if e["event"] == "publisher_reconnecting"]) == 1  # one look on a fresh channel
+
+
+def test_renewing_the_channel_for_a_nack_publishes_nothing_again_that_the_broker_had_queued(
+        broker_settings, connection, unique_name):
+    full = Queue(f"{unique_name}.full", arguments={"x-queue-type": "classic", "x-max-length": 1,
+                                                    "x-overflow": "reject-publish"})
+    roomy = Queue(f"{unique_name}.roomy", arguments={"x-queue-type": "classic"})
+    confirmed = []
+    publisher = ReliablePublisher(broker_settings, Topology(queues=(full, roomy)), window=200,
+                                  on_confirmed=confirmed.extend).connect()
+    # The nack of the first message is heard while hundreds of others are in flight; the
+    # channel renewed for it must first hear their confirms, or it publishes them twice.
+    sent = [OutgoingMessage(routing_key=roomy.name, body=b"%d" % i) for i in range(3000)]
+    try:
+        publisher.publish(OutgoingMessage(routing_key=full.name, body=b"fills it"), mandatory=True)
+        publisher.flush(timeout=10)
+        publisher.publish(OutgoingMessage(routing_key=full.name, body=b"refused"), mandatory=True)
+        for message in sent:
+            publisher.publish(message, mandatory=True)
+        failures = publisher.flush(timeout=60)
+    finally:
+        publisher.close()
+        in_roomy = [d.message_id for d in drain(connection, roomy.name)]
+        connection.delete_queue(full.name)
+        connection.delete_queue(roomy.name)
+
+    assert [f.reason for f in failures] == [REFUSED]
+    assert sorted(m.message_id for m in confirmed[1:]) == sorted(m.message_id for m in sent)
+    assert sorted(in_roomy) == sorted(m.message_id for m in sent)  # each once
 
 
 @pytest.mark.parametrize("nacked_before, state, refusal", [
