@@ -9,7 +9,7 @@ import structlog
 from rabbitry.common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, MOST_RETRIES, QUEUE_TYPES
 from rabbitry.workers.config import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_RETRIES,
-                                     DEFAULT_PREFETCH, WorkerConfig)
+                                     DEFAULT_METRICS_HOST, DEFAULT_PREFETCH, WorkerConfig)
 from rabbitry.workers.registry import load_task_modules, registry
 from rabbitry.workers.threaded import worker_pool
 
@@ -41,10 +41,14 @@ log = structlog.get_logger("rabbitry.worker")
 @click.option("--connect-timeout", type=click.FloatRange(min=0), default=DEFAULT_CONNECT_TIMEOUT_S,
               show_default=True, metavar="SECONDS",
               help="How long to keep trying to reach the broker at start-up before giving up (exit 3).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus metrics of the whole pool on this port (0: any free one)  [default: off]")
+@click.option("--metrics-host", default=DEFAULT_METRICS_HOST, show_default=True, metavar="ADDRESS",
+              help="Address the metrics endpoint listens on; 0.0.0.0 serves every interface.")
 @broker_options
 @logging_options(stream="stdout")
 def worker(settings, queue, queue_type, processes, prefetch, task_modules, max_retries, time_limit,
-           delivery_limit, connect_timeout, log_format, log_level):
+           delivery_limit, connect_timeout, metrics_port, metrics_host, log_format, log_level):
     """Run tasks from QUEUE in a pool of processes, acking each one when it is done."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as Celery's worker does: `--tasks myapp.tasks` from the project folder
@@ -53,7 +57,8 @@ def worker(settings, queue, queue_type, processes, prefetch, task_modules, max_r
     config = WorkerConfig(settings=settings, queue=queue, queue_type=queue_type, prefetch=prefetch,
                           processes=processes, task_modules=tuple(task_modules), max_retries=max_retries,
                           time_limit=time_limit, delivery_limit=delivery_limit, log_format=log_format,
-                          log_level=log_level, connect_timeout=connect_timeout)
+                          log_level=log_level, connect_timeout=connect_timeout, metrics_host=metrics_host,
+                          metrics_port=metrics_port)
     raise SystemExit(worker_pool(config).run())
 
 

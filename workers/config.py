@@ -13,6 +13,8 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_DELIVERY_LIMIT = 5
 #: How long a worker keeps trying to reach its broker at start-up.
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
+#: The metrics endpoint listens on loopback only, unless told otherwise.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 def first_given(*values):
@@ -43,6 +45,9 @@ class WorkerConfig:
     log_format: str = "auto"
     log_level: str = "info"
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+    #: Where the supervisor serves Prometheus metrics; no port, no metrics.
+    metrics_host: str = DEFAULT_METRICS_HOST
+    metrics_port: int | None = None
 
     def max_retries_for(self, task_name: str) -> int:
         """The worker's --max-retries if given, else the task's own option, else the default."""

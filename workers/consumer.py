@@ -26,6 +26,7 @@ from rabbitry.common.errors import (AcknowledgementTimedOut, BrokerRefused, Conf
                                     RabbitryError, Unencodable)
 from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.transport import UNPUBLISHABLE, Connection, Delivery, OutgoingMessage
+from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import (REASON_HEADER, UNPUBLISHABLE_REASON, Settlement, crash_limit_reached, dead_letter,
                                        decode, failure, run_task, succeeded)
@@ -79,10 +80,12 @@ class PoolProcess:
                 try:
                     self._serve(connection)
                 except AcknowledgementTimedOut as error:
+                    metrics.recorder.connection_lost()
                     log.error("delivery_acknowledgement_timed_out", error=str(error),
                               hint="a task ran, or waited behind others, longer than the broker's consumer_timeout: "
                                    "lower --time-limit or --prefetch")
                 except ConnectionLost as error:
+                    metrics.recorder.connection_lost()
                     log.warning("connection_lost", error=str(error))
                 finally:
                     self._generation += 1  # whatever the old channel held will be redelivered
@@ -278,9 +281,12 @@ class PoolProcess:
                 return dead_letter(delivery, config, "delivery_limit", over_limit, message.task, message.id)
         self._ledger.set_running(self.index, message.id)
         self._running = (generation, delivery, message, time.monotonic())
+        recorder = metrics.recorder
+        recorder.task_started()
         try:
             run = run_task(delivery, message, task)
         finally:
+            recorder.task_ended()
             self._running = None
             self._ledger.set_running(self.index, None)
         if run.error is None:

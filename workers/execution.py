@@ -18,6 +18,7 @@ from rabbitry.common.messages import MAX_TASK_NAME_BYTES, TaskMessage
 from rabbitry.common.replies import failure_reply, success_reply
 from rabbitry.common.topology import DEAD_LETTER_EXCHANGE, retry_delays_ms, retry_queue_name
 from rabbitry.common.transport import Delivery, OutgoingMessage, new_message_id
+from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.registry import registry
 
@@ -99,6 +100,7 @@ def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: st
     """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers."""
     log.error("task_dead_lettered", task_id=task_id or delivery.message_id, task=task, reason=reason,
               error=error, redelivered=delivery.redelivered)
+    metrics.recorder.task_settled(task, metrics.DEAD_LETTERED, reason)
     headers = {REASON_HEADER: reason, ERROR_HEADER: header_text(error), QUEUE_HEADER: config.queue}
     if task:
         headers[TASK_HEADER] = header_text(task, MAX_TASK_NAME_BYTES)
@@ -131,6 +133,7 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
                            message.task, message.id)
     log.warning("task_failed", task_id=message.id, task=message.task, attempt=message.attempt, error=error,
                 duration_s=duration_s, retry_in_s=delay_ms / 1000, redelivered=delivery.redelivered)
+    metrics.recorder.task_settled(message.task, metrics.RETRIED)
     outgoing.expiration = str(delay_ms)
     outgoing.headers = {ERROR_HEADER: header_text(error)}
     # The final attempt answers the caller, so the retry asks for the reply as the task did.
@@ -186,6 +189,7 @@ def run_task(delivery: Delivery, message: TaskMessage, task) -> TaskRun:
         result = task(*message.args, **message.kwargs)
     except Exception as error:  # a task may raise anything; the worker must survive it
         duration = time.perf_counter() - started
+        metrics.recorder.task_ran(message.task, duration)
         text = f"{type(error).__name__}: {error}"
         log.debug("task_traceback", task_id=message.id, traceback=traceback.format_exc())
         return TaskRun(duration, error=text, retryable=not isinstance(error, task.dont_retry))
@@ -193,4 +197,7 @@ def run_task(delivery: Delivery, message: TaskMessage, task) -> TaskRun:
     extra = {} if result is None else {"result": result}
     log.info("task_succeeded", task_id=message.id, task=message.task, duration_s=round(duration, 6),
              attempt=message.attempt, redelivered=delivery.redelivered, **extra)
+    recorder = metrics.recorder
+    recorder.task_ran(message.task, duration)
+    recorder.task_settled(message.task, metrics.SUCCEEDED)
     return TaskRun(duration, result)

@@ -11,6 +11,7 @@ from rabbitry.common.broker import connect_with_retry
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.consumer import EXIT_TIME_LIMIT, run_pool_process
+from rabbitry.workers import metrics
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.limits import check_time_limit
 
@@ -40,6 +41,7 @@ class WorkerPool:
         self._ledger = CrashLedger(config.processes, self._context)
         self._processes: list[multiprocessing.Process | None] = [None] * config.processes
         self._signals = 0
+        self._metrics_server: metrics.MetricsServer | None = None
         self.exit_code = ExitCode.OK
 
     def check_broker(self) -> None:
@@ -68,11 +70,16 @@ class WorkerPool:
         log.info("worker_started", queue=self.config.queue, queue_type=self.config.queue_type,
                  processes=self.config.processes, prefetch=self.config.prefetch,
                  broker=self.config.settings.describe())
-        for index in range(self.config.processes):
-            self._start(index)
-        while not self._stop.wait(_SUPERVISE_EVERY_S):
-            self._supervise()
-        self._shutdown()
+        self._serve_metrics()
+        try:
+            for index in range(self.config.processes):
+                self._start(index)
+            while not self._stop.wait(_SUPERVISE_EVERY_S):
+                self._supervise()
+            self._shutdown()
+        finally:
+            if self._metrics_server is not None:
+                self._metrics_server.close()
         log.info("worker_stopped", exit_code=int(self.exit_code))
         return int(self.exit_code)
 
@@ -90,6 +97,16 @@ class WorkerPool:
             for process in self._processes:
                 if process is not None and process.is_alive():
                     process.kill()
+
+    def _serve_metrics(self) -> None:
+        """Serve Prometheus metrics, if asked, before any pool process is forked (they inherit the mode)."""
+        config = self.config
+        if config.metrics_port is None:
+            return
+        self._metrics_server = metrics.enable_metrics(
+            config.queue, config.metrics_host, config.metrics_port,
+            {"queue": config.queue, "queue_type": config.queue_type, "processes": str(config.processes),
+             "prefetch": str(config.prefetch), "pool": "threads" if config.settings.is_local else "processes"})
 
     def _start(self, index: int) -> None:
         process = self._context.Process(target=run_pool_process, name=f"rabbitry-pool-{index}",
@@ -114,6 +131,9 @@ class WorkerPool:
             crashes = self._ledger.record_crash(task_id) if task_id and not timed_out else 0
             event = "pool_process_timed_out" if timed_out else "pool_process_died"
             log.warning(event, pool_process=index, exit_code=code, task_id=task_id, crashes=crashes or None)
+            if self._metrics_server is not None and getattr(process, "pid", None):
+                self._metrics_server.process_died(process.pid)
+            metrics.recorder.pool_process_restarted("time_limit" if timed_out else "died")
             self._start(index)
 
     def _shutdown(self) -> None:
