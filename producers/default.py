@@ -18,10 +18,12 @@ from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from rabbitry.producers.aio import AsyncTaskHandle, AsyncTaskSubmitter
 from rabbitry.producers.handles import TaskHandle
+from rabbitry.producers.metrics import SubmitterMetrics
 from rabbitry.producers.tasks import TaskSubmitter
 
 _lock = threading.Lock()
 _submitters: dict[str, TaskSubmitter] = {}
+_metrics: SubmitterMetrics | None = None
 
 
 def submitter(queue: str | None = None) -> TaskSubmitter:
@@ -31,8 +33,20 @@ def submitter(queue: str | None = None) -> TaskSubmitter:
         found = _submitters.get(queue)
         if found is None:
             found = _submitters[queue] = TaskSubmitter(BrokerSettings.from_environment(), queue,
-                                                       results=True).connect()
+                                                       results=True, metrics=_metrics).connect()
     return found
+
+
+def instrument(registry=None) -> SubmitterMetrics:
+    """Count what ``task.delay()`` submits, confirms and has refused on ``registry`` (prometheus_client's
+    default registry if None), from now on; return the metrics. Call it once per registry."""
+    global _metrics
+    metrics = SubmitterMetrics(registry)
+    with _lock:
+        _metrics = metrics
+        for queue, opened in _submitters.items():
+            opened._metrics = metrics.for_queue(queue)
+    return metrics
 
 
 def submit(message: TaskMessage, queue: str | None = None) -> TaskHandle:

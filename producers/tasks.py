@@ -29,6 +29,7 @@ from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, work_queue
 from rabbitry.common.transport import Connection, Delivery, OutgoingMessage, PublishFailure
 from rabbitry.producers.handles import ResultLost, TaskHandle
+from rabbitry.producers.metrics import SubmitterMetrics
 
 log = structlog.get_logger("rabbitry.submitter")
 
@@ -70,7 +71,8 @@ class TaskSubmitter:
     def __init__(self, settings: BrokerSettings, queue: str = DEFAULT_TASK_QUEUE,
                  queue_type: str = DEFAULT_QUEUE_TYPE, max_message_bytes: int = MAX_MESSAGE_BYTES,
                  on_confirmed: Callable[[list[OutgoingMessage]], None] | None = None, results: bool = False,
-                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S, max_unconfirmed: int = DEFAULT_MAX_UNCONFIRMED):
+                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S, max_unconfirmed: int = DEFAULT_MAX_UNCONFIRMED,
+                 metrics: SubmitterMetrics | None = None):
         self.settings = settings
         self.queue = queue
         self.queue_type = queue_type
@@ -79,11 +81,12 @@ class TaskSubmitter:
         self.close_timeout = close_timeout
         self.max_unconfirmed = max_unconfirmed
         self._on_confirmed = on_confirmed
+        self._metrics = metrics and metrics.for_queue(queue)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified whenever a handle settles
         self._submissions: collections.deque[OutgoingMessage] = collections.deque()
-        # id(message) -> (message, handle), from submit() until the broker settles it.
-        self._in_flight: dict[int, tuple[OutgoingMessage, TaskHandle]] = {}
+        # id(message) -> (message, handle, when submitted), from submit() until the broker settles it.
+        self._in_flight: dict[int, tuple[OutgoingMessage, TaskHandle, float]] = {}
         self._awaiting_reply: weakref.WeakValueDictionary[str, TaskHandle] = weakref.WeakValueDictionary()
         self._failures: list[PublishFailure] = []  # since the last flush
         self._wake_pending = False
@@ -181,10 +184,12 @@ class TaskSubmitter:
                 self._changed.wait_for(lambda: len(self._in_flight) < self.max_unconfirmed or self._error)
             if self._error is not None:
                 raise self._error
-            self._in_flight[id(outgoing)] = (outgoing, handle)
+            self._in_flight[id(outgoing)] = (outgoing, handle, time.monotonic())
             if self.results:
                 self._awaiting_reply[message.id] = handle
             self._submissions.append(outgoing)
+            if self._metrics is not None:
+                self._metrics.submitted.inc()
             wake, self._wake_pending = not self._wake_pending, True
         if wake:
             self._call_io_thread()
@@ -300,13 +305,16 @@ class TaskSubmitter:
                 self._changed.notify_all()
 
     def _confirmed(self, messages: list[OutgoingMessage]) -> None:
-        settled = []
+        settled, now, metrics = [], time.monotonic(), self._metrics
         with self._lock:
             for message in messages:
-                _, handle = self._in_flight.pop(id(message), (None, None))
+                _, handle, submitted_at = self._in_flight.pop(id(message), (None, None, None))
                 if handle is not None:  # None: already given up on by close()
                     handle._settle()
                     settled.append(handle)
+                    if metrics is not None:
+                        metrics.confirmed.inc()
+                        metrics.confirm_latency.observe(now - submitted_at)
             self._changed.notify_all()
         self._tell_watchers(settled)
         if self._on_confirmed is not None:
@@ -318,9 +326,11 @@ class TaskSubmitter:
         settled = []
         with self._lock:
             for failure in failures:
-                _, handle = self._in_flight.pop(id(failure.message), (None, None))
+                _, handle, _ = self._in_flight.pop(id(failure.message), (None, None, None))
                 if handle is None:
                     continue
+                if self._metrics is not None:
+                    self._metrics.refused(failure.reason)
                 error = Unroutable if failure.reason == "unroutable" else PublishFailed
                 handle._settle(error(f"task {handle.id} not queued: {failure.reason} (queue {self.queue!r})"))
                 self._awaiting_reply.pop(handle.id, None)
@@ -341,7 +351,7 @@ class TaskSubmitter:
 
     def _fail_everything_locked(self, error: RabbitryError, lost: ResultLost | None = None) -> None:
         """Settle every handle still waiting: unconfirmed with ``error``, awaiting a reply with ``lost``."""
-        handles = [handle for _, handle in self._in_flight.values()]
+        handles = [handle for _, handle, _ in self._in_flight.values()]
         for handle in handles:
             handle._settle(error)
         self._in_flight.clear()

@@ -27,6 +27,9 @@ _EXPORTS = {
     "TaskFailed": "rabbitry.producers.handles",
     "ResultLost": "rabbitry.producers.handles",
     "TaskMessage": "rabbitry.common.messages",
+    # Metrics
+    "SubmitterMetrics": "rabbitry.producers.metrics",
+    "instrument": "rabbitry.producers.default",
     # Logs
     "LogExchangeHandler": "rabbitry.producers.log_handler",
     "LogEmitter": "rabbitry.producers.log_emitter",

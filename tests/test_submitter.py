@@ -145,3 +145,33 @@ def test_a_task_with_no_queue_to_go_to_fails_its_handle_and_the_flush(broker_set
         submitter.close()
 
     assert not handle.confirmed
+
+
+def test_a_submitters_metrics_count_on_the_applications_registry(broker_settings, connection, work_queue_name):
+    from prometheus_client import CollectorRegistry
+
+    from rabbitry import SubmitterMetrics
+
+    registry = CollectorRegistry()
+    submitter = TaskSubmitter(broker_settings, work_queue_name, "classic", metrics=SubmitterMetrics(registry))
+    try:
+        submitter.connect()
+        for _ in range(50):
+            submitter.submit(TaskMessage("noop"))
+        submitter.flush(30)
+        queued = connection.queue_state(work_queue_name).messages
+        connection.delete_queue(work_queue_name)  # the next task has no queue to go to
+        with pytest.raises(Unroutable):
+            submitter.submit(TaskMessage("noop")).wait_confirmed(10)
+    finally:
+        submitter.close()
+
+    def value(name, **labels):
+        return registry.get_sample_value(name, {"queue": work_queue_name, **labels})
+
+    assert queued == 50
+    assert value("rabbitry_tasks_submitted_total") == 51
+    assert value("rabbitry_tasks_confirmed_total") == 50
+    assert value("rabbitry_tasks_refused_total", reason="unroutable") == 1
+    assert value("rabbitry_task_confirm_seconds_count") == 50
+    assert value("rabbitry_task_confirm_seconds_sum") > 0
