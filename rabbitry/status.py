@@ -1,12 +1,17 @@
 """``rabbitry status``: how full a work queue and its side queues are, and who serves them."""
 
+import datetime
 import json
+import sys
+import time
 
 import click
 
 from rabbitry.common.broker import connect
 from rabbitry.common.cli import broker_options, check_work_queue
+from rabbitry.common.errors import BrokerUnavailable
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE, work_queue_names
+from rabbitry.watch import AmqpSampler, ManagementSampler, QueueWatch, render
 
 
 @click.command()
@@ -14,9 +19,21 @@ from rabbitry.common.topology import DEFAULT_TASK_QUEUE, work_queue_names
               callback=check_work_queue,
               help="Work queue to show (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per queue.")
+@click.option("--watch", is_flag=True,
+              help="Sample again every --interval, with rates in and out: redrawn on a terminal, "
+                   "one JSON object per sample on a pipe. Ctrl-C ends it.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True, metavar="SECONDS",
+              help="Seconds between samples, with --watch.")
+@click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stop after N samples, with --watch  [default: until Ctrl-C]")
+@click.option("--management-url", envvar="RABBITMQ_MANAGEMENT_URL", metavar="URL",
+              help="RabbitMQ's management API, for rates in and out with --watch  "
+                   "(an empty URL: none)  [default: port 15672 of the broker's host, if it answers]")
 @broker_options
-def status(settings, queues, as_json):
+def status(settings, queues, as_json, watch, interval, count, management_url):
     """Show messages and consumers of work queues, their retry queues and dead letters."""
+    if watch:
+        return watch_queues(settings, queues, interval, count, management_url, as_json)
     rows = []
     with connect(settings, "rabbitry-status") as connection:
         for queue in queues:
@@ -37,3 +54,46 @@ def status(settings, queues, as_json):
             click.echo(f"{row['queue']:<{width}}  {row['messages']:>9,}  {row['consumers']:>9}")
         else:
             click.echo(f"{row['queue']:<{width}}  {'(none)':>9}  {'':>9}")
+
+
+def watch_queues(settings, queues, interval, count, management_url, as_json) -> None:
+    """Sample ``queues`` every ``interval`` seconds, ``count`` times (None: until Ctrl-C)."""
+    on_terminal = sys.stdout.isatty() and not as_json
+    with connect(settings, "rabbitry-status") as connection:
+        sampler = _sampler(settings, connection, management_url)
+        watch = QueueWatch(sampler, queues)
+        taken = 0
+        try:
+            while True:
+                started = time.monotonic()
+                rows = watch.rows()
+                taken += 1
+                if on_terminal:
+                    click.clear()
+                    click.echo(f"{datetime.datetime.now():%H:%M:%S}  every {interval:g} s  (Ctrl-C ends)")
+                    click.echo(render(rows, sampler.source))
+                else:
+                    click.echo(json.dumps({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                                           "source": sampler.source, "queues": rows}))
+                    sys.stdout.flush()
+                if count is not None and taken >= count:
+                    return
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        except KeyboardInterrupt:  # the way a watch is ended: no traceback, exit 0
+            return
+
+
+def _sampler(settings, connection, management_url):
+    """The management API's sampler if it answers (it must, if named), else AMQP's."""
+    if settings.is_local or management_url == "":
+        return AmqpSampler(connection)
+    sampler = ManagementSampler.for_broker(connection, settings.urls[0], management_url)
+    try:
+        sampler.check()
+    except BrokerUnavailable:
+        if management_url:
+            raise
+        click.echo(f"note: no management API at {sampler.url}: rates in and out are not shown "
+                   "(--management-url names one)", err=True)
+        return AmqpSampler(connection)
+    return sampler

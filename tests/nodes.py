@@ -172,15 +172,18 @@ class RabbitNode:
     """One extra RabbitMQ node on ports of its own, started as the rabbitmq user.
 
     ``config`` adds ``rabbitmq.conf`` lines (``{"consumer_timeout": 60000}``);
-    ``tls`` adds a TLS listener that requires a client certificate.
+    ``tls`` adds a TLS listener that requires a client certificate; ``management``
+    enables the management plugin on a port of its own (``management_url``).
     """
 
-    def __init__(self, prefix: str = "t", tls: bool = False, config: dict[str, object] | None = None):
+    def __init__(self, prefix: str = "t", tls: bool = False, config: dict[str, object] | None = None,
+                 management: bool = False):
         reap_stale_nodes()
         self.name = f"{prefix}-{uuid.uuid4().hex[:6]}@localhost"
         self.amqp_port = free_port()
         self.dist_port = free_port()
         self.tls_port = free_port() if tls else None
+        self.management_port = free_port() if management else None
         self.config = dict(config or {})
         self.directory = NODES_ROOT / self.name.split("@")[0]
         self.tls_files: TlsFiles | None = None
@@ -199,6 +202,10 @@ class RabbitNode:
         if self.tls_port is None:
             raise ValueError("this node has no TLS listener: create it with tls=True")
         return f"amqps://guest:guest@localhost:{self.tls_port}/%2F"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}"
 
     def settings(self, **kwargs) -> BrokerSettings:
         """Broker settings for this node (plain AMQP)."""
@@ -330,9 +337,12 @@ class RabbitNode:
                       f"ssl_options.keyfile = {self.tls_files.server_key}",
                       "ssl_options.verify = verify_peer",
                       "ssl_options.fail_if_no_peer_cert = true"]
+        if self.management_port:
+            lines += [f"management.tcp.port = {self.management_port}", "management.tcp.ip = 127.0.0.1"]
         lines += [f"{key} = {value}" for key, value in self.config.items()]
         (self.directory / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
-        (self.directory / "enabled_plugins").write_text("[].\n")
+        plugins = "rabbitmq_management" if self.management_port else ""
+        (self.directory / "enabled_plugins").write_text(f"[{plugins}].\n")
         (self.directory / "rabbitmq-env.conf").write_text("")  # not the system's env file
         for path in [self.directory, *self.directory.rglob("*")]:
             os.chown(path, account.pw_uid, account.pw_gid)
@@ -440,5 +450,9 @@ _extra_broker_started, extra_broker = _module_resource(
 _tls_broker_started, tls_broker = _module_resource(
     "tls_broker", lambda: RabbitNode(prefix="tls", tls=True),
     "A node with a TLS listener (``.tls_url``, ``.tls_files``) that requires a client certificate.")
+_management_broker_started, management_broker = _module_resource(
+    "management_broker", lambda: RabbitNode(prefix="mgmt", management=True,
+                                            config={"collect_statistics_interval": 500}),
+    "A node with the management plugin (``.management_url``), its statistics refreshed twice a second.")
 _cluster3_started, cluster3 = _module_resource(
     "cluster3", RabbitCluster, "A 3-node RabbitMQ cluster of this test module's own, every node running.")
