@@ -38,8 +38,10 @@ def rabbitry_services(compose: dict) -> dict[str, dict]:
 
 
 def brokers(compose: dict) -> dict[str, dict]:
+    """The RabbitMQ services: those that are neither rabbitry's nor the metrics profile's."""
     return {name: service for name, service in compose["services"].items()
-            if name != IMAGE_SERVICE and name not in rabbitry_services(compose)}
+            if name != IMAGE_SERVICE and name not in rabbitry_services(compose)
+            and "metrics" not in service.get("profiles", [])}
 
 
 def rabbitry_scripts() -> set[str]:
@@ -99,3 +101,34 @@ def test_every_command_is_a_rabbitry_command_that_accepts_its_options():
                                 text=True, timeout=30)
         assert result.returncode == 0, f"{name}: {result.stderr}"
         assert result.stdout.startswith(f"Usage: {command[0]} ")
+
+
+def test_the_metrics_profile_scrapes_every_worker_on_its_metrics_port_and_the_broker():
+    compose = compose_file()
+    command = compose["services"]["worker"]["command"]
+    port = int(command[command.index("--metrics-port") + 1])
+    assert command[command.index("--metrics-host") + 1] == "0.0.0.0"  # reachable on the compose network
+    for service in ("prometheus", "grafana"):
+        assert compose["services"][service]["profiles"] == ["metrics"]
+        assert all(p.startswith("127.0.0.1:") for p in compose["services"][service]["ports"])  # loopback only
+    for config in compose["configs"].values():
+        assert "file" not in config or (COMPOSE_FILE.parent / config["file"]).is_file(), config
+
+    prometheus = yaml.safe_load((COMPOSE_FILE.parent / "monitoring/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert jobs["rabbitry-worker"]["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": port}]
+    assert jobs["rabbitmq"]["static_configs"] == [{"targets": ["rabbitmq:15692"]}]
+
+
+def test_the_grafana_dashboard_is_valid_and_every_panel_queries_prometheus():
+    dashboard = json.loads((COMPOSE_FILE.parent / "monitoring/grafana/rabbitry.json").read_text())
+    datasource = yaml.safe_load((COMPOSE_FILE.parent / "monitoring/grafana/datasource.yml").read_text())
+    [source] = datasource["datasources"]
+
+    assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert panel["targets"] and all(target["expr"].strip() for target in panel["targets"]), panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]

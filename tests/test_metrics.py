@@ -1,9 +1,12 @@
 """The worker's Prometheus metrics: what a scrape says is what the log lines say, exactly."""
 
+import json
 import os
+import re
 import signal
 import socket
 import urllib.request
+from pathlib import Path
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
@@ -88,3 +91,20 @@ def test_a_metrics_port_in_use_is_one_clear_line_and_exit_2(cli_env, work_queue_
     assert result.returncode == 2
     assert f"Error: cannot serve metrics on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_every_rabbitry_metric_the_dashboard_queries_is_one_the_worker_serves(run, start_worker, work_queue_name):
+    dashboard = json.loads((Path(__file__).parent.parent / "monitoring/grafana/rabbitry.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\brabbitry_[a-z_]+", target["expr"])}
+    port = free_port()
+    worker = start_worker(work_queue_name, "--processes", "1", "--max-retries", "0", "--metrics-port", str(port))
+    run("new-task", "--queue", work_queue_name, "--task", "fail", check=True)
+    run("new-task", "--queue", work_queue_name, "--task", "noop", check=True)
+    wait_until(lambda: worker.events("task_dead_lettered") and worker.events("task_succeeded"), timeout=30,
+               message="both tasks settled")
+    os.kill(psutil.Process(worker.process.pid).children()[0].pid, signal.SIGKILL)
+    wait_until(lambda: worker.events("pool_process_died"), timeout=30, message="the pool process restarted")
+
+    served = {name for name, _ in scrape(port)}
+    assert queried and queried <= served, queried - served
