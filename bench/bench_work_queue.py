@@ -10,7 +10,8 @@ Celery and Dramatiq beside rabbitry; they are skipped when missing.
 - e2e: N no-op tasks submitted while the worker runs, until all executed
   (the anchor benchmark's method: one O_APPEND byte per execution). rabbitry
   runs ``worker --processes 2`` at its default settings and submits with
-  confirms; the baseline is raw pika feeding multiprocessing.Pool(2).
+  confirms, and again with ``--metrics-port`` on; the baseline is raw pika
+  feeding multiprocessing.Pool(2).
 - publish: ``new-task --count N`` (confirms, wall clock of the whole command)
   against an unconfirmed raw pika ``basic_publish`` loop to the same kind of
   queue, until the queue holds all N.
@@ -71,8 +72,8 @@ def stop(process: subprocess.Popen) -> None:
 class Rabbitry:
     """rabbitry's own worker, at its default settings but for the queue name."""
 
-    def __init__(self, queue_type: str = "quorum", extra: tuple[str, ...] = ()):
-        self.queue = f"bench.rabbitry.{queue_type}"
+    def __init__(self, queue_type: str = "quorum", extra: tuple[str, ...] = (), name: str | None = None):
+        self.queue = f"bench.{name or 'rabbitry'}.{queue_type}"
         self.queue_type = queue_type
         self.extra = extra
         self.submitter = None
@@ -155,7 +156,9 @@ class Dramatiq:
 
 
 def systems() -> dict:
-    found = {"rabbitry": Rabbitry("quorum"), "rabbitry_classic": Rabbitry("classic"), "pika_mp": RawPikaPool()}
+    found = {"rabbitry": Rabbitry("quorum"), "rabbitry_classic": Rabbitry("classic"),
+             "rabbitry_metrics": Rabbitry("quorum", ("--metrics-port", "0"), name="rabbitry-metrics"),
+             "pika_mp": RawPikaPool()}
     if importlib.util.find_spec("celery"):
         found["celery"] = Celery()
     if importlib.util.find_spec("dramatiq"):
@@ -199,6 +202,10 @@ def bench_e2e(reps: int, n: int) -> dict:
     print(f"\nend to end, {n:,} no-op tasks, median (min–max) of {reps}:")
     for name, summary in result.items():
         print(f"  {name:<17} {fmt(summary, ' tasks/s')}")
+    if "rabbitry_metrics" in rates:  # the cost of --metrics-port
+        ratios = summarize(m / r for m, r in zip(rates["rabbitry_metrics"], rates["rabbitry"]))
+        result["ratio_metrics_on_vs_off"] = ratios
+        print(f"  metrics on / off  {fmt(ratios, '×', 2)}")
     for peer in ("pika_mp", "dramatiq_p2t8", "celery"):
         if peer in rates:
             ratios = summarize(r / p for r, p in zip(rates["rabbitry"], rates[peer]))
