@@ -3,6 +3,7 @@
 Usage (from the repository root, with the project installed):
 
     python -m bench.bench_work_queue [--reps 3] [--n 10000] [--only e2e,publish,fair,memory]
+                                     [--systems rabbitry,rabbitry_metrics,...]
 
 Install the optional peers with ``pip install -e '.[peers]'`` to measure
 Celery and Dramatiq beside rabbitry; they are skipped when missing.
@@ -187,8 +188,8 @@ def e2e_once(system, n: int, tag: str) -> float:
     return n / (done - started)
 
 
-def bench_e2e(reps: int, n: int) -> dict:
-    chosen = systems()
+def bench_e2e(reps: int, n: int, only: list[str] | None = None) -> dict:
+    chosen = {name: system for name, system in systems().items() if not only or name in only}
     rates = {name: [] for name in chosen}
     try:
         for rep in range(reps):
@@ -202,12 +203,14 @@ def bench_e2e(reps: int, n: int) -> dict:
     print(f"\nend to end, {n:,} no-op tasks, median (min–max) of {reps}:")
     for name, summary in result.items():
         print(f"  {name:<17} {fmt(summary, ' tasks/s')}")
-    if "rabbitry_metrics" in rates:  # the cost of --metrics-port
+    if "rabbitry_metrics" in rates and "rabbitry" in rates:  # the cost of --metrics-port
         ratios = summarize(m / r for m, r in zip(rates["rabbitry_metrics"], rates["rabbitry"]))
         result["ratio_metrics_on_vs_off"] = ratios
         print(f"  metrics on / off  {fmt(ratios, '×', 2)}")
     for peer in ("pika_mp", "dramatiq_p2t8", "celery"):
         if peer in rates:
+            if "rabbitry" not in rates:
+                continue
             ratios = summarize(r / p for r, p in zip(rates["rabbitry"], rates[peer]))
             result[f"ratio_vs_{peer}"] = ratios
             print(f"  rabbitry / {peer:<13} {fmt(ratios, '×', 2)}")
@@ -325,11 +328,13 @@ def main():
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--publish-n", type=int, default=20_000)
     parser.add_argument("--only", default="e2e,publish,fair,memory")
+    parser.add_argument("--systems", default="", help="e2e: only these systems (comma-separated), "
+                        "e.g. rabbitry,rabbitry_metrics")
     args = parser.parse_args()
     chosen = args.only.split(",")
     results = {"args": vars(args)}
     if "e2e" in chosen:
-        results["e2e"] = bench_e2e(args.reps, args.n)
+        results["e2e"] = bench_e2e(args.reps, args.n, [name for name in args.systems.split(",") if name])
     if "publish" in chosen:
         results["publish"] = bench_publish(args.reps, args.publish_n)
     if "fair" in chosen:
