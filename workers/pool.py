@@ -9,9 +9,9 @@ import structlog
 
 from rabbitry.common.broker import connect_with_retry
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
+from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.consumer import EXIT_TIME_LIMIT, run_pool_process
-from rabbitry.workers import metrics
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.limits import check_time_limit
 
@@ -33,8 +33,9 @@ class WorkerPool:
 
     def __init__(self, config: WorkerConfig):
         self.config = config
-        # fork: quick to start and replace; the supervisor holds no threads or
-        # connections when it forks, and each child connects by itself.
+        # fork: quick to start and replace; the supervisor holds no connection when
+        # it forks, and its only other thread (the metrics endpoint, when on) shares
+        # no lock with what a pool process does; each child connects by itself.
         self._context = multiprocessing.get_context("fork")
         self._stop = threading.Event()
         self._shared_stop = self._context.Event()
@@ -131,7 +132,7 @@ class WorkerPool:
             crashes = self._ledger.record_crash(task_id) if task_id and not timed_out else 0
             event = "pool_process_timed_out" if timed_out else "pool_process_died"
             log.warning(event, pool_process=index, exit_code=code, task_id=task_id, crashes=crashes or None)
-            if self._metrics_server is not None and getattr(process, "pid", None):
+            if self._metrics_server is not None and getattr(process, "pid", None):  # threads have none
                 self._metrics_server.process_died(process.pid)
             metrics.recorder.pool_process_restarted("time_limit" if timed_out else "died")
             self._start(index)
