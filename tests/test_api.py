@@ -92,6 +92,31 @@ def test_threads_share_the_default_submitter_and_every_task_is_queued_once(
     assert sorted(queued) == [[n] for n in range(40)]
 
 
+def test_instrument_counts_what_delay_submits_on_the_applications_registry(
+        unique_name, work_queue_name, broker_url, monkeypatch, request):
+    from prometheus_client import CollectorRegistry
+
+    import rabbitry
+
+    monkeypatch.setenv("AMQP_URL", broker_url)
+    monkeypatch.setattr("rabbitry.producers.default._metrics", None)  # later tests' submitters count nowhere
+    request.addfinalizer(default_submitter.close)
+
+    @task(name=unique_name, queue=work_queue_name)
+    def count(n: int):
+        pass
+
+    count.delay(0)  # a submitter opened before instrument() is counted from then on too
+    registry = CollectorRegistry()
+    rabbitry.instrument(registry)
+    for n in range(5):
+        count.delay(n)
+
+    labels = {"queue": work_queue_name}
+    assert registry.get_sample_value("rabbitry_tasks_submitted_total", labels) == 5
+    assert registry.get_sample_value("rabbitry_tasks_confirmed_total", labels) == 5
+
+
 def test_a_name_registered_twice_is_an_error_naming_both_functions(unique_name):
     @task(name=unique_name)
     def first():
