@@ -23,6 +23,8 @@ import tempfile
 
 import structlog
 
+from rabbitry.common.errors import ConfigurationError
+
 log = structlog.get_logger("rabbitry.worker")
 
 #: Buckets of the task duration histogram, in seconds: from a no-op to a long task.
@@ -125,8 +127,13 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        _remove_folder(self.folder)
+
+
+def _remove_folder(folder: str) -> None:
+    """Multiprocess mode off for later forks, and its files gone."""
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def enable_metrics(queue: str, host: str, port: int, info: dict[str, str]) -> MetricsServer:
@@ -153,10 +160,9 @@ def enable_metrics(queue: str, host: str, port: int, info: dict[str, str]) -> Me
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as error:
-        shutil.rmtree(folder, ignore_errors=True)
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        from rabbitry.common.errors import ConfigurationError
+        _remove_folder(folder)
         raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {error.strerror or error}") from None
     recorder = WorkerMetrics(queue)
-    log.info("metrics_serving", url=f"http://{host}:{server.server_address[1]}/metrics")
-    return MetricsServer(folder, server, thread)
+    serving = MetricsServer(folder, server, thread)
+    log.info("metrics_serving", url=f"http://{host}:{serving.port}/metrics")
+    return serving
