@@ -21,14 +21,13 @@ It prints percentiles and ratios, and never asserts a time.
 import argparse
 import math
 import os
-import subprocess
 import sys
 import time
 import uuid
 
 import pika
 
-from bench.bench_work_queue import BIN, env, start, stop
+from bench.bench_work_queue import BIN, start, stop
 from bench.benchlib import AMQP_URL, delete_queues, fmt, raw_channel, save, summarize
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings

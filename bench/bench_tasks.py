@@ -4,6 +4,7 @@ import os
 import time
 
 from bench.benchlib import COUNTER_PATH, mark_executed
+from rabbitry.compare_server import call
 from rabbitry.workers.registry import task
 
 FAIR_LOG = "/tmp/rabbitry-bench-fair"
@@ -28,3 +29,10 @@ LATENCY_LOG = os.environ.setdefault("BENCH_LATENCY", "/tmp/rabbitry-bench-latenc
 def bench_latency(sent_ns: int) -> None:
     """Record the nanoseconds from submit() to this task's start."""
     mark_executed(LATENCY_LOG, b"%d\n" % (time.monotonic_ns() - sent_ns))
+
+
+@task
+def bench_io_blocking(port: int) -> None:
+    """One request to the slow server on 127.0.0.1 (real I/O), from a plain function on a blocking socket."""
+    call(port)
+    mark_executed(COUNTER_PATH)

@@ -26,7 +26,6 @@ It prints figures and never asserts a time.
 import argparse
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from bench.benchlib import (AMQP_URL, COUNTER_PATH, Counter, delete_exchanges, d
 from bench.bench_tasks import FAIR_LOG
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
+from rabbitry.compare_worker import stop_worker as stop
 from rabbitry.producers.tasks import TaskSubmitter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,41 +60,34 @@ def start(name: str, command: list[str], queue: str, consumers: int) -> subproce
     return process
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 # -- the systems -------------------------------------------------------------
 class Rabbitry:
     """rabbitry's own worker, at its default settings but for the queue name."""
 
-    def __init__(self, queue_type: str = "quorum", extra: tuple[str, ...] = (), name: str | None = None):
+    def __init__(self, queue_type: str = "quorum", extra: tuple[str, ...] = (), name: str | None = None,
+                 task: str = "bench_count", args: tuple = (), tasks: str = "bench.bench_tasks"):
         self.queue = f"bench.{name or 'rabbitry'}.{queue_type}"
         self.queue_type = queue_type
         self.extra = extra
+        self.task, self.args, self.tasks = task, list(args), tasks
         self.submitter = None
 
     def start(self, tag):
         command = [os.path.join(BIN, "worker"), "--processes", "2", "--queue", self.queue, "--queue-type",
-                   self.queue_type, "--tasks", "bench.bench_tasks", "--log-format", "json", *self.extra]
+                   self.queue_type, "--tasks", self.tasks, "--log-format", "json", *self.extra]
         return start(tag, command, self.queue, 2)
 
     def submit(self, n: int) -> None:
         if self.submitter is None:
             self.submitter = TaskSubmitter(BrokerSettings.from_url(AMQP_URL), self.queue, self.queue_type).connect()
         for _ in range(n):
-            self.submitter.submit(TaskMessage("bench_count"))
+            self.submitter.submit(TaskMessage(self.task, self.args))
         self.submitter.flush()
 
     def cleanup(self):
         if self.submitter:
             self.submitter.close()
-        delete_queues(self.queue, self.queue + ".dead-letter", *(f"{self.queue}.retry.{d}ms" for d in (1000, 2000, 4000)))
+        delete_queues(self.queue, self.queue + ".dead-letter")
 
 
 class RawPikaPool:
@@ -168,13 +161,15 @@ def systems() -> dict:
 
 
 # -- the benchmarks ----------------------------------------------------------
-def e2e_once(system, n: int, tag: str) -> float:
+def e2e_once(system, n: int, tag: str, warmup: int = 200) -> float:
+    """Tasks per second from the first of ``n`` submits to the last execution, after a warm-up
+    (connections open, pools busy once)."""
     counter = Counter()
     process = system.start(tag)
     try:
         counter.reset()
-        system.submit(200)  # warm-up: connections open, pools busy once
-        counter.wait_for(200, timeout=120)
+        system.submit(warmup)
+        counter.wait_for(warmup, timeout=120)
         time.sleep(0.5)
         counter.reset()
         started = time.perf_counter()
@@ -188,17 +183,22 @@ def e2e_once(system, n: int, tag: str) -> float:
     return n / (done - started)
 
 
-def bench_e2e(reps: int, n: int, only: list[str] | None = None) -> dict:
-    chosen = {name: system for name, system in systems().items() if not only or name in only}
+def e2e_rates(chosen: dict, reps: int, n: int, tag: str = "e2e") -> dict[str, list[float]]:
+    """End-to-end rates of each system, the systems taking turns within each repetition."""
     rates = {name: [] for name in chosen}
     try:
         for rep in range(reps):
             for name, system in chosen.items():
-                rates[name].append(e2e_once(system, n, f"e2e-{name}-{rep}"))
+                rates[name].append(e2e_once(system, n, f"{tag}-{name}-{rep}"))
                 print(f"rep {rep} {name:<17} e2e {rates[name][-1]:8,.0f} tasks/s", flush=True)
     finally:
         for system in chosen.values():
             system.cleanup()
+    return rates
+
+
+def bench_e2e(reps: int, n: int, only: list[str] | None = None) -> dict:
+    rates = e2e_rates({name: system for name, system in systems().items() if not only or name in only}, reps, n)
     result = {name: summarize(values) for name, values in rates.items()}
     print(f"\nend to end, {n:,} no-op tasks, median (min–max) of {reps}:")
     for name, summary in result.items():
@@ -244,7 +244,7 @@ def new_task_rate(n: int, queue_type: str) -> float:
     queued, _ = queue_state(queue)
     if queued != n:
         print(f"  ! new-task queued {queued} of {n}")
-    delete_queues(queue, queue + ".dead-letter", *(f"{queue}.retry.{d}ms" for d in (1000, 2000, 4000)))
+    delete_queues(queue, queue + ".dead-letter")
     return n / elapsed
 
 

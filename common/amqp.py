@@ -35,6 +35,10 @@ from rabbitry.common.transport import (UNPUBLISHABLE, Connection, Delivery, Outg
 _FLUSH_EVERY = 64
 #: Slice in which a blocking wait does I/O: short, so confirms are seen promptly.
 _WAIT_SLICE_S = 0.002
+#: How long a declaration waits for durable queues the node is still starting: for a moment
+#: after a restarted node accepts connections, its streams and quorum queues answer
+#: "home node ... is down or inaccessible", as they do while their node is down in a cluster.
+QUEUE_START_WAIT_S = 30.0
 
 _REFUSED = (pika_errors.ProbableAuthenticationError, pika_errors.ProbableAccessDeniedError,
             pika_errors.AuthenticationError)
@@ -61,6 +65,8 @@ def translate(error: BaseException, where: str = "") -> RabbitryError:
         return Unencodable(f"{prefix}cannot be encoded for AMQP: {type(error).__name__}")
     if isinstance(error, _REFUSED):
         return BrokerRefused(f"{prefix}the broker refused the login (check user, password and vhost)")
+    if _queue_not_started(error):
+        return ConnectionLost(f"{prefix}{error.reply_text} (waited {QUEUE_START_WAIT_S:g} s for it)")
     if isinstance(error, pika_errors.ChannelClosedByBroker):
         return BrokerRefused(f"{prefix}the broker refused: {error.reply_text} ({error.reply_code})")
     if isinstance(error, pika_errors.ConnectionBlockedTimeout):
@@ -72,6 +78,12 @@ def translate(error: BaseException, where: str = "") -> RabbitryError:
         return translate(error.args[0], where)
     detail = str(error) or type(error).__name__
     return ConnectionLost(f"{prefix}connection lost: {mask_url(detail)}")
+
+
+def _queue_not_started(error: BaseException) -> bool:
+    """Whether the broker closed a channel because a durable queue's process is not running (yet)."""
+    return (isinstance(error, pika_errors.ChannelClosedByBroker) and error.reply_code == 404
+            and "is down or inaccessible" in str(error.reply_text))
 
 
 def channel_closure(reason: BaseException) -> ConnectionLost | None:
@@ -218,31 +230,57 @@ class AmqpConnection(Connection):
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
         amqp_limits.check_topology(topology)
-        names, existing = {}, {}
+        existing = {}
         with translated("declaring the topology"):
-            for exchange in topology.exchanges:
-                self._declare_or_use_existing(
-                    existing, f"exchange {exchange.name}",
-                    lambda: self._channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
-                                                           auto_delete=exchange.auto_delete),
-                    lambda: self._channel.exchange_declare(exchange.name, passive=True))
-            for queue in topology.queues:
-                result = self._declare_or_use_existing(
-                    existing, f"queue {queue.name}" if queue.name else "",
-                    lambda: self._channel.queue_declare(queue.name, durable=queue.durable, exclusive=queue.exclusive,
-                                                        auto_delete=queue.auto_delete,
-                                                        arguments=queue.arguments or None),
-                    lambda: self._channel.queue_declare(queue.name, passive=True))
-                names[queue.name] = result.method.queue
-            for binding in topology.bindings:
-                self._channel.queue_bind(names.get(binding.queue, binding.queue), binding.exchange,
-                                         routing_key=binding.routing_key)
+            names = self._once_queues_started(lambda: self._declare_all(topology, existing))
         if existing.keys() - _USED_AS_THEY_EXIST:
             _USED_AS_THEY_EXIST.update(existing)
             log.warning("using_existing_declarations", used_as_they_exist=sorted(existing),
                         refused=sorted(set(existing.values())),
                         detail="they exist and cannot be declared as rabbitry would: using them as they are")
         return names
+
+    def _declare_all(self, topology: Topology, existing: dict[str, str]) -> dict[str, str]:
+        names = {}
+        for exchange in topology.exchanges:
+            self._declare_or_use_existing(
+                existing, f"exchange {exchange.name}",
+                lambda: self._channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
+                                                       auto_delete=exchange.auto_delete,
+                                                       arguments=exchange.arguments or None),
+                lambda: self._channel.exchange_declare(exchange.name, passive=True))
+        for queue in topology.queues:
+            result = self._declare_or_use_existing(
+                existing, f"queue {queue.name}" if queue.name else "",
+                lambda: self._channel.queue_declare(queue.name, durable=queue.durable, exclusive=queue.exclusive,
+                                                    auto_delete=queue.auto_delete,
+                                                    arguments=queue.arguments or None),
+                lambda: self._channel.queue_declare(queue.name, passive=True))
+            names[queue.name] = result.method.queue
+        for binding in topology.bindings:
+            self._channel.queue_bind(names.get(binding.queue, binding.queue), binding.exchange,
+                                     routing_key=binding.routing_key)
+        for passing in topology.exchange_bindings:
+            self._channel.exchange_bind(passing.destination, passing.source, routing_key=passing.routing_key)
+        return names
+
+    def _once_queues_started(self, operation, reopen: bool = True):
+        """Run ``operation``; while the broker answers that a durable queue it needs is not
+        started, wait (doing I/O) and run it again on a new channel, for up to
+        QUEUE_START_WAIT_S. Declaring again is harmless: declarations are idempotent."""
+        deadline = time.monotonic() + QUEUE_START_WAIT_S
+        pause = 0.05
+        while True:
+            try:
+                return operation()
+            except pika_errors.ChannelClosedByBroker as error:
+                if not _queue_not_started(error) or time.monotonic() + pause > deadline:
+                    raise
+                log.debug("waiting_for_queue_to_start", detail=error.reply_text)
+            self._connection.sleep(pause)
+            pause = min(2 * pause, 1.0)
+            if reopen:
+                self._open_channel()
 
     def _declare_or_use_existing(self, existing: dict[str, str], what: str, declare, declare_passively):
         """Declare; if the broker refuses in a way that an existing queue or exchange explains
@@ -339,7 +377,7 @@ class AmqpConnection(Connection):
         return messages
 
     # -- consuming ---------------------------------------------------------
-    def consume(self, queue, on_delivery, prefetch=1, exclusive=False, auto_ack=False) -> str:
+    def consume(self, queue, on_delivery, prefetch=1, exclusive=False, auto_ack=False, arguments=None) -> str:
         def on_message(_channel, method, properties, body):
             on_delivery(_delivery(method, properties, body))
 
@@ -349,11 +387,16 @@ class AmqpConnection(Connection):
                 self._watching_cancels = True
             if not auto_ack:
                 self._channel.basic_qos(prefetch_count=prefetch)
-            return self._channel.basic_consume(queue, on_message, auto_ack=auto_ack, exclusive=exclusive)
+            return self._channel.basic_consume(queue, on_message, auto_ack=auto_ack, exclusive=exclusive,
+                                               arguments=arguments)
 
     def cancel(self, consumer_tag: str) -> None:
         with translated("cancelling a consumer"):
             self._channel.basic_cancel(consumer_tag)
+
+    def unbind(self, exchange: str, queue: str, routing_key: str = "") -> None:
+        with translated(f"unbinding queue {queue!r} from {exchange!r}"):
+            self._channel.queue_unbind(queue, exchange, routing_key)
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         with self._consumer_translated("acknowledging"):
@@ -398,15 +441,19 @@ class AmqpConnection(Connection):
 
     # -- inspecting and cleaning up ---------------------------------------
     def queue_state(self, queue: str) -> QueueState | None:
-        with translated(f"inspecting queue {queue!r}"):
+        def inspect():
             channel = self._connection.channel()
+            result = channel.queue_declare(queue, passive=True)
+            channel.close()
+            return result
+
+        with translated(f"inspecting queue {queue!r}"):
             try:
-                result = channel.queue_declare(queue, passive=True)
+                result = self._once_queues_started(inspect, reopen=False)
             except pika_errors.ChannelClosedByBroker as error:
-                if error.reply_code == 404:
+                if error.reply_code == 404 and not _queue_not_started(error):
                     return None
                 raise
-            channel.close()
         return QueueState(result.method.message_count, result.method.consumer_count)
 
     def get(self, queue: str) -> Delivery | None:

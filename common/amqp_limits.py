@@ -57,7 +57,8 @@ def check_short_string(text: str, what: str, error: type[RabbitryError] = Unenco
 def check_topology(topology: "Topology", doing: str = "declaring the topology") -> None:
     """Unencodable, as pika refuses it, if a name or key in ``topology`` cannot be a short string."""
     names = [e.name for e in topology.exchanges] + [q.name for q in topology.queues] + [
-        text for b in topology.bindings for text in (b.exchange, b.queue, b.routing_key)]
+        text for b in topology.bindings for text in (b.exchange, b.queue, b.routing_key)] + [
+        text for b in topology.exchange_bindings for text in (b.source, b.destination, b.routing_key)]
     for name in names:
         check_short_string(name, f"{doing}: a name")
 

@@ -18,6 +18,9 @@ class ExitCode(enum.IntEnum):
     UNROUTABLE = 5  # a message had no queue to go to
     PUBLISHING_BLOCKED = 6  # the broker blocked publishing (memory or disk alarm) past --blocked-timeout
     QUEUE_FULL = 7  # a full queue refused messages (x-max-length with overflow reject-publish)
+    NO_HISTORY = 8  # subscribe --since: no history is kept for the exchange (rabbitry logs retain)
+    MANAGEMENT_UNAVAILABLE = 9  # the management HTTP API, needed to list bindings, did not answer
+    EXTRA_MISSING = 10  # an optional extra is not installed (--plot needs rabbitry[plot])
     INTERRUPTED = 130  # Ctrl-C, as shells report a SIGINT
 
 
@@ -67,6 +70,28 @@ class ConsumerCancelled(ConnectionLost):
 class AcknowledgementTimedOut(ConnectionLost):
     """The broker closed the channel because a delivery stayed unacknowledged past its
     ``consumer_timeout``; it requeues what the channel held."""
+
+
+class NoHistory(RabbitryError):
+    """A subscriber asked for history (``--since``) of an exchange whose history no stream keeps."""
+
+    exit_code = ExitCode.NO_HISTORY
+
+
+class ManagementUnavailable(BrokerUnavailable):
+    """RabbitMQ's management HTTP API, the only way to list queues and bindings, did not answer."""
+
+    exit_code = ExitCode.MANAGEMENT_UNAVAILABLE
+
+
+class ExtraMissing(RabbitryError):
+    """A feature needs an optional extra that is not installed, e.g. ``--plot`` without ``rabbitry[plot]``."""
+
+    exit_code = ExitCode.EXTRA_MISSING
+
+
+class NotBound(ConfigurationError):
+    """A key to unbind that the subscription's queue is not bound with."""
 
 
 class BrokerRefused(RabbitryError):

@@ -35,6 +35,7 @@ from rabbitry.common.local_dead_letters import REJECTED
 from rabbitry.common.local_outbox import ACK, DEAD_LETTER, REQUEUE, Publish, Settle
 from rabbitry.common.local_queue import Consumer, Envelope, LocalQueue
 from rabbitry.common.local_refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused
+from rabbitry.common.local_stream import STREAM_OFFSET, check_stream_consumer
 from rabbitry.common.local_reply_to import (add_reply_consumer_locked, addressed, check_reply_consumer,
                                             is_reply_address, reply_owner_locked)
 from rabbitry.common.replies import DIRECT_REPLY_TO
@@ -135,7 +136,7 @@ class LocalConnection(Connection):
         with self._locked():
             for exchange in topology.exchanges:
                 broker.declare_exchange_locked(exchange.name, exchange.type, exchange.durable,
-                                               exchange.auto_delete)
+                                               exchange.auto_delete, exchange.arguments.get("alternate-exchange"))
             for declared in topology.queues:
                 names[declared.name] = broker.declare_queue_locked(
                     declared.name, declared.durable, declared.exclusive, declared.auto_delete,
@@ -143,6 +144,8 @@ class LocalConnection(Connection):
             for binding in topology.bindings:
                 broker.bind_locked(binding.exchange, names.get(binding.queue, binding.queue),
                                    binding.routing_key, self)
+            for passing in topology.exchange_bindings:
+                broker.bind_exchange_locked(passing.source, passing.destination, passing.routing_key)
         return names
 
     # -- publishing --------------------------------------------------------
@@ -182,7 +185,7 @@ class LocalConnection(Connection):
         return unsent
 
     # -- consuming ---------------------------------------------------------
-    def consume(self, queue, on_delivery, prefetch=1, exclusive=False, auto_ack=False) -> str:
+    def consume(self, queue, on_delivery, prefetch=1, exclusive=False, auto_ack=False, arguments=None) -> str:
         self._check_open()
         broker = self.broker
         if queue == DIRECT_REPLY_TO:
@@ -194,6 +197,9 @@ class LocalConnection(Connection):
             tag = f"ctag{next(self._consumer_numbers)}.{id(self):x}"
             consumer = Consumer(tag, target, self, on_delivery, 0 if auto_ack else prefetch, exclusive,
                                 auto_ack=auto_ack)
+            if target.stream is not None:
+                check_stream_consumer(auto_ack, prefetch)
+                consumer.cursor = target.stream.start_offset((arguments or {}).get(STREAM_OFFSET))
             self._consumers[tag] = consumer
             target.consumers.append(consumer)
             broker.dispatch_locked(target)
@@ -234,6 +240,11 @@ class LocalConnection(Connection):
                 self._reply_address = None
             with self._locked():
                 self.broker.remove_consumer_locked(consumer)
+
+    def unbind(self, exchange: str, queue: str, routing_key: str = "") -> None:
+        self._check_open()
+        with self._locked():
+            self.broker.unbind_locked(exchange, queue, routing_key, self)
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         if not self._open:  # _check_open(), inline on every message's path
@@ -285,7 +296,7 @@ class LocalConnection(Connection):
                 elif outcome is DEAD_LETTER:
                     broker.dead_letter_locked(envelope, REJECTED)
         for queue_ in touched:
-            if queue_.ready and queue_.consumers:
+            if (queue_.ready or queue_.stream is not None) and queue_.consumers:
                 broker.dispatch_locked(queue_)
 
     def _route_locked(self, message: OutgoingMessage) -> int:

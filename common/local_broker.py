@@ -13,19 +13,22 @@ storage kept per exchange, beside the queues'.
 
 The rules follow RabbitMQ 3.x: the default exchange routes by queue name;
 fanout, direct and topic exchanges route each message to a queue at most
-once; a consumer holds at most ``prefetch`` unacknowledged messages and
+once, through the exchanges bound to them too; a consumer holds at most ``prefetch`` unacknowledged messages and
 queues hand messages to consumers with credit in turn; per-message and
 per-queue TTLs expire messages at the head of a queue; a queue with
-``x-dead-letter-exchange`` republishes expired and rejected messages there,
+``x-dead-letter-exchange`` republishes expired and rejected messages there (and,
+with ``x-max-length``, those dropped from its head),
 with ``x-death`` headers; quorum queues count redeliveries in
-``x-delivery-count``. Durability is recorded, but the broker lives in
+``x-delivery-count``; a single-active-consumer queue delivers to its earliest
+consumer alone; ``CC`` and ``BCC`` headers add routing keys. Durability is recorded, but the broker lives in
 memory: nothing survives the process.
 """
 
+import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any
 
-from rabbitry.common.local_dead_letters import EXPIRED, dead_letter
+from rabbitry.common.local_dead_letters import EXPIRED, MAX_LENGTH, dead_letter
 from rabbitry.common.local_exchange import PREDECLARED_EXCHANGES, LocalExchange, predeclared_exchanges
 from rabbitry.common.local_expiry import ExpiryTimer
 from rabbitry.common.local_queue import Consumer, Envelope, LocalQueue, server_named_queue
@@ -49,13 +52,14 @@ class LocalBroker:
         self._expiry = ExpiryTimer(self.lock, self._expire_head_locked, f"local-broker-expiry{name}")
 
     # -- declaring ---------------------------------------------------------
-    def declare_exchange_locked(self, name: str, kind: str, durable: bool, auto_delete: bool) -> None:
+    def declare_exchange_locked(self, name: str, kind: str, durable: bool, auto_delete: bool,
+                                alternate: str | None = None) -> None:
         """Declare an exchange, or check that the existing one is equivalent."""
         existing = self.exchanges.get(name)
         if existing is not None:
             existing.check_equivalent(kind, durable, auto_delete)
         else:
-            self.exchanges[name] = LocalExchange.declared(name, kind, durable, auto_delete)
+            self.exchanges[name] = LocalExchange.declared(name, kind, durable, auto_delete, alternate)
 
     def declare_queue_locked(self, name: str, durable: bool, exclusive: bool, auto_delete: bool,
                              arguments: dict[str, Any], connection: "LocalConnection") -> str:
@@ -78,6 +82,20 @@ class LocalBroker:
         exchange = self.exchange_locked(exchange_name)
         self.usable_queue_locked(queue_name, connection)
         exchange.bind(queue_name, routing_key)
+
+    def bind_exchange_locked(self, source: str, destination: str, routing_key: str) -> None:
+        """Bind exchange ``destination`` to exchange ``source``; both must exist, neither the default."""
+        if "" in (source, destination):
+            raise refused(ACCESS_REFUSED, "operation exchange.bind not permitted on the default exchange")
+        self.exchange_locked(destination)
+        self.exchange_locked(source).bind_exchange(destination, routing_key)
+
+    def unbind_locked(self, exchange_name: str, queue_name: str, routing_key: str,
+                      connection: "LocalConnection") -> None:
+        """Remove a binding; both must exist, as for binding."""
+        exchange = self.exchange_locked(exchange_name)
+        self.usable_queue_locked(queue_name, connection)
+        exchange.unbind(queue_name, routing_key)
 
     def exchange_locked(self, name: str) -> LocalExchange:
         """The exchange called ``name``, or NOT_FOUND."""
@@ -102,27 +120,64 @@ class LocalBroker:
     # -- routing and enqueueing --------------------------------------------
     def route_locked(self, message: OutgoingMessage) -> int:
         """Put ``message`` on every queue its exchange routes it to; return how many."""
-        if message.exchange == "":  # the default exchange: straight to the queue of that name
+        headers = message.headers
+        if headers and ("CC" in headers or "BCC" in headers):  # sender-selected distribution
+            keys = [message.routing_key, *headers.get("CC", ()), *headers.get("BCC", ())]
+            message = dataclasses.replace(message, headers={k: v for k, v in headers.items() if k != "BCC"})
+        else:
+            keys = (message.routing_key,)
+        if message.exchange == "" and len(keys) == 1:  # the default exchange: straight to the queue of that name
             queue = self.queues.get(message.routing_key)
             if queue is None:
                 return 0
             self.enqueue_locked(queue, Envelope(message, queue))
             return 1
-        return self._enqueue_routed_locked(self.exchange_locked(message.exchange), message)
+        return self._enqueue_routed_locked(self.exchange_locked(message.exchange), message, keys)
 
-    def _enqueue_routed_locked(self, exchange: LocalExchange, message: OutgoingMessage) -> int:
-        """Put ``message`` on each queue ``exchange`` routes its key to; return how many."""
-        names = exchange.route(message.routing_key) if exchange.name else (message.routing_key,)
+    def _enqueue_routed_locked(self, exchange: LocalExchange, message: OutgoingMessage,
+                               keys: tuple[str, ...] | list[str] | None = None) -> int:
+        """Put ``message`` on each queue ``exchange`` routes its key (or ``keys``) to, each queue once;
+        return how many."""
+        keys = keys or (message.routing_key,)
+        if not exchange.name:
+            names = dict.fromkeys(keys)
+        elif len(keys) == 1:
+            names = self._destinations_locked(exchange, keys[0])
+        else:
+            names = dict.fromkeys(name for key in keys for name in self._destinations_locked(exchange, key))
         routed = 0
         for name in names:
             queue = self.queues.get(name)
             if queue is not None:
                 self.enqueue_locked(queue, Envelope(message, queue))
                 routed += 1
+        alternate = self.exchanges.get(exchange.alternate) if exchange.alternate and not routed else None
+        if alternate is not None and alternate is not exchange:
+            return self._enqueue_routed_locked(alternate, message, keys)
         return routed
+
+    def _destinations_locked(self, exchange: LocalExchange, routing_key: str) -> list[str]:
+        """The queues ``exchange`` routes ``routing_key`` to, itself and through the exchanges
+        bound to it, each queue once (as RabbitMQ routes exchange-to-exchange bindings)."""
+        if not exchange.exchange_bindings:
+            return exchange.route(routing_key)
+        queues, seen, pending = {}, {exchange.name}, [exchange]
+        while pending:
+            current = pending.pop()
+            queues.update(dict.fromkeys(current.route(routing_key)))
+            for name in current.passes(routing_key):
+                onward = self.exchanges.get(name)
+                if onward is not None and name not in seen:
+                    seen.add(name)
+                    pending.append(onward)
+        return list(queues)
 
     def enqueue_locked(self, queue: LocalQueue, envelope: Envelope) -> None:
         """Append a message to ``queue``, with its expiry, and hand it to a consumer if one has credit."""
+        if queue.stream is not None:  # kept in the log, read by every consumer from its own offset
+            queue.stream.append(envelope.message)
+            self._feed_stream_locked(queue)
+            return
         if envelope.message.expiration is not None or queue.message_ttl_ms is not None:
             envelope.expires_at = queue.deadline(envelope.message)
             self._expiry.schedule_locked(envelope.expires_at, queue)
@@ -135,15 +190,32 @@ class LocalBroker:
                 self._hand_over_locked(consumer, envelope)
                 return
         queue.ready.append(envelope)
+        if queue.max_length is not None and len(queue.ready) > queue.max_length:  # x-overflow drop-head
+            self.dead_letter_locked(queue.ready.popleft(), MAX_LENGTH)
 
     def dispatch_locked(self, queue: LocalQueue) -> None:
         """Hand ready messages to consumers that have credit, in turn."""
+        if queue.stream is not None:
+            self._feed_stream_locked(queue)
+            return
         ready = queue.ready
         while ready:
             consumer = queue.next_consumer()
             if consumer is None:
                 return
             self._hand_over_locked(consumer, ready.popleft())
+
+    def _feed_stream_locked(self, queue: LocalQueue) -> None:
+        """Hand each consumer of a stream what follows its offset, as far as its credit goes."""
+        stream = queue.stream
+        for consumer in queue.consumers:
+            consumer.cursor = max(consumer.cursor, stream.first_offset)  # retention went past it
+            while consumer.unacked < consumer.prefetch:
+                entry = stream.entry_at(consumer.cursor)
+                if entry is None:
+                    break
+                consumer.cursor += 1
+                consumer.connection.deliver_locked(consumer, Envelope(entry.message, queue))
 
     def _hand_over_locked(self, consumer: Consumer, envelope: Envelope) -> None:
         """Deliver ``envelope`` to ``consumer``, or dead-letter it if it has expired."""
@@ -163,8 +235,9 @@ class LocalBroker:
         return None
 
     def requeue_locked(self, queue: LocalQueue, envelopes: list[Envelope]) -> None:
-        """Put unacknowledged messages back at the head of their queue, marked redelivered."""
-        if not queue.deleted:
+        """Put unacknowledged messages back at the head of their queue, marked redelivered
+        (a stream keeps its messages anyway: a new consumer reads them again by offset)."""
+        if not queue.deleted and queue.stream is None:
             queue.put_back(envelopes)
             self.dispatch_locked(queue)
 
@@ -216,6 +289,8 @@ class LocalBroker:
         if name in PREDECLARED_EXCHANGES:
             raise refused(ACCESS_REFUSED, f"operation not permitted on exchange '{name}'")
         self.exchanges.pop(name, None)
+        for exchange in self.exchanges.values():
+            exchange.unbind_exchange(name)
 
     def remove_consumer_locked(self, consumer: Consumer) -> None:
         """Take a consumer off its queue; an auto-delete queue goes with its last consumer."""

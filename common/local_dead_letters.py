@@ -11,7 +11,7 @@ import datetime
 from rabbitry.common.transport import OutgoingMessage
 
 #: Why a message was dead-lettered, as RabbitMQ names it in ``x-death``.
-REJECTED, EXPIRED = "rejected", "expired"
+REJECTED, EXPIRED, MAX_LENGTH = "rejected", "expired", "maxlen"
 
 
 def dead_letter(original: OutgoingMessage, queue: str, reason: str, exchange: str,

@@ -36,16 +36,21 @@ class LocalExchange:
     durable: bool = False
     auto_delete: bool = False
     bindings: list[BoundQueue] = field(default_factory=list)
+    #: Where what this exchange routes nowhere goes instead (``alternate-exchange``).
+    alternate: str | None = None
+    #: Exchange-to-exchange bindings: each destination exchange (in ``queue``) and its key.
+    exchange_bindings: list[BoundQueue] = field(default_factory=list)
     _route_cache: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def declared(cls, name: str, kind: str, durable: bool, auto_delete: bool) -> "LocalExchange":
+    def declared(cls, name: str, kind: str, durable: bool, auto_delete: bool,
+                 alternate: str | None = None) -> "LocalExchange":
         """A new exchange, as exchange.declare makes one; refused for an unknown type or a reserved name."""
         if kind not in EXCHANGE_TYPES:
             raise refused(COMMAND_INVALID, f"invalid exchange type '{kind}'")
         if name.startswith("amq."):
             raise refused(ACCESS_REFUSED, f"exchange name '{name}' contains reserved prefix 'amq.*'")
-        return cls(name, kind, durable, auto_delete)
+        return cls(name, kind, durable, auto_delete, alternate=alternate)
 
     def check_equivalent(self, kind: str, durable: bool, auto_delete: bool) -> None:
         """PRECONDITION_FAILED unless a new declaration matches this exchange."""
@@ -65,11 +70,33 @@ class LocalExchange:
             self._route_cache[routing_key] = cached
         return cached
 
+    def passes(self, routing_key: str) -> list[str]:
+        """Names of the exchanges bound to this one that a message with ``routing_key`` goes on to."""
+        return [bound.queue for bound in self.exchange_bindings
+                if binding_matches(self.type, bound.binding_key, routing_key)]
+
+    def bind_exchange(self, destination: str, binding_key: str) -> None:
+        """Bind exchange ``destination`` under ``binding_key`` (binding twice changes nothing)."""
+        bound = BoundQueue(destination, binding_key)
+        if bound not in self.exchange_bindings:
+            self.exchange_bindings.append(bound)
+
+    def unbind_exchange(self, destination: str) -> None:
+        """Remove every binding of exchange ``destination``."""
+        self.exchange_bindings = [bound for bound in self.exchange_bindings if bound.queue != destination]
+
     def bind(self, queue: str, binding_key: str) -> None:
         """Bind ``queue`` under ``binding_key`` (binding twice changes nothing)."""
         bound = BoundQueue(queue, binding_key)
         if bound not in self.bindings:
             self.bindings.append(bound)
+            self._route_cache.clear()
+
+    def unbind(self, queue: str, binding_key: str) -> None:
+        """Remove the binding of ``queue`` under ``binding_key``, if there is one."""
+        bound = BoundQueue(queue, binding_key)
+        if bound in self.bindings:
+            self.bindings.remove(bound)
             self._route_cache.clear()
 
     def binds(self, queue: str) -> bool:

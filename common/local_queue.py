@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rabbitry.common.local_refusals import PRECONDITION_FAILED, RESOURCE_LOCKED, refused
+from rabbitry.common.local_stream import StreamLog
 from rabbitry.common.transport import Delivery, DeliveryCallback, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class Consumer:
     cancelled: bool = False
     auto_ack: bool = False  # deliveries count as acknowledged once sent
     reply_address: str | None = None  # a consumer of direct reply-to: its address
+    cursor: int = 0  # a consumer of a stream: the offset it reads next
 
 
 @dataclass(eq=False, slots=True)
@@ -90,17 +92,24 @@ class LocalQueue:
     is_quorum: bool = field(init=False)
     message_ttl_ms: int | None = field(init=False)
     dead_letter_exchange: str | None = field(init=False)
+    single_active: bool = field(init=False)
+    max_length: int | None = field(init=False)
+    #: A stream's log (None for other queues): its messages stay, and each consumer reads at its offset.
+    stream: StreamLog | None = field(init=False)
 
     def __post_init__(self):
         self.is_quorum = self.arguments.get(QUEUE_TYPE) == "quorum"
+        self.stream = StreamLog(self.arguments) if self.arguments.get(QUEUE_TYPE) == "stream" else None
         self.message_ttl_ms = self.arguments.get(MESSAGE_TTL)
         self.dead_letter_exchange = self.arguments.get(DEAD_LETTER_EXCHANGE)
+        self.single_active = bool(self.arguments.get("x-single-active-consumer"))
+        self.max_length = self.arguments.get("x-max-length")
 
     @classmethod
     def declared(cls, name: str, durable: bool, exclusive_owner: "LocalConnection | None", auto_delete: bool,
                  arguments: dict[str, Any]) -> "LocalQueue":
-        """A new queue, as queue.declare makes one; a quorum queue must be durable and shared."""
-        if arguments.get(QUEUE_TYPE) == "quorum":
+        """A new queue, as queue.declare makes one; a quorum queue or a stream must be durable and shared."""
+        if arguments.get(QUEUE_TYPE) in ("quorum", "stream"):
             for flag, value in (("non-durable", not durable), ("exclusive-owner", exclusive_owner is not None),
                                 ("auto-delete", auto_delete)):
                 if value:
@@ -136,6 +145,8 @@ class LocalQueue:
     def next_consumer(self) -> Consumer | None:
         """The next consumer in turn that has prefetch credit, if any."""
         consumers = self.consumers
+        if self.single_active:  # x-single-active-consumer: only the earliest consumer receives
+            consumers = consumers[:1]
         count = len(consumers)
         turn = self._turn
         for _ in range(count):

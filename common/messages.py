@@ -5,6 +5,8 @@ A task travels as a JSON object::
     {"v": 1, "id": "…", "task": "echo", "args": [], "kwargs": {},
      "attempt": 0, "created_at": 1764165000.123}
 
+and, for a task that is to run later, ``"eta": 1764168600.0``: when it is due.
+
 with AMQP properties ``message_id`` (the task id), ``content_type``
 (``application/json``), ``timestamp`` and ``type`` (the task name). A body
 without a content type, or ``text/plain``, is the official tutorial's plain
@@ -19,6 +21,7 @@ from typing import Any
 
 from rabbitry.common.errors import MessageError, MessageTooLarge
 from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES, check_short_string
+from rabbitry.common.delays import delay_route, delay_seconds
 from rabbitry.common.transport import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
 
 FORMAT_VERSION = 1
@@ -71,17 +74,20 @@ class TaskMessage:
     id: str = field(default_factory=new_message_id)
     attempt: int = 0
     created_at: float = field(default_factory=time.time)
+    #: When the task is due (POSIX time), if it is to run later; the delay levels hold it till then.
+    eta: float | None = None
 
     def encode(self, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
         """The JSON body; raises MessageError if it cannot be encoded or is too big."""
         check_short_string(self.task, "task name", MessageError)
         # Seconds to the millisecond: all a creation time needs, in a short number to parse.
         created_at = round(self.created_at, 3)
+        fields = {"v": FORMAT_VERSION, "id": self.id, "task": self.task, "args": self.args,
+                  "kwargs": self.kwargs, "attempt": self.attempt, "created_at": created_at}
+        if self.eta is not None:
+            fields["eta"] = round(self.eta, 3)
         try:
-            body = _ENCODER.encode({
-                "v": FORMAT_VERSION, "id": self.id, "task": self.task, "args": self.args,
-                "kwargs": self.kwargs, "attempt": self.attempt, "created_at": created_at,
-            }).encode()
+            body = _ENCODER.encode(fields).encode()
         except UnicodeEncodeError:  # a lone surrogate, as from a command line that is not UTF-8
             raise MessageError(f"task {self.task!r} has text that is not valid UTF-8") from None
         except (TypeError, ValueError) as error:
@@ -92,12 +98,18 @@ class TaskMessage:
             raise MessageTooLarge(f"task {self.task!r} is {len(body)} bytes, over the {max_bytes}-byte limit")
         return body
 
-    def to_outgoing(self, queue: str, max_bytes: int = MAX_MESSAGE_BYTES) -> OutgoingMessage:
-        """A persistent message for the work queue ``queue``."""
-        return OutgoingMessage(
+    def to_outgoing(self, queue: str, max_bytes: int = MAX_MESSAGE_BYTES, now: float | None = None) -> OutgoingMessage:
+        """A persistent message for the work queue ``queue``: straight to it, or, for a task due
+        a second or more after ``now``, to the delay levels that hold it till then."""
+        message = OutgoingMessage(
             routing_key=queue, body=self.encode(max_bytes), content_type=JSON_CONTENT_TYPE,
             message_id=self.id, timestamp=int(self.created_at), type=self.task,
         )
+        if self.eta is not None:
+            seconds = delay_seconds(self.eta - (time.time() if now is None else now))
+            if seconds:
+                message.exchange, message.routing_key = delay_route(seconds, queue)
+        return message
 
     @classmethod
     def from_delivery(cls, delivery: Delivery, max_bytes: int = MAX_MESSAGE_BYTES) -> "TaskMessage":
@@ -154,9 +166,12 @@ class TaskMessage:
         created_at = data["created_at"] if "created_at" in data else time.time()
         if not isinstance(created_at, (int, float)) or not math.isfinite(created_at):
             raise MessageError("field 'created_at' must be a number")
+        eta = data.get("eta")
+        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta)):
+            raise MessageError("field 'eta' must be a number (a POSIX time)")
         task_id = data.get("id") or default_id or new_message_id()
         if not isinstance(task_id, str):
             raise MessageError("field 'id' must be a string")
         check_short_string(task_id, "task id", MessageError)
-        return cls(task, args, kwargs, task_id, attempt, float(created_at))
+        return cls(task, args, kwargs, task_id, attempt, float(created_at), None if eta is None else float(eta))
 

@@ -177,17 +177,27 @@ class Connection(abc.ABC):
 
     @abc.abstractmethod
     def consume(self, queue: str, on_delivery: DeliveryCallback, prefetch: int = 1,
-                exclusive: bool = False, auto_ack: bool = False) -> str:
+                exclusive: bool = False, auto_ack: bool = False,
+                arguments: dict[str, Any] | None = None) -> str:
         """Start consuming ``queue``; deliveries go to ``on_delivery`` from
         :meth:`process_events`. Returns the consumer tag.
 
         With ``auto_ack`` the broker counts a delivery as acknowledged once
         sent (no prefetch limit applies): direct reply-to needs it.
+        ``arguments`` are basic.consume's: a stream takes ``x-stream-offset``
+        (``"first"``, ``"last"``, ``"next"``, an offset, or a timezone-aware
+        ``datetime``), and each delivery from a stream carries its offset in
+        the ``x-stream-offset`` header.
         """
 
     @abc.abstractmethod
     def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer; unacked deliveries stay with this channel."""
+
+    @abc.abstractmethod
+    def unbind(self, exchange: str, queue: str, routing_key: str = "") -> None:
+        """Remove the binding of ``queue`` to ``exchange`` under ``routing_key``
+        (nothing happens if there is no such binding, as in RabbitMQ)."""
 
     @abc.abstractmethod
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 import threading
 
+from rabbitry.common.log_history import keep_history_bound
 from rabbitry.common.log_messages import log_message, routing_metadata
 from rabbitry.common.publisher import ReliablePublisher
 from rabbitry.common.settings import BrokerSettings
@@ -27,7 +28,11 @@ class LogEmitter:
         self.report_unroutable = report_unroutable
         self.emitted = 0
         self._persistent = self.exchange.durable  # a durable exchange is for logs meant to survive a restart
-        self._publisher = ReliablePublisher(settings, Topology(exchanges=(self.exchange,)), name=name, stop=stop)
+        # A history stream loses its binding with a non-durable exchange when the broker restarts:
+        # each new connection binds it again, if it exists (see common/log_history.py).
+        self._publisher = ReliablePublisher(settings, Topology(exchanges=(self.exchange,)), name=name, stop=stop,
+                                            on_connected=lambda connection: keep_history_bound(connection,
+                                                                                               self.exchange))
 
     def connect(self, give_up_after: float | None = 0) -> "LogEmitter":
         """Connect and declare the exchange; by default fail at once if the broker is down."""

@@ -19,7 +19,8 @@ import structlog
 
 from rabbitry.common.cli import (RabbitryCommand, blocked_timeout_option, broker_options, check_work_queue,
                                  logging_options)
-from rabbitry.common.errors import ExitCode, Interrupted, MessageError, RabbitryError
+from rabbitry.common.delays import due_time, parse_duration, parse_time
+from rabbitry.common.errors import ConfigurationError, ExitCode, Interrupted, MessageError, RabbitryError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
 from rabbitry.producers.task_batch import ON_REFUSED, BatchAccount, TaskBatch, outcome
@@ -48,8 +49,9 @@ def _json_option(kind: type, what: str):
     return convert
 
 
-def read_task_file(path: str) -> list[TaskMessage]:
-    """Parse a JSON-lines file of ``{"task": …, "args": […], "kwargs": {…}}``, all before sending any."""
+def read_task_file(path: str, eta: float | None = None) -> list[TaskMessage]:
+    """Parse a JSON-lines file of ``{"task": …, "args": […], "kwargs": {…}}``, all before sending any;
+    each task is due at ``eta`` (None: now)."""
     messages = []
     with click.open_file(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
@@ -58,13 +60,25 @@ def read_task_file(path: str) -> list[TaskMessage]:
             try:
                 data = parse_json(line.encode())
                 message = TaskMessage.from_dict(
-                    {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data}
+                    {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data} | {"eta": eta}
                     if isinstance(data, dict) else data)
-                message.encode()  # too big? refuse the file before anything is sent
+                message.to_outgoing(DEFAULT_TASK_QUEUE)  # too big, or due too late? refuse the file before sending
                 messages.append(message)
             except (ValueError, MessageError) as error:
                 raise click.BadParameter(f"line {number}: {error}", param_hint="'--file'") from None
     return messages
+
+
+def _time_option(parse):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ConfigurationError as error:
+            raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+    return convert
 
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,6 +92,11 @@ def read_task_file(path: str) -> list[TaskMessage]:
               help="Queue this many copies of the task.")
 @click.option("--file", "task_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Queue one task per line of a JSON-lines file ('-' for stdin).")
+@click.option("--delay", callback=_time_option(parse_duration), metavar="DURATION",
+              help="Run the task this long from now (90s, 10m, 24h, 1h30m; up to 97 days), the broker "
+                   "holding it till then.")
+@click.option("--eta", callback=_time_option(parse_time), metavar="TIME",
+              help="Run the task at this time, ISO 8601 (2026-12-01T09:00:00Z; UTC without an offset).")
 @click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue, help="Work queue.")
 @click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE, show_default=True,
               help="Type of the work queue, if it is created here.")
@@ -94,13 +113,16 @@ def read_task_file(path: str) -> list[TaskMessage]:
 @broker_options
 @blocked_timeout_option
 @logging_options()
-def new_task(settings, words, task_name, task_args, task_kwargs, count, task_file, queue, queue_type, quiet,
-             on_refused, refused_file, wait, timeout, log_format, log_level):
+def new_task(settings, words, task_name, task_args, task_kwargs, count, task_file, delay, eta, queue, queue_type,
+             quiet, on_refused, refused_file, wait, timeout, log_format, log_level):
     """Queue a task: WORDS is the tutorial's message ("Hello..." works three seconds)."""
     if task_file and (words or task_name or task_args or task_kwargs):
         raise click.UsageError("--file takes the tasks from the file: give no task on the command line")
+    if delay is not None and eta is not None:
+        raise click.UsageError("give --delay or --eta, not both")
+    due = due_time(delay, eta)
     if task_file:
-        messages = read_task_file(task_file)
+        messages = read_task_file(task_file, due)
     else:
         if words and (task_args or task_kwargs):
             raise click.UsageError("give WORDS or --args/--kwargs, not both")
@@ -108,9 +130,9 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
             task_name, task_args = task_name or PLAIN_TEXT_TASK, task_args or [" ".join(words) or "Hello World!"]
         elif words:
             task_args = list(words)
-        messages = (TaskMessage(task_name, task_args, task_kwargs) for _ in range(count))
-        for message in [TaskMessage(task_name, task_args, task_kwargs)]:
-            message.encode()  # refuse arguments that are not JSON, or too big, before sending anything
+        messages = (TaskMessage(task_name, task_args, task_kwargs, eta=due) for _ in range(count))
+        for message in [TaskMessage(task_name, task_args, task_kwargs, eta=due)]:
+            message.to_outgoing(queue)  # refuse arguments that are not JSON, or too big, or too late, before sending
     total = len(messages) if isinstance(messages, list) else count
     if wait:  # each task asks for its result, and each result is printed (docs/results.md)
         waited = queue_and_wait(settings, queue, queue_type, messages, timeout, click.get_text_stream("stdout"))

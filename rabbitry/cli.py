@@ -17,8 +17,11 @@ SUBCOMMANDS = {
     "new-task": "rabbitry.producers.new_task:new_task",
     "emit-log": "rabbitry.producers.emit_log:emit_log",
     "subscribe": "rabbitry.subscribers.subscribe:subscribe",
+    "logs": "rabbitry.logs:logs",
     "queue": "rabbitry.queue:queue",
     "status": "rabbitry.status:status",
+    "schedule": "rabbitry.schedule:schedule",
+    "beat": "rabbitry.schedule:schedule",  # Celery's name for it
     "dlq": "rabbitry.dlq:dlq",
     "demo": "rabbitry.demo:demo",
     "compare": "rabbitry.compare:compare",

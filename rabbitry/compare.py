@@ -2,21 +2,26 @@
 
 Rows: work-queue throughput with no-op tasks, fair-dispatch makespan
 against the ideal, fan-out to N subscribers, and topic routing (which must
-be identical on both sides); then the seed article's in-process forms on the
-same no-op task, with no broker at all. ``--json`` prints it for machines.
-These are the numbers behind the README's performance section.
+be identical on both sides). Then the seed article's experiment
+(:mod:`rabbitry.compare_concurrency`): no-op, CPU-bound and I/O-bound tasks
+through threads, processes, coroutines and rabbitry's worker, and the I/O
+makespan against concurrency. ``--json`` prints it for machines, ``--plot``
+draws it. These are the numbers behind the README's performance section.
 """
 
 import json
 import secrets
 import statistics
+import sys
 
 import click
 
 from rabbitry.common.broker import connect
 from rabbitry.common.cli import RabbitryCommand
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
+from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.settings import DEFAULT_URL, URL_ENVVAR, BrokerSettings
+from rabbitry import compare_concurrency, plots
 from rabbitry import compare_workloads as workloads
 
 MODEL, RABBITMQ = "in-process model", "RabbitMQ"
@@ -28,7 +33,11 @@ publish to the last ack, with messages built beforehand. Work queue: every task 
 Fair dispatch: every 4th task sleeps 0.2 s, the others 0.01 s; ideal = max(sum / 2, longest).
 With --repeat, each repetition runs the two sides back to back; figures are medians, and a
 speed-up is the median of the repetitions' own ratios.
-Seed forms: {seed_tasks:,} no-op tasks each, no broker, pools started before the clock.
+Forms: {seed_tasks:,} no-op, {cpu_tasks:,} CPU-bound and {io_tasks:,} I/O-bound tasks each, pools and workers
+started before the clock; a worker's clock runs from the first submit to the last execution.
+CPU-bound: a pure-Python loop, {cpu_task_ms} ms alone in one thread (measured now). I/O-bound: one request
+to a local TCP server that answers after {io_answer_ms} ms. Makespans: {sweep_tasks} I/O-bound tasks;
+ideal = ceil(tasks / concurrency) x {io_answer_ms} ms.
 """
 
 
@@ -78,7 +87,7 @@ def measure(sides: dict[str, BrokerSettings], options: dict) -> tuple[dict, dict
     return results, speedups
 
 
-def build_rows(model: dict, rabbitmq: dict | None, speedups: dict, seed: dict, options: dict) -> list[dict]:
+def build_rows(model: dict, rabbitmq: dict | None, speedups: dict, options: dict) -> list[dict]:
     """The comparison as rows: workload, unit, one figure per side, and the model's speed-up."""
 
     def row(workload, unit, figure, name=None, **extra):
@@ -88,7 +97,7 @@ def build_rows(model: dict, rabbitmq: dict | None, speedups: dict, seed: dict, o
 
     tasks, subscribers, messages = options["tasks"], options["subscribers"], options["messages"]
     routing_same = rabbitmq is not None and model["topic_routing"]["routed"] == rabbitmq["topic_routing"]["routed"]
-    rows = [
+    return [
         row(f"work queue: {tasks:,} no-op JSON tasks, 2 consumers, prefetch 100", "tasks/s",
             lambda side: side["work_queue"]["tasks_per_s"], "work_queue"),
         row("work queue: same, not decoded (transport and dispatch)", "tasks/s",
@@ -101,10 +110,6 @@ def build_rows(model: dict, rabbitmq: dict | None, speedups: dict, seed: dict, o
             lambda side: side["topic_routing"]["agrees_with_topic_matches"],
             identical_on_both_sides=routing_same if rabbitmq else None),
     ]
-    for form, rate in seed.items():
-        rows.append({"workload": f"seed: {form}", "unit": "tasks/s",
-                     "model": rate, "rabbitmq": None, "model_vs_rabbitmq": None})
-    return rows
 
 
 def _cell(value) -> str:
@@ -117,17 +122,41 @@ def _cell(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def aligned(header: list[str], cells: list[list[str]], text_columns: int) -> str:
+    """An aligned text table: the first ``text_columns`` columns to the left, figures to the right."""
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+
+    def line(values):
+        return "  ".join(v.ljust(w) if i < text_columns else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, cells)])
+
+
 def render_table(rows: list[dict]) -> str:
     """The rows as an aligned text table."""
     header = ["workload", "unit", MODEL, RABBITMQ, "model vs RabbitMQ"]
     cells = [[r["workload"], r["unit"], _cell(r["model"]), _cell(r["rabbitmq"]),
               "" if r["model_vs_rabbitmq"] is None else f"{r['model_vs_rabbitmq']:,.1f}x"] for r in rows]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
-    lines.append("  ".join("-" * w for w in widths))
-    for line in cells:
-        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
-    return "\n".join(lines)
+    return aligned(header, cells, 2)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def render_forms(report: dict) -> str:
+    """The concurrency experiment as two tables: tasks/s of every form, and the I/O makespans."""
+    header = ["form", "runs on", "at a time", "no-op tasks/s", "CPU-bound tasks/s", "I/O-bound tasks/s", "note"]
+    cells = [[row["form"], row["runs_on"], row["how"], *(_rate(row["tasks_per_s"][w]) for w in
+                                                           compare_concurrency.WORKLOADS), row["note"] or ""]
+             for row in report["forms"]]
+    sweep = report["sweep"]
+    forms = list(sweep["makespan_s"])
+    sweep_header = ["concurrency", *(f"{form} makespan s" for form in forms), "ideal s"]
+    sweep_cells = [[str(ideal["concurrency"]), *(f"{sweep['makespan_s'][form][i]['makespan_s']:.3f}" for form in forms),
+                    f"{ideal['makespan_s']:.3f}"] for i, ideal in enumerate(sweep["ideal_s"])]
+    return f"{aligned(header, cells, 3)}\n\n{aligned(sweep_header, sweep_cells, 0)}"
 
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -140,14 +169,28 @@ def render_table(rows: list[dict]) -> str:
 @click.option("--messages", type=click.IntRange(10), default=5000, show_default=True,
               help="Messages in the fan-out workload.")
 @click.option("--seed-tasks", type=click.IntRange(100), default=10000, show_default=True,
-              help="No-op tasks for each of the seed's in-process forms.")
+              help="No-op tasks for each concurrency form.")
+@click.option("--cpu-tasks", type=click.IntRange(10), default=400, show_default=True,
+              help="CPU-bound tasks (a ~5 ms loop) for each concurrency form.")
+@click.option("--io-tasks", type=click.IntRange(10), default=160, show_default=True,
+              help="I/O-bound tasks (a 50 ms request to a local server) for each concurrency form.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Threads and coroutines of the thread and coroutine forms, and coroutines per pool process "
+                   "of worker --concurrency.")
+@click.option("--sweep-tasks", type=click.IntRange(1, 10000), default=64, show_default=True,
+              help="I/O-bound tasks whose makespan is measured at concurrency 1, 2, 4, ... 64.")
 @click.option("--repeat", type=click.IntRange(1, 9), default=1, show_default=True,
               help="Runs of each timed workload; the median is shown.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-def compare(url, tasks, subscribers, messages, seed_tasks, repeat, as_json):
-    """Run the same workloads on the in-process model and on RabbitMQ, side by side."""
+@plots.plot_option("throughput per form and workload, and the I/O makespan against concurrency")
+def compare(url, tasks, subscribers, messages, seed_tasks, cpu_tasks, io_tasks, concurrency, sweep_tasks, repeat,
+            as_json, plot):
+    """Run the same workloads on the in-process model and on RabbitMQ, side by side; then threads,
+    processes, coroutines and rabbitry's worker on no-op, CPU-bound and I/O-bound tasks."""
     options = {"tasks": tasks, "subscribers": subscribers, "messages": messages, "seed_tasks": seed_tasks,
-               "repeat": repeat}
+               "cpu_tasks": cpu_tasks, "io_tasks": io_tasks, "concurrency": concurrency,
+               "sweep_tasks": sweep_tasks, "repeat": repeat}
+    configure_logging("auto", "critical", sys.stderr)  # the in-process worker's task lines would drown the table
     settings, notice = rabbitmq_settings(url)
     click.echo(notice, err=True)
     sides = {MODEL: BrokerSettings.from_url(f"local://compare-{secrets.token_hex(3)}")}
@@ -155,16 +198,21 @@ def compare(url, tasks, subscribers, messages, seed_tasks, repeat, as_json):
         sides[RABBITMQ] = settings
     results, speedups = measure(sides, options)
     model, rabbitmq = results[MODEL], results.get(RABBITMQ)
-    seed = {form: round(seed_tasks / statistics.median(run(seed_tasks) for _ in range(repeat)))
-            for form, run in workloads.SEED_FORMS.items()}
-    rows = build_rows(model, rabbitmq, speedups, seed, options)
+    forms = compare_concurrency.run_experiment(options, sides[MODEL], settings, url)
+    rows = build_rows(model, rabbitmq, speedups, options)
     routing_ok = model["topic_routing"]["agrees_with_topic_matches"] and (
         rabbitmq is None or rows[4]["identical_on_both_sides"])
     if as_json:
-        click.echo(json.dumps({"options": options, "rows": rows, "model": model, "rabbitmq": rabbitmq}))
+        click.echo(json.dumps({"options": options, "rows": rows, "model": model, "rabbitmq": rabbitmq,
+                               "concurrency": forms}))
     else:
         click.echo(render_table(rows))
-        click.echo(NOTES.format(**options))
+        click.echo()
+        click.echo(render_forms(forms))
+        click.echo(NOTES.format(**options, cpu_task_ms=forms["cpu_task_ms"], io_answer_ms=forms["io_answer_ms"]))
         if rabbitmq:
             click.echo(f"Topic routing identical on both sides: {'yes' if routing_ok else 'NO'}.")
+    if plot:
+        plots.draw_compare(forms, plot)
+        click.echo(f"Drawn to {plot}.", err=True)
     raise SystemExit(ExitCode.OK if routing_ok else ExitCode.FAILURE)

@@ -2,18 +2,13 @@
 
 Every broker workload takes :class:`~common.settings.BrokerSettings`, so
 the very same code runs on the in-process model and on RabbitMQ; each
-declares names of its own and deletes them afterwards. The seed article's
-in-process forms (threads with a ``queue.Queue``, ``multiprocessing.Pool``,
-``concurrent.futures``) run the same no-op task without any broker, as in
-``bench-peers/bench_inprocess.py``. Nothing here asserts a time: these
-functions measure and return figures.
+declares names of its own and deletes them afterwards. (The seed article's
+concurrency forms are in :mod:`rabbitry.compare_forms`.) Nothing here
+asserts a time: these functions measure and return figures.
 """
 
-import concurrent.futures
 import functools
 import itertools
-import multiprocessing
-import queue
 import secrets
 import threading
 import time
@@ -34,10 +29,6 @@ TOPIC_BINDING_KEYS = ["#", "#.#", "*", "*.*", "", "kern.*", "*.critical", "kern.
 TOPIC_ROUTING_KEYS = ["", "kern", "kern.critical", "kern.info.extra", "app.critical", "a.b", "a.x.y.b", "b",
                       ".", "a..b", "a#", "#", "*", "x.y.z"]
 _WAIT_S = 60.0
-
-
-def noop(_item=None) -> None:
-    """The seed forms' task: nothing at all (module-level, so processes can pickle it)."""
 
 
 def _prefix() -> str:
@@ -235,66 +226,3 @@ def _delete(settings: BrokerSettings, queues=(), exchanges=()) -> None:
             connection.delete_queue(name)
         for name in exchanges:
             connection.delete_exchange(name)
-
-
-# -- the seed's in-process forms: no broker at all -----------------------------
-def threads_and_queue(tasks: int, threads: int = 2) -> float:
-    """Seconds for ``tasks`` no-ops through a ``queue.Queue`` and worker threads."""
-    work: queue.Queue = queue.Queue()
-
-    def worker() -> None:
-        while (item := work.get()) is not None:
-            noop(item)
-            work.task_done()
-        work.task_done()
-
-    workers = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in workers:
-        thread.start()
-    started = time.perf_counter()
-    for item in range(tasks):
-        work.put(item)
-    work.join()
-    seconds = time.perf_counter() - started
-    for _ in workers:
-        work.put(None)
-    for thread in workers:
-        thread.join()
-    return seconds
-
-
-def multiprocessing_pool(tasks: int, processes: int = 2) -> float:
-    """Seconds for ``tasks`` no-ops through ``multiprocessing.Pool.imap_unordered`` (chunksize 1)."""
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        pool.map(noop, range(processes * 2))  # start the workers before the clock
-        started = time.perf_counter()
-        for _ in pool.imap_unordered(noop, range(tasks)):
-            pass
-        return time.perf_counter() - started
-
-
-def process_pool_executor(tasks: int, processes: int = 2) -> float:
-    """Seconds for ``tasks`` no-ops submitted one by one to a ``ProcessPoolExecutor``."""
-    context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as executor:
-        list(executor.map(noop, range(processes * 2)))
-        started = time.perf_counter()
-        concurrent.futures.wait([executor.submit(noop, i) for i in range(tasks)])
-        return time.perf_counter() - started
-
-
-def thread_pool_executor(tasks: int, threads: int = 2) -> float:
-    """Seconds for ``tasks`` no-ops submitted one by one to a ``ThreadPoolExecutor``."""
-    with concurrent.futures.ThreadPoolExecutor(threads) as executor:
-        list(executor.map(noop, range(threads * 2)))
-        started = time.perf_counter()
-        concurrent.futures.wait([executor.submit(noop, i) for i in range(tasks)])
-        return time.perf_counter() - started
-
-
-SEED_FORMS = {
-    "threads + queue.Queue (2 threads)": threads_and_queue,
-    "multiprocessing.Pool(2).imap_unordered": multiprocessing_pool,
-    "concurrent.futures.ProcessPoolExecutor(2).submit": process_pool_executor,
-    "concurrent.futures.ThreadPoolExecutor(2).submit": thread_pool_executor,
-}

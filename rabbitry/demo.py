@@ -1,8 +1,9 @@
 """``rabbitry demo``: rabbitry's main story in one command.
 
 Tasks go through a worker pool with fair dispatch, and log messages go
-through fanout, direct and topic exchanges to subscribers; then a short
-summary says what happened. It runs on RabbitMQ when one answers at
+through fanout, direct and topic exchanges to subscribers, and a late
+subscriber reads what it missed from the topic exchange's history
+(``subscribe --since``); then a short summary says what happened. It runs on RabbitMQ when one answers at
 ``AMQP_URL``, and otherwise on the in-process model, saying which. Every
 name it declares is its own (``rabbitry.demo.<run>.…``) and is deleted at
 the end, so it never disturbs other users of the broker.
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import click
 import structlog
 
+from rabbitry import plots
 from rabbitry.common.broker import connect
 from rabbitry.common.cli import RabbitryCommand
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
@@ -25,10 +27,14 @@ from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.routing import binding_matches
 from rabbitry.common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings
-from rabbitry.common.topology import Exchange, dead_letter_queue_name
+from rabbitry.common.log_history import retain
+from rabbitry.common.retention import Retention
+from rabbitry.common.topology import Exchange, dead_letter_queue_name, history_stream_name
 from rabbitry.producers.log_emitter import LogEmitter
 from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.subscribers.history_subscriber import HistorySubscriber
 from rabbitry.subscribers.log_subscriber import LogSubscriber
+from rabbitry.subscribers.since import parse_since
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.registry import load_task_modules, task
 from rabbitry.workers.threaded import ThreadedWorkerPool
@@ -38,6 +44,8 @@ LONG_TASK_S = 0.4
 SHORT_TASK_S = 0.05
 TASKS = 16
 POOL_SIZE = 2
+#: The prefetch ``--plot`` draws beside prefetch 1: a fixed one, where a member takes tasks ahead.
+UNFAIR_PREFETCH = 16
 #: How long the demo waits for its tasks or messages before it calls the run failed.
 PATIENCE_S = 20.0
 
@@ -115,9 +123,9 @@ def choose_broker(broker: str, url: str) -> tuple[BrokerSettings, str]:
     return settings, f"rabbitry demo: running on RabbitMQ at {settings.describe()}"
 
 
-def run_tasks(settings: BrokerSettings, names: DemoNames) -> dict:
-    """Submit uneven tasks and one failing task; run them in a pool with prefetch 1."""
-    config = WorkerConfig(settings=settings, queue=names.task_queue, queue_type="classic", prefetch=1,
+def run_tasks(settings: BrokerSettings, names: DemoNames, prefetch: int = 1) -> dict:
+    """Submit uneven tasks and one failing task; run them in a pool with ``prefetch`` (1: fair dispatch)."""
+    config = WorkerConfig(settings=settings, queue=names.task_queue, queue_type="classic", prefetch=prefetch,
                           processes=POOL_SIZE, max_retries=0, log_level="critical")
     pool = ThreadedWorkerPool(config)
     durations = [LONG_TASK_S if i % 4 == 0 else SHORT_TASK_S for i in range(TASKS)]
@@ -132,7 +140,8 @@ def run_tasks(settings: BrokerSettings, names: DemoNames) -> dict:
     pool.run()
     watcher.join()
     runs = recorder.runs
-    makespan = max(r["ended"] for r in runs) - min(r["started"] for r in runs) if runs else 0.0
+    first_start = min((r["started"] for r in runs), default=0.0)
+    makespan = max(r["ended"] for r in runs) - first_start if runs else 0.0
     ideal = max(sum(durations) / POOL_SIZE, max(durations))
     members = {}
     for run in runs:
@@ -141,10 +150,13 @@ def run_tasks(settings: BrokerSettings, names: DemoNames) -> dict:
         member["long_tasks"] += run["seconds"] == LONG_TASK_S
         member["busy_s"] = round(member["busy_s"] + run["ended"] - run["started"], 3)
     return {"queue": names.task_queue, "submitted": TASKS + 1, "succeeded": len(runs),
-            "dead_lettered": outcome.get("dead_lettered", 0), "pool_size": POOL_SIZE, "prefetch": 1,
+            "dead_lettered": outcome.get("dead_lettered", 0), "pool_size": POOL_SIZE, "prefetch": prefetch,
             "makespan_s": round(makespan, 3), "ideal_s": round(ideal, 3),
             "makespan_over_ideal": round(makespan / ideal, 3) if runs else None,
-            "pool_members": {str(k): v for k, v in sorted(members.items(), key=lambda kv: str(kv[0]))}}
+            "pool_members": {str(k): v for k, v in sorted(members.items(), key=lambda kv: str(kv[0]))},
+            "timeline": [{"index": r["index"], "pool": str(r["pool"]), "long": r["seconds"] == LONG_TASK_S,
+                          "start_s": round(r["started"] - first_start, 4), "end_s": round(r["ended"] - first_start, 4)}
+                         for r in sorted(runs, key=lambda r: r["started"])]}
 
 
 def _stop_when_done(pool: ThreadedWorkerPool, settings: BrokerSettings, names: DemoNames, outcome: dict) -> None:
@@ -173,6 +185,8 @@ def run_logs(settings: BrokerSettings, names: DemoNames) -> dict:
                 queue = connection.declare(subscription.topology())[""]
                 received = inboxes[exchange_type, subscriber] = []
                 connection.consume(queue, _receiver(connection, received), prefetch=100)
+        # The topic exchange keeps its history, so that a subscriber who comes late can look back.
+        retain(connection, names.exchange("topic"), Retention(max_age="1h"))
         unroutable = []
         for exchange_type, routing_keys in EMITTED.items():
             with LogEmitter(settings, names.exchange(exchange_type), app_id="rabbitry-demo") as emitter:
@@ -190,7 +204,23 @@ def run_logs(settings: BrokerSettings, names: DemoNames) -> dict:
             report.setdefault(exchange_type, {})[subscriber] = {
                 "binding_keys": SUBSCRIPTIONS[exchange_type][subscriber], "received": received,
                 "as_expected": sorted(received) == sorted(expected[exchange_type, subscriber])}
-    return {"exchanges": report, "emitted": sum(len(v) for v in EMITTED.values()), "unroutable": unroutable}
+    return {"exchanges": report, "emitted": sum(len(v) for v in EMITTED.values()), "unroutable": unroutable,
+            "history": replay_history(settings, names)}
+
+
+def replay_history(settings: BrokerSettings, names: DemoNames) -> dict:
+    """A late subscriber to ``kern.*``: ``subscribe --since 1m`` replays what it missed."""
+    keys, exchange = LATE_SUBSCRIPTION, names.exchange("topic")
+    expected = [key for key in EMITTED["topic"] if any(binding_matches("topic", b, key) for b in keys)]
+    replayed = []
+    subscriber = HistorySubscriber(settings, exchange, keys, start=parse_since("1m", time.time()))
+    subscriber.run(lambda delivery: replayed.append(delivery.body.decode()), count=len(expected),
+                   idle_timeout=PATIENCE_S)
+    return {"since": "1m", "binding_keys": keys, "replayed": replayed, "as_expected": replayed == expected}
+
+
+#: The subscriber who comes after the messages were emitted, and reads them from the history.
+LATE_SUBSCRIPTION = ["kern.*"]
 
 
 def _receiver(connection, received: list[str]):
@@ -205,8 +235,22 @@ def clean_up(settings: BrokerSettings, names: DemoNames) -> None:
     with connect(settings, "rabbitry-demo-cleanup") as connection:
         for queue in (names.task_queue, dead_letter_queue_name(names.task_queue)):
             connection.delete_queue(queue)
+        connection.delete_queue(history_stream_name(names.exchange("topic").name))
         for exchange_type in SUBSCRIPTIONS:
             connection.delete_exchange(names.exchange(exchange_type).name)
+
+
+def draw_fair_dispatch(settings: BrokerSettings, fair: dict, path: str) -> str:
+    """Run the tasks again with a large prefetch, draw both timelines to ``path``, and say how it went."""
+    names = DemoNames()
+    try:
+        hoarded = run_tasks(settings, names, prefetch=UNFAIR_PREFETCH)
+    finally:
+        clean_up(settings, names)
+    plots.draw_timeline({1: fair, UNFAIR_PREFETCH: hoarded}, path)
+    counts = ", ".join(f"pool {member} ran {figures['tasks']}" for member, figures in hoarded["pool_members"].items())
+    return (f"With prefetch {UNFAIR_PREFETCH}: makespan {hoarded['makespan_s']:.2f} s against an ideal of "
+            f"{hoarded['ideal_s']:.2f} s ({hoarded['makespan_over_ideal']}x; {counts}). Drawn to {path}.")
 
 
 def print_summary(summary: dict) -> None:
@@ -232,6 +276,10 @@ def print_summary(summary: dict) -> None:
             mark = "ok" if result["as_expected"] else "UNEXPECTED"
             echo(f"    {subscriber:<18} got {len(result['received'])}: {', '.join(result['received']) or '-'}"
                  f"  [{mark}]")
+    history = logs["history"]
+    echo(f"  history: a late subscriber to {' '.join(history['binding_keys'])} with --since {history['since']} "
+         f"replayed {len(history['replayed'])}: {', '.join(history['replayed']) or '-'}"
+         f"  [{'ok' if history['as_expected'] else 'UNEXPECTED'}]")
     if logs["unroutable"]:
         echo(f"  unroutable (no queue bound, reported by the broker): {', '.join(logs['unroutable'])}")
     echo(f"\n{'Done' if summary['ok'] else 'FAILED'} in {summary['seconds']:.1f} s on {summary['broker']}.")
@@ -244,7 +292,9 @@ def print_summary(summary: dict) -> None:
               help=f"RabbitMQ to try. [env: {URL_ENVVAR}]")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--verbose", is_flag=True, help="Show the worker's log line for every task.")
-def demo(broker, url, as_json, verbose):
+@plots.plot_option(f"the fair-dispatch timeline, prefetch 1 against prefetch {UNFAIR_PREFETCH} "
+                   "(which runs the tasks once more)")
+def demo(broker, url, as_json, verbose, plot):
     """Run tasks through a worker pool and logs through three exchanges, then summarise."""
     configure_logging("auto", "info" if verbose else "critical", sys.stderr)
     started = time.monotonic()
@@ -258,11 +308,14 @@ def demo(broker, url, as_json, verbose):
     finally:
         clean_up(settings, names)
     ok = (tasks["succeeded"] == TASKS and tasks["dead_lettered"] == 1
-          and all(r["as_expected"] for s in logs["exchanges"].values() for r in s.values()))
+          and all(r["as_expected"] for s in logs["exchanges"].values() for r in s.values())
+          and logs["history"]["as_expected"])
     summary = {"broker": "RabbitMQ" if not settings.is_local else "the in-process model", "ok": ok,
                "seconds": round(time.monotonic() - started, 2), "tasks": tasks, "logs": logs}
     if as_json:
         click.echo(json.dumps(summary))
     else:
         print_summary(summary)
+    if plot:
+        click.echo(draw_fair_dispatch(settings, tasks, plot), err=as_json)
     raise SystemExit(ExitCode.OK if ok else ExitCode.FAILURE)

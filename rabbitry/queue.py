@@ -1,4 +1,4 @@
-"""``rabbitry queue delete``: remove a work queue with its retry and dead-letter queues."""
+"""``rabbitry queue delete``: remove a work queue with its dead-letter queue."""
 
 import click
 
@@ -34,15 +34,17 @@ def queue():
 @click.option("--force", is_flag=True, help="Delete even while the queues hold messages or have consumers.")
 @broker_options
 def delete(settings, name, force):
-    """Delete work queue NAME together with its retry and dead-letter queues.
+    """Delete work queue NAME together with its dead-letter queue.
 
-    Refuses, without --force, while any of them holds messages or is consumed from.
+    Refuses, without --force, while either holds messages or is consumed from.
+    Its tasks still waiting in the delay levels, which every work queue shares,
+    go to rabbitry.delay.unrouted when they are due.
     """
     with connect(settings, "rabbitry-queue") as connection:
         states = {queue_name: state for queue_name in work_queue_names(name)
                   if (state := connection.queue_state(queue_name)) is not None}
         if not states:
-            raise ConfigurationError(f"there is no work queue {name!r}, nor any retry or dead-letter queue of it")
+            raise ConfigurationError(f"there is no work queue {name!r}, nor its dead-letter queue")
         problem = refusal(states)
         if problem and not force:
             raise QueueInUse(f"not deleted: {problem}; give --force to delete them all the same")

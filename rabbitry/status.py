@@ -10,7 +10,8 @@ import click
 from rabbitry.common.broker import connect
 from rabbitry.common.cli import broker_options, check_work_queue
 from rabbitry.common.errors import BrokerUnavailable
-from rabbitry.common.topology import DEFAULT_TASK_QUEUE, work_queue_names
+from rabbitry.common.topology import (DEFAULT_TASK_QUEUE, DELAY_LEVEL_PREFIX, DELAY_UNROUTED, delay_level_names,
+                                      work_queue_names)
 from rabbitry.watch import AmqpSampler, ManagementSampler, QueueWatch, render
 
 
@@ -31,7 +32,8 @@ from rabbitry.watch import AmqpSampler, ManagementSampler, QueueWatch, render
                    "(an empty URL: none)  [default: port 15672 of the broker's host, if it answers]")
 @broker_options
 def status(settings, queues, as_json, watch, interval, count, management_url):
-    """Show messages and consumers of work queues, their retry queues and dead letters."""
+    """Show messages and consumers of work queues and their dead letters, and the tasks
+    waiting in the delay levels (delayed tasks and retries of every work queue)."""
     if watch:
         return watch_queues(settings, queues, interval, count, management_url, as_json)
     rows = []
@@ -43,6 +45,7 @@ def status(settings, queues, as_json, watch, interval, count, management_url):
                     rows.append({"queue": name, "exists": state is not None,
                                  "messages": state.messages if state else 0,
                                  "consumers": state.consumers if state else 0})
+        rows += delay_rows(connection)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
@@ -54,6 +57,22 @@ def status(settings, queues, as_json, watch, interval, count, management_url):
             click.echo(f"{row['queue']:<{width}}  {row['messages']:>9,}  {row['consumers']:>9}")
         else:
             click.echo(f"{row['queue']:<{width}}  {'(none)':>9}  {'':>9}")
+    if any("levels" in row for row in rows):
+        click.echo(f"{DELAY_LEVEL_PREFIX}*: delayed tasks and retries of every work queue, held by the broker")
+
+
+def delay_rows(connection) -> list[dict]:
+    """What waits in the delay levels, all of them together, and in the unrouted queue, if they exist."""
+    levels = [state for name in delay_level_names() if (state := connection.queue_state(name)) is not None]
+    unrouted = connection.queue_state(DELAY_UNROUTED)
+    if not levels:
+        return []
+    rows = [{"queue": f"{DELAY_LEVEL_PREFIX}*", "exists": True, "levels": len(levels),
+             "messages": sum(state.messages for state in levels), "consumers": 0}]
+    if unrouted is not None and unrouted.messages:
+        rows.append({"queue": DELAY_UNROUTED, "exists": True, "messages": unrouted.messages,
+                     "consumers": unrouted.consumers})
+    return rows
 
 
 def watch_queues(settings, queues, interval, count, management_url, as_json) -> None:

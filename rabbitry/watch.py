@@ -10,20 +10,11 @@ broker refreshes those counts every ``collect_statistics_interval`` (5 s by
 default), so with the default a rate moves in steps of that length.
 """
 
-import base64
 import dataclasses
-import json
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
-from rabbitry.common.errors import BrokerUnavailable
+from rabbitry.common.management import ManagementApi
 from rabbitry.common.topology import work_queue_names
-
-#: The management API's port, where no URL is given.
-MANAGEMENT_PORT = 15672
-_HTTP_TIMEOUT_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,30 +72,22 @@ class ManagementSampler(AmqpSampler):
 
     source = "management"
 
-    def __init__(self, connection, url: str, vhost: str, username: str, password: str):
+    def __init__(self, connection, api: ManagementApi):
         super().__init__(connection)
-        self.url = url.rstrip("/")
-        self.vhost = vhost
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        self._headers = {"Authorization": f"Basic {token}"}
+        self.api = api
+        self.url = api.url
 
     @classmethod
     def for_broker(cls, connection, amqp_url: str, management_url: str | None) -> "ManagementSampler":
-        """The sampler of the broker at ``amqp_url``: its management API at ``management_url``, or
-        on port 15672 of the same host, with the AMQP URL's credentials and vhost."""
-        parts = urllib.parse.urlsplit(amqp_url)
-        vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-        url = management_url or f"http://{parts.hostname}:{MANAGEMENT_PORT}"
-        return cls(connection, url, vhost, urllib.parse.unquote(parts.username or "guest"),
-                   urllib.parse.unquote(parts.password or "guest"))
+        """The sampler of the broker at ``amqp_url`` (see :meth:`ManagementApi.for_broker`)."""
+        return cls(connection, ManagementApi.for_broker(amqp_url, management_url))
 
     def check(self) -> None:
-        """Raise BrokerUnavailable unless the API answers."""
-        self._get("/api/overview")
+        """Raise ManagementUnavailable (a BrokerUnavailable) unless the API answers."""
+        self.api.check()
 
     def sample(self, queue: str) -> QueueSample:
-        path = f"/api/queues/{urllib.parse.quote(self.vhost, safe='')}/{urllib.parse.quote(queue, safe='')}"
-        found = self._get(path)
+        found = self.api.get(self.api.queue_path(queue))
         sample = super().sample(queue)
         if found is None or not sample.exists:
             return sample
@@ -112,19 +95,6 @@ class ManagementSampler(AmqpSampler):
         stats = found.get("message_stats") or {}
         return dataclasses.replace(sample, unacknowledged=found.get("messages_unacknowledged"),
                                    published=stats.get("publish", 0), delivered=stats.get("deliver_get", 0))
-
-    def _get(self, path: str):
-        request = urllib.request.Request(self.url + path, headers=self._headers)
-        try:
-            with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise BrokerUnavailable(f"the management API at {self.url} answered {error.code} {error.reason}") from None
-        except (OSError, ValueError) as error:
-            raise BrokerUnavailable(f"the management API at {self.url} did not answer: "
-                                    f"{getattr(error, 'reason', None) or error}") from None
 
 
 class QueueWatch:

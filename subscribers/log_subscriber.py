@@ -2,7 +2,9 @@
 
 The queue is exclusive, auto-deleted and named by the broker, as in the
 tutorials, unless a name is given: a named queue is durable, so messages
-published while its subscriber is away wait for it.
+published while its subscriber is away wait for it. A named queue given no
+binding key resumes with the bindings it has; ``unbind`` removes some.
+Reading the exchange's history instead is :mod:`.history_subscriber`.
 """
 
 import threading
@@ -61,10 +63,18 @@ class LogSubscriber:
     """
 
     def __init__(self, settings: BrokerSettings, exchange: Exchange, binding_keys: Iterable[str] = (),
-                 queue: str | None = None, prefetch: int = DEFAULT_PREFETCH, name: str = "rabbitry-subscribe"):
+                 queue: str | None = None, prefetch: int = DEFAULT_PREFETCH, name: str = "rabbitry-subscribe",
+                 unbind: Iterable[str] = ()):
         self.settings = settings
         self.exchange = exchange
-        self.binding_keys = check_binding_keys(exchange.type, binding_keys)
+        binding_keys, self.unbind = tuple(binding_keys), tuple(dict.fromkeys(unbind))
+        #: A named queue with no key (and no fanout's implied one) resumes with the bindings it has.
+        self.resuming = bool(queue) and not binding_keys and exchange.type != "fanout"
+        self.binding_keys = () if self.resuming else check_binding_keys(exchange.type, binding_keys)
+        for key in self.unbind:
+            check_routing_key(key, "binding key")
+        if self.unbind and not queue:
+            raise ConfigurationError("only a named queue keeps bindings to remove: give --queue NAME")
         self.queue = queue
         self.prefetch = prefetch
         self.name = name
@@ -80,14 +90,21 @@ class LogSubscriber:
         return Topology(exchanges=(self.exchange,), queues=(queue,),
                         bindings=tuple(Binding(self.exchange.name, queue.name, key) for key in self.binding_keys))
 
+    def on_tick(self) -> None:
+        """Called after each round of deliveries (and at least every tick): nothing here; see subclasses."""
+
     def run(self, on_message: Callable[[Delivery], None], stop: threading.Event | None = None,
-            count: int | None = None, idle_timeout: float | None = None) -> int:
+            count: int | None = None, idle_timeout: float | None = None,
+            after_round: Callable[[], None] | None = None) -> int:
         """Receive until stopped, ``count`` messages, or ``idle_timeout``; return how many were received.
+
+        ``after_round`` is called after each round of deliveries (to flush output, say).
 
         The first connection fails at once if the broker is down; later ones
         are retried with backoff (see :func:`common.broker.connect_with_retry`).
         """
         stop = stop or threading.Event()
+        self._after_round = after_round or (lambda: None)
         self.received = 0
         self._last_received = time.monotonic()
         connection = connect(self.settings, self.name)
@@ -96,20 +113,29 @@ class LogSubscriber:
                 self._consume(connection, on_message, stop, count, idle_timeout)
                 return self.received
             except ConnectionLost as error:
-                log.warning("subscriber_connection_lost", error=str(error),
-                            detail="reconnecting" if self.queue else
-                            "reconnecting; messages published meanwhile are lost (use a named queue to keep them)")
+                log.warning("subscriber_connection_lost", error=str(error), detail=self._reconnect_detail())
             finally:
                 connection.close()
             connection = connect_with_retry(self.settings, self.name, stop)
         return self.received
 
-    def _consume(self, connection: Connection, on_message, stop, count, idle_timeout) -> None:
+    def _reconnect_detail(self) -> str:
+        """What a reconnect means for the messages published meanwhile."""
+        if self.queue:
+            return "reconnecting"
+        return "reconnecting; messages published meanwhile are lost (use a named queue to keep them)"
+
+    def _start(self, connection: Connection, on_message: Callable[[Delivery], None],
+               done: Callable[[], bool]) -> None:
+        """Declare the queue and its bindings, remove those to unbind, and start consuming."""
+        if self.resuming and connection.queue_state(self.queue) is None:
+            raise ConfigurationError(f"queue {self.queue!r} does not exist: give the binding keys to subscribe it "
+                                     f"with, such as 'kern.*'")
         names = connection.declare(self.topology())
         queue = names.get(self.queue or "", self.queue)
-
-        def done() -> bool:
-            return stop.is_set() or (count is not None and self.received >= count)
+        for key in self.unbind:  # again after a reconnect too: unbinding what is not bound changes nothing
+            connection.unbind(self.exchange.name, queue, key)
+            log.info("unbound", exchange=self.exchange.name, queue=queue, binding_key=key)
 
         def on_delivery(delivery: Delivery) -> None:
             if done():
@@ -121,7 +147,14 @@ class LogSubscriber:
 
         connection.consume(queue, on_delivery, prefetch=self.prefetch)
         log.info("subscribed", exchange=self.exchange.name, exchange_type=self.exchange.type, queue=queue,
-                 binding_keys=[key for key in self.binding_keys if self.exchange.type != "fanout"])
+                 binding_keys=[key for key in self.binding_keys if self.exchange.type != "fanout"],
+                 **({"resumed": True} if self.resuming else {}))
+
+    def _consume(self, connection: Connection, on_message, stop, count, idle_timeout) -> None:
+        def done() -> bool:
+            return stop.is_set() or (count is not None and self.received >= count) or self._finished()
+
+        self._start(connection, on_message, done)
         while not done():
             tick = _TICK_S
             if idle_timeout is not None:
@@ -130,4 +163,17 @@ class LogSubscriber:
                     break
                 tick = min(tick, idle_left)
             connection.process_events(tick)
+            self.on_tick()
+            self._after_round()
+        self._settle(connection)
         connection.process_events(0)  # send the last acks before the connection closes
+        self.on_tick()
+        self._after_round()
+
+    def _finished(self) -> bool:
+        """Whether the subscription has reached its end by itself (a history's ``until``)."""
+        return False
+
+    def _settle(self, connection: Connection) -> None:
+        """Acknowledge what is still held; each delivery is acked as it comes here."""
+

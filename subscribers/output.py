@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 
 import click
 
@@ -40,12 +41,24 @@ def readable_line(delivery: Delivery, color: bool = False) -> str:
     return " ".join([*parts, text.replace("\n", "\n    ")])
 
 
-def json_line(delivery: Delivery) -> str:
+#: The header in which a stream gives each delivery's offset.
+STREAM_OFFSET = "x-stream-offset"
+
+
+def json_line(delivery: Delivery, history: bool = False) -> str:
     """The message as one JSON object: routing key, body, properties and headers.
 
     A body that is not UTF-8 text is given as ``body_base64`` instead of ``body``.
+    With ``history`` (a line read from a history stream), ``offset`` (its place
+    in the stream) and ``timestamp`` (ISO 8601, UTC; null if it has none) come first.
     """
-    record = {"exchange": delivery.exchange, "routing_key": delivery.routing_key}
+    record = {}
+    if history:
+        offset = delivery.headers.get(STREAM_OFFSET)
+        record["offset"] = None if offset is None else int(offset)
+        record["timestamp"] = None if delivery.timestamp is None else time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(delivery.timestamp))
+    record["exchange"], record["routing_key"] = delivery.exchange, delivery.routing_key
     try:
         record["body"] = delivery.body.decode("utf-8")
     except UnicodeDecodeError:

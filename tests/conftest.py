@@ -15,8 +15,10 @@ import pytest
 
 from rabbitry.common.broker import connect
 from rabbitry.common.errors import RabbitryError
+from rabbitry.common.local import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_UNROUTED, dead_letter_queue_name,
+                                      delay_level_names)
 from tests.helpers import WorkerProcess, rabbitmq_image, run_command
 
 #: extra_broker, tls_broker and cluster3: RabbitMQ nodes of a test module's own;
@@ -50,12 +52,34 @@ def broker_url():
             connect(BrokerSettings.from_url(url)).close()
         except RabbitryError as error:
             pytest.fail(f"RABBITMQ_URL is set but unusable: {error}", pytrace=False)
+        levels_were_there = delay_levels_exist(url)
         yield url
+        if not levels_were_there:  # another run on the same broker may be using them
+            remove_delay_levels_if_empty(url)
         return
     if not _docker_available():
         pytest.fail(NO_BROKER, pytrace=False)
     with rabbitmq_container(rabbitmq_image()) as url:
         yield url
+
+
+def delay_levels_exist(url: str) -> bool:
+    with connect(BrokerSettings.from_url(url), "rabbitry-tests-cleanup") as conn:
+        return conn.queue_state(delay_level_names()[0]) is not None
+
+
+def remove_delay_levels_if_empty(url: str) -> None:
+    """The delay levels are shared by every work queue of the broker: the tests leave them while
+    they run, and remove them at the end unless something still waits in them."""
+    with connect(BrokerSettings.from_url(url), "rabbitry-tests-cleanup") as conn:
+        levels = [*delay_level_names(), DELAY_UNROUTED]
+        if any((state := conn.queue_state(name)) is not None and (state.messages or state.consumers)
+               for name in levels):
+            return
+        for name in levels:
+            conn.delete_queue(name)
+            conn.delete_exchange(name)
+        conn.delete_exchange(DELAY_DELIVERY_EXCHANGE)
 
 
 @contextlib.contextmanager
@@ -93,6 +117,28 @@ def connection(broker_settings):
         yield conn
 
 
+@pytest.fixture(params=["local", "amqp"])
+def either_broker(request):
+    """Settings for a fresh in-process broker, or for the session's RabbitMQ: a test that asks
+    for it runs on both."""
+    if request.param == "local":
+        chosen = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
+        yield chosen
+        forget_broker(broker_name(chosen.urls[0]))
+    else:
+        yield request.getfixturevalue("broker_settings")
+
+
+@pytest.fixture
+def either_work_queue(either_broker, unique_name):
+    """A work queue name of the test's own on ``either_broker``; on RabbitMQ its queues are deleted afterwards."""
+    yield unique_name
+    if not either_broker.is_local:
+        with connect(either_broker, "rabbitry-tests-cleanup") as connection:
+            for name in [unique_name, dead_letter_queue_name(unique_name)]:
+                connection.delete_queue(name)
+
+
 @pytest.fixture
 def unique_name(request) -> str:
     """A name no other test uses, for queues and exchanges."""
@@ -104,8 +150,7 @@ def work_queue_name(unique_name, broker_settings):
     """A work queue name of the test's own; its queues are deleted afterwards."""
     yield unique_name
     with connect(broker_settings, "rabbitry-tests-cleanup") as conn:
-        for name in [unique_name, dead_letter_queue_name(unique_name),
-                     *(retry_queue_name(unique_name, d) for d in retry_delays_ms(10))]:
+        for name in [unique_name, dead_letter_queue_name(unique_name)]:
             conn.delete_queue(name)
 
 

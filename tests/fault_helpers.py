@@ -80,6 +80,10 @@ def wait_for_all(expected: set[str], workers, timeout: float = 120.0) -> None:
                              f"e.g. {sorted(missing)[:5]}") from None
 
 
+#: How long a BackgroundSubmitter waits for its last confirms when it is done submitting.
+CONFIRM_PATIENCE_S = 60.0
+
+
 class BackgroundSubmitter(threading.Thread):
     """Submits ``count`` tasks at about ``rate`` per second, through faults.
 
@@ -94,7 +98,9 @@ class BackgroundSubmitter(threading.Thread):
         self.confirmed: set[str] = set()
         self.error: BaseException | None = None
         self._interval = 1.0 / rate
-        self._submitter = TaskSubmitter(settings, queue, queue_type,
+        # Patient at the end: after a crash, a quorum queue may take a while to confirm what
+        # waited for it, and the tests are about nothing being lost, not about how soon.
+        self._submitter = TaskSubmitter(settings, queue, queue_type, close_timeout=CONFIRM_PATIENCE_S,
                                         on_confirmed=lambda batch: self.confirmed.update(
                                             m.message_id for m in batch))
 

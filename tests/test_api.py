@@ -1,5 +1,6 @@
 """What an application imports: ``@task``, ``delay``/``send_with_options``, and tasks' own options."""
 
+import datetime
 import importlib.util
 import json
 import os
@@ -216,6 +217,36 @@ def test_send_with_options_sends_to_another_queue_with_the_callers_task_id(
     worker = start_worker(work_queue_name, "--processes", "1", "--tasks", "myapp.tasks", cwd=str(tmp_path))
     wait_until(lambda: output.exists() and output.read_text() == "resized to 5", message="the task's run")
     assert [event["task_id"] for event in worker.events("task_succeeded")] == ["my-own-id"]
+
+
+def test_a_task_sent_with_a_delay_runs_after_it_and_its_log_line_says_how_late(
+        run, start_worker, cli_env, work_queue_name, unique_name, tmp_path):
+    write_project(tmp_path, unique_name, work_queue_name)
+    script = ("import time; from myapp.tasks import resize; "
+              "sent = time.time(); handle = resize.send_with_options(args=['-'], kwargs={'width': 3}, delay=2); "
+              "print(handle.id, sent)")
+    worker = start_worker(work_queue_name, "--processes", "1", "--tasks", "myapp.tasks", cwd=str(tmp_path))
+
+    sent = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env, capture_output=True,
+                          text=True, timeout=60)
+
+    assert sent.returncode == 0, sent.stderr
+    task_id, sent_at = sent.stdout.split()
+    (done,) = wait_until(lambda: worker.events("task_succeeded"), message="the delayed task's run")
+    assert done["task_id"] == task_id and done["late_s"] >= -0.5  # rounded to the nearest second, never earlier
+    started = datetime.datetime.fromisoformat(done["timestamp"].replace("Z", "+00:00")).timestamp()
+    assert started - float(sent_at) >= 1.5
+
+
+def test_a_delay_past_the_longest_is_refused_before_anything_is_sent(unique_name):
+    @task(name=unique_name)
+    def later():
+        pass
+
+    with pytest.raises(MessageError, match="at most"):
+        later.send_with_options(delay=200 * 86400)
+    with pytest.raises(ConfigurationError, match="not both"):
+        later.send_with_options(delay=1, eta=2)
 
 
 # -- arguments that cannot bind ------------------------------------------------------

@@ -101,13 +101,24 @@ def test_a_name_longer_than_rabbitmq_allows_is_a_usage_error(run, command):
     assert_one_line_error(result, ExitCode.USAGE, "300 bytes long", "at most 255")
 
 
-def test_a_work_queue_name_leaves_room_for_its_retry_queues_names(run, connection):
-    name = "q" * 241  # its '.retry.300000ms' queue would need 256 bytes
+def test_a_work_queue_name_leaves_room_for_the_delay_bits_of_its_delayed_tasks(run, connection):
+    name = "q" * 210  # with the 23 bits of a delay in front of it, 256 bytes of routing key
 
     result = run("new-task", "--queue", name, "hello")
 
-    assert_one_line_error(result, ExitCode.USAGE, "at most 240", ".retry.300000ms")
+    assert_one_line_error(result, ExitCode.USAGE, "at most 209", "delay bits")
     assert connection.queue_state(name) is None
+
+
+def test_a_delay_new_task_cannot_hold_is_a_one_line_error_and_nothing_is_queued(run, work_queue_name, connection):
+    too_long = run("new-task", "--queue", work_queue_name, "--delay", "100d", "hello")
+    not_a_duration = run("new-task", "--queue", work_queue_name, "--delay", "soon", "hello")
+    both = run("new-task", "--queue", work_queue_name, "--delay", "1m", "--eta", "2030-01-01T00:00:00Z", "hello")
+
+    assert_one_line_error(too_long, ExitCode.USAGE, "at most 8,388,607 s (97 days)")
+    assert_one_line_error(not_a_duration, ExitCode.USAGE, "'--delay'", "not a duration")
+    assert_one_line_error(both, ExitCode.USAGE, "--delay or --eta, not both")
+    assert connection.queue_state(work_queue_name) is None
 
 
 @pytest.mark.parametrize("command, help_command, fragment", [

@@ -9,7 +9,7 @@ import pytest
 
 from rabbitry.common.broker import connect
 from rabbitry.common.publisher import ReliablePublisher
-from rabbitry.common.topology import Queue, Topology
+from rabbitry.common.topology import Queue, Topology, dead_letter_queue_name, work_queue
 from rabbitry.common.transport import OutgoingMessage, QueueState
 from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
 from tests.helpers import command_path, wait_until
@@ -115,3 +115,21 @@ def test_messages_a_leaderless_quorum_queue_nacks_are_published_again_and_never_
     with connect(extra_broker.settings()) as connection:
         assert connection.queue_state(unique_name).messages >= 1 + len(messages)
         connection.delete_queue(unique_name)
+
+
+def test_declarations_right_after_a_restart_wait_for_the_queues_the_node_is_still_starting(extra_broker,
+                                                                                           unique_name):
+    # For a moment after a node accepts connections again, its streams and quorum queues answer
+    # "home node ... is down or inaccessible" (404), as a queue that is gone would not.
+    stream = Queue(f"{unique_name}.stream", arguments={"x-queue-type": "stream"})
+    topology = work_queue(unique_name) + Topology(queues=(stream,))
+    with connect(extra_broker.settings()) as connection:
+        connection.declare(topology)
+    extra_broker.restart()
+    with connect(extra_broker.settings()) as connection:
+        assert connection.queue_state(stream.name) is not None  # it exists, and says so once started
+        connection.declare(topology)  # a worker's first step on a new connection
+        assert connection.queue_state(unique_name) == QueueState(0, 0)
+    with connect(extra_broker.settings()) as connection:
+        for queue in (unique_name, dead_letter_queue_name(unique_name), stream.name):
+            connection.delete_queue(queue)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from rabbitry.common.broker import connect
 from rabbitry.common.messages import JSON_CONTENT_TYPE
-from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.common.topology import dead_letter_queue_name, delay_level_names
 from rabbitry.common.transport import OutgoingMessage
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.consumer import PoolProcess
@@ -50,14 +50,12 @@ def settling(_extra_broker_started):
         connection.declare(config.topology)
         process._connection = connection
         yield process, connection
-        for name in [config.queue, dead_letter_queue_name(config.queue),
-                     *(retry_queue_name(config.queue, delay) for delay in set(retry_delays_ms(MAX_RETRIES)))]:
+        for name in [config.queue, dead_letter_queue_name(config.queue)]:
             connection.delete_queue(name)
 
 
 def _settled_letters(connection, config):
-    queues = [dead_letter_queue_name(config.queue),
-              *(retry_queue_name(config.queue, delay) for delay in set(retry_delays_ms(MAX_RETRIES)))]
+    queues = [dead_letter_queue_name(config.queue), *delay_level_names()]  # the node is this module's alone
     letters = []
     for queue in queues:
         while (letter := connection.get(queue)) is not None:

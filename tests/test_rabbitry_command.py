@@ -3,7 +3,7 @@
 import pytest
 
 from rabbitry.common.errors import ExitCode
-from rabbitry.common.topology import dead_letter_queue_name, retry_queue_name, work_queue, work_queue_names
+from rabbitry.common.topology import dead_letter_queue_name, work_queue, work_queue_names
 
 
 @pytest.mark.parametrize("command", ["worker", "new-task", "emit-log", "subscribe"])
@@ -27,10 +27,9 @@ def existing(connection, queue: str) -> list[str]:
 
 def test_queue_delete_refuses_while_messages_wait_then_deletes_every_queue_with_force(
         run, work_queue_name, connection):
-    connection.declare(work_queue(work_queue_name, max_retries=2))
+    connection.declare(work_queue(work_queue_name))
     run("new-task", "hello", "--queue", work_queue_name, check=True)
-    queues = [work_queue_name, retry_queue_name(work_queue_name, 1000), retry_queue_name(work_queue_name, 2000),
-              dead_letter_queue_name(work_queue_name)]
+    queues = [work_queue_name, dead_letter_queue_name(work_queue_name)]
 
     refused = run("rabbitry", "queue", "delete", work_queue_name)
 
@@ -42,7 +41,7 @@ def test_queue_delete_refuses_while_messages_wait_then_deletes_every_queue_with_
 
     deleted = run("rabbitry", "queue", "delete", work_queue_name, "--force", check=True)
 
-    assert "4 queue(s)" in deleted.stdout and "1 message(s) dropped" in deleted.stdout
+    assert "2 queue(s)" in deleted.stdout and "1 message(s) dropped" in deleted.stdout
     assert existing(connection, work_queue_name) == []
 
 
@@ -59,5 +58,5 @@ def test_deleting_a_work_queue_that_is_not_there_is_a_one_line_error(run, unique
     result = run("rabbitry", "queue", "delete", unique_name, "--broker", broker)
 
     assert result.returncode == ExitCode.USAGE
-    assert result.stderr.strip() == f"Error: there is no work queue '{unique_name}', nor any retry or " \
-                                    "dead-letter queue of it"
+    assert result.stderr.strip() == f"Error: there is no work queue '{unique_name}', nor its " \
+                                    "dead-letter queue"

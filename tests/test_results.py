@@ -12,10 +12,9 @@ import pytest
 
 from rabbitry.common.broker import connect
 from rabbitry.common.errors import ExitCode
-from rabbitry.common.local import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.producers import default as default_submitter
 from rabbitry.producers.aio import AsyncTaskSubmitter
 from rabbitry.producers.handles import ResultLost, ResultNotRequested, TaskFailed
@@ -80,27 +79,16 @@ class InProcessWorker:
             thread.join(30)
 
 
-@pytest.fixture(params=["local", "amqp"])
-def settings(request):
+@pytest.fixture
+def settings(either_broker):
     """Settings for the in-process broker or the session's RabbitMQ."""
-    if request.param == "local":
-        chosen = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
-        yield chosen
-        forget_broker(broker_name(chosen.urls[0]))
-    else:
-        yield request.getfixturevalue("broker_settings")
+    return either_broker
 
 
 @pytest.fixture
-def queue(settings, unique_name):
-    """A work queue of the test's own, deleted afterwards with its retry and dead-letter queues."""
-    yield unique_name
-    if settings.is_local:
-        return
-    with connect(settings, "rabbitry-tests-cleanup") as connection:
-        for name in [unique_name, dead_letter_queue_name(unique_name),
-                     *(retry_queue_name(unique_name, d) for d in retry_delays_ms(3))]:
-            connection.delete_queue(name)
+def queue(either_work_queue):
+    """A work queue of the test's own, deleted afterwards with its dead-letter queue."""
+    return either_work_queue
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
-"""Retries: exponential backoff with jitter, held by the broker in TTL'd delay queues;
+"""Retries: exponential backoff with jitter, held by the broker in the delay levels;
 errors a task declares not retryable; the attempt count travelling with the message."""
 
 import json
+import time
 
 import pytest
 
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.topology import dead_letter_queue_name, retry_delays_ms, retry_queue_name
+from rabbitry.common.topology import dead_letter_queue_name, delay_level_name, retry_delay_s
 from rabbitry.common.transport import Delivery
 from tests.fault_helpers import REPOSITORY
 from tests.helpers import wait_until
@@ -25,11 +26,11 @@ def start_fault_worker(start_worker):
 
 
 def test_retry_delays_double_from_one_second_up_to_a_cap():
-    assert retry_delays_ms(5) == [1000, 2000, 4000, 8000, 16000]
-    assert max(retry_delays_ms(20)) == 300_000
+    assert [retry_delay_s(attempt) for attempt in range(5)] == [1, 2, 4, 8, 16]
+    assert retry_delay_s(20) == retry_delay_s(1000) == 300
 
 
-def test_each_retry_carries_its_attempt_and_a_jittered_delay():
+def test_each_retry_carries_its_attempt_and_a_jittered_due_time_into_the_delay_levels():
     config = WorkerConfig(queue="q", max_retries=3)
     message = TaskMessage("echo", attempt=1)
     delivery = Delivery(body=message.encode(), routing_key="q", exchange="", delivery_tag=1,
@@ -37,11 +38,15 @@ def test_each_retry_carries_its_attempt_and_a_jittered_delay():
 
     delays = set()
     for _ in range(50):
+        before = time.time()
         retry = failure(delivery, message, config, "RuntimeError: boom").publish
-        delays.add(int(retry.expiration))
-        assert retry.routing_key == retry_queue_name("q", 2000)
-        assert json.loads(retry.body)["attempt"] == 2 and retry.message_id == message.id
-    assert min(delays) >= 2000 * (1 - RETRY_JITTER) and max(delays) <= 2000 * (1 + RETRY_JITTER)
+        body = json.loads(retry.body)
+        delays.add(round(body["eta"] - before, 2))
+        # 2 s +-25 % is 2 or 3 whole seconds: binary 10, entering at level 1, or 11, at level 0.
+        assert (retry.exchange, retry.routing_key[-6:]) in [(delay_level_name(1), ".1.0.q"),
+                                                             (delay_level_name(0), ".1.1.q")]
+        assert body["attempt"] == 2 and retry.message_id == message.id and retry.expiration is None
+    assert min(delays) >= 2 * (1 - RETRY_JITTER) - 0.01 and max(delays) <= 2 * (1 + RETRY_JITTER) + 0.01
     assert len(delays) > 1  # jittered, so retries of many tasks do not come back all at once
 
 
@@ -52,9 +57,9 @@ def test_a_failing_task_waits_in_the_broker_then_succeeds_on_a_later_attempt(
     task_id = run("new-task", "--task", "fail_until", "--args", json.dumps([str(marker), 2]), "--queue",
                   work_queue_name, check=True).stdout.strip()
 
-    # The first retry is held by the broker, in its delay queue, not in the worker.
-    wait_until(lambda: connection.queue_state(retry_queue_name(work_queue_name, 1000)).messages == 1,
-               message="the retry in its delay queue")
+    # The first retry is held by the broker, in the 1 s delay level, not in the worker.
+    wait_until(lambda: connection.queue_state(delay_level_name(0)).messages >= 1,
+               message="the retry in its delay level")
     done = wait_until(lambda: worker.events("task_succeeded"), timeout=20)
 
     failed = worker.events("task_failed")

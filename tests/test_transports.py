@@ -17,7 +17,7 @@ from rabbitry.common.broker import connect
 from rabbitry.common.errors import BrokerRefused, Unencodable
 from rabbitry.common.local import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.common.topology import Binding, Exchange, Queue, Topology
+from rabbitry.common.topology import Binding, Exchange, ExchangeBinding, Queue, Topology
 from rabbitry.common.transport import OutgoingMessage, QueueState
 from tests.helpers import WorkerProcess, json_lines, run_command, wait_until
 
@@ -41,9 +41,10 @@ class Transport:
         self.connections.append(connection)
         return connection
 
-    def declare(self, connection, exchanges=(), queues=(), bindings=()) -> dict[str, str]:
+    def declare(self, connection, exchanges=(), queues=(), bindings=(), exchange_bindings=()) -> dict[str, str]:
         self.exchanges += [e.name for e in exchanges]
-        names = connection.declare(Topology(tuple(exchanges), tuple(queues), tuple(bindings)))
+        names = connection.declare(Topology(tuple(exchanges), tuple(queues), tuple(bindings),
+                                            tuple(exchange_bindings)))
         self.queues += list(names.values())
         return names
 
@@ -302,6 +303,62 @@ def test_rejected_and_expired_messages_are_dead_lettered_with_their_history(tran
     assert retried.headers["x-death"][0]["reason"] == "expired"
     assert retried.headers["x-death"][0]["queue"] == delayed
     assert retried.headers["x-first-death-reason"] == "expired"
+
+
+def test_exchanges_bound_to_exchanges_route_on_and_an_alternate_exchange_takes_the_unrouted(transport):
+    connection = transport.connect()
+    first, second, spare = (transport.name(n) for n in ("first", "second", "spare"))
+    near, far, unrouted = (transport.name(n) for n in ("near", "far", "unrouted"))
+    transport.declare(
+        connection,
+        exchanges=[Exchange(spare, "fanout"), Exchange(second, "topic"),
+                   Exchange(first, "topic", arguments={"alternate-exchange": spare})],
+        queues=[Queue(near), Queue(far), Queue(unrouted)],
+        bindings=[Binding(first, near, "near.#"), Binding(second, far, "*.far"), Binding(second, near, "#"),
+                  Binding(spare, unrouted)],
+        exchange_bindings=[ExchangeBinding(first, second, "*.far")])
+
+    publish_all(connection, [message("near.x", "near", first), message("x.far", "far", first),
+                             message("near.far", "both ways", first), message("other", "nowhere", first)],
+                mandatory=True)
+
+    assert drain(connection, near) == ["near", "far", "both ways"]  # once each, by either path
+    assert drain(connection, far) == ["far", "both ways"]
+    assert drain(connection, unrouted) == ["nowhere"]
+
+
+def test_bcc_routes_one_message_to_more_queues_and_max_length_keeps_the_newest(transport):
+    connection = transport.connect()
+    work, ledger = transport.name("work"), transport.name("ledger")
+    transport.declare(connection, queues=[Queue(work), Queue(ledger, arguments={"x-max-length": 1})])
+
+    publish_all(connection, [message(work, body, headers={"BCC": [ledger], "mine": 1}) for body in ("a", "b")],
+                mandatory=True)
+
+    assert drain(connection, work) == ["a", "b"]
+    last = get_within(connection, ledger)
+    assert last.body == b"b" and last.headers == {"mine": 1}  # BCC is gone from what is delivered
+    assert connection.get(ledger) is None
+
+
+def test_a_single_active_consumer_queue_delivers_to_one_consumer_then_to_the_next(transport):
+    first, second = transport.connect(), transport.connect()
+    lease = transport.name("lease")
+    transport.declare(first, queues=[Queue(lease, arguments={"x-queue-type": "quorum",
+                                                             "x-single-active-consumer": True})])
+    got_first, got_second = Inbox(first), Inbox(second)
+    first.consume(lease, got_first, prefetch=1)
+    second.consume(lease, got_second, prefetch=1)
+
+    publish_all(first, [message(lease, "token"), message(lease, "spare")])
+    got_first.wait_for(1)
+    got_second.settle_quietly()
+    got_first.settle_quietly()
+    assert got_first.bodies() == ["token"] and got_second.bodies() == []  # "spare" waits: prefetch 1
+
+    first.close()  # the active consumer goes: the next one is active, and the token is back in the queue
+    got_second.wait_for(1)
+    assert got_second.bodies()[0] in ("token", "spare")
 
 
 def test_a_quorum_queue_counts_redeliveries(transport):

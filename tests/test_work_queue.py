@@ -2,11 +2,17 @@
 
 import json
 import signal
+import threading
+import uuid
 
 import pika
 
+from rabbitry.common.local import broker_name, forget_broker
+from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport import UNREADABLE_HEADERS
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.threaded import ThreadedWorkerPool
 from tests.helpers import TIMESTAMP_PAST_9999, array_of_bytes, drain, publish_with_raw_headers, wait_until
 
 
@@ -132,22 +138,33 @@ def test_sigterm_with_tasks_in_flight_loses_nothing(run, start_worker, work_queu
     assert len(first.events("task_succeeded")) < 12  # the first worker really was interrupted
 
 
+def queue_uneven_tasks(run, queue: str, folder) -> int:
+    """Queue 24 sleep tasks, every 4th 0.4 s and the others 0.01 s; return how many."""
+    tasks = folder / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n"
+                             for i in range(24)))
+    run("new-task", "--file", str(tasks), "--queue", queue, check=True)
+    return 24
+
+
+def long_tasks_per_process(events: list[dict]) -> list[int]:
+    """How many of the 0.4 s tasks each pool process ran, fewest first."""
+    counts = {}
+    for event in events:
+        if event["duration_s"] >= 0.4:
+            counts[event["pool_process"]] = counts.get(event["pool_process"], 0) + 1
+    return sorted(counts.values())
+
+
 def test_fair_dispatch_gives_each_process_an_equal_share_of_long_tasks(run, start_worker, work_queue_name,
                                                                        tmp_path):
     worker = start_worker(work_queue_name, "--processes", "2", "--prefetch", "1")
     # Every 4th task is long: round-robin would give all of them to one process.
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n"
-                             for i in range(24)))
-    run("new-task", "--file", str(tasks), "--queue", work_queue_name, check=True)
+    queued = queue_uneven_tasks(run, work_queue_name, tmp_path)
 
-    done = wait_until(lambda: len(worker.events("task_succeeded")) == 24 and worker.events("task_succeeded"))
+    done = wait_until(lambda: len(worker.events("task_succeeded")) == queued and worker.events("task_succeeded"))
 
-    long_by_process = {}
-    for event in done:
-        if event["duration_s"] >= 0.4:
-            long_by_process[event["pool_process"]] = long_by_process.get(event["pool_process"], 0) + 1
-    assert sorted(long_by_process.values()) == [3, 3]
+    assert long_tasks_per_process(done) == [3, 3]
 
 
 def test_heartbeats_keep_flowing_while_a_long_task_runs(broker_url, run, start_worker, work_queue_name, cli_env):
@@ -186,3 +203,18 @@ def test_a_worker_whose_queue_is_deleted_declares_it_again_and_goes_on(run, star
     done = wait_until(lambda: [e for e in worker.events("task_succeeded") if e["task_id"] == task_id])
     assert done[0]["result"] == ["after"]
     assert "cancelled" in worker.events("connection_lost")[0]["error"]
+
+
+def test_a_worker_pool_run_inside_a_program_puts_back_the_signal_handlers_it_installed():
+    # rabbitry compare runs a pool in its own process, then forks a multiprocessing.Pool, which
+    # hung in terminate() when it inherited the supervisor's SIGTERM handler.
+    settings = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
+    pool = ThreadedWorkerPool(WorkerConfig(settings=settings, queue="q", queue_type="classic", processes=1,
+                                           log_level="critical"))
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    threading.Timer(0.5, pool.stop).start()
+    try:
+        assert pool.run() == 0
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    finally:
+        forget_broker(broker_name(settings.urls[0]))

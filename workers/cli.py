@@ -23,9 +23,14 @@ log = structlog.get_logger("rabbitry.worker")
               help="Type of the work queue, if it is created here.")
 @click.option("--processes", "-p", type=click.IntRange(1, 256), default=lambda: min(os.cpu_count() or 1, 8),
               show_default="number of CPUs, at most 8", help="Pool processes running tasks.")
-@click.option("--prefetch", type=click.IntRange(1, 65535), default=DEFAULT_PREFETCH, show_default=True,
+@click.option("--prefetch", type=click.IntRange(1, 65535), default=None,
               help="Unacknowledged tasks each pool process may hold, running or waiting. "
-                   "1 is perfectly fair dispatch; more is faster for short tasks.")
+                   "1 is perfectly fair dispatch; more is faster for short tasks  [default: about 0.1 s of "
+                   f"work, from 1 for long tasks to 256 for short ones; {DEFAULT_PREFETCH} per coroutine with "
+                   "--concurrency]")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 10000), default=1, show_default=True,
+              help="Tasks each pool process runs at a time on an event loop: `async def` tasks as coroutines, "
+                   "plain functions still one at a time. Takes --prefetch deliveries for each.")
 @click.option("--tasks", "task_modules", multiple=True, metavar="MODULE",
               help="Import path of a module that registers tasks (repeatable); "
                    "the current folder is on the import path.")
@@ -47,7 +52,7 @@ log = structlog.get_logger("rabbitry.worker")
               help="Address the metrics endpoint listens on; 0.0.0.0 serves every interface.")
 @broker_options
 @logging_options(stream="stdout")
-def worker(settings, queue, queue_type, processes, prefetch, task_modules, max_retries, time_limit,
+def worker(settings, queue, queue_type, processes, prefetch, concurrency, task_modules, max_retries, time_limit,
            delivery_limit, connect_timeout, metrics_port, metrics_host, log_format, log_level):
     """Run tasks from QUEUE in a pool of processes, acking each one when it is done."""
     if os.getcwd() not in sys.path:
@@ -55,10 +60,10 @@ def worker(settings, queue, queue_type, processes, prefetch, task_modules, max_r
     load_task_modules(task_modules)  # fail fast on a bad module, before any process starts
     log.info("tasks_registered", tasks=registry.names())
     config = WorkerConfig(settings=settings, queue=queue, queue_type=queue_type, prefetch=prefetch,
-                          processes=processes, task_modules=tuple(task_modules), max_retries=max_retries,
-                          time_limit=time_limit, delivery_limit=delivery_limit, log_format=log_format,
-                          log_level=log_level, connect_timeout=connect_timeout, metrics_host=metrics_host,
-                          metrics_port=metrics_port)
+                          processes=processes, concurrency=concurrency, task_modules=tuple(task_modules),
+                          max_retries=max_retries, time_limit=time_limit, delivery_limit=delivery_limit,
+                          log_format=log_format, log_level=log_level, connect_timeout=connect_timeout,
+                          metrics_host=metrics_host, metrics_port=metrics_port)
     raise SystemExit(worker_pool(config).run())
 
 

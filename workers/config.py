@@ -7,7 +7,11 @@ from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, Topology, work_queue
 from rabbitry.workers.registry import registry
 
+#: The prefetch of each coroutine slot when --prefetch is not given (a pool process running
+#: tasks one at a time chooses its own then: see workers/prefetch.py).
 DEFAULT_PREFETCH = 16
+#: The most unacknowledged deliveries a channel's prefetch can allow (a 16-bit count in AMQP).
+MAX_PREFETCH = 65535
 DEFAULT_MAX_RETRIES = 3
 #: Deliveries of one task that may end in a crash before it is dead-lettered.
 DEFAULT_DELIVERY_LIMIT = 5
@@ -30,9 +34,13 @@ class WorkerConfig:
     queue: str = DEFAULT_TASK_QUEUE
     queue_type: str = DEFAULT_QUEUE_TYPE
     #: Unacknowledged tasks each pool process may hold: the one it runs plus
-    #: those waiting behind it. 1 gives perfectly fair dispatch.
-    prefetch: int = DEFAULT_PREFETCH
+    #: those waiting behind it. 1 gives perfectly fair dispatch; None lets each
+    #: process hold about a tenth of a second of its work (see workers/prefetch.py).
+    prefetch: int | None = None
     processes: int = 2
+    #: Coroutines (``async def`` tasks) each pool process runs at a time on its event loop;
+    #: each takes ``prefetch`` deliveries' worth of the channel's prefetch.
+    concurrency: int = 1
     task_modules: tuple[str, ...] = ()
     #: Set, these override every task's own option; None leaves each task its own (see *_for).
     max_retries: int | None = None
@@ -60,13 +68,24 @@ class WorkerConfig:
         return first_given(self.time_limit, task and task.time_limit, self.default_time_limit)
 
     @property
-    def most_retries(self) -> int:
-        """The most retries any registered task may take here: one retry queue per delay up to it."""
-        if self.max_retries is not None:
-            return self.max_retries
-        return max([DEFAULT_MAX_RETRIES, *(task.max_retries or 0 for task in registry)])
+    def channel_prefetch(self) -> int:
+        """The prefetch of each pool process's channel: ``prefetch`` for every coroutine it may run
+        (at most AMQP's 65,535); where the process chooses its own, the one it starts with."""
+        if self.adapts_prefetch:
+            return 1
+        return min((self.prefetch or DEFAULT_PREFETCH) * self.concurrency, MAX_PREFETCH)
+
+    @property
+    def adapts_prefetch(self) -> bool:
+        """Whether each pool process chooses its own prefetch: no --prefetch, and tasks one at a time."""
+        return self.prefetch is None and not self.uses_coroutines
+
+    @property
+    def uses_coroutines(self) -> bool:
+        """Whether pool processes run an event loop: for --concurrency over 1, or any ``async def`` task."""
+        return self.concurrency > 1 or any(task.is_coroutine for task in registry)
 
     @property
     def topology(self) -> Topology:
-        """The work queue's topology, with a retry queue per retry."""
-        return work_queue(self.queue, self.queue_type, self.most_retries)
+        """The work queue's topology, with the delay levels its retries wait in."""
+        return work_queue(self.queue, self.queue_type)

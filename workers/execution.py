@@ -5,6 +5,7 @@ letter) is a :class:`Settlement` that the pool process carries out on its
 connection thread, and one log line.
 """
 
+import asyncio
 import dataclasses
 import random
 import time
@@ -16,7 +17,7 @@ import structlog
 from rabbitry.common.errors import MessageError, UnknownTask
 from rabbitry.common.messages import MAX_TASK_NAME_BYTES, TaskMessage
 from rabbitry.common.replies import failure_reply, success_reply
-from rabbitry.common.topology import DEAD_LETTER_EXCHANGE, retry_delays_ms, retry_queue_name
+from rabbitry.common.topology import DEAD_LETTER_EXCHANGE, retry_delay_s
 from rabbitry.common.transport import Delivery, OutgoingMessage, new_message_id
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
@@ -122,19 +123,18 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
     max_retries = config.max_retries_for(message.task)
     if message.attempt >= max_retries:
         return dead_letter(delivery, config, "retries_exhausted", error, message.task, message.id)
-    nominal_ms = retry_delays_ms(max_retries)[message.attempt]
-    delay_ms = int(nominal_ms * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+    delay_s = max(1.0, retry_delay_s(message.attempt) * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+    now = time.time()
     retry = TaskMessage(task=message.task, args=message.args, kwargs=message.kwargs, id=message.id,
-                        attempt=message.attempt + 1, created_at=message.created_at)
+                        attempt=message.attempt + 1, created_at=message.created_at, eta=now + delay_s)
     try:
-        outgoing = retry.to_outgoing(retry_queue_name(config.queue, nominal_ms), config.max_message_bytes)
+        outgoing = retry.to_outgoing(config.queue, config.max_message_bytes, now)  # into the delay levels
     except MessageError as unsendable:  # arguments that came in but cannot go out again, such as a lone surrogate
         return dead_letter(delivery, config, "not_retryable", f"{error} (cannot be retried: {unsendable})",
                            message.task, message.id)
     log.warning("task_failed", task_id=message.id, task=message.task, attempt=message.attempt, error=error,
-                duration_s=duration_s, retry_in_s=delay_ms / 1000, redelivered=delivery.redelivered)
+                duration_s=duration_s, retry_in_s=round(delay_s, 3), redelivered=delivery.redelivered)
     metrics.recorder.task_settled(message.task, metrics.RETRIED)
-    outgoing.expiration = str(delay_ms)
     outgoing.headers = {ERROR_HEADER: header_text(error)}
     # The final attempt answers the caller, so the retry asks for the reply as the task did.
     outgoing.reply_to, outgoing.correlation_id = delivery.reply_to, delivery.correlation_id
@@ -188,15 +188,41 @@ def run_task(delivery: Delivery, message: TaskMessage, task) -> TaskRun:
     try:
         result = task(*message.args, **message.kwargs)
     except Exception as error:  # a task may raise anything; the worker must survive it
+        return _raised(message, task, error, started)
+    return _returned(delivery, message, result, started)
+
+
+async def run_coroutine_task(delivery: Delivery, message: TaskMessage, task, time_limit: float | None) -> TaskRun:
+    """:func:`run_task` for an ``async def`` task: await it, cancelled past ``time_limit`` seconds."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(time_limit) as deadline:
+            result = await task(*message.args, **message.kwargs)
+    except TimeoutError as error:
+        if not deadline.expired():  # the task's own TimeoutError
+            return _raised(message, task, error, started)
         duration = time.perf_counter() - started
         metrics.recorder.task_ran(message.task, duration)
-        text = f"{type(error).__name__}: {error}"
-        log.debug("task_traceback", task_id=message.id, traceback=traceback.format_exc())
-        return TaskRun(duration, error=text, retryable=not isinstance(error, task.dont_retry))
+        return TaskRun(duration, error=f"TimeLimitExceeded: ran over the {time_limit:g} s time limit, and was cancelled")
+    except Exception as error:
+        return _raised(message, task, error, started)
+    return _returned(delivery, message, result, started)
+
+
+def _raised(message: TaskMessage, task, error: Exception, started: float) -> TaskRun:
+    duration = time.perf_counter() - started
+    metrics.recorder.task_ran(message.task, duration)
+    log.debug("task_traceback", task_id=message.id, traceback=traceback.format_exc())
+    return TaskRun(duration, error=f"{type(error).__name__}: {error}", retryable=not isinstance(error, task.dont_retry))
+
+
+def _returned(delivery: Delivery, message: TaskMessage, result: Any, started: float) -> TaskRun:
     duration = time.perf_counter() - started
     extra = {} if result is None else {"result": result}
+    # How late a delayed task started, by this machine's clock against its sender's.
+    late = {} if message.eta is None else {"late_s": round(time.time() - duration - message.eta, 3)}
     log.info("task_succeeded", task_id=message.id, task=message.task, duration_s=round(duration, 6),
-             attempt=message.attempt, redelivered=delivery.redelivered, **extra)
+             attempt=message.attempt, redelivered=delivery.redelivered, **late, **extra)
     recorder = metrics.recorder
     recorder.task_ran(message.task, duration)
     recorder.task_settled(message.task, metrics.SUCCEEDED)

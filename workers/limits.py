@@ -13,7 +13,7 @@ import structlog
 from rabbitry.common.consumer_timeout import ConsumerTimeout, read_consumer_timeout
 from rabbitry.common.errors import ConfigurationError
 from rabbitry.common.transport import Connection
-from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.config import DEFAULT_PREFETCH, WorkerConfig
 from rabbitry.workers.registry import registry
 
 log = structlog.get_logger("rabbitry.worker")
@@ -65,6 +65,8 @@ def check_time_limit(config: WorkerConfig, connection: Connection) -> float | No
                         f"stopped and failed, before the broker's consumer_timeout of {timeout.seconds:g} s would "
                         "have it run again; set --time-limit or the task's time_limit to choose another")
     limit, described, setting = longest_time_limit(config)
+    # A process that chooses its own prefetch holds about 0.1 s of work (workers/prefetch.py).
+    held = None if config.adapts_prefetch else config.prefetch or DEFAULT_PREFETCH
     if limit is None:
         return default
     if limit >= timeout.seconds:
@@ -75,10 +77,10 @@ def check_time_limit(config: WorkerConfig, connection: Connection) -> float | No
         if timeout.known:
             raise ConfigurationError(problem)
         log.warning("time_limit_over_consumer_timeout", problem=problem)
-    elif limit * config.prefetch >= timeout.seconds:
+    elif held is not None and limit * held >= timeout.seconds:
         log.warning("prefetched_tasks_may_time_out",
-                    problem=f"with --prefetch {config.prefetch}, a task may wait unacknowledged behind others for "
-                            f"up to {limit * config.prefetch:g} s, over the broker's consumer_timeout of "
+                    problem=f"with --prefetch {held}, a task may wait unacknowledged behind others for "
+                            f"up to {limit * held:g} s, over the broker's consumer_timeout of "
                             f"{timeout.seconds:g} s ({timeout.source}); lower --prefetch or {setting}")
     else:
         log.info("time_limit_fits", time_limit_s=limit, consumer_timeout_s=timeout.seconds, source=timeout.source)

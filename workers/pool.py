@@ -62,15 +62,22 @@ class WorkerPool:
         self.config = dataclasses.replace(self.config, default_time_limit=default_time_limit)
 
     def run(self) -> int:
-        """Run until stopped by a signal (or :meth:`stop`); return the exit code."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        """Run until stopped by a signal (or :meth:`stop`); return the exit code. The SIGTERM
+        and SIGINT handlers it installs are put back as they were when it returns."""
+        handlers = {number: signal.signal(number, self._on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._run()
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+
+    def _run(self) -> int:
         self.check_broker()
         if self._stop.is_set():  # by a signal, while waiting for the broker
             return int(self.exit_code)
         log.info("worker_started", queue=self.config.queue, queue_type=self.config.queue_type,
-                 processes=self.config.processes, prefetch=self.config.prefetch,
-                 broker=self.config.settings.describe())
+                 processes=self.config.processes, prefetch=self.config.prefetch or "adaptive",
+                 concurrency=self.config.concurrency, broker=self.config.settings.describe())
         self._serve_metrics()
         try:
             for index in range(self.config.processes):
@@ -107,7 +114,7 @@ class WorkerPool:
         self._metrics_server = metrics.enable_metrics(
             config.queue, config.metrics_host, config.metrics_port,
             {"queue": config.queue, "queue_type": config.queue_type, "processes": str(config.processes),
-             "prefetch": str(config.prefetch), "pool": "threads" if config.settings.is_local else "processes"})
+             "prefetch": str(config.prefetch or "adaptive"), "pool": "threads" if config.settings.is_local else "processes"})
 
     def _start(self, index: int) -> None:
         process = self._context.Process(target=run_pool_process, name=f"rabbitry-pool-{index}",

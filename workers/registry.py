@@ -6,6 +6,7 @@ here, or ``.delay(...)`` to have a worker run it. Messages name a task; they
 never carry code, so only what a module registered can run.
 """
 
+import datetime
 import functools
 import importlib
 import inspect
@@ -14,11 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from rabbitry.common.errors import ConfigurationError, DuplicateTask, UnknownTask
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.topology import MOST_RETRIES, check_work_queue_name
+from rabbitry.common.delays import due_time
+from rabbitry.common.topology import DEFAULT_TASK_QUEUE, MOST_RETRIES, check_work_queue_name
 
 if TYPE_CHECKING:
     from rabbitry.producers.aio import AsyncTaskHandle
     from rabbitry.producers.handles import TaskHandle
+
+#: The argument shapes (counts and keyword names) a task remembers as fitting it.
+_MOST_SHAPES = 64
 
 
 class Task:
@@ -39,7 +44,13 @@ class Task:
         self.max_retries = max_retries
         self.time_limit = time_limit
         self.dont_retry = tuple(dont_retry)
+        self._shapes_that_fit: set = set()
         functools.update_wrapper(self, function)
+
+    @functools.cached_property
+    def is_coroutine(self) -> bool:
+        """Whether the function is an ``async def``: the worker awaits it on its event loop."""
+        return inspect.iscoroutinefunction(self.function)
 
     @property
     def origin(self) -> str:
@@ -53,11 +64,18 @@ class Task:
 
     def check_arguments(self, args, kwargs) -> None:
         """Raise TypeError, as a call would, if the function cannot take these arguments."""
+        # Whether arguments fit depends on their count and keyword names alone, not their values:
+        # a worker sees the same few shapes again and again.
+        shape = (len(args), *kwargs) if kwargs else len(args)
+        if shape in self._shapes_that_fit:
+            return
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as error:
             parameters = self.signature.replace(return_annotation=inspect.Signature.empty)
             raise TypeError(f"{self.name}{parameters}: {error}") from None
+        if len(self._shapes_that_fit) < _MOST_SHAPES:
+            self._shapes_that_fit.add(shape)
 
     def __call__(self, *args, **kwargs):
         """Run the function here and now, as if it were not a task."""
@@ -80,31 +98,39 @@ class Task:
         """:meth:`delay` for coroutines: ``await task.delay_async(...)``, then ``await handle.get(timeout)``."""
         return await self.send_with_options_async(args=args, kwargs=kwargs)
 
-    def send_with_options(self, *, args=(), kwargs=None, queue: str | None = None,
-                          task_id: str | None = None) -> "TaskHandle":
+    def send_with_options(self, *, args=(), kwargs=None, queue: str | None = None, task_id: str | None = None,
+                          delay: float | datetime.timedelta | None = None,
+                          eta: float | datetime.datetime | None = None) -> "TaskHandle":
         """Queue the task with per-call options: ``queue`` overrides the task's own, ``task_id``
-        gives the task an id of the caller's choosing. Returns its handle once confirmed."""
+        gives the task an id of the caller's choosing, and ``delay`` (seconds or a timedelta) or
+        ``eta`` (a datetime, naive meaning UTC, or a POSIX time) has it run later, the broker
+        holding it until then (to the nearest second, up to 97 days). Returns its handle once
+        confirmed."""
         from rabbitry.producers import default  # the broker side, only for an application that sends
 
-        return default.submit(self._message(args, kwargs, queue, task_id), queue or self.queue)
+        return default.submit(self._message(args, kwargs, queue, task_id, due_time(delay, eta)), queue or self.queue)
 
     async def send_with_options_async(self, *, args=(), kwargs=None, queue: str | None = None,
-                                      task_id: str | None = None) -> "AsyncTaskHandle":
+                                      task_id: str | None = None,
+                                      delay: float | datetime.timedelta | None = None,
+                                      eta: float | datetime.datetime | None = None) -> "AsyncTaskHandle":
         """:meth:`send_with_options` for coroutines."""
         from rabbitry.producers import default
 
-        return await default.submit_async(self._message(args, kwargs, queue, task_id), queue or self.queue)
+        message = self._message(args, kwargs, queue, task_id, due_time(delay, eta))
+        return await default.submit_async(message, queue or self.queue)
 
-    def _message(self, args, kwargs, queue: str | None, task_id: str | None) -> TaskMessage:
+    def _message(self, args, kwargs, queue: str | None, task_id: str | None, eta: float | None = None) -> TaskMessage:
         """The message for one call; raises TypeError or MessageError for a call that cannot be sent."""
         args, kwargs = list(args), dict(kwargs or {})
         self.check_arguments(args, kwargs)
         if queue is not None:
             check_work_queue_name(queue)
-        # A task id that is not a short string, arguments that are not JSON or too big: all are
-        # MessageErrors here, before anything connects.
-        message = TaskMessage.from_dict({"task": self.name, "args": args, "kwargs": kwargs, "id": task_id})
-        message.encode()
+        # A task id that is not a short string, arguments that are not JSON or too big, a delay
+        # past the longest: all are MessageErrors here, before anything connects.
+        message = TaskMessage.from_dict({"task": self.name, "args": args, "kwargs": kwargs, "id": task_id,
+                                         "eta": eta})
+        message.to_outgoing(queue or self.queue or DEFAULT_TASK_QUEUE)
         return message
 
     def __repr__(self) -> str:

@@ -6,8 +6,8 @@ the very same :class:`~workers.consumer.PoolProcess` logic in threads
 instead. Each pool thread keeps its own connection and task thread, so
 prefetch, fair dispatch, acks, retries and dead-lettering behave as they do
 in a process pool. What threads cannot do is die alone or be killed:
-``--time-limit``, which ends a process, is refused here, and tasks' own
-time limits are not enforced.
+``--time-limit``, which ends a process, is refused here, and plain tasks'
+own time limits are not enforced (a coroutine's is: it is cancelled).
 """
 
 import threading
@@ -56,7 +56,7 @@ class ThreadedWorkerPool(WorkerPool):
         if config.time_limit is not None:
             raise ConfigurationError("--time-limit needs pool processes, which the in-process broker "
                                      "cannot serve: leave it out with --broker local")
-        limited = sorted(task.name for task in registry if task.time_limit is not None)
+        limited = sorted(task.name for task in registry if task.time_limit is not None and not task.is_coroutine)
         if limited:
             log.warning("time_limits_not_enforced", tasks=limited,
                         detail="the in-process broker runs tasks in threads, which cannot be stopped")

@@ -1,0 +1,68 @@
+"""``async def`` tasks for tests/test_coroutines.py (``--tasks tests.coroutine_tasks``).
+
+The I/O ones talk to :class:`rabbitry.compare_server.SlowServer` on 127.0.0.1: real sockets, not sleeps.
+"""
+
+import asyncio
+import time
+
+from rabbitry import task
+from rabbitry.compare_server import call, call_async
+
+
+@task(name="coro.fetch")
+async def fetch(port: int, kind: str = "A") -> str:
+    """Ask the slow server for an answer, on an asyncio socket."""
+    return (await call_async(port, kind)).decode().strip()
+
+
+@task(name="coro.fetch_blocking")
+def fetch_blocking(port: int) -> str:
+    """The same request from a plain function, on a blocking socket."""
+    return call(port, "S").decode().strip()
+
+
+@task(name="coro.too_slow", time_limit=0.5, max_retries=0)
+async def too_slow(marker: str) -> None:
+    """Wait past the half-second time limit; note the cancellation in ``marker``."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        with open(marker, "w") as note:
+            note.write("cancelled")
+        raise
+
+
+@task(name="coro.block_the_loop")
+async def block_the_loop(seconds: float) -> str:
+    """A blocking call inside a coroutine: the mistake the worker reports."""
+    time.sleep(seconds)
+    return "woke up"
+
+
+_attempts: dict[str, int] = {}
+
+
+@task(name="coro.flaky")
+async def flaky(key: str) -> str:
+    """Fails on its first attempt in this process, succeeds on the next."""
+    await asyncio.sleep(0)
+    _attempts[key] = _attempts.get(key, 0) + 1
+    if _attempts[key] == 1:
+        raise ConnectionError("first attempt fails")
+    return f"attempt {_attempts[key]}"
+
+
+class Unfixable(Exception):
+    """Raised by coro.refuse: retrying cannot help."""
+
+
+@task(name="coro.refuse", dont_retry=(Unfixable,))
+async def refuse() -> None:
+    raise Unfixable("no retry can fix this")
+
+
+@task(name="coro.wait")
+async def wait(seconds: float) -> None:
+    """Hold a slot of the loop for ``seconds``."""
+    await asyncio.sleep(seconds)

@@ -1,0 +1,165 @@
+"""``async def`` tasks: up to --concurrency at a time in each pool process, with the guarantees
+of plain tasks (acks after work, retries, dead letters, time limits, graceful shutdown).
+
+The I/O is real: tasks talk to a slow TCP server on 127.0.0.1 that counts how many requests
+it serves at once, so the tests assert how many ran together, never how long anything took.
+"""
+
+import collections
+import signal
+import threading
+import uuid
+
+import pytest
+
+from rabbitry.common.broker import connect
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.producers.handles import TaskFailed
+from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.ledger import CrashLedger
+from rabbitry.workers.registry import load_task_modules
+from rabbitry.workers.threaded import PoolThread
+from tests.helpers import wait_until
+from rabbitry.compare_server import SlowServer
+
+TASKS = ("--tasks", "tests.coroutine_tasks")
+
+
+def submit(settings, queue: str, messages: list[TaskMessage]) -> None:
+    with TaskSubmitter(settings, queue) as submitter:
+        for message in messages:
+            submitter.submit(message)
+
+
+def succeeded(worker) -> list[dict]:
+    return worker.events("task_succeeded")
+
+
+def test_async_tasks_run_up_to_concurrency_at_once_in_each_process_and_dispatch_stays_fair(
+        start_worker, broker_settings, work_queue_name):
+    worker = start_worker(work_queue_name, "--processes", "2", "--concurrency", "20", *TASKS)
+    with SlowServer(delay_s=0.2) as server:
+        submit(broker_settings, work_queue_name, [TaskMessage("coro.fetch", [server.port]) for _ in range(300)])
+        wait_until(lambda: len(succeeded(worker)) == 300, 60, 0.2, "300 tasks done")
+
+    assert server.served["A"] == 300
+    assert 30 <= server.most_at_once["A"] <= 40  # 2 processes x 20 coroutines: near it, never past it
+    per_process = collections.Counter(line["pool_process"] for line in succeeded(worker))
+    assert max(per_process.values()) <= 0.6 * 300, per_process
+    with connect(broker_settings) as connection:
+        assert connection.queue_state(work_queue_name).messages == 0  # every one acked
+
+
+def test_plain_tasks_in_a_coroutine_worker_still_run_one_at_a_time_beside_the_coroutines(
+        start_worker, broker_settings, work_queue_name):
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "20", *TASKS)
+    with SlowServer(delay_s=0.2) as server:
+        messages = [TaskMessage("coro.fetch_blocking", [server.port]) for _ in range(8)]
+        messages += [TaskMessage("coro.fetch", [server.port]) for _ in range(40)]
+        submit(broker_settings, work_queue_name, messages)
+        wait_until(lambda: len(succeeded(worker)) == 48, 60, 0.2, "48 tasks done")
+
+    assert server.most_at_once["S"] == 1  # a plain function has the process's one sync slot
+    assert server.most_at_once["A"] >= 10  # while the coroutines went on around it
+
+
+def test_an_async_task_over_its_time_limit_is_cancelled_and_dead_lettered_while_the_process_goes_on(
+        start_worker, broker_settings, work_queue_name, tmp_path):
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "4", *TASKS)
+    marker = tmp_path / "cancelled"
+    with SlowServer(delay_s=1.0) as server:
+        submit(broker_settings, work_queue_name,
+               [TaskMessage("coro.too_slow", [str(marker)]), TaskMessage("coro.fetch", [server.port])])
+        wait_until(lambda: worker.events("task_dead_lettered") and succeeded(worker), 30, 0.1,
+                   "the slow task dead-lettered and the other done")
+
+    [dead] = worker.events("task_dead_lettered")
+    assert dead["task"] == "coro.too_slow" and dead["error"].startswith("TimeLimitExceeded")
+    assert marker.read_text() == "cancelled"  # the coroutine was cancelled, not left running
+    assert not worker.events("pool_process_exited")  # no process was sacrificed for it
+    with connect(broker_settings) as connection:
+        [letter] = [d for d in iter(lambda: connection.get(dead_letter_queue_name(work_queue_name)), None)]
+        connection.ack(letter.delivery_tag)
+    assert letter.headers["x-rabbitry-reason"] == "retries_exhausted"
+
+
+def test_a_blocking_call_in_an_async_task_is_reported_and_heartbeats_go_on(
+        start_worker, broker_settings, broker_url, work_queue_name):
+    url = broker_url.rstrip("/") + "/%2F?heartbeat=1"
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "2", *TASKS, env={"AMQP_URL": url})
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.block_the_loop", [4.0])])
+    wait_until(lambda: succeeded(worker), 30, 0.1, "the blocking task done")
+
+    [warning] = worker.events("event_loop_blocked")
+    assert warning["running"] == ["coro.block_the_loop"]
+    assert not worker.events("connection_lost")  # 4 s without the loop, heartbeats every second
+
+
+def test_tasks_finished_behind_a_long_one_are_acked_at_once_and_the_long_one_only_when_done(
+        start_worker, broker_settings, work_queue_name):
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "10", "--prefetch", "1", *TASKS)
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.wait", [60])])
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.wait", [0]) for _ in range(50)])
+    # 10 slots of prefetch, one held by the long task: the 50 get through only if each is acked
+    # as it finishes, not held back behind the long one.
+    wait_until(lambda: len(succeeded(worker)) == 50, 30, 0.1, "the 50 short tasks done")
+
+    worker.kill_all()  # the long task was never acked: the broker has it again
+    with connect(broker_settings) as connection:
+        wait_until(lambda: connection.queue_state(work_queue_name).messages == 1, 10, 0.1, "the long task back")
+
+
+def test_sigterm_lets_the_running_coroutines_finish_and_leaves_the_others_in_the_queue(
+        start_worker, broker_settings, work_queue_name):
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "10", *TASKS)
+    with SlowServer(delay_s=1.0) as server:
+        submit(broker_settings, work_queue_name, [TaskMessage("coro.fetch", [server.port]) for _ in range(100)])
+        wait_until(lambda: server.most_at_once["A"] == 10, 30, 0.05, "10 coroutines waiting on the server")
+        worker.signal(signal.SIGTERM)
+        assert worker.process.wait(30) == 0
+
+    done = succeeded(worker)
+    assert len(done) >= 10  # those running when it was told to stop finished
+    assert len({line["task_id"] for line in done}) == len(done)
+    with connect(broker_settings) as connection:
+        assert connection.queue_state(work_queue_name).messages == 100 - len(done)  # nothing lost
+
+
+# -- on both transports, with the pool members as threads of this process ------------------------
+
+@pytest.fixture
+def submitter(either_broker, either_work_queue):
+    settings, queue = either_broker, either_work_queue
+    load_task_modules(("tests.coroutine_tasks",))
+    config = WorkerConfig(settings=settings, queue=queue, queue_type="classic", processes=1, concurrency=8,
+                          max_retries=1, log_level="critical")
+    with connect(settings, "rabbitry-tests") as connection:
+        connection.declare(config.topology)
+    stop = threading.Event()
+    member = threading.Thread(target=PoolThread(config, 0, stop, CrashLedger(1)).run)
+    member.start()
+    with TaskSubmitter(settings, queue, "classic", results=True) as opened:
+        yield opened
+    stop.set()
+    member.join(30)
+
+
+def test_async_tasks_return_values_to_their_callers_running_up_to_concurrency_at_once(submitter):
+    with SlowServer(delay_s=0.05) as server:
+        handles = [submitter.submit(TaskMessage("coro.fetch", [server.port])) for _ in range(60)]
+        assert [handle.get(timeout=20) for handle in handles] == ["done"] * 60
+    assert 2 <= server.most_at_once["A"] <= 8  # --concurrency 8, each task holding its slot to the end
+
+
+def test_a_failing_async_task_is_retried_and_its_caller_gets_the_retry_s_value(submitter):
+    handle = submitter.submit(TaskMessage("coro.flaky", [uuid.uuid4().hex]))
+    assert handle.get(timeout=20) == "attempt 2"
+
+
+def test_an_async_task_that_raises_a_dont_retry_error_is_dead_lettered_at_once(submitter):
+    handle = submitter.submit(TaskMessage("coro.refuse"))
+    with pytest.raises(TaskFailed) as failed:
+        handle.get(timeout=20)
+    assert (failed.value.reason, failed.value.error_type) == ("not_retryable", "Unfixable")

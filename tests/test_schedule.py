@@ -1,0 +1,130 @@
+"""Schedules as data: the file, each entry's ticks in its time zone, and which ticks to queue."""
+
+import datetime
+import zoneinfo
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rabbitry.common.errors import ConfigurationError, ExitCode
+from rabbitry.producers.schedule import LATE_TICK_GRACE_S, Plan, ScheduleEntry, plan, schedule_from
+
+UTC = datetime.timezone.utc
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+
+
+def at(*fields, zone=UTC) -> float:
+    return datetime.datetime(*fields, tzinfo=zone).timestamp()
+
+
+def test_interval_ticks_fall_on_whole_multiples_of_the_interval():
+    every_minute = ScheduleEntry("e", "echo", every_s=60)
+
+    assert every_minute.next_tick(at(2026, 12, 4, 9, 0, 30)) == at(2026, 12, 4, 9, 1)
+    assert every_minute.next_tick(at(2026, 12, 4, 9, 1)) == at(2026, 12, 4, 9, 2)  # strictly after
+    assert every_minute.previous_tick(at(2026, 12, 4, 9, 1)) == at(2026, 12, 4, 9, 1)
+    assert every_minute.count_ticks(at(2026, 12, 4, 9), at(2026, 12, 4, 10)) == 60
+
+
+def test_cron_ticks_are_read_in_the_entrys_time_zone_across_a_dst_change():
+    nightly = ScheduleEntry("n", "report", cron="0 2 * * *", timezone="Europe/Berlin")
+
+    winter = nightly.next_tick(at(2026, 12, 4, 12))
+    summer = nightly.next_tick(at(2026, 7, 4, 12))
+
+    assert datetime.datetime.fromtimestamp(winter, UTC).hour == 1  # 02:00 CET
+    assert datetime.datetime.fromtimestamp(summer, UTC).hour == 0  # 02:00 CEST
+    assert nightly.previous_tick(winter) == winter
+    assert nightly.count_ticks(winter, winter + 7 * 86400) == 7
+
+
+@settings(max_examples=200, deadline=None)
+@given(every=st.sampled_from([1, 1.5, 7, 60, 3600]), start=st.floats(1.6e9, 1.9e9),
+       lateness=st.lists(st.floats(-0.9, 1.0), min_size=1, max_size=30))
+def test_a_scheduler_waking_early_or_late_within_the_grace_queues_every_tick_once_in_order(every, start, lateness):
+    entry = ScheduleEntry("e", "echo", every_s=every)
+    after, queued = start, []
+    for late in lateness:  # wakes before its next tick is due (late < 0), or up to the grace after it
+        now = entry.next_tick(after) + (late * every if late < 0 else late * LATE_TICK_GRACE_S)
+        decided = plan(entry, after, now)
+        assert decided.skipped == 0
+        queued += decided.ticks
+        after = queued[-1] if queued else after
+        assert entry.next_tick(after) > now  # nothing due is left behind
+
+    first = entry.next_tick(start)
+    assert queued == [first + n * every for n in range(len(queued))]  # each tick once, in order, none left out
+
+
+def test_ticks_missed_beyond_the_grace_are_skipped_or_the_latest_is_caught_up():
+    hourly = ScheduleEntry("h", "echo", every_s=3600)
+    caught_up = ScheduleEntry("h", "echo", every_s=3600, catch_up=True)
+    last = at(2026, 12, 4, 0)
+    now = at(2026, 12, 4, 5, 30)  # 01:00 to 05:00 missed
+
+    assert plan(hourly, last, now) == Plan((), 5, (at(2026, 12, 4, 1), at(2026, 12, 4, 5)))
+    assert plan(caught_up, last, now) == Plan((at(2026, 12, 4, 5),), 4, (at(2026, 12, 4, 1), at(2026, 12, 4, 4)))
+    late = at(2026, 12, 4, 1) + LATE_TICK_GRACE_S - 1  # late, not missed: a takeover, a pause
+    assert plan(hourly, last, late) == Plan((at(2026, 12, 4, 1),))
+
+
+SCHEDULE = {"name": "reports", "entry": [
+    {"name": "nightly", "task": "report", "cron": "0 2 * * *", "timezone": "Europe/Berlin", "args": ["daily"],
+     "catch_up": True},
+    {"name": "beat", "task": "echo", "every": "30s", "queue": "other"}]}
+
+
+def test_a_schedule_file_gives_each_entry_its_task_time_and_queue():
+    loaded = schedule_from(SCHEDULE)
+
+    nightly, beat = loaded.entries
+    assert loaded.name == "reports"
+    assert (nightly.cron, nightly.timezone, nightly.args, nightly.catch_up, nightly.queue) == \
+        ("0 2 * * *", "Europe/Berlin", ("daily",), True, "task_queue")
+    assert (beat.every_s, beat.timezone, beat.queue, beat.catch_up) == (30, "UTC", "other", False)
+    assert beat.message("reports", at(2026, 12, 4, 9)).id == "reports:beat@2026-12-04T09:00:00Z"
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"cron": "61 * * * *"}, "not a cron expression"),
+    ({"timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+    ({"every": "30s"}, "give 'cron' or 'every', one of them"),
+    ({"cron": None, "every": "0.5s"}, "at least 1 s"),
+    ({"cron": None, "every": "often"}, "not a duration"),
+    ({"args": {"a": 1}}, "'args' must be an array"),
+    ({"name": "night.ly"}, "without '.'"),
+    ({"queue": "a.#"}, "'*' or '#' as a word"),
+    ({"retries": 3}, "unknown key(s) retries"),
+    ({"args": [datetime.date(2026, 1, 1)]}, "not JSON"),
+])
+def test_a_mistake_in_an_entry_names_the_entry_and_what_is_wrong(change, error):
+    entry = {key: value for key, value in {**SCHEDULE["entry"][0], **change}.items() if value is not None}
+
+    with pytest.raises(ConfigurationError, match="entry 1") as raised:
+        schedule_from({"entry": [entry]})
+    assert error in str(raised.value)
+
+
+def test_entry_names_are_unique_and_a_schedule_has_entries():
+    with pytest.raises(ConfigurationError, match="used twice: beat"):
+        schedule_from({"entry": [SCHEDULE["entry"][1], SCHEDULE["entry"][1]]})
+    with pytest.raises(ConfigurationError, match="no \\[\\[entry\\]\\]"):
+        schedule_from({"name": "empty"})
+
+
+def test_schedule_check_shows_the_next_ticks_and_bad_files_are_one_line_errors(run, tmp_path):
+    good, bad, broken = tmp_path / "good.toml", tmp_path / "bad.toml", tmp_path / "broken.toml"
+    good.write_text('[[entry]]\nname = "beat"\ntask = "echo"\nevery = "1h"\n')
+    bad.write_text('[[entry]]\nname = "beat"\ntask = "echo"\ncron = "every day"\n')
+    broken.write_text('[[entry]\n')
+
+    checked = run("rabbitry", "schedule", "--check", str(good))
+    results = [run("rabbitry", "schedule", str(path)) for path in (bad, broken, tmp_path / "none.toml")]
+
+    assert checked.returncode == 0, checked.stderr
+    assert "beat: echo on task_queue, every 3600 s; next " in checked.stdout
+    assert checked.stdout.count(":00:00+00:00") == 3
+    for result, error in zip(results, ["not a cron expression", "not valid TOML", "cannot read schedule"]):
+        assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert error in line

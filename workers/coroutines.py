@@ -1,0 +1,192 @@
+"""The task thread of a pool process that runs coroutines: an asyncio event loop.
+
+With ``--concurrency N``, or any ``async def`` task registered, the task
+thread of each pool process runs an event loop instead of taking tasks one
+at a time. Deliveries come from the connection thread, in batches, through
+``call_soon_threadsafe``; up to N of them run at once, started in delivery
+order. An ``async def`` task is awaited on the loop and cancelled past its
+time limit (then failed, as a sync task over its limit is). A plain
+function runs on a thread of its own, one at a time as in a pool without
+coroutines, so it does not stop the loop; one over its time limit still
+ends the process, and the broker redelivers the coroutines it was running.
+Tasks finish in any order: :class:`Acknowledgements` acks the finished run at
+the head of the channel's deliveries with one ``multiple`` ack, and those that
+finished behind a task still running one by one.
+
+The connection stays on the connection thread, so a coroutine that blocks
+the loop (``time.sleep``, a blocking HTTP client) does not stop heartbeats;
+the connection thread logs ``event_loop_blocked`` once the loop has not run
+for BLOCKED_LOOP_WARNING_S, naming the tasks it was running.
+"""
+
+import asyncio
+import collections
+import concurrent.futures
+import contextvars
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from rabbitry.common.transport import Delivery
+from rabbitry.workers import metrics
+from rabbitry.workers.execution import Settlement, run_coroutine_task
+
+if TYPE_CHECKING:
+    from rabbitry.workers.consumer import PoolProcess
+
+log = structlog.get_logger("rabbitry.worker")
+
+#: The loop is reported blocked once it has not run for this long (asyncio's debug mode
+#: reports callbacks over 0.1 s; a loaded machine needs more slack).
+BLOCKED_LOOP_WARNING_S = 0.5
+#: How often the loop notes that it runs.
+_BEAT_S = 0.05
+
+
+class Acknowledgements:
+    """The acks of one channel's deliveries, which finish in any order (connection thread only).
+
+    A ``multiple`` ack of tag T acknowledges every unacknowledged delivery up to T, so it may
+    only cover deliveries that are all settled; one that still runs holds back a ``multiple``
+    ack past it, and what finished behind it is acked on its own, at once, so that its slot
+    of the prefetch frees up.
+    """
+
+    def __init__(self):
+        self._delivered: collections.deque[int] = collections.deque()  # in tag order, unsettled or not
+        self._succeeded: set[int] = set()  # settled, to be acked here
+        self._settled: set[int] = set()  # acked or rejected already (a retry, a dead letter)
+
+    def reset(self) -> None:
+        """Forget a channel that is gone: the broker delivers its unacked tasks again."""
+        self._delivered.clear()
+        self._succeeded.clear()
+        self._settled.clear()
+
+    def delivered(self, delivery_tag: int) -> None:
+        self._delivered.append(delivery_tag)
+
+    def settled(self, delivery_tag: int) -> None:
+        """Note a delivery acked or rejected on its own."""
+        self._settled.add(delivery_tag)
+
+    def ack(self, connection, succeeded: list[int]) -> None:
+        """Acknowledge the deliveries in ``succeeded``, with as few acks as their order allows."""
+        self._succeeded.update(succeeded)
+        delivered, done, settled = self._delivered, self._succeeded, self._settled
+        last = None
+        while delivered and (delivered[0] in done or delivered[0] in settled):
+            head = delivered.popleft()
+            if head in done:
+                done.discard(head)
+                last = head
+            else:
+                settled.discard(head)
+        if last is not None:
+            connection.ack(last, multiple=True)
+        for delivery_tag in done:  # behind a delivery that is not settled yet
+            connection.ack(delivery_tag)
+            settled.add(delivery_tag)
+        done.clear()
+
+
+class CoroutineTasks:
+    """Runs a pool process's tasks on an event loop, up to ``config.concurrency`` at a time."""
+
+    def __init__(self, process: "PoolProcess"):
+        self.process = process
+        self._loop = asyncio.new_event_loop()
+        self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rabbitry-sync-task")
+        self._slots = asyncio.Semaphore(process.config.concurrency)
+        self._stopped = False
+        #: Every task admitted and not yet settled: the loop itself keeps only weak references.
+        self._admitted: set[asyncio.Task] = set()
+        #: The coroutine tasks running now (by their delivery) and their names, for the blocked-loop warning.
+        self._running: dict[int, str] = {}
+        self._loop_seen = time.monotonic()
+        self._blocked_reported = False
+        self.acks = Acknowledgements()
+
+    # -- connection thread -------------------------------------------------
+    def hand_over(self, batch: tuple[int, list[Delivery]] | None) -> None:
+        """Give the loop a batch of deliveries (with their channel's generation), or None to stop."""
+        if batch is not None:
+            for delivery in batch[1]:
+                self.acks.delivered(delivery.delivery_tag)
+        self._loop.call_soon_threadsafe(self._admit, batch)
+
+    def watch(self) -> None:
+        """Log once per stall when the loop has been blocked too long (called every tick)."""
+        blocked_s = time.monotonic() - self._loop_seen
+        if blocked_s < BLOCKED_LOOP_WARNING_S:
+            self._blocked_reported = False
+        elif not self._blocked_reported:
+            self._blocked_reported = True
+            log.warning("event_loop_blocked", blocked_s=round(blocked_s, 3), running=sorted(set(self._running.values())),
+                        hint="an async task made a blocking call: await an async library, or "
+                             "`await asyncio.to_thread(...)` the blocking part")
+
+    # -- task thread -------------------------------------------------------
+    def run(self) -> None:
+        """The task thread: run the loop until :meth:`hand_over` gives it None."""
+        structlog.contextvars.bind_contextvars(pool_process=self.process.index)
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._beat())
+        finally:
+            self._sync_thread.shutdown(wait=False)  # the loop stays open: a plain task may still end on it
+
+    async def _beat(self) -> None:
+        while not self._stopped:
+            self._loop_seen = time.monotonic()
+            await asyncio.sleep(_BEAT_S)
+        # What is left had not started (after a graceful stop) or will not be acked: the broker
+        # delivers it again once this process's connection closes.
+        for admitted in list(self._admitted):
+            admitted.cancel()
+        await asyncio.gather(*self._admitted, return_exceptions=True)
+
+    def _admit(self, batch: tuple[int, list[Delivery]] | None) -> None:
+        if batch is None:
+            self._stopped = True
+            return
+        generation, deliveries = batch
+        for delivery in deliveries:
+            admitted = self._loop.create_task(self._settle(generation, delivery))
+            self._admitted.add(admitted)
+            admitted.add_done_callback(self._admitted.discard)
+
+    async def _settle(self, generation: int, delivery: Delivery) -> None:
+        process = self.process
+        async with self._slots:
+            if not process._begin(generation):
+                return
+            try:
+                try:
+                    settlement = await self._execute(generation, delivery)
+                except Exception as error:  # a fault of the worker's (run_coroutine_task catches the task's own)
+                    settlement = process._worker_error(delivery, error)
+                process._settled(generation, settlement)
+                process._schedule_flush()  # coroutines finish in any order, each acked as it can be
+            finally:
+                process._end()
+
+    async def _execute(self, generation: int, delivery: Delivery) -> Settlement:
+        process = self.process
+        message, task, refused = process._accept(delivery)
+        if refused is not None:
+            return refused
+        if not task.is_coroutine:
+            in_context = contextvars.copy_context().run  # the log context (pool_process) goes along
+            return await self._loop.run_in_executor(self._sync_thread, in_context, process._run, generation,
+                                                    delivery, message, task)
+        self._running[id(delivery)] = message.task
+        recorder = metrics.recorder
+        recorder.task_started()
+        try:
+            run = await run_coroutine_task(delivery, message, task, process.config.time_limit_for(message.task))
+        finally:
+            recorder.task_ended()
+            del self._running[id(delivery)]
+        return process._outcome(delivery, message, run)
