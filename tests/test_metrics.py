@@ -1,4 +1,5 @@
-"""The worker's Prometheus metrics: what a scrape says is what the log lines say, exactly."""
+"""The worker's Prometheus metrics: what a scrape says is what the log lines say, but for the one
+task a SIGKILL may catch between its count and its line."""
 
 import json
 import os
@@ -9,8 +10,15 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
+from rabbitry.common.messages import TaskMessage
+from rabbitry.common.transport import Delivery
+from rabbitry.workers import execution, metrics
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.registry import Task
 from tests.helpers import run_command, wait_until
 
 
@@ -63,9 +71,18 @@ def test_scraped_counters_equal_the_log_lines_through_failures_and_a_killed_pool
                                        reason="retries_exhausted", task="fail"),
                 "ran": total(samples, "rabbitry_task_duration_seconds_count")}
 
-    wait_until(lambda: scraped_counts() == log_counts(), timeout=10, message="the scrape to catch up")
+    def counted_beyond_the_lines():
+        scraped, logged = scraped_counts(), log_counts()
+        return {name: scraped[name] - logged[name] for name in logged}
+
+    # A task is counted, then its line written (see test_a_task_is_counted_before_its_line_is_written):
+    # the kill may fall between the two for the one task the killed process was settling, and only there.
+    wait_until(lambda: all(0 <= beyond <= 1 for beyond in counted_beyond_the_lines().values()), timeout=10,
+               message="the scrape to catch up")
     samples = scrape(port)
-    assert scraped_counts() == log_counts()
+    beyond = counted_beyond_the_lines()
+    assert all(0 <= n <= 1 for n in beyond.values()), beyond
+    assert beyond["succeeded"] + beyond["dead_lettered"] <= beyond["ran"], beyond  # one task at most
     assert total(samples, "rabbitry_pool_process_restarts_total", why="died") == 1
     assert total(samples, "rabbitry_tasks_in_flight") == 0  # the dead process's gauge is dropped
     assert total(samples, "rabbitry_worker_info", processes="2", queue=work_queue_name) == 1
@@ -108,3 +125,46 @@ def test_every_rabbitry_metric_the_dashboard_queries_is_one_the_worker_serves(ru
 
     served = {name for name, _ in scrape(port)}
     assert queried and queried <= served, queried - served
+
+
+class OrderRecorder(metrics.NoMetrics):
+    """Notes, at each count, how many of the task's lines (debug aside) had been written by then."""
+
+    def __init__(self, lines):
+        self.lines, self.counted_after = lines, []
+
+    def written(self):
+        return sum(line["log_level"] != "debug" for line in self.lines)
+
+    def task_ran(self, task, duration_s):
+        self.counted_after.append(("ran", self.written()))
+
+    def task_settled(self, task, outcome, reason=""):
+        self.counted_after.append((outcome, self.written()))
+
+
+def _fails():
+    raise RuntimeError("no")
+
+
+@pytest.mark.parametrize("function, max_retries, event", [
+    (lambda: None, 0, "task_succeeded"),
+    (_fails, 3, "task_failed"),
+    (_fails, 0, "task_dead_lettered"),
+])
+def test_a_task_is_counted_before_its_line_is_written(monkeypatch, function, max_retries, event):
+    """A pool process killed between a count and its line must leave the count, not the line:
+    a line is what the task's rerun elsewhere writes again, a count is never taken back."""
+    delivery = Delivery(body=b"{}", routing_key="q", exchange="", delivery_tag=1)
+    message = TaskMessage(task="t")
+    config = WorkerConfig(queue="q", max_retries=max_retries)
+    with capture_logs() as lines:
+        recorder = OrderRecorder(lines)
+        monkeypatch.setattr(metrics, "recorder", recorder)
+        run = execution.run_task(delivery, message, Task(function, "t"))
+        if run.error:
+            execution.failure(delivery, message, config, run.error)
+
+    assert [line["event"] for line in lines if line["log_level"] != "debug"] == [event]
+    assert recorder.counted_after and all(written == 0 for _, written in recorder.counted_after), \
+        recorder.counted_after

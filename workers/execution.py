@@ -99,9 +99,9 @@ class Settlement:
 def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: str,
                 task: str | None = None, task_id: str | None = None) -> Settlement:
     """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers."""
+    metrics.recorder.task_settled(task, metrics.DEAD_LETTERED, reason)  # counted before its line: see _returned
     log.error("task_dead_lettered", task_id=task_id or delivery.message_id, task=task, reason=reason,
               error=error, redelivered=delivery.redelivered)
-    metrics.recorder.task_settled(task, metrics.DEAD_LETTERED, reason)
     headers = {REASON_HEADER: reason, ERROR_HEADER: header_text(error), QUEUE_HEADER: config.queue}
     if task:
         headers[TASK_HEADER] = header_text(task, MAX_TASK_NAME_BYTES)
@@ -132,9 +132,9 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
     except MessageError as unsendable:  # arguments that came in but cannot go out again, such as a lone surrogate
         return dead_letter(delivery, config, "not_retryable", f"{error} (cannot be retried: {unsendable})",
                            message.task, message.id)
+    metrics.recorder.task_settled(message.task, metrics.RETRIED)
     log.warning("task_failed", task_id=message.id, task=message.task, attempt=message.attempt, error=error,
                 duration_s=duration_s, retry_in_s=round(delay_s, 3), redelivered=delivery.redelivered)
-    metrics.recorder.task_settled(message.task, metrics.RETRIED)
     outgoing.headers = {ERROR_HEADER: header_text(error)}
     # The final attempt answers the caller, so the retry asks for the reply as the task did.
     outgoing.reply_to, outgoing.correlation_id = delivery.reply_to, delivery.correlation_id
@@ -221,9 +221,11 @@ def _returned(delivery: Delivery, message: TaskMessage, result: Any, started: fl
     extra = {} if result is None else {"result": result}
     # How late a delayed task started, by this machine's clock against its sender's.
     late = {} if message.eta is None else {"late_s": round(time.time() - duration - message.eta, 3)}
-    log.info("task_succeeded", task_id=message.id, task=message.task, duration_s=round(duration, 6),
-             attempt=message.attempt, redelivered=delivery.redelivered, **late, **extra)
+    # Counted before the line is written: a pool process killed between the two leaves a task counted
+    # and not logged (its rerun elsewhere writes the line), never a line that no scrape will ever count.
     recorder = metrics.recorder
     recorder.task_ran(message.task, duration)
     recorder.task_settled(message.task, metrics.SUCCEEDED)
+    log.info("task_succeeded", task_id=message.id, task=message.task, duration_s=round(duration, 6),
+             attempt=message.attempt, redelivered=delivery.redelivered, **late, **extra)
     return TaskRun(duration, result)
