@@ -22,7 +22,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQP
 from pika.spec import Basic
 
 from rabbitry.common import amqp_limits, pika_internals
-from rabbitry.common.amqp_headers import decode_frame_forgivingly
+from rabbitry.common.amqp_frames import decode_frame
 from rabbitry.common.errors import (AcknowledgementTimedOut, BrokerRefused, BrokerUnavailable, ConfirmTimeout,
                                     ConnectionLost, ConsumerCancelled, PublishingBlocked,
                                     RabbitryError, Unencodable)
@@ -200,7 +200,7 @@ class AmqpConnection(Connection):
     def __init__(self, connection: pika.BlockingConnection, url: str):
         self.url = url
         self._connection = connection
-        pika_internals.read_frames_with(connection, decode_frame_forgivingly)
+        pika_internals.read_frames_with(connection, decode_frame)
         self._open_channel()
         self._blocked_reason: str | None = None
         connection.add_on_connection_blocked_callback(self._on_blocked)

@@ -4,7 +4,8 @@ pika fails in the middle of reading a frame on a header it cannot represent,
 such as a timestamp past the year 9999 that another client sent: the
 connection drops, the broker redelivers the message, and no consumer ever
 gets past it. A rabbitry connection decodes its frames with
-:func:`decode_frame_forgivingly` instead (see
+:func:`rabbitry.common.amqp_frames.decode_frame`, which leaves every frame it does
+not read itself to :func:`decode_frame_forgivingly` (see
 :func:`rabbitry.common.pika_internals.read_frames_with`), so such a message
 arrives with its other properties and ``{UNREADABLE_HEADERS: reason}`` for
 headers, and the worker dead-letters it as malformed. Other pika connections

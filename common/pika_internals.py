@@ -9,7 +9,8 @@ pika 1.x has no public way to do four things rabbitry needs:
 - write a batch of buffered frames with one system call: the transport's
   ``_tx_buffers``;
 - read the frames of one connection with a decoder of its own (for header
-  tables pika cannot read): the connection's ``_read_frame`` and ``_frame_buffer``.
+  tables pika cannot read, and faster): the connection's ``_read_frame`` and
+  ``_frame_buffer``.
 
 :func:`check` looks for all of them; ``tests/test_pika_internals.py`` runs it,
 so a pika upgrade that moves one fails there, naming it and pika's version.
@@ -80,7 +81,8 @@ def read_frames_with(connection: BlockingConnection, decode: Callable[[bytes], D
     """
     impl = _private(connection, "_impl")
     _private(impl, "_read_frame")  # what pika calls for each frame: replaced on this instance only
-    impl._read_frame = lambda: decode(_private(impl, "_frame_buffer"))
+    _private(impl, "_frame_buffer")
+    impl._read_frame = lambda: decode(impl._frame_buffer)
 
 
 def check(connection: BlockingConnection) -> None:

@@ -167,7 +167,7 @@ def array_of_bytes(name: str, count: int) -> bytes:
     return raw_header(name, b"A", struct.pack(">I", 2 * count) + b"b\x01" * count)
 
 
-class _RawHeaderProperties(spec.BasicProperties):
+class RawHeaderProperties(spec.BasicProperties):
     """Properties whose header table is given encoded, as a client other than pika may send it."""
 
     def __init__(self, table: bytes, content_type: str, message_id: str):
@@ -187,7 +187,7 @@ def publish_with_raw_headers(url: str, queue: str, body: bytes, table: bytes, me
     with pika.BlockingConnection(pika.URLParameters(url)) as raw:
         channel = raw.channel()
         channel.confirm_delivery()
-        channel.basic_publish("", queue, body, _RawHeaderProperties(table, content_type, message_id))
+        channel.basic_publish("", queue, body, RawHeaderProperties(table, content_type, message_id))
 
 
 def summary_counts(stderr: str) -> dict[str, int]:
