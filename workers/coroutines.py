@@ -5,7 +5,9 @@ thread of each pool process runs an event loop instead of taking tasks one
 at a time. Deliveries come from the connection thread, in batches, through
 ``call_soon_threadsafe``; up to N of them run at once, started in delivery
 order. An ``async def`` task is awaited on the loop and cancelled past its
-time limit (then failed, as a sync task over its limit is). A plain
+time limit (then failed, as a sync task over its limit is): the loop's beat
+looks for coroutines past their deadline every BEAT_S, which costs far less
+than a timer per task. A plain
 function runs on a thread of its own, one at a time as in a pool without
 coroutines, so it does not stop the loop; one over its time limit still
 ends the process, and the broker redelivers the coroutines it was running.
@@ -40,8 +42,8 @@ log = structlog.get_logger("rabbitry.worker")
 #: The loop is reported blocked once it has not run for this long (asyncio's debug mode
 #: reports callbacks over 0.1 s; a loaded machine needs more slack).
 BLOCKED_LOOP_WARNING_S = 0.5
-#: How often the loop notes that it runs.
-_BEAT_S = 0.05
+#: How often the loop notes that it runs, and cancels coroutines past their time limit.
+BEAT_S = 0.05
 
 
 class Acknowledgements:
@@ -104,6 +106,9 @@ class CoroutineTasks:
         self._admitted: set[asyncio.Task] = set()
         #: The coroutine tasks running now (by their delivery) and their names, for the blocked-loop warning.
         self._running: dict[int, str] = {}
+        #: When each running coroutine's time limit is up (monotonic), and those cancelled for it.
+        self._deadlines: dict[asyncio.Task, float] = {}
+        self._over_limit: set[asyncio.Task] = set()
         self._loop_seen = time.monotonic()
         self._blocked_reported = False
         self.acks = Acknowledgements()
@@ -139,8 +144,12 @@ class CoroutineTasks:
 
     async def _beat(self) -> None:
         while not self._stopped:
-            self._loop_seen = time.monotonic()
-            await asyncio.sleep(_BEAT_S)
+            self._loop_seen = now = time.monotonic()
+            for running, deadline in self._deadlines.items():
+                if deadline <= now and running not in self._over_limit:
+                    self._over_limit.add(running)
+                    running.cancel()
+            await asyncio.sleep(BEAT_S)
         # What is left had not started (after a graceful stop) or will not be acked: the broker
         # delivers it again once this process's connection closes.
         for admitted in list(self._admitted):
@@ -182,11 +191,18 @@ class CoroutineTasks:
             return await self._loop.run_in_executor(self._sync_thread, in_context, process._run, generation,
                                                     delivery, message, task)
         self._running[id(delivery)] = message.task
+        current = asyncio.current_task()
+        time_limit = process.config.time_limit_for(message.task)
+        if time_limit is not None:
+            self._deadlines[current] = time.monotonic() + time_limit
         recorder = metrics.recorder
         recorder.task_started()
         try:
-            run = await run_coroutine_task(delivery, message, task, process.config.time_limit_for(message.task))
+            run = await run_coroutine_task(delivery, message, task, time_limit,
+                                           timed_out=lambda: current in self._over_limit)
         finally:
             recorder.task_ended()
             del self._running[id(delivery)]
+            self._deadlines.pop(current, None)
+            self._over_limit.discard(current)
         return process._outcome(delivery, message, run)

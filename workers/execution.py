@@ -10,6 +10,7 @@ import dataclasses
 import random
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -192,15 +193,17 @@ def run_task(delivery: Delivery, message: TaskMessage, task) -> TaskRun:
     return _returned(delivery, message, result, started)
 
 
-async def run_coroutine_task(delivery: Delivery, message: TaskMessage, task, time_limit: float | None) -> TaskRun:
-    """:func:`run_task` for an ``async def`` task: await it, cancelled past ``time_limit`` seconds."""
+async def run_coroutine_task(delivery: Delivery, message: TaskMessage, task, time_limit: float | None,
+                             timed_out: Callable[[], bool]) -> TaskRun:
+    """:func:`run_task` for an ``async def`` task: await it. The caller cancels it once it has run
+    ``time_limit`` seconds, and then ``timed_out()`` says so; any other cancellation goes on up."""
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(time_limit) as deadline:
-            result = await task(*message.args, **message.kwargs)
-    except TimeoutError as error:
-        if not deadline.expired():  # the task's own TimeoutError
-            return _raised(message, task, error, started)
+        result = await task(*message.args, **message.kwargs)
+    except asyncio.CancelledError:
+        if not timed_out():
+            raise
+        asyncio.current_task().uncancel()  # the cancellation is answered here, as asyncio.timeout does
         duration = time.perf_counter() - started
         metrics.recorder.task_ran(message.task, duration)
         return TaskRun(duration, error=f"TimeLimitExceeded: ran over the {time_limit:g} s time limit, and was cancelled")
