@@ -42,6 +42,8 @@ log = structlog.get_logger("rabbitry.worker")
 #: The loop is reported blocked once it has not run for this long (asyncio's debug mode
 #: reports callbacks over 0.1 s; a loaded machine needs more slack).
 BLOCKED_LOOP_WARNING_S = 0.5
+#: The longest a finished coroutine waits for the connection thread to be asked to ack it.
+FLUSH_AFTER_S = 0.002
 #: How often the loop notes that it runs, and cancels coroutines past their time limit.
 BEAT_S = 0.05
 
@@ -109,6 +111,7 @@ class CoroutineTasks:
         #: When each running coroutine's time limit is up (monotonic), and those cancelled for it.
         self._deadlines: dict[asyncio.Task, float] = {}
         self._over_limit: set[asyncio.Task] = set()
+        self._flush_armed = False
         self._loop_seen = time.monotonic()
         self._blocked_reported = False
         self.acks = Acknowledgements()
@@ -177,9 +180,20 @@ class CoroutineTasks:
                 except Exception as error:  # a fault of the worker's (run_coroutine_task catches the task's own)
                     settlement = process._worker_error(delivery, error)
                 process._settled(generation, settlement)
-                process._schedule_flush()  # coroutines finish in any order, each acked as it can be
+                self._flush_soon()
             finally:
                 process._end()
+
+    def _flush_soon(self) -> None:
+        """Have the connection thread settle what is done within FLUSH_AFTER_S: coroutines finish
+        in any order, each acked as soon as it can be, and one wake-up serves all that end meanwhile."""
+        if not self._flush_armed:
+            self._flush_armed = True
+            self._loop.call_later(FLUSH_AFTER_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_armed = False
+        self.process._schedule_flush()
 
     async def _execute(self, generation: int, delivery: Delivery) -> Settlement:
         process = self.process
