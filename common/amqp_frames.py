@@ -91,13 +91,7 @@ def _content_header(channel: int, payload: bytes) -> frame.Header | None:
     position = 14
     for name, kind in present:
         if kind == _SHORT:
-            end = position + 1 + payload[position]
-            value = payload[position + 1:end]
-            try:
-                value = value.decode()
-            except UnicodeDecodeError:  # kept as bytes, as pika keeps it
-                pass
-            position = end
+            value, position = _short_string(payload, position)
         elif kind == _OCTET:
             value = payload[position]
             position += 1

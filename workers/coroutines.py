@@ -189,9 +189,9 @@ class CoroutineTasks:
         in any order, each acked as soon as it can be, and one wake-up serves all that end meanwhile."""
         if not self._flush_armed:
             self._flush_armed = True
-            self._loop.call_later(FLUSH_AFTER_S, self._flush)
+            self._loop.call_later(FLUSH_AFTER_S, self._ask_for_flush)
 
-    def _flush(self) -> None:
+    def _ask_for_flush(self) -> None:
         self._flush_armed = False
         self.process._schedule_flush()
 
