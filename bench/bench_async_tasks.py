@@ -3,8 +3,8 @@ registers any ``async def`` task runs the event loop, so the plain tasks' benchm
 import these."""
 
 from bench.benchlib import COUNTER_PATH, mark_executed
-from rabbitry.compare_server import call_async
-from rabbitry.workers.registry import task
+from rabbitry.compare.server import call_async
+from rabbitry.task import task
 
 
 @task

@@ -25,7 +25,7 @@ import os
 
 from bench.bench_work_queue import LOG_DIR, Rabbitry, e2e_once, e2e_rates
 from bench.benchlib import fmt, save, summarize
-from rabbitry.compare_server import SlowServer
+from rabbitry.compare.server import SlowServer
 
 IO_DELAY_S = 0.1
 ASYNC_TASKS = "bench.bench_async_tasks"

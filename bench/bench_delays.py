@@ -27,7 +27,7 @@ import tempfile
 import time
 
 from bench.benchlib import save
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import delay_level_names
 from rabbitry.producers.tasks import TaskSubmitter

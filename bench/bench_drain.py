@@ -37,7 +37,7 @@ from bench.bench_work_queue import BIN, LOG_DIR, start
 from bench.benchlib import AMQP_URL, delete_queues, fmt, queue_state, save, summarize
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.compare_worker import stop_worker
+from rabbitry.compare.worker import stop_worker
 from rabbitry.producers.tasks import TaskSubmitter
 
 QUEUE = "bench.drain"

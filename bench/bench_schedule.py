@@ -22,7 +22,7 @@ import time
 import uuid
 
 from bench.benchlib import delete_queues, save
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name, schedule_lease_queue, schedule_ledger_queue

@@ -4,8 +4,8 @@ import os
 import time
 
 from bench.benchlib import COUNTER_PATH, mark_executed
-from rabbitry.compare_server import call
-from rabbitry.workers.registry import task
+from rabbitry.compare.server import call
+from rabbitry.task import task
 
 FAIR_LOG = "/tmp/rabbitry-bench-fair"
 

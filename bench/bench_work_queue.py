@@ -38,7 +38,7 @@ from bench.benchlib import (AMQP_URL, COUNTER_PATH, Counter, delete_exchanges, d
 from bench.bench_tasks import FAIR_LOG
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.compare_worker import stop_worker as stop
+from rabbitry.compare.worker import stop_worker as stop
 from rabbitry.producers.tasks import TaskSubmitter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,23 @@
-"""rabbitry's shared layer: settings, errors, topology, messages and transports.
+"""rabbitry's shared layer: what producers, workers and subscribers all stand on.
 
-This package is the only place that imports pika. Producers, workers and
-subscribers speak to :mod:`rabbitry.common.transport`; the AMQP transport
-(:mod:`rabbitry.common.amqp`) and the in-process one (:mod:`rabbitry.common.local`) both
-implement it.
+Four folders, each a layer, and the modules every side shares:
+
+- :mod:`~rabbitry.common.transport`: the connection contract that producers,
+  workers and subscribers speak, the routing and size rules both transports
+  obey, and :func:`~rabbitry.common.transport.connect.connect`, which picks a
+  transport by URL.
+- :mod:`~rabbitry.common.amqp`: that contract over RabbitMQ. The only folder
+  that imports pika.
+- :mod:`~rabbitry.common.local`: the same contract without a server, an
+  in-process broker of threads and queues.
+- :mod:`~rabbitry.common.logs`: log messages and the streams that keep their
+  history.
+- Beside them: settings (:mod:`.settings`), errors and exit codes
+  (:mod:`.errors`), every exchange and queue (:mod:`.topology`), the task
+  message (:mod:`.messages`), its replies (:mod:`.replies`) and delays
+  (:mod:`.delays`), stream retention (:mod:`.retention`), and what every
+  command shares (:mod:`.cli`, :mod:`.logconfig`).
+
+Nothing here imports from producers, workers, subscribers or the ``rabbitry``
+commands above it.
 """

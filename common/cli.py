@@ -16,7 +16,7 @@ from rabbitry.common.errors import ConfigurationError, ExitCode, RabbitryError
 from rabbitry.common.logconfig import LOG_FORMATS, configure_logging
 from rabbitry.common.settings import (DEFAULT_URL, LOCAL_URL, TLS_CA_ENVVAR, TLS_CERT_ENVVAR, TLS_KEY_ENVVAR,
                                       URL_ENVVAR, BrokerSettings, TlsSettings, split_urls)
-from rabbitry.common.routing import check_routing_key
+from rabbitry.common.transport.routing import check_routing_key
 from rabbitry.common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, check_work_queue_name, log_exchange
 
 

@@ -1,6 +1,6 @@
 """rabbitry's exception hierarchy and the CLI's exit codes.
 
-pika's exceptions never leave :mod:`rabbitry.common.amqp`; they are translated into
+pika's exceptions never leave :mod:`rabbitry.common.amqp.connection`; they are translated into
 these, so callers handle one family of errors whatever the transport.
 """
 

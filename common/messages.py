@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rabbitry.common.errors import MessageError, MessageTooLarge
-from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES, check_short_string
+from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES, check_short_string
 from rabbitry.common.delays import delay_route, delay_seconds
-from rabbitry.common.transport import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
+from rabbitry.common.transport.contract import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
 
 FORMAT_VERSION = 1
 JSON_CONTENT_TYPE = "application/json"

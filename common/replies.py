@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rabbitry.common.messages import FORMAT_VERSION, JSON_CONTENT_TYPE, parse_json
-from rabbitry.common.transport import Delivery, OutgoingMessage
+from rabbitry.common.transport.contract import Delivery, OutgoingMessage
 
 #: The pseudo-queue a caller consumes for direct reply-to, and the ``reply_to`` it asks with.
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"

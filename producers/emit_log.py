@@ -25,8 +25,8 @@ import structlog
 from rabbitry.common.cli import (RabbitryCommand, blocked_timeout_option, broker_options, log_exchange_options,
                                  logging_options)
 from rabbitry.common.errors import ExitCode, PublishFailed, RabbitryError, Unroutable
-from rabbitry.common.routing import check_routing_key
-from rabbitry.common.transport import PublishFailure
+from rabbitry.common.transport.routing import check_routing_key
+from rabbitry.common.transport.contract import PublishFailure
 from rabbitry.producers.log_emitter import LogEmitter
 
 log = structlog.get_logger("rabbitry.emit_log")

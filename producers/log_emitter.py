@@ -2,12 +2,12 @@
 
 import threading
 
-from rabbitry.common.log_history import keep_history_bound
-from rabbitry.common.log_messages import log_message, routing_metadata
-from rabbitry.common.publisher import ReliablePublisher
+from rabbitry.common.logs.history import keep_history_bound
+from rabbitry.common.logs.messages import log_message, routing_metadata
+from rabbitry.producers.publisher import ReliablePublisher
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Exchange, Topology, log_exchange
-from rabbitry.common.transport import PublishFailure
+from rabbitry.common.transport.contract import PublishFailure
 
 
 class LogEmitter:
@@ -29,7 +29,7 @@ class LogEmitter:
         self.emitted = 0
         self._persistent = self.exchange.durable  # a durable exchange is for logs meant to survive a restart
         # A history stream loses its binding with a non-durable exchange when the broker restarts:
-        # each new connection binds it again, if it exists (see common/log_history.py).
+        # each new connection binds it again, if it exists (see common/logs/history.py).
         self._publisher = ReliablePublisher(settings, Topology(exchanges=(self.exchange,)), name=name, stop=stop,
                                             on_connected=lambda connection: keep_history_bound(connection,
                                                                                                self.exchange))

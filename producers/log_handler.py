@@ -44,7 +44,7 @@ import time
 
 import structlog
 
-from rabbitry.common.amqp_limits import MAX_SHORT_STRING_BYTES
+from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import log_exchange

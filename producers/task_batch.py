@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from rabbitry.common.errors import ExitCode, PublishFailed, QueueFull, RabbitryError, Unroutable
 from rabbitry.common.messages import MAX_MESSAGE_BYTES, TaskMessage
-from rabbitry.common.publisher import REFUSED, ReliablePublisher
+from rabbitry.producers.publisher import REFUSED, ReliablePublisher
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import work_queue
-from rabbitry.common.transport import OutgoingMessage, PublishFailure
+from rabbitry.common.transport.contract import OutgoingMessage, PublishFailure
 
 #: What ``--on-refused`` may say: stop at the first refused task, or go on with the others.
 ON_REFUSED = ("stop", "continue")

@@ -23,11 +23,11 @@ import structlog
 
 from rabbitry.common.errors import PublishFailed, RabbitryError, Unroutable
 from rabbitry.common.messages import MAX_MESSAGE_BYTES, TaskMessage
-from rabbitry.common.publisher import DEFAULT_WINDOW, ReliablePublisher
+from rabbitry.producers.publisher import DEFAULT_WINDOW, ReliablePublisher
 from rabbitry.common.replies import DIRECT_REPLY_TO, read_reply
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, work_queue
-from rabbitry.common.transport import Connection, Delivery, OutgoingMessage, PublishFailure
+from rabbitry.common.transport.contract import Connection, Delivery, OutgoingMessage, PublishFailure
 from rabbitry.producers.handles import ResultLost, TaskHandle
 from rabbitry.producers.metrics import SubmitterMetrics
 

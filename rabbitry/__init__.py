@@ -10,17 +10,20 @@ What an application imports is here, and only here::
     resize.delay("cat.png", width=400)   # a worker runs it: worker --queue images --tasks myapp.tasks
 
 Everything else (``rabbitry.common``, ``rabbitry.workers``, ...) is internal
-and may change. The names below are imported only when first used, so
-importing ``rabbitry`` (and running ``rabbitry --help``) stays quick.
+and may change. Apart from ``task`` and ``Task``, the names below are imported
+only when first used, so importing ``rabbitry`` (and running ``rabbitry
+--help``) stays quick.
 """
 
 import importlib
 
+# Imported now, not when first used: the module rabbitry.task shares the decorator's name, and
+# a later import of the module would set the package's attribute ``task`` to the module.
+from rabbitry.task import Task, task
+
 #: Public name -> the module that defines it.
 _EXPORTS = {
     # Tasks
-    "task": "rabbitry.workers.registry",
-    "Task": "rabbitry.workers.registry",
     "TaskSubmitter": "rabbitry.producers.tasks",
     "AsyncTaskSubmitter": "rabbitry.producers.aio",
     "TaskHandle": "rabbitry.producers.handles",
@@ -49,7 +52,7 @@ _EXPORTS = {
     "MessageError": "rabbitry.common.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "Task", "task"])
 
 
 def __getattr__(name: str):

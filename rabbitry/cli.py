@@ -17,14 +17,14 @@ SUBCOMMANDS = {
     "new-task": "rabbitry.producers.new_task:new_task",
     "emit-log": "rabbitry.producers.emit_log:emit_log",
     "subscribe": "rabbitry.subscribers.subscribe:subscribe",
-    "logs": "rabbitry.logs:logs",
-    "queue": "rabbitry.queue:queue",
-    "status": "rabbitry.status:status",
-    "schedule": "rabbitry.schedule:schedule",
-    "beat": "rabbitry.schedule:schedule",  # Celery's name for it
-    "dlq": "rabbitry.dlq:dlq",
-    "demo": "rabbitry.demo:demo",
-    "compare": "rabbitry.compare:compare",
+    "logs": "rabbitry.commands.logs:logs",
+    "queue": "rabbitry.commands.queue:queue",
+    "status": "rabbitry.commands.status:status",
+    "schedule": "rabbitry.commands.schedule:schedule",
+    "beat": "rabbitry.commands.schedule:schedule",  # Celery's name for it
+    "dlq": "rabbitry.commands.dlq:dlq",
+    "demo": "rabbitry.commands.demo:demo",
+    "compare": "rabbitry.compare.command:compare",
 }
 
 

@@ -5,7 +5,7 @@ the subscriber reads the history stream alone, from the start point to
 whatever is appended while it runs, in the stream's one order. It declares
 no queue of its own, so no line can arrive twice (once from the stream and
 once from a live queue) and none can fall between the two. The binding keys
-are applied here, by :func:`~rabbitry.common.routing.binding_matches`, the
+are applied here, by :func:`~rabbitry.common.transport.routing.binding_matches`, the
 function the in-process broker routes with; the stream itself is bound with
 ``#`` (or, for a direct exchange, the keys it keeps).
 
@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from rabbitry.common.log_history import require_history
-from rabbitry.common.routing import binding_matches
+from rabbitry.common.logs.history import require_history
+from rabbitry.common.transport.routing import binding_matches
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Exchange
-from rabbitry.common.transport import Connection, Delivery
+from rabbitry.common.transport.contract import Connection, Delivery
 from rabbitry.subscribers.log_subscriber import DEFAULT_PREFETCH, LogSubscriber
 from rabbitry.subscribers.since import StartPoint, in_window
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from rabbitry.common.broker import connect, connect_with_retry
+from rabbitry.common.transport.connect import connect, connect_with_retry
 from rabbitry.common.errors import ConfigurationError, ConnectionLost
-from rabbitry.common.routing import check_routing_key, literal_wildcards
+from rabbitry.common.transport.routing import check_routing_key, literal_wildcards
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
-from rabbitry.common.transport import Connection, Delivery
+from rabbitry.common.transport.contract import Connection, Delivery
 
 log = structlog.get_logger("rabbitry.subscriber")
 

@@ -6,8 +6,8 @@ import time
 
 import click
 
-from rabbitry.common.log_messages import severity_of
-from rabbitry.common.transport import Delivery
+from rabbitry.common.logs.messages import severity_of
+from rabbitry.common.transport.contract import Delivery
 
 #: Severity colours on a terminal; unknown severities stay plain.
 SEVERITY_STYLES = {

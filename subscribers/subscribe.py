@@ -27,7 +27,7 @@ import structlog
 
 from rabbitry.common.cli import RabbitryCommand, broker_options, check_queue_name, log_exchange_options, logging_options
 from rabbitry.common.errors import ConfigurationError, ManagementUnavailable, NotBound
-from rabbitry.common.management import MANAGEMENT_URL_ENVVAR, ManagementApi
+from rabbitry.common.amqp.management import MANAGEMENT_URL_ENVVAR, ManagementApi
 from rabbitry.subscribers.history_subscriber import HistoryProgress, HistorySubscriber
 from rabbitry.subscribers.log_subscriber import LogSubscriber
 from rabbitry.subscribers.output import json_line, readable_line

@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import RabbitryError
-from rabbitry.common.local import broker_name, forget_broker
+from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_UNROUTED, dead_letter_queue_name,
                                       delay_level_names)

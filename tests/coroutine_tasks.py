@@ -1,13 +1,13 @@
 """``async def`` tasks for tests/test_coroutines.py (``--tasks tests.coroutine_tasks``).
 
-The I/O ones talk to :class:`rabbitry.compare_server.SlowServer` on 127.0.0.1: real sockets, not sleeps.
+The I/O ones talk to :class:`rabbitry.compare.server.SlowServer` on 127.0.0.1: real sockets, not sleeps.
 """
 
 import asyncio
 import time
 
 from rabbitry import task
-from rabbitry.compare_server import call, call_async
+from rabbitry.compare.server import call, call_async
 
 
 @task(name="coro.fetch")

@@ -5,7 +5,7 @@ import os
 import threading
 import time
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.producers.tasks import TaskSubmitter

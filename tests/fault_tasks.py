@@ -3,7 +3,7 @@
 import os
 import signal
 
-from rabbitry.workers.registry import task
+from rabbitry.task import task
 
 
 class PermanentError(Exception):

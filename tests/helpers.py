@@ -13,7 +13,7 @@ import time
 import pika
 from pika import spec
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.topology import Binding, Queue, Topology, log_exchange
 
 BIN = os.path.dirname(sys.executable)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings, TlsSettings
 

@@ -5,9 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pika import frame, spec
 
-from rabbitry.common.amqp_frames import decode_frame
-from rabbitry.common.amqp_headers import decode_frame_forgivingly
-from rabbitry.common.transport import UNREADABLE_HEADERS
+from rabbitry.common.amqp.frames import decode_frame
+from rabbitry.common.amqp.headers import decode_frame_forgivingly
+from rabbitry.common.transport.contract import UNREADABLE_HEADERS
 from tests.helpers import TIMESTAMP_PAST_9999, RawHeaderProperties, raw_header
 
 short_strings = st.one_of(

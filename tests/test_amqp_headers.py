@@ -4,7 +4,7 @@ import pytest
 
 from rabbitry.common.errors import Unencodable
 from rabbitry.common.topology import Queue, Topology
-from rabbitry.common.transport import UNREADABLE_HEADERS, OutgoingMessage
+from rabbitry.common.transport.contract import UNREADABLE_HEADERS, OutgoingMessage
 from tests.helpers import TIMESTAMP_PAST_9999, publish_with_raw_headers, raw_header
 
 

@@ -11,10 +11,10 @@ import statistics
 
 import pytest
 
-from rabbitry.compare_concurrency import MODEL, NO_BROKER, RABBITMQ, rate
-from rabbitry.compare_forms import FORMS, concurrency_levels, sweep
-from rabbitry.compare_server import SlowServer
-from rabbitry.compare_tasks import workloads
+from rabbitry.compare.concurrency import MODEL, NO_BROKER, RABBITMQ, rate
+from rabbitry.compare.forms import FORMS, concurrency_levels, sweep
+from rabbitry.compare.server import SlowServer
+from rabbitry.compare.tasks import workloads
 from tests.helpers import run_command
 
 SMALL = ["--tasks", "500", "--messages", "200", "--subscribers", "2", "--seed-tasks", "200", "--cpu-tasks", "60",

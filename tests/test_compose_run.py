@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from tests.helpers import wait_until

@@ -4,14 +4,14 @@ import time
 
 import pytest
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.consumer import PoolProcess
 from rabbitry.workers.execution import Settlement, failure
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.prefetch import FIRST_AFTER, MOST, QUIET_S, RECENT, AdaptivePrefetch
-from rabbitry.workers.registry import Task
+from rabbitry.task import Task
 from tests.helpers import wait_until
 from tests.test_work_queue import long_tasks_per_process, queue_uneven_tasks
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.producers.handles import TaskFailed
@@ -22,7 +22,7 @@ from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
 from tests.helpers import wait_until
-from rabbitry.compare_server import SlowServer
+from rabbitry.compare.server import SlowServer
 
 TASKS = ("--tasks", "tests.coroutine_tasks")
 

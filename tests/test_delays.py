@@ -9,13 +9,13 @@ import uuid
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.delays import (MAX_DELAY_S, delay_route, delay_seconds, due_time, levels_of, parse_duration,
                                     parse_time)
 from rabbitry.common.errors import ConfigurationError, MessageError
-from rabbitry.common.local import broker_name, forget_broker
+from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.routing import binding_matches
+from rabbitry.common.transport.routing import binding_matches
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_LEVELS, DELAY_UNROUTED, check_work_queue_name,
                                       dead_letter_queue_name, delay_level_name, delay_level_names, work_queue)

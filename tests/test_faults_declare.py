@@ -4,7 +4,7 @@ Every command uses them with one warning line; a real mismatch stays a refusal."
 
 import pytest
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import Queue, Topology
 from tests.fault_helpers import NodeCommands, wait_for_all

@@ -3,10 +3,10 @@ queue with their reason, while the worker keeps serving good tasks."""
 
 import pytest
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import JSON_CONTENT_TYPE, TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name, work_queue
-from rabbitry.common.transport import OutgoingMessage
+from rabbitry.common.transport.contract import OutgoingMessage
 from tests.fault_helpers import NodeCommands, wait_for_all
 from tests.helpers import wait_until
 

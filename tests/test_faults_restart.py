@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from rabbitry.common.broker import connect
-from rabbitry.common.publisher import ReliablePublisher
+from rabbitry.common.transport.connect import connect
+from rabbitry.producers.publisher import ReliablePublisher
 from rabbitry.common.topology import Queue, Topology, dead_letter_queue_name, work_queue
-from rabbitry.common.transport import OutgoingMessage, QueueState
+from rabbitry.common.transport.contract import OutgoingMessage, QueueState
 from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
 from tests.helpers import command_path, wait_until
 

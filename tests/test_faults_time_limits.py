@@ -4,7 +4,7 @@ a limit below it, and a channel closed for an acknowledgement timeout is named a
 
 import pytest
 
-from rabbitry.common.consumer_timeout import DEFAULT_CONSUMER_TIMEOUT_S, read_consumer_timeout
+from rabbitry.workers.consumer_timeout import DEFAULT_CONSUMER_TIMEOUT_S, read_consumer_timeout
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import dead_letter_queue_name
 from tests.fault_helpers import NodeCommands, succeeded_ids, wait_for_all

@@ -7,7 +7,7 @@ These tests stop and start an extra RabbitMQ node of this module's own
 import subprocess
 import tempfile
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.topology import log_exchange
 from rabbitry.producers.log_emitter import LogEmitter
 from rabbitry.producers.log_handler import LogExchangeHandler

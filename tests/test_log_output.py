@@ -4,8 +4,8 @@ import json
 
 import click
 
-from rabbitry.common.log_messages import log_message, routing_metadata, severity_of
-from rabbitry.common.transport import Delivery
+from rabbitry.common.logs.messages import log_message, routing_metadata, severity_of
+from rabbitry.common.transport.contract import Delivery
 from rabbitry.subscribers.output import json_line, readable_line
 
 

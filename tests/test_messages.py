@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from rabbitry.common.errors import MessageError
 from rabbitry.common.messages import JSON_CONTENT_TYPE, TaskMessage, parse_json
-from rabbitry.common.transport import Delivery
+from rabbitry.common.transport.contract import Delivery
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

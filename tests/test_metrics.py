@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.transport import Delivery
+from rabbitry.common.transport.contract import Delivery
 from rabbitry.workers import execution, metrics
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.registry import Task
+from rabbitry.task import Task
 from tests.helpers import run_command, wait_until
 
 

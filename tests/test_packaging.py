@@ -37,8 +37,10 @@ def test_the_repository_folders_install_as_subpackages_of_rabbitry(wheel):
         names = set(archive.namelist())
     for folder in ("common", "producers", "workers", "subscribers"):
         assert f"rabbitry/{folder}/__init__.py" in names
-    assert "rabbitry/common/amqp.py" in names
-    assert "rabbitry/workers/builtin_tasks.py" in names
+    for module in ("common/amqp/connection.py", "common/local/broker.py", "common/transport/contract.py",
+                   "common/logs/history.py", "commands/demo.py", "compare/command.py",
+                   "workers/builtin_tasks.py"):
+        assert f"rabbitry/{module}" in names
 
 
 def dependency_folders() -> list[str]:

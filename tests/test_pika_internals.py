@@ -1,14 +1,14 @@
-"""The private parts of pika that rabbitry reaches (common/pika_internals.py), and only for its own connections."""
+"""The private parts of pika that rabbitry reaches (common/amqp/pika_internals.py), and only for its own connections."""
 
 import pika
 import pika.exceptions
 import pytest
 from pika import spec
 
-from rabbitry.common import pika_internals
-from rabbitry.common.pika_internals import PikaInternalsChanged
+from rabbitry.common.amqp import pika_internals
+from rabbitry.common.amqp.pika_internals import PikaInternalsChanged
 from rabbitry.common.topology import Queue, Topology
-from rabbitry.common.transport import UNREADABLE_HEADERS
+from rabbitry.common.transport.contract import UNREADABLE_HEADERS
 from tests.helpers import TIMESTAMP_PAST_9999, publish_with_raw_headers, wait_until
 
 

@@ -3,9 +3,9 @@
 import pytest
 from structlog.testing import capture_logs
 
-from rabbitry.common.publisher import REFUSED, ReliablePublisher, nack_is_refusal
+from rabbitry.producers.publisher import REFUSED, ReliablePublisher, nack_is_refusal
 from rabbitry.common.topology import Queue, Topology
-from rabbitry.common.transport import OutgoingMessage, QueueState
+from rabbitry.common.transport.contract import OutgoingMessage, QueueState
 from tests.helpers import drain
 
 

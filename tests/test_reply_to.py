@@ -7,7 +7,7 @@ import pytest
 from rabbitry.common.errors import BrokerRefused, PublishFailed
 from rabbitry.common.replies import DIRECT_REPLY_TO
 from rabbitry.common.topology import Queue
-from rabbitry.common.transport import OutgoingMessage
+from rabbitry.common.transport.contract import OutgoingMessage
 from tests.test_transports import Inbox, get_within, transport  # noqa: F401 - the two-transport fixture
 
 

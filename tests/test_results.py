@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
@@ -21,7 +21,8 @@ from rabbitry.producers.handles import ResultLost, ResultNotRequested, TaskFaile
 from rabbitry.producers.tasks import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.ledger import CrashLedger
-from rabbitry.workers.registry import load_task_modules, task
+from rabbitry.task import task
+from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
 from tests.helpers import json_lines
 

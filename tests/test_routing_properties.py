@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rabbitry.common.routing import topic_matches
+from rabbitry.common.transport.routing import topic_matches
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
-from rabbitry.common.transport import OutgoingMessage
+from rabbitry.common.transport.contract import OutgoingMessage
 
 MAX_BINDINGS = 24
 MAX_KEYS = 40

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from rabbitry.common.errors import ConfigurationError, ExitCode
-from rabbitry.producers.schedule import LATE_TICK_GRACE_S, Plan, ScheduleEntry, plan, schedule_from
+from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Plan, ScheduleEntry, plan, schedule_from
 
 UTC = datetime.timezone.utc
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")

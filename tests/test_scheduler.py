@@ -13,13 +13,13 @@ import uuid
 import pytest
 import structlog
 
-from rabbitry.common.broker import connect
-from rabbitry.common.local import broker_name, forget_broker
+from rabbitry.common.transport.connect import connect
+from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import (dead_letter_queue_name, schedule_lease_queue, schedule_ledger_queue,
                                       schedule_queues)
-from rabbitry.producers.schedule import LATE_TICK_GRACE_S, Schedule, ScheduleEntry
+from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Schedule, ScheduleEntry
 from rabbitry.producers.scheduler import TICK_HEADER, Scheduler
 from tests.helpers import command_path, wait_until
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from rabbitry.watch import QueueSample, rates
+from rabbitry.commands.watch import QueueSample, rates
 from tests.helpers import command_path, run_command
 
 

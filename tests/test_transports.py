@@ -12,13 +12,13 @@ import uuid
 
 import pytest
 
-from rabbitry.common.amqp_limits import SHORT_STRING_FIELDS
-from rabbitry.common.broker import connect
+from rabbitry.common.transport.limits import SHORT_STRING_FIELDS
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import BrokerRefused, Unencodable
-from rabbitry.common.local import broker_name, forget_broker
+from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, ExchangeBinding, Queue, Topology
-from rabbitry.common.transport import OutgoingMessage, QueueState
+from rabbitry.common.transport.contract import OutgoingMessage, QueueState
 from tests.helpers import WorkerProcess, json_lines, run_command, wait_until
 
 

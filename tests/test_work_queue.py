@@ -7,10 +7,10 @@ import uuid
 
 import pika
 
-from rabbitry.common.local import broker_name, forget_broker
+from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name
-from rabbitry.common.transport import UNREADABLE_HEADERS
+from rabbitry.common.transport.contract import UNREADABLE_HEADERS
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.threaded import ThreadedWorkerPool
 from tests.helpers import TIMESTAMP_PAST_9999, array_of_bytes, drain, publish_with_raw_headers, wait_until

@@ -2,7 +2,7 @@
 
 import time
 
-from rabbitry.workers.registry import task
+from rabbitry.task import task
 
 
 class TaskFailed(Exception):

@@ -26,11 +26,11 @@ import traceback
 
 import structlog
 
-from rabbitry.common.broker import connect_with_retry
+from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.errors import (AcknowledgementTimedOut, BrokerRefused, ConfigurationError, ConnectionLost, ExitCode,
                                     RabbitryError, Unencodable)
 from rabbitry.common.logconfig import configure_logging
-from rabbitry.common.transport import UNPUBLISHABLE, Connection, Delivery, OutgoingMessage
+from rabbitry.common.transport.contract import UNPUBLISHABLE, Connection, Delivery, OutgoingMessage
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.coroutines import CoroutineTasks

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from rabbitry.common.transport import Delivery
+from rabbitry.common.transport.contract import Delivery
 from rabbitry.workers import metrics
 from rabbitry.workers.execution import Settlement, run_coroutine_task
 

@@ -19,7 +19,7 @@ from rabbitry.common.errors import MessageError, UnknownTask
 from rabbitry.common.messages import MAX_TASK_NAME_BYTES, TaskMessage
 from rabbitry.common.replies import failure_reply, success_reply
 from rabbitry.common.topology import DEAD_LETTER_EXCHANGE, retry_delay_s
-from rabbitry.common.transport import Delivery, OutgoingMessage, new_message_id
+from rabbitry.common.transport.contract import Delivery, OutgoingMessage, new_message_id
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.registry import registry

@@ -10,9 +10,9 @@ unacknowledged too, behind the tasks before it.
 
 import structlog
 
-from rabbitry.common.consumer_timeout import ConsumerTimeout, read_consumer_timeout
+from rabbitry.workers.consumer_timeout import ConsumerTimeout, read_consumer_timeout
 from rabbitry.common.errors import ConfigurationError
-from rabbitry.common.transport import Connection
+from rabbitry.common.transport.contract import Connection
 from rabbitry.workers.config import DEFAULT_PREFETCH, WorkerConfig
 from rabbitry.workers.registry import registry
 

@@ -7,7 +7,7 @@ import threading
 
 import structlog
 
-from rabbitry.common.broker import connect_with_retry
+from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
