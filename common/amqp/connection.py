@@ -510,8 +510,8 @@ def _drop(connection: pika.BlockingConnection) -> None:
 
     A blocked connection cannot complete that handshake: the broker reads
     nothing from it until the alarm clears, so a graceful close would wait as
-    long. pika has no public call for this; a test fails if this one goes.
+    long. pika has no public call for this: the adapter holds the private one.
     """
-    connection._impl._terminate_stream(pika_errors.ConnectionClosedByClient(200, "closed while blocked"))
+    pika_internals.terminate(connection, pika_errors.ConnectionClosedByClient(200, "closed while blocked"))
     while connection.is_open:
         connection.process_data_events(_WAIT_SLICE_S)

@@ -85,6 +85,12 @@ def read_frames_with(connection: BlockingConnection, decode: Callable[[bytes], D
     impl._read_frame = lambda: decode(impl._frame_buffer)
 
 
+def terminate(connection: BlockingConnection, error: Exception) -> None:
+    """Close the connection's socket at once, as if it were lost with ``error``, with no closing
+    handshake: pika has no public call for that."""
+    _private(_private(connection, "_impl"), "_terminate_stream")(error)
+
+
 def check(connection: BlockingConnection) -> None:
     """PikaInternalsChanged unless every private part this module uses is on an open ``connection``."""
     channel = connection.channel()
@@ -99,6 +105,8 @@ def check(connection: BlockingConnection) -> None:
     impl = _private(connection, "_impl")
     if not isinstance(_private(_private(impl, "_transport"), "_tx_buffers"), collections.deque):
         raise PikaInternalsChanged(f"pika {pika.__version__}: the transport's _tx_buffers is not a deque")
+    if not callable(_private(impl, "_terminate_stream")):
+        raise PikaInternalsChanged(f"pika {pika.__version__}: the connection's _terminate_stream is not callable")
     if not callable(_private(impl, "_read_frame")) or not isinstance(_private(impl, "_frame_buffer"), bytes):
         raise PikaInternalsChanged(f"pika {pika.__version__}: the connection's _read_frame or _frame_buffer "
                                    f"has changed")
