@@ -29,6 +29,7 @@ _EXPORTS = {
     "TaskHandle": "rabbitry.producers.handles",
     "TaskFailed": "rabbitry.producers.handles",
     "ResultLost": "rabbitry.producers.handles",
+    "ResultNotRequested": "rabbitry.producers.handles",
     "TaskMessage": "rabbitry.common.messages",
     # Metrics
     "SubmitterMetrics": "rabbitry.producers.metrics",

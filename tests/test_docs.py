@@ -1,0 +1,167 @@
+"""The docs say what the code is: their examples import what ``rabbitry`` exports, the files and
+modules they cite exist, and the API page lists every public name.
+
+A doc example is code, so it is read as code here: every ``python`` block of README.md and
+docs/*.md must parse, import from ``rabbitry`` alone (an application sees nothing else as
+stable), and use only names of ``rabbitry.__all__``. Nothing here needs a broker.
+"""
+
+import ast
+import functools
+import importlib
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import rabbitry
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+#: The repository's top-level folders: a path the docs cite that starts with one is checked.
+CITED_FOLDERS = ("common", "producers", "workers", "subscribers", "rabbitry", "tests", "bench", "monitoring",
+                 "docs")
+#: Folders the docs name that are made by a run, not kept in the repository.
+MADE_BY_A_RUN = {"bench/results/"}
+#: Pages linked to before this branch has them: configuration.md comes with the change that
+#: declares every option once (common/cli.py), which writes the table of environment variables.
+WRITTEN_ELSEWHERE = {"docs/configuration.md"}
+#: The subpackages and modules of ``rabbitry``: a dotted name that starts with one names code.
+SUBMODULES = ("common", "producers", "workers", "subscribers", "commands", "compare", "cli", "task", "plots")
+
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+CITED_PATH = re.compile(rf"(?<![\w./-])((?:{'|'.join(CITED_FOLDERS)})/[\w./*-]*)")
+DOTTED_NAME = re.compile(rf"(?<![\w.])rabbitry\.((?:{'|'.join(SUBMODULES)})(?:\.\w+)*)")
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+
+
+def page_id(page: Path) -> str:
+    """A page's name in test ids: README.md, docs/api.md, ..."""
+    return str(page.relative_to(ROOT))
+
+
+@functools.cache
+def tracked_files() -> frozenset[str]:
+    """Every file of the repository, as git knows it (nothing ignored, nothing made by a run)."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return frozenset(listed.stdout.split())
+
+
+def python_blocks(page: Path) -> list[str]:
+    """The source of each fenced ``python`` block of a page."""
+    return PYTHON_BLOCK.findall(page.read_text())
+
+
+def imports_of(source: str) -> list[tuple[str, list[str]]]:
+    """Each import of a block: the module, and the names taken from it (none for ``import x``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", [alias.name for alias in node.names]))
+    return found
+
+
+def attributes_of_rabbitry(source: str) -> list[str]:
+    """The names a block reaches as ``rabbitry.<name>`` after ``import rabbitry``."""
+    return [node.attr for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "rabbitry"]
+
+
+def exists(path: str, files: frozenset[str]) -> bool:
+    """Whether a cited path (a file, a folder ending in /, or a glob) names something tracked."""
+    path = path.rstrip(".")
+    if "*" in path:
+        pattern = re.compile(re.escape(path).replace(r"\*", r"[^/]*"))
+        return any(pattern.fullmatch(name) for name in files)
+    if path.endswith("/"):
+        return any(name.startswith(path) for name in files)
+    return path in files or any(name.startswith(path + "/") for name in files)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_python_example_parses_and_imports_from_rabbitry_alone(page):
+    public = set(rabbitry.__all__)
+    wrong = []
+    for block in python_blocks(page):
+        for module, names in imports_of(block):
+            if module.startswith("rabbitry."):
+                wrong.append(f"imports {module}: import from rabbitry only")
+            elif module == "rabbitry":
+                wrong += [f"imports {name} from rabbitry, which does not export it"
+                          for name in names if name not in public]
+        wrong += [f"uses rabbitry.{name}, which rabbitry does not export"
+                  for name in attributes_of_rabbitry(block) if name not in public]
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_repository_path_a_page_cites_exists(page):
+    files = tracked_files()
+    cited = set(CITED_PATH.findall(page.read_text()))
+    missing = sorted(path for path in cited - MADE_BY_A_RUN - WRITTEN_ELSEWHERE if not exists(path, files))
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_page_a_page_links_to_exists(page):
+    files = tracked_files()
+    missing = []
+    for target in LINK.findall(page.read_text()):
+        if "://" in target:
+            continue
+        path = (page.parent / target).resolve().relative_to(ROOT).as_posix()
+        if path not in WRITTEN_ELSEWHERE and not exists(path if "." in Path(path).name else path + "/", files):
+            missing.append(target)
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_module_a_page_names_can_be_imported(page):
+    missing = []
+    for dotted in sorted(set(DOTTED_NAME.findall(page.read_text()))):
+        parts = dotted.split(".")
+        # The longest prefix that imports is the module; the rest are attributes of it.
+        for cut in range(len(parts), 0, -1):
+            try:
+                value = importlib.import_module("rabbitry." + ".".join(parts[:cut]))
+            except ImportError:
+                continue
+            try:
+                for attribute in parts[cut:]:
+                    value = getattr(value, attribute)
+            except AttributeError:
+                missing.append(f"rabbitry.{dotted}")
+            break
+        else:
+            missing.append(f"rabbitry.{dotted}")
+    assert not missing, missing
+
+
+def public_table() -> set[str]:
+    """The names in the table of docs/api.md's section "What is public"."""
+    section = (ROOT / "docs" / "api.md").read_text().split("## What is public", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+
+
+def test_the_api_page_lists_every_public_name_and_no_other():
+    table = public_table()
+
+    assert sorted(set(rabbitry.__all__) - table) == [], "exported, but not in docs/api.md's table"
+    assert sorted(table - set(rabbitry.__all__)) == [], "in docs/api.md's table, but not exported"
+
+
+def test_the_readme_layout_names_every_folder_of_the_repository():
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\| `([\w./-]+/)`", layout, re.MULTILINE))
+    folders = {str(Path(name).parent) + "/" for name in tracked_files() if "/" in name}
+    # Every top-level folder, and every folder of common/ and rabbitry/, has its own row.
+    expected = {folder for folder in folders
+                if folder.count("/") == 1 or folder.split("/")[0] in ("common", "rabbitry")}
+
+    assert sorted(expected - named) == [], "folders missing from README.md's layout table"
+    assert sorted(named - folders) == [], "folders in README.md's layout table that are not in the repository"
