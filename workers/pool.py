@@ -11,9 +11,10 @@ from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.consumer import EXIT_TIME_LIMIT, run_pool_process
+from rabbitry.workers.connection_thread import EXIT_TIME_LIMIT
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.limits import check_time_limit
+from rabbitry.workers.pool_process import run_pool_process
 
 log = structlog.get_logger("rabbitry.worker")
 
