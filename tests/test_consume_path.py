@@ -7,7 +7,7 @@ import pytest
 from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.execution import Settlement, failure
+from rabbitry.workers.execution import Disposition, failure
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.pool_process import PoolProcess
 from rabbitry.workers.prefetch import FIRST_AFTER, MOST, QUIET_S, RECENT, AdaptivePrefetch
@@ -97,7 +97,7 @@ def test_a_flush_called_back_while_a_retry_waits_for_its_confirm_acks_nothing_ea
         failed, *done = deliveries
         handover.finished(0, failure(failed, TaskMessage.from_delivery(failed), config, "Boom: retry it"))  # wakes
         for delivery in done:
-            handover.finished(0, Settlement(delivery))
+            handover.finished(0, Disposition(delivery))
 
         connection_thread.settle_outbox()
         connection.publish(TaskMessage("noop").to_outgoing(work_queue_name))

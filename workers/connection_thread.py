@@ -26,7 +26,7 @@ from rabbitry.common.transport.contract import UNPUBLISHABLE, Connection, Delive
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.coroutines import CoroutineTasks
-from rabbitry.workers.execution import REASON_HEADER, UNPUBLISHABLE_REASON, Settlement, failure
+from rabbitry.workers.execution import REASON_HEADER, UNPUBLISHABLE_REASON, Disposition, failure
 from rabbitry.workers.handover import Handover
 from rabbitry.workers.prefetch import AdaptivePrefetch
 from rabbitry.workers.task_thread import TaskThread
@@ -165,22 +165,22 @@ class ConnectionThread:
         succeeded = []  # with coroutines, which finish in any order
         replied = False
         while outbox:
-            generation, settlement = outbox.popleft()
+            generation, disposition = outbox.popleft()
             if generation != current:
                 continue  # from a channel that is gone: the broker redelivers it
-            if settlement.publish is None and coroutines is not None:
-                succeeded.append(settlement.delivery.delivery_tag)
-            elif settlement.publish is None:
-                ack_up_to = settlement.delivery.delivery_tag
+            if disposition.publish is None and coroutines is not None:
+                succeeded.append(disposition.delivery.delivery_tag)
+            elif disposition.publish is None:
+                ack_up_to = disposition.delivery.delivery_tag
             else:
                 if ack_up_to is not None:
                     connection.ack(ack_up_to, multiple=True)
                     ack_up_to = None
-                self.publish_then_ack(settlement)
+                self.publish_then_ack(disposition)
                 if coroutines is not None:
-                    coroutines.acks.settled(settlement.delivery.delivery_tag)
-            if settlement.reply is not None:
-                self._reply(settlement.delivery, settlement.reply)
+                    coroutines.acks.settled(disposition.delivery.delivery_tag)
+            if disposition.reply is not None:
+                self._reply(disposition.delivery, disposition.reply)
                 replied = True
         if ack_up_to is not None:
             connection.ack(ack_up_to, multiple=True)
@@ -204,14 +204,14 @@ class ConnectionThread:
         for refused in self._connection.take_confirmed()[1]:
             log.warning("reply_not_sent", task_id=refused.message.message_id, reason=refused.reason)
 
-    def publish_then_ack(self, settlement: Settlement) -> None:
+    def publish_then_ack(self, disposition: Disposition) -> None:
         """Publish a retry or dead letter, and ack its delivery only once the broker has confirmed it.
 
-        A settlement that cannot be encoded is sent in a plainer form instead
-        (see :meth:`Settlement.fallback`), never requeued to fail again.
+        A disposition that cannot be encoded is sent in a plainer form instead
+        (see :meth:`Disposition.fallback`), never requeued to fail again.
         """
         connection = self._connection
-        message: OutgoingMessage | None = settlement.publish
+        message: OutgoingMessage | None = disposition.publish
         while message is not None:
             try:
                 connection.check_publishable(message)
@@ -222,27 +222,27 @@ class ConnectionThread:
                     break
                 raise Unencodable("pika could not encode it")
             except Unencodable as error:
-                message = self._fallback(settlement, message, str(error))
+                message = self._fallback(disposition, message, str(error))
         if message is None:
             return
         if failures:
-            log.error("republish_failed", task_id=settlement.delivery.message_id, reason=failures[0].reason,
+            log.error("republish_failed", task_id=disposition.delivery.message_id, reason=failures[0].reason,
                       queue=message.routing_key)
             if failures[0].reason == "nacked":
                 # A channel whose quorum-queue client lost the leader keeps nacking:
                 # reconnect, and the broker redelivers the task to the new channel.
                 raise ConnectionLost("the broker nacked a retry or dead letter")
-            connection.reject(settlement.delivery.delivery_tag, requeue=True)
+            connection.reject(disposition.delivery.delivery_tag, requeue=True)
         else:
-            connection.ack(settlement.delivery.delivery_tag)
+            connection.ack(disposition.delivery.delivery_tag)
 
-    def _fallback(self, settlement: Settlement, failed: OutgoingMessage, why: str) -> OutgoingMessage | None:
+    def _fallback(self, disposition: Disposition, failed: OutgoingMessage, why: str) -> OutgoingMessage | None:
         """The plainer form to publish after ``failed``; None (the delivery dropped) if there is none."""
-        task_id = settlement.delivery.message_id
-        fallback = settlement.fallback(failed, self.config.queue, why)
+        task_id = disposition.delivery.message_id
+        fallback = disposition.fallback(failed, self.config.queue, why)
         if fallback is None:  # not even a bare letter: drop it rather than run it again and again
             log.error("settlement_dropped", task_id=task_id, error=why)
-            self._connection.reject(settlement.delivery.delivery_tag, requeue=False)
+            self._connection.reject(disposition.delivery.delivery_tag, requeue=False)
         elif (fallback.headers or {}).get(REASON_HEADER) == UNPUBLISHABLE_REASON:
             log.warning("sent_as_bare_letter", task_id=task_id, error=why)
         else:  # the delivery's own headers, most likely
@@ -257,10 +257,10 @@ class ConnectionThread:
         # this process with it. The supervisor starts a fresh one.
         try:
             self.settle_outbox()
-            settlement = failure(delivery, message, self.config, f"TimeLimitExceeded: ran over the {limit:g} s time limit")
-            self.publish_then_ack(settlement)
-            if settlement.reply is not None:
-                self._reply(delivery, settlement.reply)
+            disposition = failure(delivery, message, self.config, f"TimeLimitExceeded: ran over the {limit:g} s time limit")
+            self.publish_then_ack(disposition)
+            if disposition.reply is not None:
+                self._reply(delivery, disposition.reply)
                 self._connection.wait_for_confirms(_CONFIRM_TIMEOUT_S)
         except RabbitryError as error:  # not recorded: the broker redelivers the task instead
             log.error("time_limit_not_recorded", task_id=message.id, error=str(error))

@@ -32,7 +32,7 @@ import structlog
 from rabbitry.common.transport.contract import Connection, Delivery
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.execution import Settlement, run_coroutine_task
+from rabbitry.workers.execution import Disposition, run_coroutine_task
 from rabbitry.workers.handover import Batch, Handover
 from rabbitry.workers.task_thread import TaskThread
 
@@ -179,10 +179,10 @@ class CoroutineTasks:
                 return
             try:
                 try:
-                    settlement = await self._execute(generation, delivery)
+                    disposition = await self._execute(generation, delivery)
                 except Exception as error:  # a fault of the worker's (run_coroutine_task catches the task's own)
-                    settlement = self._tasks.worker_error(delivery, error)
-                handover.finished(generation, settlement)
+                    disposition = self._tasks.worker_error(delivery, error)
+                handover.finished(generation, disposition)
                 self._flush_soon()
             finally:
                 handover.end()
@@ -198,7 +198,7 @@ class CoroutineTasks:
         self._flush_armed = False
         self._handover.wake()
 
-    async def _execute(self, generation: int, delivery: Delivery) -> Settlement:
+    async def _execute(self, generation: int, delivery: Delivery) -> Disposition:
         tasks = self._tasks
         message, task, refused = tasks.accept(delivery)
         if refused is not None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from rabbitry.common.errors import ConnectionLost
 from rabbitry.common.transport.contract import Delivery
-from rabbitry.workers.execution import Settlement
+from rabbitry.workers.execution import Disposition
 
 #: How long the task thread waits for more deliveries before it has the connection thread
 #: settle what is done (it may be asleep until the next tick otherwise).
@@ -42,9 +42,9 @@ class Handover:
 
     def __init__(self) -> None:
         self._inbox: queue.SimpleQueue[Batch] = queue.SimpleQueue()
-        #: (generation, settlement) of finished work, appended by the task thread and
+        #: (generation, disposition) of finished work, appended by the task thread and
         #: popped from the left by the connection thread alone.
-        self.outbox: collections.deque[tuple[int, Settlement]] = collections.deque()
+        self.outbox: collections.deque[tuple[int, Disposition]] = collections.deque()
         #: Finished work that makes it worth waking the connection thread: a quarter of the prefetch.
         self.ack_every = 1
         #: The generation of the connection thread's current channel.
@@ -115,11 +115,11 @@ class Handover:
         if not self._active:
             self._idle.set()
 
-    def finished(self, generation: int, settlement: Settlement) -> None:
-        """Put a settlement in the outbox, waking the connection thread when there is enough to send."""
+    def finished(self, generation: int, disposition: Disposition) -> None:
+        """Put a disposition in the outbox, waking the connection thread when there is enough to send."""
         outbox = self.outbox
-        outbox.append((generation, settlement))
-        if settlement.publish is not None or settlement.reply is not None or len(outbox) >= self.ack_every:
+        outbox.append((generation, disposition))
+        if disposition.publish is not None or disposition.reply is not None or len(outbox) >= self.ack_every:
             self.wake()
 
     def wake(self) -> None:

@@ -23,7 +23,7 @@ from rabbitry.common.messages import TaskMessage
 from rabbitry.common.transport.contract import Delivery
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.execution import (Settlement, TaskRun, crash_limit_reached, dead_letter, decode, failure,
+from rabbitry.workers.execution import (Disposition, TaskRun, crash_limit_reached, dead_letter, decode, failure,
                                         run_task, succeeded)
 from rabbitry.workers.handover import Handover
 from rabbitry.workers.ledger import CrashLedger
@@ -58,14 +58,14 @@ class TaskThread:
                     if generation != handover.generation or not handover.accepting:
                         break  # the channel is gone or closing: the broker delivers the rest again
                     try:
-                        settlement = self._execute(generation, delivery)
+                        disposition = self._execute(generation, delivery)
                     except Exception as error:  # a fault of the worker's (run_task catches the task's own)
-                        settlement = self.worker_error(delivery, error)
-                    handover.finished(generation, settlement)
+                        disposition = self.worker_error(delivery, error)
+                    handover.finished(generation, disposition)
             finally:
                 handover.end()
 
-    def _execute(self, generation: int, delivery: Delivery) -> Settlement:
+    def _execute(self, generation: int, delivery: Delivery) -> Disposition:
         message, task, refused = self.accept(delivery)
         return refused if refused is not None else self.run_plain(generation, delivery, message, task)
 
@@ -82,7 +82,7 @@ class TaskThread:
                                                   message.id)
         return message, task, None
 
-    def run_plain(self, generation: int, delivery: Delivery, message: TaskMessage, task) -> Settlement:
+    def run_plain(self, generation: int, delivery: Delivery, message: TaskMessage, task) -> Disposition:
         """Run a plain function task: the one this process runs at a time, under its time limit."""
         self._ledger.set_running(self.index, message.id)
         self._running = (generation, delivery, message, time.monotonic())
@@ -98,13 +98,13 @@ class TaskThread:
             self._prefetch.ran(run.duration_s)
         return self.outcome(delivery, message, run)
 
-    def outcome(self, delivery: Delivery, message: TaskMessage, run: TaskRun) -> Settlement:
+    def outcome(self, delivery: Delivery, message: TaskMessage, run: TaskRun) -> Disposition:
         """What becomes of a delivery whose task ran: acked (and answered), retried or dead-lettered."""
         if run.error is None:
             return succeeded(delivery, message, run.value)
         return failure(delivery, message, self.config, run.error, run.retryable, round(run.duration_s, 6))
 
-    def worker_error(self, delivery: Delivery, error: Exception) -> Settlement:
+    def worker_error(self, delivery: Delivery, error: Exception) -> Disposition:
         """A fault of the worker's own: logged, and the delivery kept in the dead-letter queue."""
         log.error("worker_error", traceback=traceback.format_exc())
         return dead_letter(delivery, self.config, "worker_error", f"{type(error).__name__}: {error}")
