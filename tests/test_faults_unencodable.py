@@ -54,7 +54,7 @@ def settling(_extra_broker_started):
             connection.delete_queue(name)
 
 
-def _settled_letters(connection, config):
+def _letters_sent(connection, config):
     queues = [dead_letter_queue_name(config.queue), *delay_level_names()]  # the node is this module's alone
     letters = []
     for queue in queues:
@@ -81,7 +81,7 @@ def test_any_error_and_arguments_settle_once_and_leave_the_work_queue(settling, 
     connection_thread.publish_then_ack(failure(delivery, message, config, f"RuntimeError: {error}", retryable))
 
     assert connection.queue_state(config.queue).messages == 0  # acked, not requeued to fail again
-    ((queue, letter),) = _settled_letters(connection, config)
+    ((queue, letter),) = _letters_sent(connection, config)
     assert letter.message_id == delivery.message_id
     sent, escaped = letter.headers[ERROR_HEADER], header_text(f"RuntimeError: {error}", 10**6)
     assert escaped.startswith(sent) or sent.startswith(escaped)  # the error, escaped and cut where it must be

@@ -95,7 +95,7 @@ class ConnectionThread:
         return self._stop.is_set() or self._shared_stop.is_set()
 
     def use(self, connection: Connection) -> None:
-        """Settle on ``connection`` from now on: a new channel, whose deliveries are yet to come."""
+        """Serve ``connection`` from now on: a new channel, whose deliveries are yet to come."""
         self._connection = connection
         self._handover.attach(connection.call_threadsafe, self.settle_outbox)
         if self._coroutines is not None:
