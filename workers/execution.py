@@ -67,6 +67,7 @@ class Disposition:
     def without_delivery_headers(self, why: str) -> OutgoingMessage:
         """``publish`` without the delivery's own headers, if it carries them, and with a note
         of which were left out and why."""
+        assert self.publish is not None  # only a retry or a dead letter falls back
         if self.own_headers is None:
             return self.publish
         left_out = ", ".join(sorted(str(name) for name in self.delivery.headers if name not in self.own_headers))
@@ -77,6 +78,7 @@ class Disposition:
         """The dead letter of last resort, for a disposition that cannot be published even
         without the delivery's headers: the delivery's body and id, and headers any broker
         takes, saying what the disposition was and why it could not be sent."""
+        assert self.publish is not None  # only a retry or a dead letter falls back
         own = self.own_headers or self.publish.headers or {}
         was = own.get(REASON_HEADER, "retry")
         error = header_text(f"{was}: {own.get(ERROR_HEADER, '')}; could not be published as it was: {why}")
@@ -203,7 +205,9 @@ async def run_coroutine_task(delivery: Delivery, message: TaskMessage, task, tim
     except asyncio.CancelledError:
         if not timed_out():
             raise
-        asyncio.current_task().uncancel()  # the cancellation is answered here, as asyncio.timeout does
+        current = asyncio.current_task()
+        assert current is not None  # this coroutine runs as a task of the loop
+        current.uncancel()  # the cancellation is answered here, as asyncio.timeout does
         duration = time.perf_counter() - started
         metrics.recorder.task_ran(message.task, duration)
         return TaskRun(duration, error=f"TimeLimitExceeded: ran over the {time_limit:g} s time limit, and was cancelled")
