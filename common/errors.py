@@ -122,7 +122,7 @@ class QueueFull(PublishFailed):
 
 
 class Interrupted(RabbitryError):
-    """Publishing was stopped (Ctrl-C, or a program closing) before every message was settled."""
+    """Publishing was stopped (Ctrl-C, or a program closing) before every message was confirmed or refused."""
 
     exit_code = ExitCode.INTERRUPTED
 

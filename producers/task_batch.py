@@ -67,7 +67,7 @@ class TaskBatch:
     ``on_queued`` gets each batch of confirmed messages as the confirms arrive,
     and ``on_refused`` each message a full queue refused. With ``on_refused``
     policy "stop", the first refusal ends the batch (what is in flight is
-    still settled). Setting ``stop`` interrupts it: the call raises Interrupted.
+    still confirmed or refused, and counted). Setting ``stop`` interrupts it: the call raises Interrupted.
     """
 
     def __init__(self, settings: BrokerSettings, queue: str, queue_type: str, account: BatchAccount,
@@ -99,14 +99,14 @@ class TaskBatch:
             account.submitted += 1
             failures = take_failures()
             if failures:
-                self._settled(failures)
+                self._count_failures(failures)
             if progress is not None:
                 progress(1)
         self.flush()
 
     def flush(self) -> None:
         """Wait for every confirm; raise QueueFull, Unroutable or PublishFailed for tasks not queued."""
-        self._settled(self._publisher.flush())
+        self._count_failures(self._publisher.flush())
         account = self.account
         if account.refused:
             stopped = " (stopped at the first: --on-refused continue goes on)" if self.refused_policy == "stop" else ""
@@ -125,7 +125,8 @@ class TaskBatch:
         self.account.queued += len(messages)
         self._on_queued(messages)
 
-    def _settled(self, failures: list[PublishFailure]) -> None:
+    def _count_failures(self, failures: list[PublishFailure]) -> None:
+        """Count each task a full queue refused, and keep every other failure to report."""
         for failure in failures:
             if failure.reason == REFUSED:
                 self.account.refused += 1

@@ -7,9 +7,9 @@ import pytest
 from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.consumer import PoolProcess
-from rabbitry.workers.execution import Settlement, failure
+from rabbitry.workers.execution import Disposition, failure
 from rabbitry.workers.ledger import CrashLedger
+from rabbitry.workers.pool_process import PoolProcess
 from rabbitry.workers.prefetch import FIRST_AFTER, MOST, QUIET_S, RECENT, AdaptivePrefetch
 from rabbitry.task import Task
 from tests.helpers import wait_until
@@ -79,14 +79,15 @@ def test_argument_shapes_that_fit_are_remembered_and_those_that_do_not_still_fai
 
 def test_a_flush_called_back_while_a_retry_waits_for_its_confirm_acks_nothing_early(broker_settings,
                                                                                     work_queue_name):
-    # The serve loop settles the outbox itself; the task thread's call back to do the same runs
+    # The serve loop settles the outbox itself; the task thread's wake-up to do the same runs
     # inside the retry's wait for its confirm. A multiple ack of the successes after the retry
     # from there would ack the failed delivery early, and the second ack would close the channel.
     config = WorkerConfig(settings=broker_settings, queue=work_queue_name, queue_type="classic")
     process = PoolProcess(config, 0, stop=None, ledger=CrashLedger(1))
+    handover, connection_thread = process.handover, process.connection_thread
     with connect(broker_settings) as connection:
         connection.declare(config.topology)
-        process._connection = connection
+        connection_thread.use(connection)
         for _ in range(3):
             connection.publish(TaskMessage("noop").to_outgoing(work_queue_name))
         assert connection.wait_for_confirms(10) == []
@@ -94,10 +95,10 @@ def test_a_flush_called_back_while_a_retry_waits_for_its_confirm_acks_nothing_ea
         connection.consume(work_queue_name, deliveries.append, prefetch=10)
         wait_until(lambda: connection.process_events(0.05) or len(deliveries) == 3, message="3 deliveries")
         failed, *done = deliveries
-        process._outbox.append((0, failure(failed, TaskMessage.from_delivery(failed), config, "Boom: retry it")))
-        process._outbox.extend((0, Settlement(delivery)) for delivery in done)
-        connection.call_threadsafe(process._flush)
+        handover.finished(0, failure(failed, TaskMessage.from_delivery(failed), config, "Boom: retry it"))  # wakes
+        for delivery in done:
+            handover.finished(0, Disposition(delivery))
 
-        process._flush()
+        connection_thread.settle_outbox()
         connection.publish(TaskMessage("noop").to_outgoing(work_queue_name))
         assert connection.wait_for_confirms(10) == []  # on the same channel: still open

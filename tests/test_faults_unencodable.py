@@ -13,9 +13,9 @@ from rabbitry.common.messages import JSON_CONTENT_TYPE
 from rabbitry.common.topology import dead_letter_queue_name, delay_level_names
 from rabbitry.common.transport.contract import OutgoingMessage
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.consumer import PoolProcess
 from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER, decode, failure, header_text
 from rabbitry.workers.ledger import CrashLedger
+from rabbitry.workers.pool_process import PoolProcess
 import tests.fault_tasks  # noqa: F401 - registers the tasks decoded here
 from tests.fault_helpers import NodeCommands
 from tests.helpers import wait_until
@@ -41,20 +41,20 @@ def test_header_text_is_always_utf8_within_its_limit(text, limit):
 
 @pytest.fixture(scope="module")
 def settling(_extra_broker_started):
-    """A pool process's settling side on a real connection, and the queues it settles into."""
+    """A pool process's connection thread on a real connection, and the queues it settles into."""
     broker = _extra_broker_started
     config = WorkerConfig(settings=broker.settings(), queue="unencodable", queue_type="classic",
                           max_retries=MAX_RETRIES, task_modules=("tests.fault_tasks",))
-    process = PoolProcess(config, 0, stop=None, ledger=CrashLedger(1))
+    connection_thread = PoolProcess(config, 0, stop=None, ledger=CrashLedger(1)).connection_thread
     with connect(config.settings) as connection:
         connection.declare(config.topology)
-        process._connection = connection
-        yield process, connection
+        connection_thread.use(connection)
+        yield connection_thread, connection
         for name in [config.queue, dead_letter_queue_name(config.queue)]:
             connection.delete_queue(name)
 
 
-def _settled_letters(connection, config):
+def _letters_sent(connection, config):
     queues = [dead_letter_queue_name(config.queue), *delay_level_names()]  # the node is this module's alone
     letters = []
     for queue in queues:
@@ -69,8 +69,8 @@ def _settled_letters(connection, config):
 @given(error=ANY_TEXT, args=st.lists(ANY_TEXT, max_size=3), attempt=st.integers(0, MAX_RETRIES),
        retryable=st.booleans())
 def test_any_error_and_arguments_settle_once_and_leave_the_work_queue(settling, error, args, attempt, retryable):
-    process, connection = settling
-    config = process.config
+    connection_thread, connection = settling
+    config = connection_thread.config
     body = json.dumps({"task": "take_any_arguments", "args": args, "attempt": attempt})  # \ud800 travels escaped
     connection.publish(OutgoingMessage(config.queue, body.encode(), content_type=JSON_CONTENT_TYPE))
     assert not connection.wait_for_confirms(10)
@@ -78,10 +78,10 @@ def test_any_error_and_arguments_settle_once_and_leave_the_work_queue(settling, 
     message, _task, rejected = decode(delivery, config)
     assert rejected is None
 
-    process._publish_then_ack(failure(delivery, message, config, f"RuntimeError: {error}", retryable))
+    connection_thread.publish_then_ack(failure(delivery, message, config, f"RuntimeError: {error}", retryable))
 
     assert connection.queue_state(config.queue).messages == 0  # acked, not requeued to fail again
-    ((queue, letter),) = _settled_letters(connection, config)
+    ((queue, letter),) = _letters_sent(connection, config)
     assert letter.message_id == delivery.message_id
     sent, escaped = letter.headers[ERROR_HEADER], header_text(f"RuntimeError: {error}", 10**6)
     assert escaped.startswith(sent) or sent.startswith(escaped)  # the error, escaped and cut where it must be

@@ -26,16 +26,15 @@ import collections
 import concurrent.futures
 import contextvars
 import time
-from typing import TYPE_CHECKING
 
 import structlog
 
-from rabbitry.common.transport.contract import Delivery
+from rabbitry.common.transport.contract import Connection, Delivery
 from rabbitry.workers import metrics
-from rabbitry.workers.execution import Settlement, run_coroutine_task
-
-if TYPE_CHECKING:
-    from rabbitry.workers.consumer import PoolProcess
+from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.execution import Disposition, run_coroutine_task
+from rabbitry.workers.handover import Batch, Handover
+from rabbitry.workers.task_thread import TaskThread
 
 log = structlog.get_logger("rabbitry.worker")
 
@@ -57,7 +56,7 @@ class Acknowledgements:
     of the prefetch frees up.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._delivered: collections.deque[int] = collections.deque()  # in tag order, unsettled or not
         self._succeeded: set[int] = set()  # settled, to be acked here
         self._settled: set[int] = set()  # acked or rejected already (a retry, a dead letter)
@@ -69,13 +68,14 @@ class Acknowledgements:
         self._settled.clear()
 
     def delivered(self, delivery_tag: int) -> None:
+        """Note a delivery handed over to the loop."""
         self._delivered.append(delivery_tag)
 
     def settled(self, delivery_tag: int) -> None:
         """Note a delivery acked or rejected on its own."""
         self._settled.add(delivery_tag)
 
-    def ack(self, connection, succeeded: list[int]) -> None:
+    def ack(self, connection: Connection, succeeded: list[int]) -> None:
         """Acknowledge the deliveries in ``succeeded``, with as few acks as their order allows."""
         self._succeeded.update(succeeded)
         delivered, done, settled = self._delivered, self._succeeded, self._settled
@@ -98,11 +98,14 @@ class Acknowledgements:
 class CoroutineTasks:
     """Runs a pool process's tasks on an event loop, up to ``config.concurrency`` at a time."""
 
-    def __init__(self, process: "PoolProcess"):
-        self.process = process
+    def __init__(self, config: WorkerConfig, index: int, handover: Handover, tasks: TaskThread):
+        self.config = config
+        self.index = index
+        self._handover = handover
+        self._tasks = tasks  # what every delivery goes through, and the plain functions among them
         self._loop = asyncio.new_event_loop()
         self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rabbitry-sync-task")
-        self._slots = asyncio.Semaphore(process.config.concurrency)
+        self._slots = asyncio.Semaphore(config.concurrency)
         self._stopped = False
         #: Every task admitted and not yet settled: the loop itself keeps only weak references.
         self._admitted: set[asyncio.Task] = set()
@@ -117,7 +120,7 @@ class CoroutineTasks:
         self.acks = Acknowledgements()
 
     # -- connection thread -------------------------------------------------
-    def hand_over(self, batch: tuple[int, list[Delivery]] | None) -> None:
+    def hand_over(self, batch: Batch) -> None:
         """Give the loop a batch of deliveries (with their channel's generation), or None to stop."""
         if batch is not None:
             for delivery in batch[1]:
@@ -138,7 +141,7 @@ class CoroutineTasks:
     # -- task thread -------------------------------------------------------
     def run(self) -> None:
         """The task thread: run the loop until :meth:`hand_over` gives it None."""
-        structlog.contextvars.bind_contextvars(pool_process=self.process.index)
+        structlog.contextvars.bind_contextvars(pool_process=self.index)
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._beat())
@@ -159,7 +162,7 @@ class CoroutineTasks:
             admitted.cancel()
         await asyncio.gather(*self._admitted, return_exceptions=True)
 
-    def _admit(self, batch: tuple[int, list[Delivery]] | None) -> None:
+    def _admit(self, batch: Batch) -> None:
         if batch is None:
             self._stopped = True
             return
@@ -170,19 +173,19 @@ class CoroutineTasks:
             admitted.add_done_callback(self._admitted.discard)
 
     async def _settle(self, generation: int, delivery: Delivery) -> None:
-        process = self.process
+        handover = self._handover
         async with self._slots:
-            if not process._begin(generation):
+            if not handover.begin(generation):
                 return
             try:
                 try:
-                    settlement = await self._execute(generation, delivery)
+                    disposition = await self._execute(generation, delivery)
                 except Exception as error:  # a fault of the worker's (run_coroutine_task catches the task's own)
-                    settlement = process._worker_error(delivery, error)
-                process._settled(generation, settlement)
+                    disposition = self._tasks.worker_error(delivery, error)
+                handover.finished(generation, disposition)
                 self._flush_soon()
             finally:
-                process._end()
+                handover.end()
 
     def _flush_soon(self) -> None:
         """Have the connection thread settle what is done within FLUSH_AFTER_S: coroutines finish
@@ -193,20 +196,20 @@ class CoroutineTasks:
 
     def _ask_for_flush(self) -> None:
         self._flush_armed = False
-        self.process._schedule_flush()
+        self._handover.wake()
 
-    async def _execute(self, generation: int, delivery: Delivery) -> Settlement:
-        process = self.process
-        message, task, refused = process._accept(delivery)
+    async def _execute(self, generation: int, delivery: Delivery) -> Disposition:
+        tasks = self._tasks
+        message, task, refused = tasks.accept(delivery)
         if refused is not None:
             return refused
         if not task.is_coroutine:
             in_context = contextvars.copy_context().run  # the log context (pool_process) goes along
-            return await self._loop.run_in_executor(self._sync_thread, in_context, process._run, generation,
+            return await self._loop.run_in_executor(self._sync_thread, in_context, tasks.run_plain, generation,
                                                     delivery, message, task)
         self._running[id(delivery)] = message.task
-        current = asyncio.current_task()
-        time_limit = process.config.time_limit_for(message.task)
+        current: asyncio.Task = asyncio.current_task()  # type: ignore[assignment]  # never None: it runs on the loop
+        time_limit = self.config.time_limit_for(message.task)
         if time_limit is not None:
             self._deadlines[current] = time.monotonic() + time_limit
         recorder = metrics.recorder
@@ -219,4 +222,4 @@ class CoroutineTasks:
             del self._running[id(delivery)]
             self._deadlines.pop(current, None)
             self._over_limit.discard(current)
-        return process._outcome(delivery, message, run)
+        return tasks.outcome(delivery, message, run)

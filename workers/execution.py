@@ -1,7 +1,7 @@
 """Running one delivery, and deciding what becomes of it.
 
 :func:`run_task` never raises: every outcome (success, a retry, a dead
-letter) is a :class:`Settlement` that the pool process carries out on its
+letter) is a :class:`Disposition` that the pool process carries out on its
 connection thread, and one log line.
 """
 
@@ -54,7 +54,7 @@ def header_text(text: str, max_bytes: int = MAX_HEADER_TEXT_BYTES) -> str:
 
 
 @dataclasses.dataclass(slots=True)
-class Settlement:
+class Disposition:
     """What to do with a delivery: ack it, after publishing ``publish`` if set, and send
     ``reply`` (the result its caller asked for) if set."""
 
@@ -67,6 +67,7 @@ class Settlement:
     def without_delivery_headers(self, why: str) -> OutgoingMessage:
         """``publish`` without the delivery's own headers, if it carries them, and with a note
         of which were left out and why."""
+        assert self.publish is not None  # only a retry or a dead letter falls back
         if self.own_headers is None:
             return self.publish
         left_out = ", ".join(sorted(str(name) for name in self.delivery.headers if name not in self.own_headers))
@@ -74,9 +75,10 @@ class Settlement:
         return dataclasses.replace(self.publish, headers={**self.own_headers, LEFT_OUT_HEADER: header_text(note)})
 
     def bare_letter(self, queue: str, why: str) -> OutgoingMessage:
-        """The dead letter of last resort, for a settlement that cannot be published even
+        """The dead letter of last resort, for a disposition that cannot be published even
         without the delivery's headers: the delivery's body and id, and headers any broker
-        takes, saying what the settlement was and why it could not be sent."""
+        takes, saying what the disposition was and why it could not be sent."""
+        assert self.publish is not None  # only a retry or a dead letter falls back
         own = self.own_headers or self.publish.headers or {}
         was = own.get(REASON_HEADER, "retry")
         error = header_text(f"{was}: {own.get(ERROR_HEADER, '')}; could not be published as it was: {why}")
@@ -98,7 +100,7 @@ class Settlement:
 
 
 def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: str,
-                task: str | None = None, task_id: str | None = None) -> Settlement:
+                task: str | None = None, task_id: str | None = None) -> Disposition:
     """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers."""
     metrics.recorder.task_settled(task, metrics.DEAD_LETTERED, reason)  # counted before its line: see _returned
     log.error("task_dead_lettered", task_id=task_id or delivery.message_id, task=task, reason=reason,
@@ -106,18 +108,18 @@ def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: st
     headers = {REASON_HEADER: reason, ERROR_HEADER: header_text(error), QUEUE_HEADER: config.queue}
     if task:
         headers[TASK_HEADER] = header_text(task, MAX_TASK_NAME_BYTES)
-    return Settlement(delivery, delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE,
+    return Disposition(delivery, delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE,
                                                       headers=headers), headers,
                       reply=failure_reply(delivery, task_id, reason, error))
 
 
-def succeeded(delivery: Delivery, message: TaskMessage, value: Any) -> Settlement:
+def succeeded(delivery: Delivery, message: TaskMessage, value: Any) -> Disposition:
     """A task that ran to the end: ack it, and send its return value to a caller waiting for it."""
-    return Settlement(delivery, reply=success_reply(delivery, message.id, value))
+    return Disposition(delivery, reply=success_reply(delivery, message.id, value))
 
 
 def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, error: str,
-            retryable: bool = True, duration_s: float | None = None) -> Settlement:
+            retryable: bool = True, duration_s: float | None = None) -> Disposition:
     """A failed attempt: retry it after a backoff, or dead-letter it when retries are spent."""
     if not retryable:
         return dead_letter(delivery, config, "not_retryable", error, message.task, message.id)
@@ -139,7 +141,7 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
     outgoing.headers = {ERROR_HEADER: header_text(error)}
     # The final attempt answers the caller, so the retry asks for the reply as the task did.
     outgoing.reply_to, outgoing.correlation_id = delivery.reply_to, delivery.correlation_id
-    return Settlement(delivery, outgoing)
+    return Disposition(delivery, outgoing)
 
 
 def crash_limit_reached(delivery: Delivery, crashes: int, limit: int) -> str | None:
@@ -203,7 +205,9 @@ async def run_coroutine_task(delivery: Delivery, message: TaskMessage, task, tim
     except asyncio.CancelledError:
         if not timed_out():
             raise
-        asyncio.current_task().uncancel()  # the cancellation is answered here, as asyncio.timeout does
+        current = asyncio.current_task()
+        assert current is not None  # this coroutine runs as a task of the loop
+        current.uncancel()  # the cancellation is answered here, as asyncio.timeout does
         duration = time.perf_counter() - started
         metrics.recorder.task_ran(message.task, duration)
         return TaskRun(duration, error=f"TimeLimitExceeded: ran over the {time_limit:g} s time limit, and was cancelled")

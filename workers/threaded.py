@@ -2,7 +2,7 @@
 
 Pool processes cannot share an in-process broker: a forked child would get
 a copy of it, not the broker itself. With ``local://`` the supervisor runs
-the very same :class:`~workers.consumer.PoolProcess` logic in threads
+the very same :class:`~workers.pool_process.PoolProcess` logic in threads
 instead. Each pool thread keeps its own connection and task thread, so
 prefetch, fair dispatch, acks, retries and dead-lettering behave as they do
 in a process pool. What threads cannot do is die alone or be killed:
@@ -16,7 +16,7 @@ import structlog
 
 from rabbitry.common.errors import ConfigurationError
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.consumer import PoolProcess
+from rabbitry.workers.pool_process import PoolProcess
 from rabbitry.workers.pool import WorkerPool
 from rabbitry.workers.registry import registry
 
@@ -26,11 +26,11 @@ log = structlog.get_logger("rabbitry.worker")
 class PoolThread(PoolProcess):
     """A pool member running in a thread; the supervisor's thread handles signals."""
 
+    #: Ending the process would end every thread of it: tasks' own time limits are not enforced.
+    enforces_time_limits = False
+
     def _install_signal_handlers(self) -> None:
         pass  # only the main thread may install them, and the supervisor has
-
-    def _enforce_time_limit(self) -> None:
-        pass  # ending the process would end every thread of it: tasks' own time limits are not enforced
 
 
 class PoolMember(threading.Thread):
@@ -46,7 +46,7 @@ class PoolMember(threading.Thread):
 
     def kill(self) -> None:
         """A thread cannot be killed; its pool thread is asked to stop instead."""
-        self.pool_thread._stop.set()
+        self.pool_thread.stop()
 
 
 class ThreadedWorkerPool(WorkerPool):

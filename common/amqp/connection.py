@@ -30,7 +30,7 @@ from rabbitry.common.errors import (AcknowledgementTimedOut, BrokerRefused, Brok
 from rabbitry.common.settings import BrokerSettings, mask_url
 from rabbitry.common.topology import Topology, existing_may_serve
 from rabbitry.common.transport.contract import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage,
-                              PublishFailure, QueueState, SettledPublishes)
+                              PublishFailure, PublishOutcomes, QueueState)
 
 #: Publishes buffered before pika is given a chance to write them and read confirms.
 _FLUSH_EVERY = 64
@@ -209,7 +209,7 @@ class AmqpConnection(Connection):
         self._next_delivery_tag = 1
         self._outstanding: dict[int, tuple[OutgoingMessage, bool]] = {}
         self._returned: set[str] = set()
-        self._settled = SettledPublishes()
+        self._publish_outcomes = PublishOutcomes()
         self._unflushed = 0
         self._watching_cancels = False
         self._cancelled_consumer: str | None = None
@@ -317,7 +317,7 @@ class AmqpConnection(Connection):
         except BaseException as error:
             del self._outstanding[tag]  # refused outright: it will never be confirmed
             if isinstance(error, Unencodable):  # this message's fault, not the connection's
-                self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
+                self._publish_outcomes.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
                 return
             raise
         self._next_delivery_tag += 1
@@ -348,12 +348,12 @@ class AmqpConnection(Connection):
         for tag in tags:
             message, mandatory = self._outstanding.pop(tag)
             if not acked:
-                self._settled.failed.append(PublishFailure(message, "nacked", mandatory))
+                self._publish_outcomes.failed.append(PublishFailure(message, "nacked", mandatory))
             elif self._returned and message.message_id in self._returned:
                 self._returned.discard(message.message_id)
-                self._settled.failed.append(PublishFailure(message, "unroutable"))
+                self._publish_outcomes.failed.append(PublishFailure(message, "unroutable"))
             else:
-                self._settled.confirmed.append(message)
+                self._publish_outcomes.confirmed.append(message)
 
     def _on_return(self, _channel, _method, properties, _body) -> None:
         # A return always precedes the confirm of the same message.
@@ -367,10 +367,10 @@ class AmqpConnection(Connection):
                     raise ConfirmTimeout(f"{len(self._outstanding)} messages not confirmed "
                                         f"within {timeout:g} s")
                 self._connection.process_data_events(_WAIT_SLICE_S)
-        return self._settled.take_failed()
+        return self._publish_outcomes.take_failed()
 
     def take_confirmed(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
-        return self._settled.take()
+        return self._publish_outcomes.take()
 
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
         messages = list(self._outstanding.values())

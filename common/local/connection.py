@@ -32,7 +32,7 @@ from rabbitry.common.transport.limits import check_message, check_topology, may_
 from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
 from rabbitry.common.local.broker import LocalBroker
 from rabbitry.common.local.dead_letters import REJECTED
-from rabbitry.common.local.outbox import ACK, DEAD_LETTER, REQUEUE, Publish, Settle
+from rabbitry.common.local.outbox import ACK, DEAD_LETTER, REQUEUE, Acknowledgement, Publish
 from rabbitry.common.local.queue import Consumer, Envelope, LocalQueue
 from rabbitry.common.local.refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused
 from rabbitry.common.local.stream import STREAM_OFFSET, check_stream_consumer
@@ -41,8 +41,8 @@ from rabbitry.common.local.reply_to import (add_reply_consumer_locked, addressed
 from rabbitry.common.replies import DIRECT_REPLY_TO
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
-from rabbitry.common.transport.contract import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure, QueueState,
-                              SettledPublishes)
+from rabbitry.common.transport.contract import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure,
+                              PublishOutcomes, QueueState)
 
 _brokers: dict[str, LocalBroker] = {}
 _brokers_lock = threading.Lock()
@@ -103,9 +103,9 @@ class LocalConnection(Connection):
         self._consumers: dict[str, Consumer] = {}
         self._consumer_numbers = itertools.count(1)
         # Publishes, acks and rejects sent but not yet read by the broker, in order.
-        self._outbox: list[Publish | Settle] = []
+        self._outbox: list[Publish | Acknowledgement] = []
         self._unsent = 0  # publishes in the outbox
-        self._settled = SettledPublishes()
+        self._publish_outcomes = PublishOutcomes()
         self._reply_address: str | None = None  # while consuming direct reply-to
 
     def _check_open(self) -> None:
@@ -156,7 +156,7 @@ class LocalConnection(Connection):
             try:
                 check_message(message)
             except Unencodable:
-                self._settled.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
+                self._publish_outcomes.failed.append(PublishFailure(message, UNPUBLISHABLE, mandatory))
                 return
         self._outbox.append(Publish(message, mandatory))
         self._unsent += 1
@@ -173,14 +173,14 @@ class LocalConnection(Connection):
     def wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
         self._check_open()
         self._send()
-        return self._settled.take_failed()
+        return self._publish_outcomes.take_failed()
 
     def take_confirmed(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
-        return self._settled.take()
+        return self._publish_outcomes.take()
 
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
         unsent = [(sent.message, sent.mandatory) for sent in self._outbox if type(sent) is Publish]
-        self._outbox = [sent for sent in self._outbox if type(sent) is Settle]
+        self._outbox = [sent for sent in self._outbox if type(sent) is Acknowledgement]
         self._unsent = 0
         return unsent
 
@@ -249,12 +249,12 @@ class LocalConnection(Connection):
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         if not self._open:  # _check_open(), inline on every message's path
             raise ConnectionLost(_CLOSED)
-        self._outbox.append(Settle(delivery_tag, multiple, ACK))
+        self._outbox.append(Acknowledgement(delivery_tag, multiple, ACK))
 
     def reject(self, delivery_tag: int, requeue: bool = True) -> None:
         if not self._open:  # _check_open(), inline on every message's path
             raise ConnectionLost(_CLOSED)
-        self._outbox.append(Settle(delivery_tag, False, REQUEUE if requeue else DEAD_LETTER))
+        self._outbox.append(Acknowledgement(delivery_tag, False, REQUEUE if requeue else DEAD_LETTER))
 
     def _send_locked(self) -> None:
         """Carry out, in order, the publishes, acks and rejects buffered since the last call.
@@ -267,13 +267,13 @@ class LocalConnection(Connection):
         """
         outbox, self._outbox = self._outbox, []
         self._unsent = 0
-        broker, unacked, confirmed = self.broker, self._unacked, self._settled.confirmed
+        broker, unacked, confirmed = self.broker, self._unacked, self._publish_outcomes.confirmed
         touched: dict[LocalQueue, None] = {}
         for sent in outbox:
             if type(sent) is Publish:
                 message = sent.message
                 if not self._route_locked(message) and sent.mandatory:
-                    self._settled.failed.append(PublishFailure(message, "unroutable"))
+                    self._publish_outcomes.failed.append(PublishFailure(message, "unroutable"))
                 else:
                     confirmed.append(message)
                 continue

@@ -95,8 +95,8 @@ class PublishFailure:
     mandatory: bool = False  # as it was published, to publish it again the same way
 
 
-class SettledPublishes:
-    """Publishes the broker has settled and the caller has not yet been told of."""
+class PublishOutcomes:
+    """What became of publishes (confirmed, or failed) that the caller has not yet been told of."""
 
     def __init__(self):
         self.confirmed: list[OutgoingMessage] = []
@@ -168,7 +168,7 @@ class Connection(abc.ABC):
 
     @abc.abstractmethod
     def take_confirmed(self) -> tuple[list[OutgoingMessage], list[PublishFailure]]:
-        """Messages settled since the last call: (confirmed, failed)."""
+        """Messages the broker has answered since the last call: (confirmed, failed)."""
 
     @abc.abstractmethod
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
