@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from rabbitry import plots
 from rabbitry.cli import rabbitry
 from rabbitry.common import cli
+from rabbitry.common.errors import ExitCode
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: The folders of the package: each installs as a subpackage of rabbitry (see pyproject.toml).
@@ -135,6 +136,16 @@ def test_the_shared_options_are_where_the_house_says_they_are():
     url_checks = {shown_options(path, command)["--url"][1].callback for path, command in COMMANDS.items()
                   if "--url" in shown_options(path, command)}
     assert len(url_checks) == 1 and None not in url_checks  # every --url is checked, by the same callback
+
+
+@pytest.mark.parametrize("args", [["--url", "local://"], ["--broker", "local"]])
+def test_compare_refuses_to_compare_the_in_process_model_with_itself_at_once(args):
+    result = CliRunner().invoke(rabbitry, ["compare", *args], prog_name="rabbitry")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        result.output.strip()], result.output
+    assert "in-process model" in result.output
 
 
 # The environment variables, in the code and in docs/configuration.md.

@@ -45,9 +45,6 @@ ideal = ceil(tasks / concurrency) x {io_answer_ms} ms.
 
 def rabbitmq_settings(settings: BrokerSettings) -> tuple[BrokerSettings | None, str]:
     """``settings`` if the RabbitMQ they name answers, and a line saying whether it does."""
-    if settings.is_local:
-        raise click.UsageError("compare runs the in-process model beside RabbitMQ: give a RabbitMQ --url, "
-                               "not the in-process model itself")
     settings = dataclasses.replace(settings, reconnect_for=0)
     try:
         connect(settings, "rabbitry-compare-probe").close()
@@ -191,6 +188,9 @@ def compare(settings, tasks, subscribers, messages, seed_tasks, cpu_tasks, io_ta
             as_json, plot):
     """Run the same workloads on the in-process model and on RabbitMQ, side by side; then threads,
     processes, coroutines and rabbitry's worker on no-op, CPU-bound and I/O-bound tasks."""
+    if settings.is_local:  # the model beside itself would tell nothing, and its worker rows would wait in vain
+        raise click.UsageError("compare runs the in-process model beside RabbitMQ: give a RabbitMQ --url, "
+                               "not the in-process model itself")
     options = {"tasks": tasks, "subscribers": subscribers, "messages": messages, "seed_tasks": seed_tasks,
                "cpu_tasks": cpu_tasks, "io_tasks": io_tasks, "concurrency": concurrency,
                "sweep_tasks": sweep_tasks, "repeat": repeat}
