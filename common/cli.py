@@ -1,6 +1,7 @@
-"""What every rabbitry command shares: broker and logging options, and error handling.
+"""What every rabbitry command shares: its options, and error handling.
 
-Options are declared once here and applied by decorators, as in rq. A
+Options that several commands take are declared once here, each with its
+environment variable shown in ``--help``, and applied by decorators, as in rq. A
 RabbitryError raised by a command becomes one ``Error: …`` line on standard
 error and the error's exit code, and so does a usage mistake (an unknown
 option, a missing argument, a bad value), with ExitCode.USAGE; a user never
@@ -12,12 +13,14 @@ import functools
 
 import click
 
+from rabbitry.common.amqp.management import MANAGEMENT_PORT, MANAGEMENT_URL_ENVVAR
 from rabbitry.common.errors import ConfigurationError, ExitCode, RabbitryError
 from rabbitry.common.logconfig import LOG_FORMATS, configure_logging
 from rabbitry.common.settings import (DEFAULT_URL, LOCAL_URL, TLS_CA_ENVVAR, TLS_CERT_ENVVAR, TLS_KEY_ENVVAR,
                                       URL_ENVVAR, BrokerSettings, TlsSettings, split_urls)
 from rabbitry.common.transport.routing import check_routing_key
-from rabbitry.common.topology import EXCHANGE_TYPES, LOG_EXCHANGES, check_work_queue_name, log_exchange
+from rabbitry.common.topology import (DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, EXCHANGE_TYPES, LOG_EXCHANGES,
+                                      QUEUE_TYPES, check_work_queue_name, log_exchange)
 
 
 class CommandFailed(click.ClickException):
@@ -105,38 +108,88 @@ def _check_url(ctx, param, value):
     return value
 
 
-def broker_options(func):
-    """Add --url/--broker and the TLS options; pass ``settings: BrokerSettings``."""
+#: The words of the options declared below with a parameter: a command may add words of its own after
+#: them, never others (tests/test_cli_options.py holds every command to them).
+BROKER_HELP = "'local' runs on the in-process broker instead of RabbitMQ"
+WORK_QUEUE_HELP = "Work queue"
+JSON_HELP = "Print JSON, one object a line, instead of text"
+MANAGEMENT_URL_HELP = "RabbitMQ's management API"
+#: What --management-url is when it is not given.
+MANAGEMENT_URL_DEFAULT = f"port {MANAGEMENT_PORT} of the broker's host"
 
-    @click.option("--url", envvar=URL_ENVVAR, default=DEFAULT_URL, show_default=True, callback=_check_url,
-                  help=f"Broker URL; several comma-separated for a cluster; {LOCAL_URL} for in-process. "
-                       f"[env: {URL_ENVVAR}]")
-    @click.option("--broker", type=click.Choice(["amqp", "local"]), default="amqp", show_default=True,
-                  help="'local' runs on the in-process broker instead of RabbitMQ.")
+
+def broker_options(func=None, *, auto: bool = False):
+    """Add --url/--broker and the TLS options; pass ``settings: BrokerSettings``.
+
+    With ``auto``, --broker also offers 'auto', its default, and the choice is passed on as
+    ``broker`` too: the command tries RabbitMQ and falls back to the in-process broker itself.
+    """
+    if func is None:
+        return functools.partial(broker_options, auto=auto)
+    choices = ("auto", "amqp", "local") if auto else ("amqp", "local")
+
+    @click.option("--url", envvar=URL_ENVVAR, show_envvar=True, default=DEFAULT_URL, show_default=True,
+                  callback=_check_url,
+                  help=f"Broker URL; several comma-separated for a cluster; {LOCAL_URL} for in-process.")
+    @click.option("--broker", type=click.Choice(choices), default=choices[0], show_default=True,
+                  help=BROKER_HELP + ("; 'auto' on RabbitMQ if one answers at --url, else on the in-process "
+                                      "broker." if auto else "."))
     @click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_CA_ENVVAR,
-                  help="CA bundle to verify an amqps:// broker.")
+                  show_envvar=True, help="CA bundle to verify an amqps:// broker.")
     @click.option("--tls-cert-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_CERT_ENVVAR,
-                  help="Client certificate for amqps://.")
+                  show_envvar=True, help="Client certificate for amqps://.")
     @click.option("--tls-key-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_KEY_ENVVAR,
-                  help="Private key of the client certificate.")
+                  show_envvar=True, help="Private key of the client certificate.")
     @functools.wraps(func)
     def wrapper(*args, url, broker, tls_ca_file, tls_cert_file, tls_key_file, **kwargs):
         tls = TlsSettings(ca_file=tls_ca_file, cert_file=tls_cert_file, key_file=tls_key_file)
         settings = BrokerSettings.from_url(LOCAL_URL if broker == "local" else url, tls=tls)
+        if auto:
+            kwargs["broker"] = broker
         return func(*args, settings=settings, **kwargs)
 
     return wrapper
 
 
+def work_queue_option(repeatable: bool = False):
+    """Add --queue, a work queue's name, checked; ``repeatable``: any number of them, passed as ``queues``."""
+    if repeatable:
+        return click.option("--queue", "queues", multiple=True, default=[DEFAULT_TASK_QUEUE], show_default=True,
+                            callback=check_work_queue, help=WORK_QUEUE_HELP + " (repeatable).")
+    return click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue,
+                        help=WORK_QUEUE_HELP + ".")
+
+
+#: --queue-type: the type a work queue is declared with where it does not exist yet.
+queue_type_option = click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE,
+                                 show_default=True, help="Type of the work queue, if it is created here.")
+
+
+def json_option(detail: str = ""):
+    """Add --json, passed as ``as_json``; ``detail`` says more of what is printed (": its fields", say)."""
+    return click.option("--json", "as_json", is_flag=True, help=JSON_HELP + detail + ".")
+
+
+def management_url_option(detail: str = "", default: str = MANAGEMENT_URL_DEFAULT):
+    """Add --management-url (None if not given); ``detail`` says what the command asks the API, ``default``
+    what it does without the option."""
+    return click.option("--management-url", envvar=MANAGEMENT_URL_ENVVAR, show_envvar=True, metavar="URL",
+                        show_default=default, help=MANAGEMENT_URL_HELP + detail + ".")
+
+
 #: How long a publishing command waits, by default, while the broker blocks publishing.
 DEFAULT_BLOCKED_TIMEOUT_S = 300.0
+#: The environment variables of --blocked-timeout, --log-format and --log-level.
+BLOCKED_TIMEOUT_ENVVAR = "RABBITRY_BLOCKED_TIMEOUT"
+LOG_FORMAT_ENVVAR, LOG_LEVEL_ENVVAR = "RABBITRY_LOG_FORMAT", "RABBITRY_LOG_LEVEL"
 
 
 def blocked_timeout_option(func):
     """Add --blocked-timeout, into ``settings.blocked_timeout`` (apply it below :func:`broker_options`)."""
 
     @click.option("--blocked-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-                  default=DEFAULT_BLOCKED_TIMEOUT_S, show_default=True, envvar="RABBITRY_BLOCKED_TIMEOUT",
+                  default=DEFAULT_BLOCKED_TIMEOUT_S, show_default=True, envvar=BLOCKED_TIMEOUT_ENVVAR,
+                  show_envvar=True,
                   help="While the broker blocks publishing (a memory or disk alarm), wait this long; "
                        "then give up with exit status 6.")
     @functools.wraps(func)
@@ -151,9 +204,11 @@ def logging_options(stream: str = "stderr"):
 
     def decorator(func):
         @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="auto", show_default=True,
-                      envvar="RABBITRY_LOG_FORMAT", help="console on a TTY and json otherwise, by default.")
+                      envvar=LOG_FORMAT_ENVVAR, show_envvar=True,
+                      help="console on a TTY and json otherwise, by default.")
         @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-                      show_default=True, envvar="RABBITRY_LOG_LEVEL")
+                      show_default=True, envvar=LOG_LEVEL_ENVVAR, show_envvar=True,
+                      help="The least severe log lines shown.")
         @functools.wraps(func)
         def wrapper(*args, log_format, log_level, **kwargs):
             configure_logging(log_format, log_level, click.get_text_stream(stream))

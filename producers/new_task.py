@@ -17,12 +17,12 @@ import threading
 import click
 import structlog
 
-from rabbitry.common.cli import (RabbitryCommand, blocked_timeout_option, broker_options, check_work_queue,
-                                 logging_options)
+from rabbitry.common.cli import (RabbitryCommand, blocked_timeout_option, broker_options, logging_options,
+                                 queue_type_option, work_queue_option)
 from rabbitry.common.delays import due_time, parse_duration, parse_time
 from rabbitry.common.errors import ConfigurationError, ExitCode, Interrupted, MessageError, RabbitryError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
-from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, QUEUE_TYPES
+from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from rabbitry.producers.task_batch import ON_REFUSED, BatchAccount, TaskBatch, outcome
 from rabbitry.producers.waiting import queue_and_wait
 
@@ -97,9 +97,8 @@ def _time_option(parse):
                    "holding it till then.")
 @click.option("--eta", callback=_time_option(parse_time), metavar="TIME",
               help="Run the task at this time, ISO 8601 (2026-12-01T09:00:00Z; UTC without an offset).")
-@click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue, help="Work queue.")
-@click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE, show_default=True,
-              help="Type of the work queue, if it is created here.")
+@work_queue_option()
+@queue_type_option
 @click.option("--quiet", "-q", is_flag=True, help="Print no task ids, and no summary unless something failed.")
 @click.option("--on-refused", type=click.Choice(ON_REFUSED), default="stop", show_default=True,
               help="When a full queue refuses a task: stop queueing, or go on with the others.")

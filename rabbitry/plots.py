@@ -36,10 +36,14 @@ def check_plot_path(ctx, param, value: str | None) -> str | None:
     return value
 
 
+#: The words of --plot in every command; each command then says what it draws.
+PLOT_HELP = "Also draw a chart to FILE (.png or .svg; needs pip install 'rabbitry[plot]')"
+
+
 def plot_option(what: str):
     """The ``--plot FILE`` option, drawing ``what``."""
     return click.option("--plot", metavar="FILE", callback=check_plot_path, default=None,
-                        help=f"Also draw {what} to FILE (.png or .svg); needs pip install 'rabbitry[plot]'.")
+                        help=f"{PLOT_HELP}: {what}.")
 
 
 def _pyplot():

@@ -25,9 +25,10 @@ import time
 import click
 import structlog
 
-from rabbitry.common.cli import RabbitryCommand, broker_options, check_queue_name, log_exchange_options, logging_options
+from rabbitry.common.cli import (RabbitryCommand, broker_options, check_queue_name, json_option, log_exchange_options,
+                                 logging_options, management_url_option)
 from rabbitry.common.errors import ConfigurationError, ManagementUnavailable, NotBound
-from rabbitry.common.amqp.management import MANAGEMENT_URL_ENVVAR, ManagementApi
+from rabbitry.common.amqp.management import ManagementApi
 from rabbitry.subscribers.history_subscriber import HistoryProgress, HistorySubscriber
 from rabbitry.subscribers.log_subscriber import LogSubscriber
 from rabbitry.subscribers.output import json_line, readable_line
@@ -108,15 +109,12 @@ def _parsed(parse, text: str | None, now: float, option: str):
                    "10m, 1h) or a time (2026-11-28T09:00Z). Needs `rabbitry logs retain`.")
 @click.option("--until", default=None, metavar="WHEN",
               help="With --since, stop at WHEN: a duration from now or a time.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per message: routing key, body, "
-                                                      "properties and headers; with --since, its offset "
-                                                      "and timestamp too.")
+@json_option(": each message's routing key, body, properties and headers; with --since, its offset and "
+             "timestamp too")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after N messages.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Exit after SECONDS without a message (with --since: after the replay).")
-@click.option("--management-url", envvar=MANAGEMENT_URL_ENVVAR, metavar="URL",
-              help="RabbitMQ's management API, to check that --unbind keys are bound  "
-                   "[default: port 15672 of the broker's host]")
+@management_url_option(", to check that --unbind keys are bound")
 @broker_options
 @logging_options()
 def subscribe(settings, binding_keys, exchange, queue, unbind, since, until, as_json, count, timeout,

@@ -6,8 +6,9 @@ import sys
 import click
 import structlog
 
-from rabbitry.common.cli import RabbitryCommand, broker_options, check_work_queue, logging_options
-from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, MOST_RETRIES, QUEUE_TYPES
+from rabbitry.common.cli import (RabbitryCommand, broker_options, logging_options, queue_type_option,
+                                 work_queue_option)
+from rabbitry.common.topology import MOST_RETRIES
 from rabbitry.workers.config import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_RETRIES,
                                      DEFAULT_METRICS_HOST, DEFAULT_PREFETCH, WorkerConfig)
 from rabbitry.workers.registry import load_task_modules, registry
@@ -17,10 +18,8 @@ log = structlog.get_logger("rabbitry.worker")
 
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue,
-              help="Work queue to serve.")
-@click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE, show_default=True,
-              help="Type of the work queue, if it is created here.")
+@work_queue_option()
+@queue_type_option
 @click.option("--processes", "-p", type=click.IntRange(1, 256), default=lambda: min(os.cpu_count() or 1, 8),
               show_default="number of CPUs, at most 8", help="Pool processes running tasks.")
 @click.option("--prefetch", type=click.IntRange(1, 65535), default=None,

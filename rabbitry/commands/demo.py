@@ -9,6 +9,7 @@ name it declares is its own (``rabbitry.demo.<run>.…``) and is deleted at
 the end, so it never disturbs other users of the broker.
 """
 
+import dataclasses
 import json
 import secrets
 import sys
@@ -21,12 +22,12 @@ import structlog
 
 from rabbitry import plots
 from rabbitry.common.transport.connect import connect
-from rabbitry.common.cli import RabbitryCommand
+from rabbitry.common.cli import RabbitryCommand, broker_options, json_option
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.transport.routing import binding_matches
-from rabbitry.common.settings import DEFAULT_URL, LOCAL_URL, URL_ENVVAR, BrokerSettings
+from rabbitry.common.settings import LOCAL_URL, BrokerSettings
 from rabbitry.common.logs.history import retain
 from rabbitry.common.retention import Retention
 from rabbitry.common.topology import Exchange, dead_letter_queue_name, history_stream_name
@@ -107,13 +108,12 @@ class DemoNames:
         return Exchange(f"rabbitry.demo.{self.run}.{exchange_type}", exchange_type)
 
 
-def choose_broker(broker: str, url: str) -> tuple[BrokerSettings, str]:
-    """The settings to run on and a one-line notice saying which broker that is."""
-    if broker == "local":
-        return BrokerSettings.from_url(LOCAL_URL), "rabbitry demo: running on the in-process model (local://)"
-    settings = BrokerSettings.from_url(url, reconnect_for=0)
-    if settings.is_local:
+def choose_broker(broker: str, settings: BrokerSettings) -> tuple[BrokerSettings, str]:
+    """The settings to run on and a one-line notice saying which broker that is: with ``broker`` 'auto',
+    RabbitMQ at ``settings`` if it answers, else the in-process model."""
+    if settings.is_local:  # --broker local, or --url local://
         return settings, f"rabbitry demo: running on the in-process model ({settings.describe()})"
+    settings = dataclasses.replace(settings, reconnect_for=0)
     try:
         connect(settings, "rabbitry-demo-probe").close()
     except BrokerUnavailable as error:
@@ -287,19 +287,16 @@ def print_summary(summary: dict) -> None:
 
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--broker", type=click.Choice(["auto", "amqp", "local"]), default="auto", show_default=True,
-              help="auto: RabbitMQ if one answers at --url, else the in-process model.")
-@click.option("--url", envvar=URL_ENVVAR, default=DEFAULT_URL, show_default=True,
-              help=f"RabbitMQ to try. [env: {URL_ENVVAR}]")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@json_option(": the summary")
 @click.option("--verbose", is_flag=True, help="Show the worker's log line for every task.")
 @plots.plot_option(f"the fair-dispatch timeline, prefetch 1 against prefetch {UNFAIR_PREFETCH} "
                    "(which runs the tasks once more)")
-def demo(broker, url, as_json, verbose, plot):
+@broker_options(auto=True)
+def demo(settings, broker, as_json, verbose, plot):
     """Run tasks through a worker pool and logs through three exchanges, then summarise."""
     configure_logging("auto", "info" if verbose else "critical", sys.stderr)
     started = time.monotonic()
-    settings, notice = choose_broker(broker, url)
+    settings, notice = choose_broker(broker, settings)
     click.echo(notice, err=as_json)
     load_task_modules(())
     names = DemoNames()

@@ -19,10 +19,10 @@ from collections.abc import Callable
 import click
 
 from rabbitry.common.transport.connect import connect
-from rabbitry.common.cli import RabbitryCommand, RabbitryGroup, broker_options, check_work_queue
+from rabbitry.common.cli import RabbitryCommand, RabbitryGroup, broker_options, json_option, work_queue_option
 from rabbitry.common.errors import ConfigurationError, ExitCode, MessageError, RabbitryError
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.topology import DEFAULT_TASK_QUEUE, dead_letter_queue_name
+from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage
 from rabbitry.workers.execution import ERROR_HEADER, LEFT_OUT_HEADER, QUEUE_HEADER, REASON_HEADER, TASK_HEADER
 
@@ -148,19 +148,16 @@ def _select(ids: tuple[str, ...], select_all: bool) -> Callable[[Delivery], bool
     return (lambda _letter: True) if select_all else (lambda letter: letter.message_id in ids)
 
 
-def letter_selection(verb: str):
+def letter_selection(func):
     """Add the LETTER_ID... argument and --all; pass ``wanted``, the test a letter must pass."""
 
-    def decorator(func):
-        @click.argument("ids", nargs=-1, metavar="[LETTER_ID]...")
-        @click.option("--all", "select_all", is_flag=True, help=f"{verb} every dead letter.")
-        @functools.wraps(func)
-        def wrapper(*args, ids, select_all, **kwargs):
-            return func(*args, ids=ids, select_all=select_all, wanted=_select(ids, select_all), **kwargs)
+    @click.argument("ids", nargs=-1, metavar="[LETTER_ID]...")
+    @click.option("--all", "select_all", is_flag=True, help="Every dead letter, instead of LETTER_IDs.")
+    @functools.wraps(func)
+    def wrapper(*args, ids, select_all, **kwargs):
+        return func(*args, ids=ids, select_all=select_all, wanted=_select(ids, select_all), **kwargs)
 
-        return wrapper
-
-    return decorator
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -184,8 +181,7 @@ def dlq_command(name: str):
     """A subcommand of ``rabbitry dlq`` with the work-queue and broker options."""
 
     def decorator(func):
-        func = click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue,
-                            help="Work queue whose dead letters to handle.")(func)
+        func = work_queue_option()(func)
         return dlq.command(name, cls=RabbitryCommand)(broker_options(func))
 
     return decorator
@@ -198,7 +194,7 @@ def dlq():
 
 @dlq_command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="List at most this many letters.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per letter.")
+@json_option()
 def list_letters(settings, queue, limit, as_json):
     """List dead letters: id, task, reason and error."""
     with dead_letter_queue(settings, queue) as dead_letters:
@@ -225,7 +221,7 @@ def show(settings, queue, letter_id):
 
 
 @dlq_command("replay")
-@letter_selection("Replay")
+@letter_selection
 def replay(settings, queue, ids, select_all, wanted):
     """Send dead letters back to the work queue, with their retries reset."""
     with dead_letter_queue(settings, queue) as letters:
@@ -234,7 +230,7 @@ def replay(settings, queue, ids, select_all, wanted):
 
 
 @dlq_command("purge")
-@letter_selection("Drop")
+@letter_selection
 def purge(settings, queue, ids, select_all, wanted):
     """Drop dead letters for good."""
     with dead_letter_queue(settings, queue) as letters:

@@ -16,10 +16,11 @@ import json
 import click
 
 from rabbitry.common.transport.connect import connect
-from rabbitry.common.cli import RabbitryGroup, broker_options, log_exchange_options, logging_options
+from rabbitry.common.cli import (RabbitryGroup, broker_options, json_option, log_exchange_options, logging_options,
+                                 management_url_option)
 from rabbitry.common.errors import ConfigurationError, ManagementUnavailable
 from rabbitry.common.logs.history import retain as retain_history
-from rabbitry.common.amqp.management import MANAGEMENT_URL_ENVVAR, ManagementApi
+from rabbitry.common.amqp.management import ManagementApi
 from rabbitry.common.retention import Retention, parse_size
 from rabbitry.common.topology import history_stream_name
 
@@ -121,9 +122,8 @@ def render_rows(rows: list[dict], exchange: str) -> str:
 
 @logs.command()
 @log_exchange_options
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per subscription.")
-@click.option("--management-url", envvar=MANAGEMENT_URL_ENVVAR, metavar="URL",
-              help="RabbitMQ's management API  [default: port 15672 of the broker's host]")
+@json_option()
+@management_url_option(", to list the bindings with")
 @broker_options
 def subscriptions(settings, exchange, as_json, management_url):
     """List the named queues bound to a log exchange: their binding keys, backlog and consumers."""

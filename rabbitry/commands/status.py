@@ -8,18 +8,16 @@ import time
 import click
 
 from rabbitry.common.transport.connect import connect
-from rabbitry.common.cli import broker_options, check_work_queue
+from rabbitry.common.cli import (MANAGEMENT_URL_DEFAULT, broker_options, json_option, management_url_option,
+                                 work_queue_option)
 from rabbitry.common.errors import BrokerUnavailable
-from rabbitry.common.topology import (DEFAULT_TASK_QUEUE, DELAY_LEVEL_PREFIX, DELAY_UNROUTED, delay_level_names,
-                                      work_queue_names)
+from rabbitry.common.topology import DELAY_LEVEL_PREFIX, DELAY_UNROUTED, delay_level_names, work_queue_names
 from rabbitry.commands.watch import AmqpSampler, ManagementSampler, QueueWatch, render
 
 
 @click.command()
-@click.option("--queue", "queues", multiple=True, default=[DEFAULT_TASK_QUEUE], show_default=True,
-              callback=check_work_queue,
-              help="Work queue to show (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per queue.")
+@work_queue_option(repeatable=True)
+@json_option()
 @click.option("--watch", is_flag=True,
               help="Sample again every --interval, with rates in and out: redrawn on a terminal, "
                    "one JSON object per sample on a pipe. Ctrl-C ends it.")
@@ -27,9 +25,8 @@ from rabbitry.commands.watch import AmqpSampler, ManagementSampler, QueueWatch, 
               help="Seconds between samples, with --watch.")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
               help="Stop after N samples, with --watch  [default: until Ctrl-C]")
-@click.option("--management-url", envvar="RABBITMQ_MANAGEMENT_URL", metavar="URL",
-              help="RabbitMQ's management API, for rates in and out with --watch  "
-                   "(an empty URL: none)  [default: port 15672 of the broker's host, if it answers]")
+@management_url_option(", for rates in and out with --watch (an empty URL: none)",
+                       default=MANAGEMENT_URL_DEFAULT + ", if it answers")
 @broker_options
 def status(settings, queues, as_json, watch, interval, count, management_url):
     """Show messages and consumers of work queues and their dead letters, and the tasks

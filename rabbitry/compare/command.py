@@ -9,6 +9,7 @@ makespan against concurrency. ``--json`` prints it for machines, ``--plot``
 draws it. These are the numbers behind the README's performance section.
 """
 
+import dataclasses
 import json
 import secrets
 import statistics
@@ -17,10 +18,10 @@ import sys
 import click
 
 from rabbitry.common.transport.connect import connect
-from rabbitry.common.cli import RabbitryCommand
+from rabbitry.common.cli import RabbitryCommand, broker_options, json_option
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.common.logconfig import configure_logging
-from rabbitry.common.settings import DEFAULT_URL, URL_ENVVAR, BrokerSettings
+from rabbitry.common.settings import BrokerSettings
 from rabbitry import plots
 from rabbitry.compare import concurrency as compare_concurrency
 from rabbitry.compare import workloads
@@ -42,9 +43,9 @@ ideal = ceil(tasks / concurrency) x {io_answer_ms} ms.
 """
 
 
-def rabbitmq_settings(url: str) -> tuple[BrokerSettings | None, str]:
-    """Settings for RabbitMQ at ``url`` if it answers, and a line saying whether it does."""
-    settings = BrokerSettings.from_url(url, reconnect_for=0)
+def rabbitmq_settings(settings: BrokerSettings) -> tuple[BrokerSettings | None, str]:
+    """``settings`` if the RabbitMQ they name answers, and a line saying whether it does."""
+    settings = dataclasses.replace(settings, reconnect_for=0)
     try:
         connect(settings, "rabbitry-compare-probe").close()
     except BrokerUnavailable as error:
@@ -161,8 +162,6 @@ def render_forms(report: dict) -> str:
 
 
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--url", envvar=URL_ENVVAR, default=DEFAULT_URL, show_default=True,
-              help=f"The RabbitMQ to compare with. [env: {URL_ENVVAR}]")
 @click.option("--tasks", type=click.IntRange(100), default=50000, show_default=True,
               help="No-op tasks in the work-queue workload.")
 @click.option("--subscribers", type=click.IntRange(1, 64), default=4, show_default=True,
@@ -182,17 +181,22 @@ def render_forms(report: dict) -> str:
               help="I/O-bound tasks whose makespan is measured at concurrency 1, 2, 4, ... 64.")
 @click.option("--repeat", type=click.IntRange(1, 9), default=1, show_default=True,
               help="Runs of each timed workload; the median is shown.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@json_option()
 @plots.plot_option("throughput per form and workload, and the I/O makespan against concurrency")
-def compare(url, tasks, subscribers, messages, seed_tasks, cpu_tasks, io_tasks, concurrency, sweep_tasks, repeat,
+@broker_options
+def compare(settings, tasks, subscribers, messages, seed_tasks, cpu_tasks, io_tasks, concurrency, sweep_tasks, repeat,
             as_json, plot):
     """Run the same workloads on the in-process model and on RabbitMQ, side by side; then threads,
     processes, coroutines and rabbitry's worker on no-op, CPU-bound and I/O-bound tasks."""
+    if settings.is_local:  # the model beside itself would tell nothing, and its worker rows would wait in vain
+        raise click.UsageError("compare runs the in-process model beside RabbitMQ: give a RabbitMQ --url, "
+                               "not the in-process model itself")
     options = {"tasks": tasks, "subscribers": subscribers, "messages": messages, "seed_tasks": seed_tasks,
                "cpu_tasks": cpu_tasks, "io_tasks": io_tasks, "concurrency": concurrency,
                "sweep_tasks": sweep_tasks, "repeat": repeat}
     configure_logging("auto", "critical", sys.stderr)  # the in-process worker's task lines would drown the table
-    settings, notice = rabbitmq_settings(url)
+    url = ",".join(settings.urls)  # for the worker command, a process of its own
+    settings, notice = rabbitmq_settings(settings)
     click.echo(notice, err=True)
     sides = {MODEL: BrokerSettings.from_url(f"local://compare-{secrets.token_hex(3)}")}
     if settings:

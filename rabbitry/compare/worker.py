@@ -24,7 +24,7 @@ import time
 from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.settings import URL_ENVVAR, BrokerSettings
+from rabbitry.common.settings import TLS_CA_ENVVAR, TLS_CERT_ENVVAR, TLS_KEY_ENVVAR, URL_ENVVAR, BrokerSettings
 from rabbitry.common.topology import work_queue_names
 from rabbitry.compare.tasks import Workload
 from rabbitry.producers.tasks import TaskSubmitter
@@ -129,7 +129,7 @@ def on_rabbitmq(settings: BrokerSettings, url: str, workloads: dict[str, Workloa
     command += ["--tasks", COROUTINE_TASKS, "--concurrency", str(concurrency)] if concurrency else [
         "--tasks", BLOCKING_TASKS]
     with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(command, env={**os.environ, URL_ENVVAR: url}, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(command, env=_worker_environment(settings, url), stdout=subprocess.DEVNULL,
                                    stderr=errors, start_new_session=True)
 
         def worker_stopped() -> str | None:
@@ -145,6 +145,13 @@ def on_rabbitmq(settings: BrokerSettings, url: str, workloads: dict[str, Workloa
         finally:
             stop_worker(process)
             _delete_queues(settings, queue)
+
+
+def _worker_environment(settings: BrokerSettings, url: str) -> dict[str, str]:
+    """This process's environment, naming the broker at ``url`` and ``settings``' TLS files for the worker."""
+    tls = {TLS_CA_ENVVAR: settings.tls.ca_file, TLS_CERT_ENVVAR: settings.tls.cert_file,
+           TLS_KEY_ENVVAR: settings.tls.key_file}
+    return {**os.environ, URL_ENVVAR: url, **{name: path for name, path in tls.items() if path}}
 
 
 def _queue_name() -> str:
