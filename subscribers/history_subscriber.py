@@ -154,6 +154,7 @@ class HistorySubscriber(LogSubscriber):
         self._unacked += 1
         self._unacked_tag = delivery_tag
         if self._unacked >= ack_every:
+            assert self._connection is not None  # set by _start, before any delivery
             self._connection.ack(delivery_tag, multiple=True)
             self._unacked = 0
 

@@ -130,10 +130,10 @@ def subscribe(settings, binding_keys, exchange, queue, unbind, since, until, as_
     now = time.time()
     start = _parsed(parse_since, since, now, "--since")
     end = _parsed(parse_until, until, now, "--until")
-    progress = ProgressLine(click.get_text_stream("stderr")) if since and sys.stderr.isatty() else None
+    progress = ProgressLine(click.get_text_stream("stderr")) if since and sys.stderr.isatty() else None  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
     try:
         if start is not None:
-            subscriber = HistorySubscriber(settings, exchange, binding_keys, start=start, until=end,
+            subscriber: LogSubscriber = HistorySubscriber(settings, exchange, binding_keys, start=start, until=end,
                                            on_progress=progress)
         else:
             subscriber = LogSubscriber(settings, exchange, binding_keys, queue=queue, unbind=unbind)
@@ -142,7 +142,7 @@ def subscribe(settings, binding_keys, exchange, queue, unbind, since, until, as_
             from None
     if unbind:
         check_unbind(settings, exchange, queue, subscriber.unbind, management_url)
-    out = click.get_text_stream("stdout")
+    out = click.get_text_stream("stdout")  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
     color = out.isatty() and "NO_COLOR" not in os.environ
     stop = threading.Event()
     _stop_on_signals(stop)
