@@ -4,6 +4,7 @@ import dataclasses
 import multiprocessing
 import signal
 import threading
+from typing import Protocol
 
 import structlog
 
@@ -20,6 +21,21 @@ log = structlog.get_logger("rabbitry.worker")
 #: Pool-process exit codes that no restart can fix: stop the whole worker.
 _FATAL_EXIT_CODES = {ExitCode.USAGE, ExitCode.BROKER_REFUSED}
 _SUPERVISE_EVERY_S = 0.2
+
+
+class ProcessLike(Protocol):
+    """What the supervisor needs of a pool member: a process, or a thread standing in for one."""
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 class WorkerPool:
@@ -40,7 +56,7 @@ class WorkerPool:
         self._stop = threading.Event()
         self._shared_stop = self._context.Event()
         self._ledger = CrashLedger(config.processes, self._context)
-        self._processes: list[multiprocessing.Process | None] = [None] * config.processes
+        self._processes: list[ProcessLike | None] = [None] * config.processes
         self._signals = 0
         self._metrics_server: metrics.MetricsServer | None = None
         self.exit_code = ExitCode.OK
@@ -139,8 +155,9 @@ class WorkerPool:
             crashes = self._ledger.record_crash(task_id) if task_id and not timed_out else 0
             event = "pool_process_timed_out" if timed_out else "pool_process_died"
             log.warning(event, pool_process=index, exit_code=code, task_id=task_id, crashes=crashes or None)
-            if self._metrics_server is not None and getattr(process, "pid", None):  # threads have none
-                self._metrics_server.process_died(process.pid)
+            pid = getattr(process, "pid", None)  # threads have none
+            if self._metrics_server is not None and pid:
+                self._metrics_server.process_died(pid)
             metrics.recorder.pool_process_restarted("time_limit" if timed_out else "died")
             self._start(index)
 

@@ -36,7 +36,7 @@ def status(settings, queues, as_json, watch, interval, count, management_url):
     waiting in the delay levels (delayed tasks and retries of every work queue)."""
     if watch:
         return watch_queues(settings, queues, interval, count, management_url, as_json)
-    rows = []
+    rows: list[dict] = []
     with connect(settings, "rabbitry-status") as connection:
         for queue in queues:
             for name in work_queue_names(queue):

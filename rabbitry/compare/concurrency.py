@@ -48,8 +48,8 @@ def worker_forms(options: dict, model: BrokerSettings, rabbitmq: BrokerSettings 
             elif side == MODEL:
                 form["run"] = lambda work, counts, c=coroutines: compare_worker.on_model(model, work, counts, c)
             else:
-                form["run"] = (lambda work, counts, c=coroutines:
-                               compare_worker.on_rabbitmq(rabbitmq, url, work, counts, c))
+                form["run"] = (lambda work, counts, c=coroutines, s=settings:
+                               compare_worker.on_rabbitmq(s, url, work, counts, c))
             forms.append(form)
     return forms
 
