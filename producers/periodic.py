@@ -108,7 +108,7 @@ class ScheduleEntry:
 
     def message(self, schedule: str, tick: float) -> TaskMessage:
         """The task this entry queues for ``tick``; its id names the schedule, the entry and the tick."""
-        moment = datetime.datetime.fromtimestamp(tick, datetime.timezone.utc)
+        moment = datetime.datetime.fromtimestamp(tick, datetime.UTC)
         stamp = moment.isoformat(timespec="milliseconds" if tick % 1 else "seconds").replace("+00:00", "Z")
         return TaskMessage(self.task, list(self.args), dict(self.kwargs), id=f"{schedule}:{self.name}@{stamp}")
 

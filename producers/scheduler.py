@@ -46,7 +46,7 @@ _CONFIRM_TIMEOUT_S = 30.0
 
 def utc_text(moment: float) -> str:
     """A POSIX time as ISO 8601 in UTC, for log lines."""
-    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 class Scheduler:

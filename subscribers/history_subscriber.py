@@ -45,7 +45,7 @@ def utc_text(timestamp: float | None) -> str | None:
     """``2026-11-28T09:00:00Z``, or None."""
     if timestamp is None:
         return None
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class HistoryProgress:

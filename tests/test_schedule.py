@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from rabbitry.common.errors import ConfigurationError, ExitCode
 from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Plan, ScheduleEntry, plan, schedule_from
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 
 

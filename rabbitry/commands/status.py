@@ -92,7 +92,7 @@ def watch_queues(settings, queues, interval, count, management_url, as_json) -> 
                     click.echo(f"{datetime.datetime.now():%H:%M:%S}  every {interval:g} s  (Ctrl-C ends)")
                     click.echo(render(rows, sampler.source))
                 else:
-                    click.echo(json.dumps({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    click.echo(json.dumps({"time": datetime.datetime.now(datetime.UTC).isoformat(),
                                            "source": sampler.source, "queues": rows}))
                     sys.stdout.flush()
                 if count is not None and taken >= count:
