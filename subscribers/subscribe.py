@@ -81,7 +81,8 @@ def check_unbind(settings, exchange, queue: str, keys: tuple[str, ...], manageme
     missing = [key for key in keys if key not in bound]
     if missing:
         raise NotBound(f"queue {queue!r} is not bound to exchange {exchange.name!r} with "
-                       f"{', '.join(repr(k) for k in missing)}; its keys: {', '.join(repr(k) for k in bound) or 'none'}")
+                       f"{', '.join(repr(k) for k in missing)}; "
+                       f"its keys: {', '.join(repr(k) for k in bound) or 'none'}")
 
 
 def _parsed(parse, text: str | None, now: float, option: str):

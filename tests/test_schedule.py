@@ -134,7 +134,7 @@ def test_schedule_check_shows_the_next_ticks_and_bad_files_are_one_line_errors(r
     assert checked.returncode == 0, checked.stderr
     assert "beat: echo on task_queue, every 3600 s; next " in checked.stdout
     assert checked.stdout.count(":00:00+00:00") == 3
-    for result, error in zip(results, ["not a cron expression", "not valid TOML", "cannot read schedule"]):
+    for result, error in zip(results, ["not a cron expression", "not valid TOML", "cannot read schedule"], strict=True):
         assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert error in line

@@ -130,7 +130,8 @@ class WorkerPool:
         self._metrics_server = metrics.enable_metrics(
             config.queue, config.metrics_host, config.metrics_port,
             {"queue": config.queue, "queue_type": config.queue_type, "processes": str(config.processes),
-             "prefetch": str(config.prefetch or "adaptive"), "pool": "threads" if config.settings.is_local else "processes"})
+             "prefetch": str(config.prefetch or "adaptive"),
+             "pool": "threads" if config.settings.is_local else "processes"})
 
     def _start(self, index: int) -> None:
         process = self._context.Process(target=run_pool_process, name=f"rabbitry-pool-{index}",
