@@ -46,7 +46,7 @@ def bench_noop(reps: int, n: int) -> dict:
     for name, summary in result.items():
         print(f"  {name:<11} {fmt(summary, ' tasks/s')}")
     for name in ("async_c1", "async_c100"):
-        ratios = summarize(a / s for a, s in zip(rates[name], rates["sync"]))
+        ratios = summarize(a / s for a, s in zip(rates[name], rates["sync"], strict=True))
         result[f"ratio_{name}_vs_sync"] = ratios
         print(f"  {name} / sync  {fmt(ratios, '×', 2)}")
     return result

@@ -182,7 +182,7 @@ def main():
     if "lean_pika" in rates:
         for name in chosen:
             if name != "lean_pika":
-                ratios = summarize(r / p for r, p in zip(rates[name], rates["lean_pika"]))
+                ratios = summarize(r / p for r, p in zip(rates[name], rates["lean_pika"], strict=True))
                 result[f"ratio_{name}_vs_lean_pika"] = ratios
                 print(f"  {name} / lean_pika {fmt(ratios, '×', 2)}")
     print("saved", save("drain", {"args": vars(args), **result}))

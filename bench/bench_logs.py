@@ -292,7 +292,7 @@ def bench_latency(reps: int, n: int, rate: float) -> dict:
     for pair, label in LATENCY_PAIRS.items():
         figures = {key: summarize(r[key] for r in results[pair]) for key in ("p50_us", "p95_us", "p99_us")}
         figures["p99_ratio_to_raw"] = summarize(ours["p99_us"] / raw["p99_us"]
-                                                for ours, raw in zip(results[pair], results["raw"]))
+                                                for ours, raw in zip(results[pair], results["raw"], strict=True))
         summary[pair] = figures
         print(f"latency {label}: p50 {fmt(figures['p50_us'], ' us')}, p95 {fmt(figures['p95_us'], ' us')}, "
               f"p99 {fmt(figures['p99_us'], ' us')}; p99 / raw pair {fmt(figures['p99_ratio_to_raw'], '', 2)}"

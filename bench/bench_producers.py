@@ -159,7 +159,7 @@ def compare(name: str, runs: dict[str, list[dict]], unit: str = " ms") -> dict:
     for p in ("p50", "p99"):
         result[f"rabbitry_{p}"] = summarize(r[p] for r in ours)
         result[f"bare_{p}"] = summarize(r[p] for r in bare)
-        result[f"ratio_{p}"] = summarize(o[p] / b[p] for o, b in zip(ours, bare))
+        result[f"ratio_{p}"] = summarize(o[p] / b[p] for o, b in zip(ours, bare, strict=True))
         print(f"  {name} {p}: rabbitry {fmt(result[f'rabbitry_{p}'], unit, 2)}, bare pika "
               f"{fmt(result[f'bare_{p}'], unit, 2)}, ratio {fmt(result[f'ratio_{p}'], '×', 2)}")
     return result

@@ -204,14 +204,14 @@ def bench_e2e(reps: int, n: int, only: list[str] | None = None) -> dict:
     for name, summary in result.items():
         print(f"  {name:<17} {fmt(summary, ' tasks/s')}")
     if "rabbitry_metrics" in rates and "rabbitry" in rates:  # the cost of --metrics-port
-        ratios = summarize(m / r for m, r in zip(rates["rabbitry_metrics"], rates["rabbitry"]))
+        ratios = summarize(m / r for m, r in zip(rates["rabbitry_metrics"], rates["rabbitry"], strict=True))
         result["ratio_metrics_on_vs_off"] = ratios
         print(f"  metrics on / off  {fmt(ratios, '×', 2)}")
     for peer in ("pika_mp", "dramatiq_p2t8", "celery"):
         if peer in rates:
             if "rabbitry" not in rates:
                 continue
-            ratios = summarize(r / p for r, p in zip(rates["rabbitry"], rates[peer]))
+            ratios = summarize(r / p for r, p in zip(rates["rabbitry"], rates[peer], strict=True))
             result[f"ratio_vs_{peer}"] = ratios
             print(f"  rabbitry / {peer:<13} {fmt(ratios, '×', 2)}")
     return result
@@ -260,7 +260,8 @@ def bench_publish(reps: int, n: int) -> dict:
     for key, summary in result.items():
         print(f"  {key:<17} {fmt(summary, ' msg/s')}")
     for queue_type in ("classic", "quorum"):
-        ratios = summarize(t / r for t, r in zip(runs[f"new_task_{queue_type}"], runs[f"raw_{queue_type}"]))
+        ratios = summarize(t / r for t, r in zip(runs[f"new_task_{queue_type}"], runs[f"raw_{queue_type}"],
+                                                 strict=True))
         result[f"ratio_{queue_type}"] = ratios
         print(f"  new-task (confirms) / raw unconfirmed, {queue_type}: {fmt(ratios, '×', 2)}")
     return result

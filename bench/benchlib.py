@@ -23,7 +23,7 @@ def summarize(values) -> dict:
 
 
 def fmt(summary: dict, unit: str = "", digits: int = 0) -> str:
-    f = "{:,.%df}" % digits
+    f = f"{{:,.{digits}f}}"
     return f"{f.format(summary['median'])}{unit} ({f.format(summary['min'])}–{f.format(summary['max'])})"
 
 

@@ -28,7 +28,8 @@ class CommandFailed(click.ClickException):
 
     def __init__(self, error: RabbitryError):
         super().__init__(str(error))
-        self.exit_code = int(error.exit_code)
+        # click declares exit_code a ClassVar; this one is the RabbitryError's own.
+        self.exit_code = int(error.exit_code)  # type: ignore[misc]
 
 
 class UsageMistake(click.ClickException):
@@ -46,7 +47,7 @@ class UsageMistake(click.ClickException):
 _SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-class _OneLineErrors:
+class _OneLineErrors(click.Command):
     """Turns RabbitryError and click's usage errors, from parsing or from the command, into one line."""
 
     def parse_args(self, ctx, args):
@@ -211,7 +212,8 @@ def logging_options(stream: str = "stderr"):
                       help="The least severe log lines shown.")
         @functools.wraps(func)
         def wrapper(*args, log_format, log_level, **kwargs):
-            configure_logging(log_format, log_level, click.get_text_stream(stream))
+            # click 8.5 deprecates get_text_stream and serves it through a module __getattr__ (-> object).
+            configure_logging(log_format, log_level, click.get_text_stream(stream))  # type: ignore[operator]
             return func(*args, log_format=log_format, log_level=log_level, **kwargs)
 
         return wrapper

@@ -80,7 +80,7 @@ def parse_time(text: str, naive_is_local: bool = False) -> float:
 def as_posix_time(moment: datetime.datetime) -> float:
     """``moment`` as POSIX time; a naive datetime is taken as UTC."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 

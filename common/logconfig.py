@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from typing import IO
+from typing import TextIO
 
 import orjson
 import structlog
@@ -51,7 +51,7 @@ def _mask_secrets(_logger, _method, event_dict):
     return event_dict
 
 
-def configure_logging(log_format: str = "auto", level: str = "info", stream: IO[str] | None = None,
+def configure_logging(log_format: str = "auto", level: str = "info", stream: TextIO | None = None,
                       cache: bool = False) -> None:
     """Configure structlog for this process.
 
@@ -64,14 +64,14 @@ def configure_logging(log_format: str = "auto", level: str = "info", stream: IO[
     stream = stream or sys.stderr
     if log_format == "auto":
         log_format = "console" if stream.isatty() else "json"
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _timestamp,
         _mask_secrets,
     ]
     if log_format == "console":
-        renderer = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        renderer: list[structlog.typing.Processor] = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     else:
         renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_to_json)]
     structlog.configure(

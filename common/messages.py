@@ -36,7 +36,8 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_TASK_NAME_BYTES = MAX_SHORT_STRING_BYTES
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_SCAN = json.JSONDecoder().scan_once
+# scan_once is set by JSONDecoder.__init__, and typeshed does not declare it.
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def parse_json(body: bytes) -> Any:

@@ -73,6 +73,7 @@ def failure_reply(delivery: Delivery, task_id: str | None, reason: str, error: s
 
 
 def _reply(delivery: Delivery, task_id: str, fields: dict) -> OutgoingMessage:
+    assert delivery.reply_to is not None  # the callers answer only a delivery that names where
     body = _ENCODER.encode({"v": FORMAT_VERSION, "id": task_id, **fields}).encode()
     return OutgoingMessage(routing_key=delivery.reply_to, body=body, content_type=JSON_CONTENT_TYPE,
                            message_id=task_id, correlation_id=delivery.correlation_id, persistent=False)

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 
 import click
 import structlog
@@ -121,7 +122,7 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
         raise click.UsageError("give --delay or --eta, not both")
     due = due_time(delay, eta)
     if task_file:
-        messages = read_task_file(task_file, due)
+        messages: Iterable[TaskMessage] = read_task_file(task_file, due)
     else:
         if words and (task_args or task_kwargs):
             raise click.UsageError("give WORDS or --args/--kwargs, not both")
@@ -134,15 +135,15 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
             message.to_outgoing(queue)  # refuse arguments that are not JSON, or too big, or too late, before sending
     total = len(messages) if isinstance(messages, list) else count
     if wait:  # each task asks for its result, and each result is printed (docs/results.md)
-        waited = queue_and_wait(settings, queue, queue_type, messages, timeout, click.get_text_stream("stdout"))
+        waited = queue_and_wait(settings, queue, queue_type, messages, timeout, click.get_text_stream("stdout"))  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
         if not waited.all_succeeded:
             click.echo(f"new-task: {waited.summary()}", err=True)
             raise SystemExit(int(ExitCode.FAILURE))
         return
 
-    out = click.get_text_stream("stdout")
+    out = click.get_text_stream("stdout")  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
     account, stop, error = BatchAccount(planned=total), threading.Event(), None
-    output_closed = []
+    output_closed: list[bool] = []
 
     def print_ids(confirmed):
         if quiet or output_closed:

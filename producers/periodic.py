@@ -74,14 +74,16 @@ class ScheduleEntry:
     def next_tick(self, after: float) -> float:
         """The first tick strictly after POSIX time ``after``."""
         if self.every_s is not None:
-            return (self._index(after) + 1) * self.every_s
+            return (self._index(after, self.every_s) + 1) * self.every_s
+        assert self.cron is not None  # an entry has cron or every_s, one of them
         start = datetime.datetime.fromtimestamp(after, self.zone)
         return croniter(self.cron, start).get_next(datetime.datetime).timestamp()
 
     def previous_tick(self, at_or_before: float) -> float:
         """The last tick at or before POSIX time ``at_or_before``."""
         if self.every_s is not None:
-            return self._index(at_or_before) * self.every_s
+            return self._index(at_or_before, self.every_s) * self.every_s
+        assert self.cron is not None  # an entry has cron or every_s, one of them
         # croniter's get_prev is strictly before its start: start just after, so a tick at the instant counts.
         start = datetime.datetime.fromtimestamp(at_or_before, self.zone) + datetime.timedelta(microseconds=1)
         return croniter(self.cron, start).get_prev(datetime.datetime).timestamp()
@@ -91,22 +93,22 @@ class ScheduleEntry:
         if until <= after:
             return 0
         if self.every_s is not None:
-            return self._index(until) - self._index(after)
+            return self._index(until, self.every_s) - self._index(after, self.every_s)
         count, tick = 0, after
         while count < _COUNT_MISSED_UP_TO and (tick := self.next_tick(tick)) <= until:
             count += 1
         return count
 
-    def _index(self, moment: float) -> int:
+    def _index(self, moment: float, every_s: float) -> int:
         """The number of the last interval tick at or before ``moment`` (tick n is at n * every_s)."""
-        index = math.floor(moment / self.every_s)
-        if (index + 1) * self.every_s <= moment + 1e-6:  # the division fell just short of a whole tick
+        index = math.floor(moment / every_s)
+        if (index + 1) * every_s <= moment + 1e-6:  # the division fell just short of a whole tick
             index += 1
         return index
 
     def message(self, schedule: str, tick: float) -> TaskMessage:
         """The task this entry queues for ``tick``; its id names the schedule, the entry and the tick."""
-        moment = datetime.datetime.fromtimestamp(tick, datetime.timezone.utc)
+        moment = datetime.datetime.fromtimestamp(tick, datetime.UTC)
         stamp = moment.isoformat(timespec="milliseconds" if tick % 1 else "seconds").replace("+00:00", "Z")
         return TaskMessage(self.task, list(self.args), dict(self.kwargs), id=f"{schedule}:{self.name}@{stamp}")
 
@@ -145,7 +147,7 @@ def plan(entry: ScheduleEntry, after: float, now: float, grace: float = LATE_TIC
     while tick <= now:
         ticks.append(tick)
         tick = entry.next_tick(tick)
-    if first >= late_from:
+    if first > late_from - _EPSILON_S:  # on time, as the loop above counts it: nothing missed
         return Plan(tuple(ticks))
     latest_missed = entry.previous_tick(late_from - _EPSILON_S)
     missed = entry.count_ticks(after, latest_missed)

@@ -72,7 +72,7 @@ class ReliablePublisher:
                  name: str = "rabbitry-publisher", window: int = DEFAULT_WINDOW,
                  on_confirmed: Callable[[list[OutgoingMessage]], None] | None = None,
                  stop: threading.Event | None = None,
-                 on_connected: Callable[[Connection], None] | None = None):
+                 on_connected: Callable[[Connection], object] | None = None):  # its result is ignored
         self.settings = settings
         self.topology = topology
         self.name = name
@@ -97,6 +97,13 @@ class ReliablePublisher:
             self._prepare(self._connection)
         return self
 
+    @property
+    def _live(self) -> Connection:
+        """The connection every call but connect() and close() works on."""
+        if self._connection is None:  # connect() was stopped, or not called
+            raise Interrupted("the publisher has no connection: connect() was stopped, or never called")
+        return self._connection
+
     def _prepare(self, connection: Connection) -> None:
         """Declare the topology on a new connection, and hand it to ``on_connected``."""
         if self.topology is not None:
@@ -106,13 +113,13 @@ class ReliablePublisher:
 
     def call_threadsafe(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the publisher's thread, in its next :meth:`poll`. Safe from any thread."""
-        self._connection.call_threadsafe(callback)
+        self._live.call_threadsafe(callback)
 
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         """Publish one message; waits only when the confirm window is full."""
         try:
-            self._connection.publish(message, mandatory)
-            if self._connection.unconfirmed >= self.window:
+            self._live.publish(message, mandatory)
+            if self._live.unconfirmed >= self.window:
                 # Wait for half the window only, so the pipeline never runs dry.
                 failed = self._wait_for_confirms(down_to=self.window // 2)
                 self._failures.extend(self._publish_nacked_again(failed))
@@ -128,7 +135,7 @@ class ReliablePublisher:
         nothing sits in the send buffer and heartbeats keep flowing.
         """
         try:
-            self._connection.process_events(timeout)
+            self._live.process_events(timeout)
             self._note_blocking()
             self._collect()
         except ConnectionLost as error:
@@ -151,7 +158,7 @@ class ReliablePublisher:
             try:
                 failed = self._wait_for_confirms(timeout)
                 self._failures.extend(self._publish_nacked_again(failed))
-                if not self._connection.unconfirmed:
+                if not self._live.unconfirmed:
                     break
             except ConnectionLost as error:
                 self._recover(error)
@@ -171,7 +178,7 @@ class ReliablePublisher:
         self.close()
 
     def _collect(self) -> None:
-        confirmed, failed = self._connection.take_confirmed()
+        confirmed, failed = self._live.take_confirmed()
         if confirmed and self._nacked_since:
             for message in confirmed:
                 self._nacked_since.pop(message.message_id, None)
@@ -189,26 +196,26 @@ class ReliablePublisher:
             wait = _LOOK_UP_EVERY_S if deadline is None else max(0.0, min(_LOOK_UP_EVERY_S,
                                                                           deadline - time.monotonic()))
             try:
-                failed = self._connection.wait_for_confirms(wait, down_to)
+                failed = self._live.wait_for_confirms(wait, down_to)
             except ConfirmTimeout:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise ConfirmTimeout(f"{self._connection.unconfirmed} message(s) not confirmed "
+                    raise ConfirmTimeout(f"{self._live.unconfirmed} message(s) not confirmed "
                                          f"within {timeout:g} s") from None
                 if self._stop.is_set():
-                    raise Interrupted(f"stopped with {self._connection.unconfirmed} message(s) unconfirmed") from None
+                    raise Interrupted(f"stopped with {self._live.unconfirmed} message(s) unconfirmed") from None
                 continue
             self._note_blocking()
             return failed
 
     def _note_blocking(self) -> None:
         """Log once when the broker starts blocking publishing, and when it stops."""
-        reason = self._connection.blocked_reason
+        reason = self._live.blocked_reason
         if reason == self._blocked_reason:
             return
         if reason is not None:
             self._blocked_since = time.monotonic()
             log.warning("publishing_blocked", publisher=self.name, reason=reason,
-                        unconfirmed=self._connection.unconfirmed, gives_up_in_s=self.settings.blocked_timeout,
+                        unconfirmed=self._live.unconfirmed, gives_up_in_s=self.settings.blocked_timeout,
                         detail="the broker accepts no message until its memory or disk alarm clears")
         else:
             log.info("publishing_unblocked", publisher=self.name,
@@ -222,13 +229,15 @@ class ReliablePublisher:
         states = self._states_of_queues_nacking_again(failed)
         for failure in failed:
             message_id, queue = failure.message.message_id, _queue_of(failure.message)
-            if failure.reason == "nacked" and (
+            if failure.reason == "nacked" and queue is not None and (
                     queue in self._full_queues
                     or nack_is_refusal(message_id in self._nacked_since, states.get(queue))):
                 self._nacked_since.pop(message_id, None)
                 if queue not in self._full_queues:
                     self._full_queues.add(queue)
-                    log.warning("queue_full", queue=queue, messages=states[queue].messages,
+                    state = states[queue]
+                    assert state is not None  # a refusal: the queue answered with messages in it
+                    log.warning("queue_full", queue=queue, messages=state.messages,
                                 detail="the queue refuses what it has no room for (x-max-length with "
                                        "overflow reject-publish): refused messages are reported, not retried")
                 final.append(PublishFailure(failure.message, REFUSED, failure.mandatory))
@@ -257,7 +266,7 @@ class ReliablePublisher:
         self._recovering = True  # nacks heard now join the messages to publish again
         try:
             self._failures.extend(self._publish_nacked_again(
-                self._connection.wait_for_confirms(_HEAR_THE_REST_S)))
+                self._live.wait_for_confirms(_HEAR_THE_REST_S)))
         except (ConfirmTimeout, ConnectionLost):
             pass  # what is still unanswered is published again, as after any lost connection
         finally:
@@ -265,15 +274,16 @@ class ReliablePublisher:
 
     def _states_of_queues_nacking_again(self, failed: list[PublishFailure]) -> dict[str, QueueState | None]:
         """The state of each queue that nacked a message again, as a passive declare tells it."""
-        queues = {_queue_of(f.message) for f in failed
-                  if f.reason == "nacked" and f.message.message_id in self._nacked_since}
-        queues -= self._full_queues | {None}
-        if not queues or self._recovering or self._connection.blocked_reason is not None:
+        queues = {queue for f in failed
+                  if f.reason == "nacked" and f.message.message_id in self._nacked_since
+                  and (queue := _queue_of(f.message)) is not None}
+        queues -= self._full_queues
+        if not queues or self._recovering or self._live.blocked_reason is not None:
             return {}  # no connection to ask on: nacked again, they are published again
-        states = {}
+        states: dict[str, QueueState | None] = {}
         for queue in queues:
             try:
-                states[queue] = self._connection.queue_state(queue)
+                states[queue] = self._live.queue_state(queue)
             except RabbitryError:
                 states[queue] = None
         return states
@@ -292,7 +302,7 @@ class ReliablePublisher:
 
     def _recover(self, error: ConnectionLost) -> None:
         """Reconnect, re-declare, and publish again what was not confirmed."""
-        pending = self._take_pending(self._connection)
+        pending = self._take_pending(self._live)
         if isinstance(error, PublishingBlocked):  # a new connection would be blocked the same way
             raise PublishingBlocked(
                 f"the broker blocked publishing ({self._blocked_reason or 'a resource alarm'}) for longer than "

@@ -46,7 +46,7 @@ _CONFIRM_TIMEOUT_S = 30.0
 
 def utc_text(moment: float) -> str:
     """A POSIX time as ISO 8601 in UTC, for log lines."""
-    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 class Scheduler:
@@ -68,7 +68,7 @@ class Scheduler:
 
     def run(self) -> None:
         """Serve the schedule until ``stop``; the first connection fails at once if the broker is down."""
-        connection = connect(self.settings, self.name)
+        connection: Connection | None = connect(self.settings, self.name)
         while connection is not None:
             try:
                 self._serve(connection)
@@ -148,7 +148,7 @@ class Scheduler:
     def _carry_out(self, connection: Connection, entry: ScheduleEntry, decided: Plan, after: float,
                    now: float) -> float:
         """Queue the plan's ticks, log what it skipped; return the last tick dealt with."""
-        if decided.skipped:
+        if decided.skipped_span is not None:  # some ticks skipped
             first, last = decided.skipped_span
             log.warning("schedule_ticks_skipped", entry=entry.name, skipped=decided.skipped,
                         first=utc_text(first), last=utc_text(last),

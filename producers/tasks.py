@@ -81,7 +81,7 @@ class TaskSubmitter:
         self.close_timeout = close_timeout
         self.max_unconfirmed = max_unconfirmed
         self._on_confirmed = on_confirmed
-        self._metrics = metrics and metrics.for_queue(queue)
+        self._metrics = metrics.for_queue(queue) if metrics is not None else None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified whenever a handle settles
         self._submissions: collections.deque[OutgoingMessage] = collections.deque()
@@ -235,6 +235,7 @@ class TaskSubmitter:
         self._call_io_thread()
 
     def _call_io_thread(self) -> None:
+        assert self._publisher is not None  # made with the I/O thread, before anything wakes it
         try:
             self._publisher.call_threadsafe(_nothing)
         except RabbitryError:
@@ -308,7 +309,7 @@ class TaskSubmitter:
         settled, now, metrics = [], time.monotonic(), self._metrics
         with self._lock:
             for message in messages:
-                _, handle, submitted_at = self._in_flight.pop(id(message), (None, None, None))
+                _, handle, submitted_at = self._in_flight.pop(id(message), (None, None, 0.0))
                 if handle is not None:  # None: already given up on by close()
                     handle._settle()
                     settled.append(handle)

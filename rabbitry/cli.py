@@ -1,8 +1,8 @@
 """``rabbitry``: one command for everything, the work queue, the logs and their tools.
 
 ``rabbitry worker``, ``new-task``, ``emit-log`` and ``subscribe`` are the
-very commands also installed on their own under those names. Each subcommand lives in its own module and is loaded only when it runs,
-so ``rabbitry --help`` stays quick.
+very commands also installed on their own under those names. Each subcommand lives in its own module
+and is loaded only when it runs, so ``rabbitry --help`` stays quick.
 """
 
 import importlib

@@ -45,7 +45,7 @@ def utc_text(timestamp: float | None) -> str | None:
     """``2026-11-28T09:00:00Z``, or None."""
     if timestamp is None:
         return None
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class HistoryProgress:
@@ -154,6 +154,7 @@ class HistorySubscriber(LogSubscriber):
         self._unacked += 1
         self._unacked_tag = delivery_tag
         if self._unacked >= ack_every:
+            assert self._connection is not None  # set by _start, before any delivery
             self._connection.ack(delivery_tag, multiple=True)
             self._unacked = 0
 

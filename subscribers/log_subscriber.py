@@ -107,7 +107,7 @@ class LogSubscriber:
         self._after_round = after_round or (lambda: None)
         self.received = 0
         self._last_received = time.monotonic()
-        connection = connect(self.settings, self.name)
+        connection: Connection | None = connect(self.settings, self.name)
         while connection is not None:
             try:
                 self._consume(connection, on_message, stop, count, idle_timeout)
@@ -128,11 +128,11 @@ class LogSubscriber:
     def _start(self, connection: Connection, on_message: Callable[[Delivery], None],
                done: Callable[[], bool]) -> None:
         """Declare the queue and its bindings, remove those to unbind, and start consuming."""
-        if self.resuming and connection.queue_state(self.queue) is None:
+        if self.resuming and self.queue is not None and connection.queue_state(self.queue) is None:
             raise ConfigurationError(f"queue {self.queue!r} does not exist: give the binding keys to subscribe it "
                                      f"with, such as 'kern.*'")
         names = connection.declare(self.topology())
-        queue = names.get(self.queue or "", self.queue)
+        queue = names[self.queue or ""]  # the topology declares this queue
         for key in self.unbind:  # again after a reconnect too: unbinding what is not bound changes nothing
             connection.unbind(self.exchange.name, queue, key)
             log.info("unbound", exchange=self.exchange.name, queue=queue, binding_key=key)

@@ -3,6 +3,7 @@
 import base64
 import json
 import time
+from typing import Any
 
 import click
 
@@ -10,7 +11,7 @@ from rabbitry.common.logs.messages import severity_of
 from rabbitry.common.transport.contract import Delivery
 
 #: Severity colours on a terminal; unknown severities stay plain.
-SEVERITY_STYLES = {
+SEVERITY_STYLES: dict[str, dict[str, Any]] = {
     "debug": {"fg": "bright_black"},
     "info": {"fg": "green"},
     "warning": {"fg": "yellow"},
@@ -52,7 +53,7 @@ def json_line(delivery: Delivery, history: bool = False) -> str:
     With ``history`` (a line read from a history stream), ``offset`` (its place
     in the stream) and ``timestamp`` (ISO 8601, UTC; null if it has none) come first.
     """
-    record = {}
+    record: dict[str, Any] = {}
     if history:
         offset = delivery.headers.get(STREAM_OFFSET)
         record["offset"] = None if offset is None else int(offset)

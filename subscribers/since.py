@@ -64,7 +64,7 @@ def parse_since(text: str, now: float) -> StartPoint:
     if since > now:
         raise ConfigurationError(f"{text!r} is in the future: history starts in the past")
     # Whole seconds, as AMQP timestamps are.
-    lookup = datetime.datetime.fromtimestamp(int(since) - LOOKUP_MARGIN_S, datetime.timezone.utc)
+    lookup = datetime.datetime.fromtimestamp(int(since) - LOOKUP_MARGIN_S, datetime.UTC)
     return StartPoint(lookup, since)
 
 

@@ -82,7 +82,8 @@ def check_unbind(settings, exchange, queue: str, keys: tuple[str, ...], manageme
     missing = [key for key in keys if key not in bound]
     if missing:
         raise NotBound(f"queue {queue!r} is not bound to exchange {exchange.name!r} with "
-                       f"{', '.join(repr(k) for k in missing)}; its keys: {', '.join(repr(k) for k in bound) or 'none'}")
+                       f"{', '.join(repr(k) for k in missing)}; "
+                       f"its keys: {', '.join(repr(k) for k in bound) or 'none'}")
 
 
 def _parsed(parse, text: str | None, now: float, option: str):
@@ -128,10 +129,10 @@ def subscribe(settings, binding_keys, exchange, queue, unbind, since, until, as_
     now = time.time()
     start = _parsed(parse_since, since, now, "--since")
     end = _parsed(parse_until, until, now, "--until")
-    progress = ProgressLine(click.get_text_stream("stderr")) if since and sys.stderr.isatty() else None
+    progress = ProgressLine(click.get_text_stream("stderr")) if since and sys.stderr.isatty() else None  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
     try:
         if start is not None:
-            subscriber = HistorySubscriber(settings, exchange, binding_keys, start=start, until=end,
+            subscriber: LogSubscriber = HistorySubscriber(settings, exchange, binding_keys, start=start, until=end,
                                            on_progress=progress)
         else:
             subscriber = LogSubscriber(settings, exchange, binding_keys, queue=queue, unbind=unbind)
@@ -140,7 +141,7 @@ def subscribe(settings, binding_keys, exchange, queue, unbind, since, until, as_
             from None
     if unbind:
         check_unbind(settings, exchange, queue, subscriber.unbind, management_url)
-    out = click.get_text_stream("stdout")
+    out = click.get_text_stream("stdout")  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
     color = out.isatty() and "NO_COLOR" not in os.environ
     stop = threading.Event()
     _stop_on_signals(stop)

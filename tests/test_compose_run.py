@@ -97,8 +97,9 @@ def test_each_log_subscriber_prints_exactly_the_lines_its_binding_key_selects(co
     for name, container in subscribers.items():
         expected = collections.Counter((key, f"{key} event {n}") for key in selected[name]
                                        for n in range(1, count + 1))
-        wait_until(lambda c=container, n=sum(expected.values()): sum(printed_messages(project, c).values()) >= n,
-                   PATIENCE, 1.0, f"{sum(expected.values())} lines from {name}")
+        total = sum(expected.values())
+        wait_until(lambda c=container, n=total: sum(printed_messages(project, c).values()) >= n,
+                   PATIENCE, 1.0, f"{total} lines from {name}")
         assert printed_messages(project, container) == expected, name
 
 

@@ -99,7 +99,7 @@ def test_anything_else_is_not_a_duration(text):
 
 
 def test_times_are_iso_8601_and_utc_without_an_offset():
-    utc = datetime.datetime(2026, 12, 1, 9, tzinfo=datetime.timezone.utc).timestamp()
+    utc = datetime.datetime(2026, 12, 1, 9, tzinfo=datetime.UTC).timestamp()
 
     assert parse_time("2026-12-01T09:00:00Z") == parse_time("2026-12-01T09:00:00") == utc
     assert parse_time("2026-12-01T10:00:00+01:00") == utc

@@ -15,7 +15,8 @@ LIMITED_USER = ("limited", "limited-password")
 
 
 def warnings_of(result) -> list[dict]:
-    return [line for line in json_lines(result.stderr + result.stdout) if line.get("event") == "using_existing_declarations"]
+    return [line for line in json_lines(result.stderr + result.stdout)
+            if line.get("event") == "using_existing_declarations"]
 
 
 def use_queue_from_every_side(node: NodeCommands, queue: str):

@@ -55,7 +55,8 @@ def test_a_named_queue_subscriber_loses_nothing_through_a_broker_restart(extra_b
             wait_until(lambda: bodies() >= set(sent), 60, 0.2, "every message")
         except AssertionError:
             missing = set(sent) - bodies()
-            raise AssertionError(f"{len(missing)} of {MESSAGES} messages never arrived, e.g. {sorted(missing)[:5]}")
+            raise AssertionError(f"{len(missing)} of {MESSAGES} messages never arrived, e.g. {sorted(missing)[:5]}") \
+                from None
         assert subscriber.poll() is None  # it reconnected by itself
     finally:
         for process in (emitter, subscriber):

@@ -4,7 +4,6 @@ Its behaviour through a broker outage is in ``test_log_outages.py``.
 """
 
 import json
-import logging
 
 import pytest
 import structlog

@@ -27,7 +27,7 @@ def exchange_name(unique_name, connection):
 
 
 def iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def emit(settings, exchange: str, lines: list[str], key: str = "app.info", timestamp: float | None = None):

@@ -44,7 +44,8 @@ def test_a_tutorial_message_without_headers_takes_its_severity_from_the_key():
 
 
 def test_a_message_cannot_drive_the_terminal_and_its_further_lines_are_indented():
-    message = delivery("app.error", b"\x1b[2J\x1b]0;owned\x07cleared\rover\tkept\nTraceback:\n  boom\xc2\x9b")  # U+009B: CSI
+    # U+009B: CSI
+    message = delivery("app.error", b"\x1b[2J\x1b]0;owned\x07cleared\rover\tkept\nTraceback:\n  boom\xc2\x9b")
 
     assert readable_line(message) == ("app.error ERROR    \\x1b[2J\\x1b]0;owned\\x07cleared\\x0dover\tkept\n"
                                       "    Traceback:\n      boom\\x9b")

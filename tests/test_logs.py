@@ -106,7 +106,7 @@ def test_each_exchange_type_routes_as_in_the_tutorials(start_subscribers, run, e
                                                        subscriptions, emitted, received):
     options = ["--exchange-type", exchange_type, "--exchange", exchange_name]
     subscribers = start_subscribers(*[[*options, *keys, "--count", str(len(expected))]
-                                      for keys, expected in zip(subscriptions, received)])
+                                      for keys, expected in zip(subscriptions, received, strict=True)])
     for key, message in emitted:
         run("emit-log", *options, *key, message, check=True)
     assert [bodies(subscriber.finish()) for subscriber in subscribers] == received

@@ -69,7 +69,7 @@ class TopicRouter:
         queues = self.queues[:len(binding_keys)]
         self.connection.declare(Topology(
             exchanges=(Exchange(exchange, "topic"),),
-            bindings=tuple(Binding(exchange, q, key) for q, key in zip(queues, binding_keys))))
+            bindings=tuple(Binding(exchange, q, key) for q, key in zip(queues, binding_keys, strict=True))))
         for queue in self.queues:
             self.received[queue].clear()
         for index, key in enumerate(routing_keys):
@@ -106,7 +106,7 @@ def test_topic_matches_agrees_with_rabbitmq_on_generated_keys(router):
     @example(binding_keys=EDGE_BINDINGS, routing_keys=EDGE_KEYS)
     def agrees(binding_keys, routing_keys):
         routed = router.route(binding_keys, routing_keys)
-        for binding_key, delivered in zip(binding_keys, routed):
+        for binding_key, delivered in zip(binding_keys, routed, strict=True):
             for index, routing_key in enumerate(routing_keys):
                 cases.append((binding_key, routing_key))
                 assert topic_matches(binding_key, routing_key) == (index in delivered), (

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from rabbitry.common.errors import ConfigurationError, ExitCode
 from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Plan, ScheduleEntry, plan, schedule_from
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 
 
@@ -68,6 +68,16 @@ def test_ticks_missed_beyond_the_grace_are_skipped_or_the_latest_is_caught_up():
     assert plan(hourly, last, late) == Plan((at(2026, 12, 4, 1),))
 
 
+def test_a_tick_less_than_a_millisecond_past_the_grace_is_late_not_missed():
+    # Ticks closer than a millisecond are the same instant: such a tick was once taken as missed while
+    # none was, and catch_up queued again the tick already queued, with -1 ticks skipped.
+    caught_up = ScheduleEntry("h", "echo", every_s=3600, catch_up=True)
+    last = at(2026, 12, 4, 0)
+    now = at(2026, 12, 4, 1) + LATE_TICK_GRACE_S + 0.0005
+
+    assert plan(caught_up, last, now) == Plan((at(2026, 12, 4, 1),))
+
+
 SCHEDULE = {"name": "reports", "entry": [
     {"name": "nightly", "task": "report", "cron": "0 2 * * *", "timezone": "Europe/Berlin", "args": ["daily"],
      "catch_up": True},
@@ -124,7 +134,7 @@ def test_schedule_check_shows_the_next_ticks_and_bad_files_are_one_line_errors(r
     assert checked.returncode == 0, checked.stderr
     assert "beat: echo on task_queue, every 3600 s; next " in checked.stdout
     assert checked.stdout.count(":00:00+00:00") == 3
-    for result, error in zip(results, ["not a cron expression", "not valid TOML", "cannot read schedule"]):
+    for result, error in zip(results, ["not a cron expression", "not valid TOML", "cannot read schedule"], strict=True):
         assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert error in line

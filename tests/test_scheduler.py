@@ -59,7 +59,8 @@ def schedule_name(broker_settings, unique_name):
     name = unique_name.replace(".", "-")
     yield name
     with connect(broker_settings, "rabbitry-tests-cleanup") as connection:
-        for queue in [schedule_lease_queue(name), *(schedule_ledger_queue(name, e) for e in ("beat", "caught", "missed")),
+        for queue in [schedule_lease_queue(name),
+                      *(schedule_ledger_queue(name, e) for e in ("beat", "caught", "missed")),
                       name, dead_letter_queue_name(name)]:
             connection.delete_queue(queue)
 
@@ -99,7 +100,8 @@ def test_a_tick_missed_while_no_scheduler_ran_is_caught_up_once_or_skipped_with_
     with connect(broker_settings) as connection:
         connection.declare(schedule_queues(schedule_name, [entry.name for entry in entries]))
         for entry in entries:
-            ledger = entry.message(schedule_name, last_run).to_outgoing(schedule_ledger_queue(schedule_name, entry.name))
+            ledger = entry.message(schedule_name, last_run).to_outgoing(
+                schedule_ledger_queue(schedule_name, entry.name))
             ledger.headers = {TICK_HEADER: round(last_run * 1000)}
             connection.publish(ledger)
         assert not connection.wait_for_confirms(10)

@@ -59,7 +59,8 @@ def test_only_registered_tasks_run_whatever_a_message_names(broker_url, run, sta
 def test_a_task_over_the_size_limit_is_refused_before_anything_is_sent(run, work_queue_name, connection,
                                                                        tmp_path):
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text(json.dumps({"task": "echo"}) + "\n" + json.dumps({"task": "echo", "args": ["x" * MAX_MESSAGE_BYTES]}))
+    tasks.write_text(json.dumps({"task": "echo"}) + "\n"
+                     + json.dumps({"task": "echo", "args": ["x" * MAX_MESSAGE_BYTES]}))
 
     result = run("new-task", "--file", str(tasks), "--queue", work_queue_name)
 

@@ -72,8 +72,8 @@ class WorkerMetrics(NoMetrics):
                                           "pool processes.", ["queue"]).labels(queue)
         self._restarts = Counter("rabbitry_pool_process_restarts", "Pool processes started again after they "
                                  "ended, by why.", ["queue", "why"])
-        self._counters: dict[tuple, object] = {}  # (task, outcome, reason) -> its counter
-        self._histograms: dict[str, object] = {}  # task -> its duration histogram
+        self._counters: dict[tuple, Counter] = {}  # (task, outcome, reason) -> its counter
+        self._histograms: dict[str, Histogram] = {}  # task -> its duration histogram
 
     def task_started(self) -> None:
         self._in_flight.inc()

@@ -24,11 +24,13 @@ _FATAL_EXIT_CODES = {ExitCode.USAGE, ExitCode.BROKER_REFUSED}
 _SUPERVISE_EVERY_S = 0.2
 
 
-class SupervisedMember(Protocol):
-    """What the supervisor needs of a pool member: a process, or a thread that looks like one."""
+class ProcessLike(Protocol):
+    """What the supervisor needs of a pool member: a process, or a thread standing in for one."""
 
     @property
     def exitcode(self) -> int | None: ...
+
+    def start(self) -> None: ...
 
     def is_alive(self) -> bool: ...
 
@@ -55,7 +57,7 @@ class WorkerPool:
         self._stop = threading.Event()
         self._shared_stop = self._context.Event()
         self._ledger = CrashLedger(config.processes, self._context)
-        self._processes: list[SupervisedMember | None] = [None] * config.processes
+        self._processes: list[ProcessLike | None] = [None] * config.processes
         self._signals = 0
         self._metrics_server: metrics.MetricsServer | None = None
         self.exit_code = ExitCode.OK
@@ -129,7 +131,8 @@ class WorkerPool:
         self._metrics_server = metrics.enable_metrics(
             config.queue, config.metrics_host, config.metrics_port,
             {"queue": config.queue, "queue_type": config.queue_type, "processes": str(config.processes),
-             "prefetch": str(config.prefetch or "adaptive"), "pool": "threads" if config.settings.is_local else "processes"})
+             "prefetch": str(config.prefetch or "adaptive"),
+             "pool": "threads" if config.settings.is_local else "processes"})
 
     def _start(self, index: int) -> None:
         process = self._context.Process(target=run_pool_process, name=f"rabbitry-pool-{index}",

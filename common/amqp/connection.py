@@ -14,6 +14,7 @@ import contextlib
 import ssl
 import time
 import urllib.parse
+from typing import TypeGuard
 
 import pika
 import structlog
@@ -81,7 +82,7 @@ def translate(error: BaseException, where: str = "") -> RabbitryError:
     return ConnectionLost(f"{prefix}connection lost: {mask_url(detail)}")
 
 
-def _queue_not_started(error: BaseException) -> bool:
+def _queue_not_started(error: BaseException) -> TypeGuard[pika_errors.ChannelClosedByBroker]:
     """Whether the broker closed a channel because a durable queue's process is not running (yet)."""
     return (isinstance(error, pika_errors.ChannelClosedByBroker) and error.reply_code == 404
             and "is down or inaccessible" in str(error.reply_text))
@@ -158,8 +159,8 @@ def _reason(error: BaseException, tls: bool = False) -> str:
         if isinstance(error, pika_errors.AMQPConnectionError) and error.args and isinstance(
                 error.args[0], BaseException):
             error = error.args[0]
-        elif isinstance(getattr(error, "exception", None), BaseException):
-            error = error.exception  # pika's connection-workflow wrappers
+        elif isinstance(cause := getattr(error, "exception", None), BaseException):
+            error = cause  # pika's connection-workflow wrappers
         else:
             break
     if isinstance(error, OSError) and error.strerror:
@@ -220,7 +221,7 @@ class AmqpConnection(Connection):
         with translated("opening a channel"):
             self._channel = self._connection.channel()
             self._async_channel = pika_internals.async_channel(self._channel)  # see the module docstring
-            confirm_selected = []
+            confirm_selected: list[object] = []
             self._async_channel.confirm_delivery(self._on_confirm, callback=confirm_selected.append)
             self._async_channel.add_on_return_callback(self._on_return)
             self._async_channel.add_on_close_callback(self._on_channel_closed)
@@ -231,7 +232,7 @@ class AmqpConnection(Connection):
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
         amqp_limits.check_topology(topology)
-        existing = {}
+        existing: dict[str, str] = {}
         with translated("declaring the topology"):
             names = self._once_queues_started(lambda: self._declare_all(topology, existing))
         if existing.keys() - _USED_AS_THEY_EXIST:
@@ -246,17 +247,17 @@ class AmqpConnection(Connection):
         for exchange in topology.exchanges:
             self._declare_or_use_existing(
                 existing, f"exchange {exchange.name}",
-                lambda: self._channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
-                                                       auto_delete=exchange.auto_delete,
-                                                       arguments=exchange.arguments or None),
-                lambda: self._channel.exchange_declare(exchange.name, passive=True))
+                lambda exchange=exchange: self._channel.exchange_declare(
+                    exchange.name, exchange.type, durable=exchange.durable, auto_delete=exchange.auto_delete,
+                    arguments=exchange.arguments or None),
+                lambda exchange=exchange: self._channel.exchange_declare(exchange.name, passive=True))
         for queue in topology.queues:
             result = self._declare_or_use_existing(
                 existing, f"queue {queue.name}" if queue.name else "",
-                lambda: self._channel.queue_declare(queue.name, durable=queue.durable, exclusive=queue.exclusive,
-                                                    auto_delete=queue.auto_delete,
-                                                    arguments=queue.arguments or None),
-                lambda: self._channel.queue_declare(queue.name, passive=True))
+                lambda queue=queue: self._channel.queue_declare(
+                    queue.name, durable=queue.durable, exclusive=queue.exclusive, auto_delete=queue.auto_delete,
+                    arguments=queue.arguments or None),
+                lambda queue=queue: self._channel.queue_declare(queue.name, passive=True))
             names[queue.name] = result.method.queue
         for binding in topology.bindings:
             self._channel.queue_bind(names.get(binding.queue, binding.queue), binding.exchange,

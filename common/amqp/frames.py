@@ -89,6 +89,7 @@ def _content_header(channel: int, payload: bytes) -> frame.Header | None:
         present = _present[flags] = tuple((name, kind) for flag, name, kind in _PROPERTIES if flags & flag)
     properties = spec.BasicProperties()
     position = 14
+    value: object
     for name, kind in present:
         if kind == _SHORT:
             value, position = _short_string(payload, position)

@@ -33,6 +33,7 @@ from rabbitry.common.local.exchange import PREDECLARED_EXCHANGES, LocalExchange,
 from rabbitry.common.local.expiry import ExpiryTimer
 from rabbitry.common.local.queue import Consumer, Envelope, LocalQueue, server_named_queue
 from rabbitry.common.local.refusals import ACCESS_REFUSED, NOT_FOUND, refused
+from rabbitry.common.local.stream import StreamLog
 from rabbitry.common.transport.contract import OutgoingMessage
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class LocalBroker:
         """Put ``message`` on every queue its exchange routes it to; return how many."""
         headers = message.headers
         if headers and ("CC" in headers or "BCC" in headers):  # sender-selected distribution
-            keys = [message.routing_key, *headers.get("CC", ()), *headers.get("BCC", ())]
+            keys: tuple[str, ...] | list[str] = [message.routing_key, *headers.get("CC", ()), *headers.get("BCC", ())]
             message = dataclasses.replace(message, headers={k: v for k, v in headers.items() if k != "BCC"})
         else:
             keys = (message.routing_key,)
@@ -139,6 +140,7 @@ class LocalBroker:
         """Put ``message`` on each queue ``exchange`` routes its key (or ``keys``) to, each queue once;
         return how many."""
         keys = keys or (message.routing_key,)
+        names: dict[str, None] | list[str]
         if not exchange.name:
             names = dict.fromkeys(keys)
         elif len(keys) == 1:
@@ -176,11 +178,12 @@ class LocalBroker:
         """Append a message to ``queue``, with its expiry, and hand it to a consumer if one has credit."""
         if queue.stream is not None:  # kept in the log, read by every consumer from its own offset
             queue.stream.append(envelope.message)
-            self._feed_stream_locked(queue)
+            self._feed_stream_locked(queue, queue.stream)
             return
-        if envelope.message.expiration is not None or queue.message_ttl_ms is not None:
-            envelope.expires_at = queue.deadline(envelope.message)
-            self._expiry.schedule_locked(envelope.expires_at, queue)
+        expires_at = queue.deadline(envelope.message)  # None unless the message or the queue has a TTL
+        if expires_at is not None:
+            envelope.expires_at = expires_at
+            self._expiry.schedule_locked(expires_at, queue)
         # Messages already waiting mean that no consumer has credit: whatever gives credit
         # (an ack, a reject, a new consumer) dispatches, until the queue is empty or the
         # credit is used up. So only a message that finds the queue empty is handed out here.
@@ -196,7 +199,7 @@ class LocalBroker:
     def dispatch_locked(self, queue: LocalQueue) -> None:
         """Hand ready messages to consumers that have credit, in turn."""
         if queue.stream is not None:
-            self._feed_stream_locked(queue)
+            self._feed_stream_locked(queue, queue.stream)
             return
         ready = queue.ready
         while ready:
@@ -205,9 +208,9 @@ class LocalBroker:
                 return
             self._hand_over_locked(consumer, ready.popleft())
 
-    def _feed_stream_locked(self, queue: LocalQueue) -> None:
-        """Hand each consumer of a stream what follows its offset, as far as its credit goes."""
-        stream = queue.stream
+    def _feed_stream_locked(self, queue: LocalQueue, stream: StreamLog) -> None:
+        """Hand each consumer of a stream (``queue``, whose log is ``stream``) what follows its offset,
+        as far as its credit goes."""
         for consumer in queue.consumers:
             consumer.cursor = max(consumer.cursor, stream.first_offset)  # retention went past it
             while consumer.unacked < consumer.prefetch:

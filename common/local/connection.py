@@ -270,7 +270,7 @@ class LocalConnection(Connection):
         broker, unacked, confirmed = self.broker, self._unacked, self._publish_outcomes.confirmed
         touched: dict[LocalQueue, None] = {}
         for sent in outbox:
-            if type(sent) is Publish:
+            if isinstance(sent, Publish):
                 message = sent.message
                 if not self._route_locked(message) and sent.mandatory:
                     self._publish_outcomes.failed.append(PublishFailure(message, "unroutable"))
@@ -278,9 +278,10 @@ class LocalConnection(Connection):
                     confirmed.append(message)
                 continue
             delivery_tag = sent.delivery_tag
+            settled: tuple[Envelope, ...] | list[Envelope]
             if not sent.multiple:
-                settled = unacked.pop(delivery_tag, None)
-                settled = () if settled is None else (settled,)
+                single = unacked.pop(delivery_tag, None)
+                settled = () if single is None else (single,)
             else:
                 settled = [unacked.pop(tag) for tag in [tag for tag in unacked  # oldest first
                                                         if tag <= delivery_tag or not delivery_tag]]
@@ -336,6 +337,7 @@ class LocalConnection(Connection):
                 if not self._open:
                     break  # a callback closed the connection: the rest is requeued already
                 consumer = envelope.consumer
+                assert consumer is not None  # deliver_locked set it
                 try:
                     if consumer.cancelled:  # requeued, as pika does with what it never showed a consumer
                         if not consumer.auto_ack:

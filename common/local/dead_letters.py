@@ -19,7 +19,7 @@ def dead_letter(original: OutgoingMessage, queue: str, reason: str, exchange: st
     """``original``, dead-lettered from ``queue`` for ``reason``, to ``exchange`` under ``routing_key``."""
     headers = dict(original.headers or {})
     death = {"count": 1, "reason": reason, "queue": queue,
-             "time": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
+             "time": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
              "exchange": original.exchange, "routing-keys": [original.routing_key]}
     if original.expiration is not None:
         death["original-expiration"] = original.expiration

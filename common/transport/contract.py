@@ -135,13 +135,15 @@ class Connection(abc.ABC):
     """
 
     @abc.abstractmethod
-    def declare(self, topology) -> None:
-        """Declare the exchanges, queues and bindings of ``topology``."""
+    def declare(self, topology) -> dict[str, str]:
+        """Declare the exchanges, queues and bindings of ``topology``; return each queue's
+        declared name -> its name on the broker (the broker's own for a name of "")."""
 
     @abc.abstractmethod
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         """Publish without waiting for the confirm."""
 
+    @abc.abstractmethod
     def check_publishable(self, message: OutgoingMessage) -> None:
         """Raise :class:`~common.errors.Unencodable` if this transport cannot carry ``message``.
 

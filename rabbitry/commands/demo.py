@@ -52,7 +52,7 @@ UNFAIR_PREFETCH = 16
 PATIENCE_S = 20.0
 
 #: The log story: who subscribes to what, and what is emitted (the tutorials' examples).
-SUBSCRIPTIONS = {
+SUBSCRIPTIONS: dict[str, dict[str, list[str]]] = {
     "fanout": {"screen": [], "archive": []},
     "direct": {"errors only": ["error"], "info and up": ["info", "warning", "error"]},
     "topic": {"kern.*": ["kern.*"], "*.critical": ["*.critical"], "kern.* *.critical": ["kern.*", "*.critical"],
@@ -135,7 +135,7 @@ def run_tasks(settings: BrokerSettings, names: DemoNames, prefetch: int = 1) -> 
         for index, seconds in enumerate(durations):
             submitter.submit(TaskMessage("demo.work", args=[index, seconds]))
         submitter.submit(TaskMessage("fail", args=["the demo's failing task"]))
-    outcome = {}
+    outcome: dict[str, int] = {}
     watcher = threading.Thread(target=_stop_when_done, args=(pool, settings, names, outcome), daemon=True)
     watcher.start()
     pool.run()
@@ -144,7 +144,7 @@ def run_tasks(settings: BrokerSettings, names: DemoNames, prefetch: int = 1) -> 
     first_start = min((r["started"] for r in runs), default=0.0)
     makespan = max(r["ended"] for r in runs) - first_start if runs else 0.0
     ideal = max(sum(durations) / POOL_SIZE, max(durations))
-    members = {}
+    members: dict[object, dict[str, float]] = {}
     for run in runs:
         member = members.setdefault(run["pool"], {"tasks": 0, "long_tasks": 0, "busy_s": 0.0})
         member["tasks"] += 1
@@ -175,7 +175,7 @@ def _stop_when_done(pool: ThreadedWorkerPool, settings: BrokerSettings, names: D
 
 def run_logs(settings: BrokerSettings, names: DemoNames) -> dict:
     """Subscribe to each log exchange, emit the tutorials' messages, and see who got what."""
-    report = {}
+    report: dict[str, dict[str, dict]] = {}
     with connect(settings, "rabbitry-demo-subscribers") as connection:
         inboxes: dict[tuple[str, str], list[str]] = {}
         for exchange_type, subscriptions in SUBSCRIPTIONS.items():

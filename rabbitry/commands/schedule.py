@@ -30,7 +30,7 @@ def schedule(settings, schedule_file, name, check, log_format, log_level):
     """Queue the tasks of the schedule in FILE (TOML) on time, each tick exactly once."""
     loaded = load_schedule(schedule_file, name)
     if check:
-        now = datetime.datetime.now(datetime.timezone.utc).timestamp()
+        now = datetime.datetime.now(datetime.UTC).timestamp()
         click.echo(f"schedule {loaded.name!r}: {len(loaded.entries)} entries")
         for entry in loaded.entries:
             when = f"cron {entry.cron!r} in {entry.timezone}" if entry.cron else f"every {entry.every_s:g} s"

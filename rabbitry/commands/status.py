@@ -33,7 +33,7 @@ def status(settings, queues, as_json, watch, interval, count, management_url):
     waiting in the delay levels (delayed tasks and retries of every work queue)."""
     if watch:
         return watch_queues(settings, queues, interval, count, management_url, as_json)
-    rows = []
+    rows: list[dict] = []
     with connect(settings, "rabbitry-status") as connection:
         for queue in queues:
             for name in work_queue_names(queue):
@@ -89,7 +89,7 @@ def watch_queues(settings, queues, interval, count, management_url, as_json) -> 
                     click.echo(f"{datetime.datetime.now():%H:%M:%S}  every {interval:g} s  (Ctrl-C ends)")
                     click.echo(render(rows, sampler.source))
                 else:
-                    click.echo(json.dumps({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    click.echo(json.dumps({"time": datetime.datetime.now(datetime.UTC).isoformat(),
                                            "source": sampler.source, "queues": rows}))
                     sys.stdout.flush()
                 if count is not None and taken >= count:

@@ -120,7 +120,8 @@ class QueueWatch:
 def render(rows: list[dict], source: str) -> str:
     """The rows as a table for a terminal."""
     width = max([len("queue"), *(len(row["queue"]) for row in rows)])
-    header = f"{'queue':<{width}}  {'messages':>9}  {'unacked':>8}  {'in/s':>8}  {'out/s':>8}  {'net/s':>8}  {'consumers':>9}"
+    header = (f"{'queue':<{width}}  {'messages':>9}  {'unacked':>8}  {'in/s':>8}  {'out/s':>8}  {'net/s':>8}  "
+              f"{'consumers':>9}")
 
     def cell(value, size):
         return f"{'-' if value is None else format(value, ','):>{size}}"

@@ -83,7 +83,7 @@ def measure(sides: dict[str, BrokerSettings], options: dict) -> tuple[dict, dict
             results[side][name] = sorted(side_runs, key=lambda result: result[key])[len(side_runs) // 2]
         if RABBITMQ in runs and key.endswith("_per_s"):
             speedups[name] = round(statistics.median(
-                model[key] / rabbitmq[key] for model, rabbitmq in zip(runs[MODEL], runs[RABBITMQ])), 2)
+                model[key] / rabbitmq[key] for model, rabbitmq in zip(runs[MODEL], runs[RABBITMQ], strict=True)), 2)
     for side, settings in sides.items():
         results[side]["topic_routing"] = workloads.topic_routing(settings)
     return results, speedups
@@ -130,7 +130,7 @@ def aligned(header: list[str], cells: list[list[str]], text_columns: int) -> str
 
     def line(values):
         return "  ".join(v.ljust(w) if i < text_columns else v.rjust(w)
-                         for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+                         for i, (v, w) in enumerate(zip(values, widths, strict=True))).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, cells)])
 

@@ -48,8 +48,8 @@ def worker_forms(options: dict, model: BrokerSettings, rabbitmq: BrokerSettings 
             elif side == MODEL:
                 form["run"] = lambda work, counts, c=coroutines: compare_worker.on_model(model, work, counts, c)
             else:
-                form["run"] = (lambda work, counts, c=coroutines:
-                               compare_worker.on_rabbitmq(rabbitmq, url, work, counts, c))
+                form["run"] = (lambda work, counts, c=coroutines, s=settings:
+                               compare_worker.on_rabbitmq(s, url, work, counts, c))
             forms.append(form)
     return forms
 
@@ -83,13 +83,13 @@ def run_experiment(options: dict, model: BrokerSettings, rabbitmq: BrokerSetting
         work = workloads(server.port)
         runs: list[list[dict]] = [[] for _ in forms]
         for _ in range(options["repeat"]):
-            for form, form_runs in zip(forms, runs):
+            for form, form_runs in zip(forms, runs, strict=True):
                 if "run" in form:
                     seconds = form["run"](work, counts)
                     form_runs.append({name: counts[name] / seconds[name] for name in WORKLOADS})
         swept = sweep(work["io"], options["sweep_tasks"])
     rows = []
-    for form, form_runs in zip(forms, runs):
+    for form, form_runs in zip(forms, runs, strict=True):
         rates = {name: round(statistics.median(r[name] for r in form_runs), 1) if form_runs else None
                  for name in WORKLOADS}
         rows.append({key: value for key, value in form.items() if key != "run"} | {"tasks_per_s": rates})

@@ -44,6 +44,7 @@ class SlowServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        assert self._stopped is not None  # made by the server's thread before it was ready
         self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join()
         self._loop.close()

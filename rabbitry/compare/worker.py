@@ -94,10 +94,9 @@ def on_model(settings: BrokerSettings, workloads: dict[str, Workload], counts: d
     queue = _queue_name()
     module = COROUTINE_TASKS if concurrency else BLOCKING_TASKS
     load_task_modules((module,))
-    extra = {"concurrency": concurrency} if concurrency else {}
     pool = ThreadedWorkerPool(WorkerConfig(settings=settings, queue=queue, queue_type="classic",
                                            processes=POOL_PROCESSES, task_modules=(module,), max_retries=0,
-                                           log_level="critical", **extra))
+                                           log_level="critical", concurrency=concurrency or 1))
     outcome: dict = {}
 
     def drive_then_stop() -> None:

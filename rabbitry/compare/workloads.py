@@ -119,7 +119,7 @@ def work_queue_throughput(settings: BrokerSettings, tasks: int, consumers: int =
             message = TaskMessage.from_delivery(delivery)
             registry.get(message.task)(*message.args, **message.kwargs)
         else:
-            registry.get(delivery.type)()
+            registry.get(delivery.type or "")()  # the workload names each message's task in its type
         connection.ack(delivery.delivery_tag)
         if next(finished) == tasks:
             done.set()
@@ -201,11 +201,11 @@ def topic_routing(settings: BrokerSettings) -> dict:
         try:
             connection.declare(Topology(
                 exchanges=(exchange,), queues=tuple(Queue(q, durable=False) for q in queues),
-                bindings=tuple(Binding(exchange.name, q, k) for q, k in zip(queues, TOPIC_BINDING_KEYS))))
+                bindings=tuple(Binding(exchange.name, q, k) for q, k in zip(queues, TOPIC_BINDING_KEYS, strict=True))))
             for index, key in enumerate(TOPIC_ROUTING_KEYS):
                 connection.publish(OutgoingMessage(key, str(index).encode(), exchange.name, persistent=False))
             connection.wait_for_confirms(_WAIT_S)  # confirmed means enqueued
-            for binding_key, queue_name in zip(TOPIC_BINDING_KEYS, queues):
+            for binding_key, queue_name in zip(TOPIC_BINDING_KEYS, queues, strict=True):
                 indexes = []
                 while (delivery := connection.get(queue_name)) is not None:
                     indexes.append(int(delivery.body))
