@@ -124,10 +124,10 @@ class ConnectionThread:
             self._enforce_time_limit()
             if self._coroutines is not None:
                 self._coroutines.watch()
-            if self._prefetch is not None and (prefetch := self._prefetch.change()) is not None:
+            if self._prefetch is not None and (changed := self._prefetch.change()) is not None:
                 connection.cancel(consumer_tag)  # what it holds is acked as usual
-                consumer_tag = self._consume(connection, arrived.append, prefetch)
-                log.info("prefetch_changed", prefetch=prefetch, longest_task_s=round(self._prefetch.longest_s, 6))
+                consumer_tag = self._consume(connection, arrived.append, changed)
+                log.info("prefetch_changed", prefetch=changed, longest_task_s=round(self._prefetch.longest_s, 6))
         # Stop taking work, let the running task finish and settle it; closing
         # the connection then requeues whatever was prefetched but not started.
         connection.cancel(consumer_tag)
