@@ -39,6 +39,16 @@ def run_command(args: list[str], env: dict, input: str | None = None, timeout: f
     return result
 
 
+def assert_one_line_error(result, status, *fragments):
+    """The command exited ``status`` with one ``Error:`` line holding every fragment, and no traceback."""
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
 def json_lines(text: str) -> list[dict]:
     """The JSON objects among the lines of ``text``."""
     objects = []
@@ -196,3 +206,21 @@ def summary_counts(stderr: str) -> dict[str, int]:
     assert last.startswith("summary: "), stderr
     return {word.replace(" ", "_"): int(number)
             for number, word in re.findall(r"(\d+) (queued|refused|unconfirmed|not sent)", last)}
+
+
+def queue_uneven_tasks(run, queue: str, folder) -> int:
+    """Queue 24 sleep tasks, every 4th 0.4 s and the others 0.01 s; return how many."""
+    tasks = folder / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n"
+                             for i in range(24)))
+    run("new-task", "--file", str(tasks), "--queue", queue, check=True)
+    return 24
+
+
+def long_tasks_per_process(events: list[dict]) -> list[int]:
+    """How many of the 0.4 s tasks each pool process ran, fewest first."""
+    counts = {}
+    for event in events:
+        if event["duration_s"] >= 0.4:
+            counts[event["pool_process"]] = counts.get(event["pool_process"], 0) + 1
+    return sorted(counts.values())
