@@ -7,7 +7,7 @@ import pytest
 
 from rabbitry.common.errors import ExitCode
 from tests.fault_helpers import BackgroundSubmitter, NodeCommands, succeeded_ids, wait_for_all
-from tests.fault_proxy import FreezableProxy, SilentServer
+from tests.faults.proxy import FreezableProxy, SilentServer
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
