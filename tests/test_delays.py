@@ -16,8 +16,7 @@ from rabbitry.common.messages import TaskMessage
 from rabbitry.common.transport.routing import binding_matches
 from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_LEVELS, DELAY_UNROUTED, check_work_queue_name,
                                       delay_level_name, delay_level_names, work_queue)
-from tests.fault_helpers import NodeCommands
-from tests.helpers import wait_until
+from tests.helpers import NodeCommands, wait_until
 
 
 def test_a_delay_is_written_in_binary_and_waits_in_the_level_of_each_one_bit():

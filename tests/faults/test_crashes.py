@@ -9,8 +9,8 @@ import pytest
 
 from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport.contract import Delivery
-from tests.fault_helpers import NodeCommands, succeeded_ids, wait_for_all
-from tests.helpers import wait_until
+from tests.faults.helpers import wait_for_all
+from tests.helpers import NodeCommands, succeeded_ids, wait_until
 from rabbitry.workers.execution import crash_limit_reached
 
 pytestmark = pytest.mark.slow

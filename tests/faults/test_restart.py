@@ -11,8 +11,8 @@ from rabbitry.common.transport.connect import connect
 from rabbitry.producers.publisher import ReliablePublisher
 from rabbitry.common.topology import Queue, Topology, dead_letter_queue_name, work_queue
 from rabbitry.common.transport.contract import OutgoingMessage, QueueState
-from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
-from tests.helpers import command_path, wait_until
+from tests.faults.helpers import BackgroundSubmitter, wait_for_all
+from tests.helpers import NodeCommands, command_path, wait_until
 
 pytestmark = pytest.mark.slow
 #: Workers must be consuming again this soon after the broker is back.

@@ -17,9 +17,8 @@ import psutil
 import pytest
 
 from rabbitry.common.errors import ExitCode
-from tests.fault_helpers import NodeCommands
 from tests.faults.proxy import FreezableProxy
-from tests.helpers import wait_until
+from tests.helpers import NodeCommands, wait_until
 
 pytestmark = pytest.mark.slow
 TASKS = int(os.environ.get("RABBITRY_SOAK_TASKS", "5000"))

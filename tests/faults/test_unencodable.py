@@ -17,8 +17,7 @@ from rabbitry.workers.consumer import PoolProcess
 from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER, decode, failure, header_text
 from rabbitry.workers.ledger import CrashLedger
 import tests.fault_tasks  # noqa: F401 - registers the tasks decoded here
-from tests.fault_helpers import NodeCommands
-from tests.helpers import wait_until
+from tests.helpers import NodeCommands, wait_until
 
 pytestmark = pytest.mark.slow
 TASKS = ("--tasks", "tests.fault_tasks")
