@@ -22,7 +22,7 @@ from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_UNROUTED, d
 from tests.helpers import WorkerProcess, rabbitmq_image, run_command
 from tests.transport_helpers import Transport
 
-#: extra_broker, tls_broker and cluster3: RabbitMQ nodes of a test module's own;
+#: extra_broker, tls_broker and management_broker: RabbitMQ nodes of a test module's own;
 #: docker, rabbitry_image and compose_project: compose.yaml run for real.
 pytest_plugins = ("tests.nodes", "tests.compose_project")
 

@@ -17,7 +17,7 @@ from rabbitry.workers.consumer import PoolProcess
 from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER, decode, failure, header_text
 from rabbitry.workers.ledger import CrashLedger
 import tests.fault_tasks  # noqa: F401 - registers the tasks decoded here
-from tests.helpers import NodeCommands, wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 TASKS = ("--tasks", "tests.fault_tasks")
@@ -84,12 +84,6 @@ def test_any_error_and_arguments_settle_once_and_leave_the_work_queue(settling, 
     assert letter.message_id == delivery.message_id
     sent, escaped = letter.headers[ERROR_HEADER], header_text(f"RuntimeError: {error}", 10**6)
     assert escaped.startswith(sent) or sent.startswith(escaped)  # the error, escaped and cut where it must be
-
-
-@pytest.fixture
-def node(extra_broker):
-    with NodeCommands(extra_broker.url) as commands:
-        yield commands
 
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
