@@ -20,8 +20,9 @@ from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_UNROUTED, dead_letter_queue_name,
                                       delay_level_names)
 from tests.helpers import WorkerProcess, rabbitmq_image, run_command
+from tests.transport_helpers import Transport
 
-#: extra_broker, tls_broker and cluster3: RabbitMQ nodes of a test module's own;
+#: extra_broker, tls_broker and management_broker: RabbitMQ nodes of a test module's own;
 #: docker, rabbitry_image and compose_project: compose.yaml run for real.
 pytest_plugins = ("tests.nodes", "tests.compose_project")
 
@@ -119,8 +120,12 @@ def connection(broker_settings):
 
 @pytest.fixture(params=["local", "amqp"])
 def either_broker(request):
-    """Settings for a fresh in-process broker, or for the session's RabbitMQ: a test that asks
-    for it runs on both."""
+    """Settings for a fresh in-process broker (``[local]``) or for the session's RabbitMQ
+    (``[amqp]``): a test that asks for it, or for a fixture built on it, runs on both.
+
+    The one fixture that runs a behaviour on both transports; ``either_work_queue`` and
+    ``transport`` are built on it.
+    """
     if request.param == "local":
         chosen = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
         yield chosen
@@ -137,6 +142,15 @@ def either_work_queue(either_broker, unique_name):
         with connect(either_broker, "rabbitry-tests-cleanup") as connection:
             for name in [unique_name, dead_letter_queue_name(unique_name)]:
                 connection.delete_queue(name)
+
+
+@pytest.fixture
+def transport(either_broker, unique_name):
+    """A Transport on ``either_broker``: connections of the test's own, closed afterwards, and
+    what the test declared removed."""
+    chosen = Transport(either_broker, unique_name)
+    yield chosen
+    chosen.cleanup()
 
 
 @pytest.fixture

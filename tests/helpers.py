@@ -13,10 +13,15 @@ import time
 import pika
 from pika import spec
 
+from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.transport.connect import connect
 from rabbitry.common.topology import Binding, Queue, Topology, log_exchange
 
 BIN = os.path.dirname(sys.executable)
+
+#: The repository's folder: on a worker's PYTHONPATH (or its cwd) so that it can import the task
+#: modules of tests/, such as ``tests.fault_tasks``.
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def rabbitmq_image() -> str:
@@ -37,6 +42,16 @@ def run_command(args: list[str], env: dict, input: str | None = None, timeout: f
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
     return result
+
+
+def assert_one_line_error(result, status, *fragments):
+    """The command exited ``status`` with one ``Error:`` line holding every fragment, and no traceback."""
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
 
 
 def json_lines(text: str) -> list[dict]:
@@ -138,6 +153,61 @@ def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> int:
     return process.returncode
 
 
+class NodeCommands:
+    """rabbitry's commands and a connection, aimed at ``url`` (an extra node or a cluster)."""
+
+    def __init__(self, url: str, **env):
+        self.url = url
+        self.settings = BrokerSettings.from_url(url, reconnect_for=60.0)
+        self.env = dict(os.environ, AMQP_URL=url, RABBITRY_LOG_FORMAT="json", PYTHONUNBUFFERED="1",
+                        PYTHONPATH=REPOSITORY, **env)
+        self.workers: list[WorkerProcess] = []
+
+    def run(self, *args, **kwargs):
+        """Run a command to completion."""
+        return run_command(list(args), env=self.env, **kwargs)
+
+    def start_worker(self, queue: str, *args, wait: bool = True) -> WorkerProcess:
+        """Start ``worker`` on ``queue``; it is stopped by :meth:`stop_workers`.
+
+        ``wait`` waits until every running worker of ``queue`` consumes, this one included.
+        """
+        worker = WorkerProcess(queue, list(args), env=self.env).start()
+        self.workers.append(worker)
+        if wait:
+            serving = [other for other in self.workers if other.queue == queue and other.process.poll() is None]
+            worker.wait_for_consumers(self.settings, sum(other.consumers for other in serving))
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop_workers()
+
+    def queue_state(self, queue: str):
+        with connect(self.settings, "rabbitry-tests-inspect") as connection:
+            return connection.queue_state(queue)
+
+    def drain(self, queue: str) -> list:
+        """Take (and ack) every message of ``queue``."""
+        letters = []
+        with connect(self.settings, "rabbitry-tests-drain") as connection:
+            while (delivery := connection.get(queue)) is not None:
+                letters.append(delivery)
+                connection.ack(delivery.delivery_tag)
+        return letters
+
+
+def succeeded_ids(*workers) -> set[str]:
+    """Ids of the tasks the workers logged as succeeded."""
+    return {event["task_id"] for worker in workers for event in worker.events("task_succeeded")}
+
+
 def bind_everything(connection, exchange: str, queue: str, durable: bool = False) -> None:
     """A queue that takes every message of the topic exchange ``exchange``."""
     connection.declare(Topology(exchanges=(log_exchange("topic", exchange, durable),),
@@ -196,3 +266,21 @@ def summary_counts(stderr: str) -> dict[str, int]:
     assert last.startswith("summary: "), stderr
     return {word.replace(" ", "_"): int(number)
             for number, word in re.findall(r"(\d+) (queued|refused|unconfirmed|not sent)", last)}
+
+
+def queue_uneven_tasks(run, queue: str, folder) -> int:
+    """Queue 24 sleep tasks, every 4th 0.4 s and the others 0.01 s; return how many."""
+    tasks = folder / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n"
+                             for i in range(24)))
+    run("new-task", "--file", str(tasks), "--queue", queue, check=True)
+    return 24
+
+
+def long_tasks_per_process(events: list[dict]) -> list[int]:
+    """How many of the 0.4 s tasks each pool process ran, fewest first."""
+    counts = {}
+    for event in events:
+        if event["duration_s"] >= 0.4:
+            counts[event["pool_process"]] = counts.get(event["pool_process"], 0) + 1
+    return sorted(counts.values())

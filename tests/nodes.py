@@ -15,8 +15,10 @@ Fixtures (made available to every test module by ``conftest.py``):
 - ``extra_broker``: a running node of the test module's own (started once per
   module; each test gets it running again, whatever the last test did).
 - ``tls_broker``: the same, with a TLS listener and client certificates.
-- ``cluster3``: a 3-node cluster, with every node running at the start of
-  each test.
+- ``management_broker``: the same, with the management plugin.
+
+``tests/faults/conftest.py`` makes ``cluster3``, a 3-node cluster with every
+node running at the start of each test, with :func:`module_resource`.
 """
 
 import contextlib
@@ -427,7 +429,7 @@ class RabbitCluster:
 
 
 # -- fixtures -----------------------------------------------------------------
-def _module_resource(name: str, factory, doc: str):
+def module_resource(name: str, factory, doc: str):
     """Fixtures for a node or cluster started once per test module and running at each test's start."""
 
     @pytest.fixture(scope="module", name=f"_{name}_started")
@@ -445,14 +447,12 @@ def _module_resource(name: str, factory, doc: str):
     return started, running
 
 
-_extra_broker_started, extra_broker = _module_resource(
+_extra_broker_started, extra_broker = module_resource(
     "extra_broker", RabbitNode, "A RabbitMQ node of this test module's own, running at the start of each test.")
-_tls_broker_started, tls_broker = _module_resource(
+_tls_broker_started, tls_broker = module_resource(
     "tls_broker", lambda: RabbitNode(prefix="tls", tls=True),
     "A node with a TLS listener (``.tls_url``, ``.tls_files``) that requires a client certificate.")
-_management_broker_started, management_broker = _module_resource(
+_management_broker_started, management_broker = module_resource(
     "management_broker", lambda: RabbitNode(prefix="mgmt", management=True,
                                             config={"collect_statistics_interval": 500}),
     "A node with the management plugin (``.management_url``), its statistics refreshed twice a second.")
-_cluster3_started, cluster3 = _module_resource(
-    "cluster3", RabbitCluster, "A 3-node RabbitMQ cluster of this test module's own, every node running.")

@@ -14,8 +14,7 @@ import pytest
 from rabbitry import ConfigurationError, DuplicateTask, MessageError, Task, task
 from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.producers import default as default_submitter
-from tests.fault_helpers import REPOSITORY
-from tests.helpers import drain, wait_until
+from tests.helpers import REPOSITORY, drain, wait_until
 
 API_TASKS = ("--tasks", "tests.api_tasks")
 

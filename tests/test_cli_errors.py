@@ -5,17 +5,9 @@ import json
 import pytest
 
 from rabbitry.common.errors import ExitCode
+from tests.helpers import assert_one_line_error
 
 DOWN = "amqp://guest:secret@127.0.0.1:1/%2F"  # nothing listens on port 1
-
-
-def assert_one_line_error(result, status, *fragments):
-    assert result.returncode == status, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(error_lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error_lines[0]
 
 
 @pytest.mark.parametrize("command", [["new-task", "hello"], ["worker", "--connect-timeout", "0"]])

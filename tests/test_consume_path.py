@@ -12,8 +12,7 @@ from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.pool_process import PoolProcess
 from rabbitry.workers.prefetch import FIRST_AFTER, MOST, QUIET_S, RECENT, AdaptivePrefetch
 from rabbitry.task import Task
-from tests.helpers import wait_until
-from tests.test_work_queue import long_tasks_per_process, queue_uneven_tasks
+from tests.helpers import long_tasks_per_process, queue_uneven_tasks, wait_until
 
 
 def test_the_chosen_prefetch_starts_at_one_and_grows_only_for_short_tasks():

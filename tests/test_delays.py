@@ -4,7 +4,6 @@ times as people write them, and delayed tasks on both transports and across a br
 import datetime
 import json
 import time
-import uuid
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -13,14 +12,11 @@ from rabbitry.common.transport.connect import connect
 from rabbitry.common.delays import (MAX_DELAY_S, delay_route, delay_seconds, due_time, levels_of, parse_duration,
                                     parse_time)
 from rabbitry.common.errors import ConfigurationError, MessageError
-from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.transport.routing import binding_matches
-from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_LEVELS, DELAY_UNROUTED, check_work_queue_name,
-                                      dead_letter_queue_name, delay_level_name, delay_level_names, work_queue)
-from tests.fault_helpers import NodeCommands
-from tests.helpers import wait_until
+                                      delay_level_name, delay_level_names, work_queue)
+from tests.helpers import NodeCommands, wait_until
 
 
 def test_a_delay_is_written_in_binary_and_waits_in_the_level_of_each_one_bit():
@@ -139,25 +135,8 @@ def test_a_task_due_later_is_sent_to_the_levels_and_one_due_now_straight_to_its_
     assert "eta" not in json.loads(TaskMessage("echo").to_outgoing("q").body)  # the format without it, as before
 
 
-@pytest.fixture(params=["local", "amqp"])
-def delays_broker(request, unique_name):
-    """Settings of the in-process model or of the session's RabbitMQ, and a work queue name
-    whose queues are deleted afterwards."""
-    if request.param == "local":
-        settings = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
-    else:
-        settings = request.getfixturevalue("broker_settings")
-    yield settings, unique_name
-    if settings.is_local:
-        forget_broker(broker_name(settings.urls[0]))
-        return
-    with connect(settings, "rabbitry-tests-cleanup") as connection:
-        for name in (unique_name, dead_letter_queue_name(unique_name)):
-            connection.delete_queue(name)
-
-
-def test_a_delayed_task_reaches_its_queue_after_its_delay_through_its_levels(delays_broker):
-    settings, queue = delays_broker
+def test_a_delayed_task_reaches_its_queue_after_its_delay_through_its_levels(either_broker, either_work_queue):
+    settings, queue = either_broker, either_work_queue
     with connect(settings, "rabbitry-tests") as connection:
         connection.declare(work_queue(queue))
         sent = time.time()

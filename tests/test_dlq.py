@@ -7,8 +7,7 @@ import pytest
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.commands.dlq import shorten
-from tests.fault_helpers import REPOSITORY, succeeded_ids
-from tests.helpers import wait_until
+from tests.helpers import REPOSITORY, succeeded_ids, wait_until
 
 
 @pytest.fixture

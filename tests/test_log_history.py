@@ -14,8 +14,7 @@ import pytest
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import history_stream_name, log_exchange
 from rabbitry.producers.log_emitter import LogEmitter
-from tests.helpers import command_path, json_lines, wait_until
-from tests.test_cli_errors import assert_one_line_error
+from tests.helpers import assert_one_line_error, command_path, json_lines, wait_until
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ import sys
 import pytest
 
 from rabbitry.common.errors import ExitCode
-from tests.helpers import run_command
-from tests.test_cli_errors import assert_one_line_error
+from tests.helpers import assert_one_line_error, run_command
 
 SMALL_COMPARE = ["compare", "--tasks", "200", "--messages", "50", "--subscribers", "1", "--seed-tasks", "100",
                  "--cpu-tasks", "20", "--io-tasks", "20", "--sweep-tasks", "4"]

@@ -8,7 +8,7 @@ from rabbitry.common.errors import BrokerRefused, PublishFailed
 from rabbitry.common.replies import DIRECT_REPLY_TO
 from rabbitry.common.topology import Queue
 from rabbitry.common.transport.contract import OutgoingMessage
-from tests.test_transports import Inbox, get_within, transport  # noqa: F401 - the two-transport fixture
+from tests.transport_helpers import Inbox, get_within
 
 
 def request_and_reply(transport, caller, server, body: bytes = b"answer"):

@@ -9,8 +9,7 @@ import pytest
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name, delay_level_name, retry_delay_s
 from rabbitry.common.transport.contract import Delivery
-from tests.fault_helpers import REPOSITORY
-from tests.helpers import wait_until
+from tests.helpers import REPOSITORY, wait_until
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import RETRY_JITTER, failure
 

@@ -12,8 +12,7 @@ import pytest
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.messages import MAX_MESSAGE_BYTES
 from rabbitry.common.topology import dead_letter_queue_name
-from tests.fault_helpers import REPOSITORY, NodeCommands
-from tests.helpers import command_path, wait_until
+from tests.helpers import NodeCommands, REPOSITORY, command_path, wait_until
 
 PACKAGES = ("common", "producers", "workers", "subscribers", "rabbitry")
 SECRET = "hunter2-not-for-logs"

@@ -14,8 +14,8 @@ from rabbitry.common.retention import Retention
 from rabbitry.common.topology import Binding, Exchange, Queue, history_stream_name
 from rabbitry.subscribers.history_subscriber import HistorySubscriber
 from rabbitry.subscribers.since import StartPoint
-from tests.test_transports import Inbox, message, publish_all, transport  # noqa: F401 (the fixture)
 from tests.helpers import wait_until
+from tests.transport_helpers import Inbox, message, publish_all
 
 
 def offsets(inbox: Inbox) -> list[int]:

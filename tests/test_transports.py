@@ -7,7 +7,6 @@ so and checks each side's own behaviour.
 
 import dataclasses
 import os
-import time
 import uuid
 
 import pytest
@@ -18,73 +17,9 @@ from rabbitry.common.errors import BrokerRefused, Unencodable
 from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, ExchangeBinding, Queue, Topology
-from rabbitry.common.transport.contract import OutgoingMessage, QueueState
+from rabbitry.common.transport.contract import QueueState
 from tests.helpers import WorkerProcess, json_lines, run_command, wait_until
-
-
-class Transport:
-    """Opens connections to one broker and removes what a test declared on it."""
-
-    def __init__(self, kind: str, settings: BrokerSettings, prefix: str):
-        self.kind = kind
-        self.settings = settings
-        self.prefix = prefix
-        self.connections = []
-        self.queues: list[str] = []
-        self.exchanges: list[str] = []
-
-    def name(self, suffix: str) -> str:
-        return f"{self.prefix}.{suffix}"
-
-    def connect(self):
-        connection = connect(self.settings, "rabbitry-transport-tests")
-        self.connections.append(connection)
-        return connection
-
-    def declare(self, connection, exchanges=(), queues=(), bindings=(), exchange_bindings=()) -> dict[str, str]:
-        self.exchanges += [e.name for e in exchanges]
-        names = connection.declare(Topology(tuple(exchanges), tuple(queues), tuple(bindings),
-                                            tuple(exchange_bindings)))
-        self.queues += list(names.values())
-        return names
-
-    def forget_everything(self) -> None:
-        """Drop the in-process broker with all it holds."""
-        forget_broker(broker_name(self.settings.urls[0]))
-
-    def cleanup(self) -> None:
-        for connection in self.connections:
-            connection.close()
-        if self.kind == "local":
-            self.forget_everything()
-            return
-        with connect(self.settings, "rabbitry-transport-cleanup") as connection:
-            for queue in self.queues:
-                connection.delete_queue(queue)
-            for exchange in self.exchanges:
-                connection.delete_exchange(exchange)
-
-
-@pytest.fixture(params=["local", "amqp"])
-def transport(request, unique_name):
-    """A Transport on the in-process model or on the session's RabbitMQ."""
-    if request.param == "local":
-        settings = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
-    else:
-        settings = request.getfixturevalue("broker_settings")
-    chosen = Transport(request.param, settings, unique_name)
-    yield chosen
-    chosen.cleanup()
-
-
-def message(routing_key: str, body: str, exchange: str = "", **properties) -> OutgoingMessage:
-    return OutgoingMessage(routing_key=routing_key, body=body.encode(), exchange=exchange, **properties)
-
-
-def publish_all(connection, messages, mandatory=False):
-    for outgoing in messages:
-        connection.publish(outgoing, mandatory=mandatory)
-    return connection.wait_for_confirms(10)
+from tests.transport_helpers import Inbox, get_within, message, publish_all
 
 
 def drain(connection, queue: str) -> list[str]:
@@ -94,37 +29,6 @@ def drain(connection, queue: str) -> list[str]:
         bodies.append(delivery.body.decode())
         connection.ack(delivery.delivery_tag)
     return bodies
-
-
-def get_within(connection, queue: str, timeout: float = 10.0):
-    """The next message of ``queue``, waiting for it to arrive (dead letters take a moment)."""
-    return wait_until(lambda: connection.get(queue), timeout, 0.02, f"a message on {queue}")
-
-
-class Inbox:
-    """Collects a consumer's deliveries."""
-
-    def __init__(self, connection):
-        self.connection = connection
-        self.deliveries = []
-
-    def __call__(self, delivery):
-        self.deliveries.append(delivery)
-
-    def bodies(self) -> list[str]:
-        return [d.body.decode() for d in self.deliveries]
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.deliveries) < count:
-            assert time.monotonic() < deadline, f"got {len(self.deliveries)} of {count} deliveries"
-            self.connection.process_events(0.02)
-
-    def settle_quietly(self, seconds: float = 0.2) -> None:
-        """Process events for a while, to show that nothing more arrives."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.connection.process_events(0.02)
 
 
 def test_a_work_queue_round_trip_delivers_every_message_once_in_order(transport):

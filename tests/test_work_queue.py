@@ -1,6 +1,5 @@
 """The work queue end to end: new-task → durable queue → worker pool, on the real broker."""
 
-import json
 import signal
 import threading
 import uuid
@@ -13,7 +12,8 @@ from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.threaded import ThreadedWorkerPool
-from tests.helpers import TIMESTAMP_PAST_9999, array_of_bytes, drain, publish_with_raw_headers, wait_until
+from tests.helpers import (TIMESTAMP_PAST_9999, array_of_bytes, drain, long_tasks_per_process, publish_with_raw_headers,
+                           queue_uneven_tasks, wait_until)
 
 
 def succeeded_ids(*workers):
@@ -136,24 +136,6 @@ def test_sigterm_with_tasks_in_flight_loses_nothing(run, start_worker, work_queu
 
     assert connection.queue_state(work_queue_name).messages == 0
     assert len(first.events("task_succeeded")) < 12  # the first worker really was interrupted
-
-
-def queue_uneven_tasks(run, queue: str, folder) -> int:
-    """Queue 24 sleep tasks, every 4th 0.4 s and the others 0.01 s; return how many."""
-    tasks = folder / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n"
-                             for i in range(24)))
-    run("new-task", "--file", str(tasks), "--queue", queue, check=True)
-    return 24
-
-
-def long_tasks_per_process(events: list[dict]) -> list[int]:
-    """How many of the 0.4 s tasks each pool process ran, fewest first."""
-    counts = {}
-    for event in events:
-        if event["duration_s"] >= 0.4:
-            counts[event["pool_process"]] = counts.get(event["pool_process"], 0) + 1
-    return sorted(counts.values())
 
 
 def test_fair_dispatch_gives_each_process_an_equal_share_of_long_tasks(run, start_worker, work_queue_name,

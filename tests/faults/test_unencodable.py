@@ -17,7 +17,6 @@ from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER, decode, fail
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.pool_process import PoolProcess
 import tests.fault_tasks  # noqa: F401 - registers the tasks decoded here
-from tests.fault_helpers import NodeCommands
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -85,12 +84,6 @@ def test_any_error_and_arguments_settle_once_and_leave_the_work_queue(settling, 
     assert letter.message_id == delivery.message_id
     sent, escaped = letter.headers[ERROR_HEADER], header_text(f"RuntimeError: {error}", 10**6)
     assert escaped.startswith(sent) or sent.startswith(escaped)  # the error, escaped and cut where it must be
-
-
-@pytest.fixture
-def node(extra_broker):
-    with NodeCommands(extra_broker.url) as commands:
-        yield commands
 
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])

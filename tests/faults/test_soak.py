@@ -3,7 +3,7 @@ test freezes the proxy, raises a memory alarm, SIGKILLs a pool process and a sup
 and restarts the node. Nothing confirmed is lost; duplicates are counted and reported.
 
 ``RABBITRY_SOAK_TASKS`` sets how many tasks (default 5,000, a few minutes in all);
-``RABBITRY_SOAK_TASKS=50000 pytest -s tests/test_faults_soak.py`` is the full soak.
+``RABBITRY_SOAK_TASKS=50000 pytest -s tests/faults/test_soak.py`` is the full soak.
 """
 
 import json
@@ -17,9 +17,8 @@ import psutil
 import pytest
 
 from rabbitry.common.errors import ExitCode
-from tests.fault_helpers import NodeCommands
-from tests.fault_proxy import FreezableProxy
-from tests.helpers import wait_until
+from tests.faults.proxy import FreezableProxy
+from tests.helpers import NodeCommands, wait_until
 
 pytestmark = pytest.mark.slow
 TASKS = int(os.environ.get("RABBITRY_SOAK_TASKS", "5000"))

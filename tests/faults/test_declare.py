@@ -7,8 +7,8 @@ import pytest
 from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import Queue, Topology
-from tests.fault_helpers import NodeCommands, wait_for_all
-from tests.helpers import json_lines
+from tests.faults.helpers import wait_for_all
+from tests.helpers import NodeCommands, json_lines
 
 pytestmark = pytest.mark.slow
 LIMITED_USER = ("limited", "limited-password")

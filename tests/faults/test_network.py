@@ -6,9 +6,9 @@ import concurrent.futures
 import pytest
 
 from rabbitry.common.errors import ExitCode
-from tests.fault_helpers import BackgroundSubmitter, NodeCommands, succeeded_ids, wait_for_all
-from tests.fault_proxy import FreezableProxy, SilentServer
-from tests.helpers import wait_until
+from tests.faults.helpers import BackgroundSubmitter, wait_for_all
+from tests.faults.proxy import FreezableProxy, SilentServer
+from tests.helpers import NodeCommands, succeeded_ids, wait_until
 
 pytestmark = pytest.mark.slow
 #: pika gives up on a connection whose AMQP handshake has not finished after this long.

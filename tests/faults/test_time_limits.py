@@ -7,8 +7,8 @@ import pytest
 from rabbitry.workers.consumer_timeout import DEFAULT_CONSUMER_TIMEOUT_S, read_consumer_timeout
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import dead_letter_queue_name
-from tests.fault_helpers import NodeCommands, succeeded_ids, wait_for_all
-from tests.helpers import wait_until
+from tests.faults.helpers import wait_for_all
+from tests.helpers import NodeCommands, succeeded_ids, wait_until
 from tests.nodes import RabbitNode
 
 pytestmark = pytest.mark.slow

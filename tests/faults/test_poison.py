@@ -7,8 +7,8 @@ from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import JSON_CONTENT_TYPE, TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name, work_queue
 from rabbitry.common.transport.contract import OutgoingMessage
-from tests.fault_helpers import NodeCommands, wait_for_all
-from tests.helpers import wait_until
+from tests.faults.helpers import wait_for_all
+from tests.helpers import NodeCommands, wait_until
 
 pytestmark = pytest.mark.slow
 

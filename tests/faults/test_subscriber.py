@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from tests.fault_helpers import NodeCommands
-from tests.helpers import command_path, json_lines, wait_until
+from tests.helpers import NodeCommands, command_path, json_lines, wait_until
 
 pytestmark = pytest.mark.slow
 MESSAGES = 400

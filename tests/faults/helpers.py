@@ -1,73 +1,13 @@
-"""What the fault-injection tests share: rabbitry's commands pointed at an extra node,
-tasks counted by id, and a publisher that keeps going through a fault."""
+"""What the fault-injection tests share: waiting for every task of a set, and a publisher that
+keeps going through a fault."""
 
-import os
 import threading
 import time
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.producers.tasks import TaskSubmitter
-from tests.helpers import WorkerProcess, run_command, wait_until
-
-#: So that workers can import ``tests.fault_tasks``.
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class NodeCommands:
-    """rabbitry's commands and a connection, aimed at ``url`` (an extra node or a cluster)."""
-
-    def __init__(self, url: str, **env):
-        self.url = url
-        self.settings = BrokerSettings.from_url(url, reconnect_for=60.0)
-        self.env = dict(os.environ, AMQP_URL=url, RABBITRY_LOG_FORMAT="json", PYTHONUNBUFFERED="1",
-                        PYTHONPATH=REPOSITORY, **env)
-        self.workers: list[WorkerProcess] = []
-
-    def run(self, *args, **kwargs):
-        """Run a command to completion."""
-        return run_command(list(args), env=self.env, **kwargs)
-
-    def start_worker(self, queue: str, *args, wait: bool = True) -> WorkerProcess:
-        """Start ``worker`` on ``queue``; it is stopped by :meth:`stop_workers`.
-
-        ``wait`` waits until every running worker of ``queue`` consumes, this one included.
-        """
-        worker = WorkerProcess(queue, list(args), env=self.env).start()
-        self.workers.append(worker)
-        if wait:
-            serving = [other for other in self.workers if other.queue == queue and other.process.poll() is None]
-            worker.wait_for_consumers(self.settings, sum(other.consumers for other in serving))
-        return worker
-
-    def stop_workers(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stop_workers()
-
-    def queue_state(self, queue: str):
-        with connect(self.settings, "rabbitry-tests-inspect") as connection:
-            return connection.queue_state(queue)
-
-    def drain(self, queue: str) -> list:
-        """Take (and ack) every message of ``queue``."""
-        letters = []
-        with connect(self.settings, "rabbitry-tests-drain") as connection:
-            while (delivery := connection.get(queue)) is not None:
-                letters.append(delivery)
-                connection.ack(delivery.delivery_tag)
-        return letters
-
-
-def succeeded_ids(*workers) -> set[str]:
-    """Ids of the tasks the workers logged as succeeded."""
-    return {event["task_id"] for worker in workers for event in worker.events("task_succeeded")}
+from tests.helpers import succeeded_ids, wait_until
 
 
 def wait_for_all(expected: set[str], workers, timeout: float = 120.0) -> None:

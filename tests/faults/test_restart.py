@@ -11,18 +11,12 @@ from rabbitry.common.transport.connect import connect
 from rabbitry.producers.publisher import ReliablePublisher
 from rabbitry.common.topology import Queue, Topology, dead_letter_queue_name, work_queue
 from rabbitry.common.transport.contract import OutgoingMessage, QueueState
-from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
+from tests.faults.helpers import BackgroundSubmitter, wait_for_all
 from tests.helpers import command_path, wait_until
 
 pytestmark = pytest.mark.slow
 #: Workers must be consuming again this soon after the broker is back.
 RESUME_WITHIN_S = 10.0
-
-
-@pytest.fixture
-def node(extra_broker):
-    with NodeCommands(extra_broker.url) as commands:
-        yield commands
 
 
 def consumers_on(node, queue):

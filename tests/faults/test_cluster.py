@@ -4,8 +4,8 @@ nodes of a comma-separated AMQP_URL when one node is lost mid-run."""
 import pytest
 
 from rabbitry.common.topology import dead_letter_queue_name
-from tests.fault_helpers import BackgroundSubmitter, NodeCommands, wait_for_all
-from tests.helpers import wait_until
+from tests.faults.helpers import BackgroundSubmitter, wait_for_all
+from tests.helpers import NodeCommands, wait_until
 
 pytestmark = pytest.mark.slow
 

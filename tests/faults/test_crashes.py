@@ -9,18 +9,12 @@ import pytest
 
 from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport.contract import Delivery
-from tests.fault_helpers import NodeCommands, succeeded_ids, wait_for_all
-from tests.helpers import wait_until
+from tests.faults.helpers import wait_for_all
+from tests.helpers import succeeded_ids, wait_until
 from rabbitry.workers.execution import crash_limit_reached
 
 pytestmark = pytest.mark.slow
 TASKS = ("--tasks", "tests.fault_tasks")
-
-
-@pytest.fixture
-def node(extra_broker):
-    with NodeCommands(extra_broker.url) as commands:
-        yield commands
 
 
 def test_a_killed_worker_loses_none_of_1000_tasks(node, unique_name):
