@@ -18,4 +18,3 @@ async def bench_io(port: int) -> None:
     """One request to the slow server on 127.0.0.1 (real I/O), on an asyncio socket."""
     await call_async(port)
     mark_executed(COUNTER_PATH)
-

@@ -32,11 +32,15 @@ ASYNC_TASKS = "bench.bench_async_tasks"
 
 
 def noop_systems() -> dict:
-    return {"sync": Rabbitry("quorum", name="coro-sync"),
-            "async_c1": Rabbitry("quorum", ("--concurrency", "1"), name="coro-async-c1", task="bench_count_async",
-                                 tasks=ASYNC_TASKS),
-            "async_c100": Rabbitry("quorum", ("--concurrency", "100"), name="coro-async-c100",
-                                   task="bench_count_async", tasks=ASYNC_TASKS)}
+    return {
+        "sync": Rabbitry("quorum", name="coro-sync"),
+        "async_c1": Rabbitry(
+            "quorum", ("--concurrency", "1"), name="coro-async-c1", task="bench_count_async", tasks=ASYNC_TASKS
+        ),
+        "async_c100": Rabbitry(
+            "quorum", ("--concurrency", "100"), name="coro-async-c100", task="bench_count_async", tasks=ASYNC_TASKS
+        ),
+    }
 
 
 def bench_noop(reps: int, n: int) -> dict:
@@ -65,23 +69,35 @@ def tasks_per_process(tag: str) -> dict[int, int]:
 def io_run(system: Rabbitry, n: int, tag: str) -> dict:
     makespan_s = n / e2e_once(system, n, tag, warmup=4)
     shares = tasks_per_process(tag)
-    return {"makespan_s": makespan_s, "per_process": shares,
-            "largest_share": max(shares.values()) / sum(shares.values())}  # the warm-up's 4 included
+    return {
+        "makespan_s": makespan_s,
+        "per_process": shares,
+        "largest_share": max(shares.values()) / sum(shares.values()),
+    }  # the warm-up's 4 included
 
 
 def bench_io(reps: int, n: int) -> dict:
     runs = {"async_p2_c100": [], "sync_p2": []}
     with SlowServer(IO_DELAY_S) as server:
-        coroutines = Rabbitry("quorum", ("--concurrency", "100"), name="coro-io-async", task="bench_io",
-                              args=(server.port,), tasks=ASYNC_TASKS)
+        coroutines = Rabbitry(
+            "quorum",
+            ("--concurrency", "100"),
+            name="coro-io-async",
+            task="bench_io",
+            args=(server.port,),
+            tasks=ASYNC_TASKS,
+        )
         plain = Rabbitry("quorum", name="coro-io-sync", task="bench_io_blocking", args=(server.port,))
         try:
             for rep in range(reps):
                 runs["async_p2_c100"].append(io_run(coroutines, n, f"coro-io-async-{rep}"))
                 runs["sync_p2"].append(io_run(plain, n // 10, f"coro-io-sync-{rep}"))
                 a, s = runs["async_p2_c100"][-1], runs["sync_p2"][-1]
-                print(f"rep {rep} async {n:,} tasks in {a['makespan_s']:.2f} s (per process {a['per_process']}); "
-                      f"sync {n // 10:,} tasks in {s['makespan_s']:.2f} s", flush=True)
+                print(
+                    f"rep {rep} async {n:,} tasks in {a['makespan_s']:.2f} s (per process {a['per_process']}); "
+                    f"sync {n // 10:,} tasks in {s['makespan_s']:.2f} s",
+                    flush=True,
+                )
         finally:
             coroutines.cleanup()
             plain.cleanup()
@@ -89,8 +105,10 @@ def bench_io(reps: int, n: int) -> dict:
     sync_s = summarize(run["makespan_s"] * 10 for run in runs["sync_p2"])
     shares = summarize(run["largest_share"] for run in runs["async_p2_c100"])
     print(f"\n{n:,} tasks of {IO_DELAY_S * 1000:.0f} ms of real I/O each, median (min–max) of {reps}:")
-    print(f"  worker --processes 2 --concurrency 100, async def: {fmt(async_s, ' s', 2)}; "
-          f"the busier process ran {fmt(shares, '', 3)} of them")
+    print(
+        f"  worker --processes 2 --concurrency 100, async def: {fmt(async_s, ' s', 2)}; "
+        f"the busier process ran {fmt(shares, '', 3)} of them"
+    )
     print(f"  worker --processes 2, plain functions ({n // 10:,} run, times 10): {fmt(sync_s, ' s', 1)}")
     print(f"  speed-up {sync_s['median'] / async_s['median']:.1f}×")
     return {"async_makespan_s": async_s, "sync_makespan_s_for_n": sync_s, "largest_share": shares, "runs": runs}

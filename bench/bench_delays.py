@@ -27,9 +27,9 @@ import tempfile
 import time
 
 from bench.benchlib import save
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import delay_level_names
+from rabbitry.common.transport.connect import connect
 from rabbitry.producers.tasks import TaskSubmitter
 from tests.nodes import RabbitNode
 
@@ -48,9 +48,20 @@ def main() -> None:
     node = RabbitNode(prefix="bench-delays").start()
     log_file = tempfile.NamedTemporaryFile("w+", prefix="bench-delays-", suffix=".log", delete=False)
     env = dict(os.environ, AMQP_URL=node.url, PYTHONUNBUFFERED="1")
-    worker = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "worker"), "--queue", QUEUE,
-                               "--processes", "2", "--log-format", "json"], env=env, stdout=log_file,
-                              stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "worker"),
+            "--queue",
+            QUEUE,
+            "--processes",
+            "2",
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
     try:
         figures = run(node, options, log_file.name, worker)
     finally:
@@ -76,8 +87,11 @@ def run(node: RabbitNode, options, log_path: str, worker) -> dict:
             submitter.submit(message)
         submitter.flush(60)
     queued_at = time.time()
-    print(f"queued {len(hour)} tasks of 1 h, {len(short)} of 1 s to {options.longest:g} s and "
-          f"{len(baseline)} with no delay in {queued_at - now:.1f} s", file=sys.stderr)
+    print(
+        f"queued {len(hour)} tasks of 1 h, {len(short)} of 1 s to {options.longest:g} s and "
+        f"{len(baseline)} with no delay in {queued_at - now:.1f} s",
+        file=sys.stderr,
+    )
 
     down = None
     if not options.no_restart:
@@ -101,8 +115,9 @@ def run(node: RabbitNode, options, log_path: str, worker) -> dict:
         work = connection.queue_state(QUEUE)
 
     ids = [line["task_id"] for line in lines]
-    late = {task_id: started[task_id]["late_s"] for task_id in wanted if task_id in started
-            and "late_s" in started[task_id]}
+    late = {
+        task_id: started[task_id]["late_s"] for task_id in wanted if task_id in started and "late_s" in started[task_id]
+    }
     baseline_latency = [started[m.id]["at"] - queued_at for m in baseline if m.id in started]
     in_outage = set()
     if down:  # from the stop until the worker ran its first task again (its reconnect backs off)
@@ -112,16 +127,22 @@ def run(node: RabbitNode, options, log_path: str, worker) -> dict:
     tolerance = {m.id: max(1.0, 0.01 * (m.eta - now)) for m in short}
     over = [task_id for task_id, value in late.items() if task_id in tolerance and abs(value) > tolerance[task_id]]
     return {
-        "tasks": len(short), "longest_s": options.longest, "hour_tasks": HOUR_TASKS,
-        "lost": len(wanted.keys() - started.keys()), "duplicated": len(ids) - len(set(ids)),
+        "tasks": len(short),
+        "longest_s": options.longest,
+        "hour_tasks": HOUR_TASKS,
+        "lost": len(wanted.keys() - started.keys()),
+        "duplicated": len(ids) - len(set(ids)),
         "outage_until_worker_back_s": figures_outage if down else None,
-        "hour_tasks_still_waiting": waiting, "work_queue_at_end": {"messages": work.messages,
-                                                                   "consumers": work.consumers},
-        "worker_running": worker.poll() is None, "restart": None if not down else round(down[1] - down[0], 1),
+        "hour_tasks_still_waiting": waiting,
+        "work_queue_at_end": {"messages": work.messages, "consumers": work.consumers},
+        "worker_running": worker.poll() is None,
+        "restart": None if not down else round(down[1] - down[0], 1),
         "late_s": percentiles(list(late.values())),
         "baseline_no_delay_latency_s": percentiles(baseline_latency),
-        "outside_tolerance": len(over), "outside_tolerance_due_in_outage": len(set(over) & in_outage),
-        "outside_tolerance_otherwise": len(set(over) - in_outage), "due_in_outage": len(in_outage),
+        "outside_tolerance": len(over),
+        "outside_tolerance_due_in_outage": len(set(over) & in_outage),
+        "outside_tolerance_otherwise": len(set(over) - in_outage),
+        "due_in_outage": len(in_outage),
     }
 
 
@@ -130,9 +151,15 @@ def percentiles(values: list[float]) -> dict:
     if not values:
         return {}
     ordered = sorted(values)
-    return {name: round(value, 3) for name, value in (
-        ("median", statistics.median(ordered)), ("p99", ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]),
-        ("min", ordered[0]), ("max", ordered[-1]))}
+    return {
+        name: round(value, 3)
+        for name, value in (
+            ("median", statistics.median(ordered)),
+            ("p99", ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]),
+            ("min", ordered[0]),
+            ("max", ordered[-1]),
+        )
+    }
 
 
 def started_lines(log_path: str) -> list[dict]:

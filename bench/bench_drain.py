@@ -94,8 +94,9 @@ def _lean_consumer(n_total: int, done, times) -> None:
 
 def broker_cpu_s() -> float:
     """CPU seconds the local RabbitMQ node has used (0 if it is elsewhere)."""
-    return sum(sum(process.cpu_times()[:2]) for process in psutil.process_iter(["name"])
-               if process.info["name"] == "beam.smp")
+    return sum(
+        sum(process.cpu_times()[:2]) for process in psutil.process_iter(["name"]) if process.info["name"] == "beam.smp"
+    )
 
 
 def drain_lean(n: int) -> tuple[float, float]:
@@ -170,8 +171,11 @@ def main():
                 rate, cpu_s = SYSTEMS[name](args.n, f"drain-{name}-{rep}")
                 broker_us = (broker_cpu_s() - broker_before) / args.n * 1e6
                 rates[name].append(rate)
-                print(f"rep {rep} {name:<15} drain {rate:8,.0f} tasks/s; CPU per task: its processes "
-                      f"{cpu_s / args.n * 1e6:5.1f} us, the broker {broker_us:5.1f} us", flush=True)
+                print(
+                    f"rep {rep} {name:<15} drain {rate:8,.0f} tasks/s; CPU per task: its processes "
+                    f"{cpu_s / args.n * 1e6:5.1f} us, the broker {broker_us:5.1f} us",
+                    flush=True,
+                )
                 delete_queues(QUEUE, QUEUE + ".dead-letter")
     finally:
         delete_queues(QUEUE, QUEUE + ".dead-letter")

@@ -69,8 +69,11 @@ def last_offset() -> int:
     connection, channel = raw_channel()
     found = []
     channel.basic_qos(prefetch_count=1)
-    channel.basic_consume(STREAM, lambda _c, _m, properties, _b: found.append(properties.headers["x-stream-offset"]),
-                          arguments={"x-stream-offset": "last"})
+    channel.basic_consume(
+        STREAM,
+        lambda _c, _m, properties, _b: found.append(properties.headers["x-stream-offset"]),
+        arguments={"x-stream-offset": "last"},
+    )
     deadline = time.monotonic() + 2
     while not found and time.monotonic() < deadline:
         connection.process_data_events(0.05)
@@ -83,8 +86,7 @@ def prefill(n: int) -> None:
     connection, channel = raw_channel()
     properties = pika.BasicProperties(content_type="text/plain", timestamp=int(time.time()))
     for number in range(n):
-        channel.basic_publish(EXCHANGE, "app.info", f"line {number:08d} ".encode().ljust(LINE_BYTES, b"x"),
-                              properties)
+        channel.basic_publish(EXCHANGE, "app.info", f"line {number:08d} ".encode().ljust(LINE_BYTES, b"x"), properties)
         if number % 10_000 == 0:
             connection.process_data_events(0)
     connection.close()
@@ -112,13 +114,31 @@ def bare_consumer_role(args) -> None:
 
 def run_replay(n: int) -> dict:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bench.bench_log_history", "bare-consumer", "--n", str(n),
-                    "--prefetch", str(PREFETCH)], env=_env(), check=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench.bench_log_history", "bare-consumer", "--n", str(n), "--prefetch", str(PREFETCH)],
+        env=_env(),
+        check=True,
+    )
     bare_rate = n / (time.perf_counter() - started)
     with open(os.devnull, "w") as devnull:
         started = time.perf_counter()
-        subprocess.run([os.path.join(BIN, "subscribe"), "--exchange", EXCHANGE, "--since", "first", "--json", "#",
-                        "--count", str(n)], env=_env(), check=True, stdout=devnull, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                os.path.join(BIN, "subscribe"),
+                "--exchange",
+                EXCHANGE,
+                "--since",
+                "first",
+                "--json",
+                "#",
+                "--count",
+                str(n),
+            ],
+            env=_env(),
+            check=True,
+            stdout=devnull,
+            stderr=subprocess.DEVNULL,
+        )
         ours = n / (time.perf_counter() - started)
     return {"bare_pika_rate": bare_rate, "subscribe_rate": ours, "ratio": ours / bare_rate}
 
@@ -133,20 +153,30 @@ def bench_replay(reps: int, n: int) -> dict:
         for rep in range(reps):
             result = run_replay(n)
             results.append(result)
-            print(f"replay rep {rep}: bare pika {result['bare_pika_rate']:,.0f} lines/s | subscribe --since first "
-                  f"--json {result['subscribe_rate']:,.0f} lines/s | ratio {result['ratio']:.2f}", flush=True)
+            print(
+                f"replay rep {rep}: bare pika {result['bare_pika_rate']:,.0f} lines/s | subscribe --since first "
+                f"--json {result['subscribe_rate']:,.0f} lines/s | ratio {result['ratio']:.2f}",
+                flush=True,
+            )
     finally:
         _forget()
     summary = {key: summarize(r[key] for r in results) for key in ("bare_pika_rate", "subscribe_rate", "ratio")}
-    print(f"replay of {n:,} lines: bare pika {fmt(summary['bare_pika_rate'], ' lines/s')}, subscribe "
-          f"{fmt(summary['subscribe_rate'], ' lines/s')}, ratio {fmt(summary['ratio'], '', 2)} (target >= 0.5)")
+    print(
+        f"replay of {n:,} lines: bare pika {fmt(summary['bare_pika_rate'], ' lines/s')}, subscribe "
+        f"{fmt(summary['subscribe_rate'], ' lines/s')}, ratio {fmt(summary['ratio'], '', 2)} (target >= 0.5)"
+    )
     return {"reps": results, "summary": summary}
 
 
 def _read_stream(count_at_least: int) -> list[dict]:
     """Every line of the stream, through subscribe --since first (offset, timestamp, body)."""
-    result = subprocess.run([os.path.join(BIN, "subscribe"), "--exchange", EXCHANGE, "--since", "first", "--json",
-                             "#", "--timeout", "2"], env=_env(), check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [os.path.join(BIN, "subscribe"), "--exchange", EXCHANGE, "--since", "first", "--json", "#", "--timeout", "2"],
+        env=_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) >= count_at_least, (len(lines), count_at_least)
     return lines
@@ -155,8 +185,9 @@ def _read_stream(count_at_least: int) -> list[dict]:
 def run_seam(rate: float, seconds: float) -> dict:
     _retain()
     try:
-        emitter = subprocess.Popen([os.path.join(BIN, "emit-log"), "--exchange", EXCHANGE, "app.info"],
-                                   stdin=subprocess.PIPE, env=_env())
+        emitter = subprocess.Popen(
+            [os.path.join(BIN, "emit-log"), "--exchange", EXCHANGE, "app.info"], stdin=subprocess.PIPE, env=_env()
+        )
         total = int(rate * seconds)
         start_subscriber_at = int(total * 2 / 3)
         subscriber = None
@@ -171,8 +202,21 @@ def run_seam(rate: float, seconds: float) -> dict:
             emitter.stdin.flush()
             if number == start_subscriber_at:
                 subscriber = subprocess.Popen(
-                    [os.path.join(BIN, "subscribe"), "--exchange", EXCHANGE, "--since", "30s", "--json", "#",
-                     "--timeout", "3"], env=_env(), stdout=out, stderr=err)
+                    [
+                        os.path.join(BIN, "subscribe"),
+                        "--exchange",
+                        EXCHANGE,
+                        "--since",
+                        "30s",
+                        "--json",
+                        "#",
+                        "--timeout",
+                        "3",
+                    ],
+                    env=_env(),
+                    stdout=out,
+                    stderr=err,
+                )
         emitter.stdin.close()
         emitter.wait(60)
         subscriber.wait(120)
@@ -188,10 +232,18 @@ def run_seam(rate: float, seconds: float) -> dict:
     duplicates = len(got) - len(set(got))
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
-    return {"emitted": total, "window_lines": len(expected), "printed": len(got), "missing": len(missing),
-            "duplicates": duplicates, "outside_window": len(extra), "in_order": got == sorted(got),
-            "started_at_seq": start_subscriber_at, "first_printed_seq": got[0] if got else None,
-            "exact": got == expected}
+    return {
+        "emitted": total,
+        "window_lines": len(expected),
+        "printed": len(got),
+        "missing": len(missing),
+        "duplicates": duplicates,
+        "outside_window": len(extra),
+        "in_order": got == sorted(got),
+        "started_at_seq": start_subscriber_at,
+        "first_printed_seq": got[0] if got else None,
+        "exact": got == expected,
+    }
 
 
 def bench_seam(reps: int, rate: float, seconds: float) -> dict:
@@ -199,11 +251,14 @@ def bench_seam(reps: int, rate: float, seconds: float) -> dict:
     for rep in range(reps):
         result = run_seam(rate, seconds)
         results.append(result)
-        print(f"seam rep {rep}: {result['emitted']} lines at {rate:.0f}/s; subscribe --since 30s started at seq "
-              f"{result['started_at_seq']}, first printed seq {result['first_printed_seq']}; window "
-              f"{result['window_lines']} lines, printed {result['printed']}: missing {result['missing']}, "
-              f"duplicates {result['duplicates']}, outside the window {result['outside_window']}, "
-              f"in order {result['in_order']} -> {'exact' if result['exact'] else 'NOT EXACT'}", flush=True)
+        print(
+            f"seam rep {rep}: {result['emitted']} lines at {rate:.0f}/s; subscribe --since 30s started at seq "
+            f"{result['started_at_seq']}, first printed seq {result['first_printed_seq']}; window "
+            f"{result['window_lines']} lines, printed {result['printed']}: missing {result['missing']}, "
+            f"duplicates {result['duplicates']}, outside the window {result['outside_window']}, "
+            f"in order {result['in_order']} -> {'exact' if result['exact'] else 'NOT EXACT'}",
+            flush=True,
+        )
     return {"reps": results}
 
 
@@ -211,18 +266,43 @@ def bench_retention() -> dict:
     _retain("--max-bytes", "200kB")
     try:
         lines = "".join(f"retained line {number:06d} {'x' * 70}\n" for number in range(10_000))
-        subprocess.run([os.path.join(BIN, "emit-log"), "--exchange", EXCHANGE, "app.info"], input=lines.encode(),
-                       env=_env(), check=True)
-        result = subprocess.run([os.path.join(BIN, "subscribe"), "--exchange", EXCHANGE, "--since", "first",
-                                 "--json", "#", "--timeout", "2"], env=_env(), capture_output=True, text=True)
+        subprocess.run(
+            [os.path.join(BIN, "emit-log"), "--exchange", EXCHANGE, "app.info"],
+            input=lines.encode(),
+            env=_env(),
+            check=True,
+        )
+        result = subprocess.run(
+            [
+                os.path.join(BIN, "subscribe"),
+                "--exchange",
+                EXCHANGE,
+                "--since",
+                "first",
+                "--json",
+                "#",
+                "--timeout",
+                "2",
+            ],
+            env=_env(),
+            capture_output=True,
+            text=True,
+        )
     finally:
         _forget()
     printed = [json.loads(line) for line in result.stdout.splitlines()]
     said = [json.loads(line) for line in result.stderr.splitlines() if "history_begins" in line]
-    figures = {"emitted": 10_000, "kept": len(printed), "first_offset": printed[0]["offset"] if printed else None,
-               "said": said[0].get("detail") if said else None, "exit_status": result.returncode}
-    print(f"retention with --max-bytes 200kB: emitted 10,000 lines of ~100 bytes, {figures['kept']:,} kept from "
-          f"offset {figures['first_offset']}; exit {figures['exit_status']}; subscribe said: {figures['said']}")
+    figures = {
+        "emitted": 10_000,
+        "kept": len(printed),
+        "first_offset": printed[0]["offset"] if printed else None,
+        "said": said[0].get("detail") if said else None,
+        "exit_status": result.returncode,
+    }
+    print(
+        f"retention with --max-bytes 200kB: emitted 10,000 lines of ~100 bytes, {figures['kept']:,} kept from "
+        f"offset {figures['first_offset']}; exit {figures['exit_status']}; subscribe said: {figures['said']}"
+    )
     return figures
 
 

@@ -105,8 +105,9 @@ def run_stdin(lines_path: str, n: int) -> dict:
     _declare_sink()
     with open(lines_path, "rb") as lines:
         started = time.perf_counter()
-        subprocess.run([os.path.join(BIN, "emit-log"), "--exchange", EXCHANGE, "app.info"], stdin=lines,
-                       env=_env(), check=True)
+        subprocess.run(
+            [os.path.join(BIN, "emit-log"), "--exchange", EXCHANGE, "app.info"], stdin=lines, env=_env(), check=True
+        )
         emit_rate = n / (time.perf_counter() - started)
     count = _sink_count()
     assert count == n, f"the queue holds {count} of {n} messages"
@@ -122,8 +123,11 @@ def bench_stdin(reps: int, n: int) -> dict:
         for rep in range(reps):
             result = run_stdin(lines.name, n)
             results.append(result)
-            print(f"stdin rep {rep}: raw unconfirmed {result['raw_rate']:,.0f} msg/s | emit-log with confirms "
-                  f"{result['emit_log_rate']:,.0f} msg/s | ratio {result['ratio']:.2f}", flush=True)
+            print(
+                f"stdin rep {rep}: raw unconfirmed {result['raw_rate']:,.0f} msg/s | emit-log with confirms "
+                f"{result['emit_log_rate']:,.0f} msg/s | ratio {result['ratio']:.2f}",
+                flush=True,
+            )
     finally:
         os.unlink(lines.name)
         connection, channel = raw_channel()
@@ -131,8 +135,10 @@ def bench_stdin(reps: int, n: int) -> dict:
         channel.exchange_delete(EXCHANGE)
         connection.close()
     summary = {key: summarize(r[key] for r in results) for key in ("raw_rate", "emit_log_rate", "ratio")}
-    print(f"stdin: raw {fmt(summary['raw_rate'], ' msg/s')}, emit-log {fmt(summary['emit_log_rate'], ' msg/s')}, "
-          f"ratio {fmt(summary['ratio'], '', 2)} (target >= 0.70)")
+    print(
+        f"stdin: raw {fmt(summary['raw_rate'], ' msg/s')}, emit-log {fmt(summary['emit_log_rate'], ' msg/s')}, "
+        f"ratio {fmt(summary['ratio'], '', 2)} (target >= 0.70)"
+    )
     return {"reps": results, "summary": summary}
 
 
@@ -201,7 +207,11 @@ def _wait_for_line(process: subprocess.Popen, stream, marker: str) -> None:
 def _start_subscribe(n: int, out_path: str) -> tuple[subprocess.Popen, subprocess.Popen]:
     subscriber = subprocess.Popen(
         [os.path.join(BIN, "subscribe"), "--json", "--exchange", LATENCY_EXCHANGE, "lat.#", "--count", str(n)],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     reader = subprocess.Popen(_role("line-reader", "--out", out_path), stdin=subscriber.stdout, env=_env())
     subscriber.stdout.close()  # the reader owns it now
     _wait_for_line(subscriber, subscriber.stderr, '"subscribed"')
@@ -220,8 +230,10 @@ def _wait_until_connected(process: subprocess.Popen, timeout: float = 30) -> Non
     """Wait until ``process`` holds an established connection to the broker."""
     port = pika.URLParameters(AMQP_URL).port
     deadline = time.monotonic() + timeout
-    while not any(c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
-                  for c in psutil.Process(process.pid).net_connections("tcp")):
+    while not any(
+        c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        for c in psutil.Process(process.pid).net_connections("tcp")
+    ):
         if time.monotonic() > deadline or process.poll() is not None:
             raise RuntimeError("emit-log did not connect")
         time.sleep(0.02)
@@ -229,8 +241,9 @@ def _wait_until_connected(process: subprocess.Popen, timeout: float = 30) -> Non
 
 
 def _emit_log_paced(n: int, rate: float) -> tuple[float, int]:
-    emitter = subprocess.Popen([os.path.join(BIN, "emit-log"), "--exchange", LATENCY_EXCHANGE, LATENCY_KEY],
-                               stdin=subprocess.PIPE, env=_env())
+    emitter = subprocess.Popen(
+        [os.path.join(BIN, "emit-log"), "--exchange", LATENCY_EXCHANGE, LATENCY_KEY], stdin=subprocess.PIPE, env=_env()
+    )
     _wait_until_connected(emitter)  # start-up is not latency
 
     def send():
@@ -247,8 +260,14 @@ def run_latency_pair(pair: str, n: int, rate: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="rabbitry-bench-latency-") as directory:
         out_path = os.path.join(directory, "latencies.json")
         if pair == "raw":
-            receivers = [subprocess.Popen(_role("raw-consumer", "--n", str(n), "--out", out_path), env=_env(),
-                                          stdout=subprocess.PIPE, text=True)]
+            receivers = [
+                subprocess.Popen(
+                    _role("raw-consumer", "--n", str(n), "--out", out_path),
+                    env=_env(),
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            ]
             _wait_for_line(receivers[0], receivers[0].stdout, "ready")
         else:
             receivers = list(_start_subscribe(n, out_path))
@@ -262,8 +281,13 @@ def run_latency_pair(pair: str, n: int, rate: float) -> dict:
                     process.kill()
         with open(out_path) as latencies:
             values = sorted(ns / 1000 for ns in json.load(latencies))
-    return {"received": len(values), "achieved_rate": achieved, "late_sends": late,
-            **{f"p{p}_us": percentile(values, p) for p in (50, 95, 99)}, "max_us": values[-1]}
+    return {
+        "received": len(values),
+        "achieved_rate": achieved,
+        "late_sends": late,
+        **{f"p{p}_us": percentile(values, p) for p in (50, 95, 99)},
+        "max_us": values[-1],
+    }
 
 
 LATENCY_PAIRS = {
@@ -280,10 +304,13 @@ def bench_latency(reps: int, n: int, rate: float) -> dict:
             for pair in LATENCY_PAIRS:
                 result = run_latency_pair(pair, n, rate)
                 results[pair].append(result)
-                print(f"latency rep {rep} {LATENCY_PAIRS[pair]}: received {result['received']} at "
-                      f"{result['achieved_rate']:.0f} msg/s | p50 {result['p50_us']:.0f} us p95 "
-                      f"{result['p95_us']:.0f} us p99 {result['p99_us']:.0f} us max {result['max_us']:.0f} us "
-                      f"(late sends {result['late_sends']})", flush=True)
+                print(
+                    f"latency rep {rep} {LATENCY_PAIRS[pair]}: received {result['received']} at "
+                    f"{result['achieved_rate']:.0f} msg/s | p50 {result['p50_us']:.0f} us p95 "
+                    f"{result['p95_us']:.0f} us p99 {result['p99_us']:.0f} us max {result['max_us']:.0f} us "
+                    f"(late sends {result['late_sends']})",
+                    flush=True,
+                )
     finally:
         connection, channel = raw_channel()
         channel.exchange_delete(LATENCY_EXCHANGE)
@@ -291,12 +318,15 @@ def bench_latency(reps: int, n: int, rate: float) -> dict:
     summary = {}
     for pair, label in LATENCY_PAIRS.items():
         figures = {key: summarize(r[key] for r in results[pair]) for key in ("p50_us", "p95_us", "p99_us")}
-        figures["p99_ratio_to_raw"] = summarize(ours["p99_us"] / raw["p99_us"]
-                                                for ours, raw in zip(results[pair], results["raw"], strict=True))
+        figures["p99_ratio_to_raw"] = summarize(
+            ours["p99_us"] / raw["p99_us"] for ours, raw in zip(results[pair], results["raw"], strict=True)
+        )
         summary[pair] = figures
-        print(f"latency {label}: p50 {fmt(figures['p50_us'], ' us')}, p95 {fmt(figures['p95_us'], ' us')}, "
-              f"p99 {fmt(figures['p99_us'], ' us')}; p99 / raw pair {fmt(figures['p99_ratio_to_raw'], '', 2)}"
-              + (" (target <= 3)" if pair != "raw" else ""))
+        print(
+            f"latency {label}: p50 {fmt(figures['p50_us'], ' us')}, p95 {fmt(figures['p95_us'], ' us')}, "
+            f"p99 {fmt(figures['p99_us'], ' us')}; p99 / raw pair {fmt(figures['p99_ratio_to_raw'], '', 2)}"
+            + (" (target <= 3)" if pair != "raw" else "")
+        )
     return {"reps": results, "summary": summary}
 
 
@@ -346,9 +376,17 @@ def run_handler(calls: int, rounds: int = 5) -> dict:
     down = LogExchangeHandler("amqp://guest:guest@127.0.0.1:1/", capacity=calls, close_timeout=0.1)
     _null, down_added, _cpu = median_added(down, confirmed_before=None)
     down.close()
-    return {"null_us": null_us, "up_added_us": up_added, "up_thread_cpu_added_us": up_cpu_added,
-            "up_published": up.published, "up_dropped": up.dropped, "down_added_us": down_added,
-            "down_dropped": down.dropped, "down_buffered_max": down.capacity, "calls": rounds * calls}
+    return {
+        "null_us": null_us,
+        "up_added_us": up_added,
+        "up_thread_cpu_added_us": up_cpu_added,
+        "up_published": up.published,
+        "up_dropped": up.dropped,
+        "down_added_us": down_added,
+        "down_dropped": down.dropped,
+        "down_buffered_max": down.capacity,
+        "calls": rounds * calls,
+    }
 
 
 def bench_handler(reps: int, calls: int) -> dict:
@@ -358,22 +396,29 @@ def bench_handler(reps: int, calls: int) -> dict:
         for rep in range(reps):
             result = run_handler(calls)
             results.append(result)
-            print(f"handler rep {rep}: NullHandler {result['null_us']:.2f} us/call | broker up +"
-                  f"{result['up_added_us']:.2f} us/call (calling thread CPU +{result['up_thread_cpu_added_us']:.2f}; "
-                  f"published {result['up_published']}, dropped {result['up_dropped']}) | broker down +"
-                  f"{result['down_added_us']:.2f} us/call (dropped {result['down_dropped']} of {result['calls']}, "
-                  f"buffer capped at {result['down_buffered_max']})", flush=True)
+            print(
+                f"handler rep {rep}: NullHandler {result['null_us']:.2f} us/call | broker up +"
+                f"{result['up_added_us']:.2f} us/call (calling thread CPU +{result['up_thread_cpu_added_us']:.2f}; "
+                f"published {result['up_published']}, dropped {result['up_dropped']}) | broker down +"
+                f"{result['down_added_us']:.2f} us/call (dropped {result['down_dropped']} of {result['calls']}, "
+                f"buffer capped at {result['down_buffered_max']})",
+                flush=True,
+            )
             _declare_sink()
     finally:
         connection, channel = raw_channel()
         channel.queue_delete(SINK_QUEUE)
         channel.exchange_delete(EXCHANGE)
         connection.close()
-    summary = {key: summarize(r[key] for r in results)
-               for key in ("null_us", "up_added_us", "up_thread_cpu_added_us", "down_added_us")}
-    print(f"handler: added per logger.info call with the broker up {fmt(summary['up_added_us'], ' us', 2)} "
-          f"(target <= 20; calling thread CPU {fmt(summary['up_thread_cpu_added_us'], ' us', 2)}), "
-          f"broker down {fmt(summary['down_added_us'], ' us', 2)}; NullHandler {fmt(summary['null_us'], ' us', 2)}")
+    summary = {
+        key: summarize(r[key] for r in results)
+        for key in ("null_us", "up_added_us", "up_thread_cpu_added_us", "down_added_us")
+    }
+    print(
+        f"handler: added per logger.info call with the broker up {fmt(summary['up_added_us'], ' us', 2)} "
+        f"(target <= 20; calling thread CPU {fmt(summary['up_thread_cpu_added_us'], ' us', 2)}), "
+        f"broker down {fmt(summary['down_added_us'], ' us', 2)}; NullHandler {fmt(summary['null_us'], ' us', 2)}"
+    )
     return {"reps": results, "summary": summary}
 
 
@@ -393,8 +438,7 @@ def main() -> None:
     parser.add_argument("--handler-calls", type=int, default=5000)
     parser.add_argument("--only", default="stdin,latency,handler")
     args = parser.parse_args()
-    roles = {"raw-publisher": raw_publisher_role, "raw-consumer": raw_consumer_role,
-             "line-reader": line_reader_role}
+    roles = {"raw-publisher": raw_publisher_role, "raw-consumer": raw_consumer_role, "line-reader": line_reader_role}
     if args.role:
         roles[args.role](args)
         return

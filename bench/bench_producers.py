@@ -70,9 +70,26 @@ def read_latencies(expected: int, timeout: float = 60) -> list[float]:
 # -- submit-to-start latency --------------------------------------------------------
 def rabbitry_latency(n: int, rate: float, queue_type: str, tag: str) -> dict:
     queue = f"bench.producers.rabbitry.{queue_type}"
-    process = start(tag, [os.path.join(BIN, "worker"), "--processes", "1", "--queue", queue, "--queue-type",
-                          queue_type, "--tasks", "bench.bench_tasks", "--log-format", "json", "--log-level",
-                          "warning"], queue, 1)
+    process = start(
+        tag,
+        [
+            os.path.join(BIN, "worker"),
+            "--processes",
+            "1",
+            "--queue",
+            queue,
+            "--queue-type",
+            queue_type,
+            "--tasks",
+            "bench.bench_tasks",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ],
+        queue,
+        1,
+    )
     try:
         with TaskSubmitter(BrokerSettings.from_url(AMQP_URL), queue, queue_type) as submitter:
             submitter.submit(TaskMessage("noop")).wait_confirmed(10)  # warm: connected, queue declared
@@ -106,8 +123,24 @@ def bare_latency(n: int, rate: float, queue_type: str, tag: str) -> dict:
 # -- result round trip --------------------------------------------------------------
 def rabbitry_rpc(n: int, queue_type: str, tag: str) -> dict:
     queue = f"bench.producers.rpc.rabbitry.{queue_type}"
-    process = start(tag, [os.path.join(BIN, "worker"), "--processes", "1", "--queue", queue, "--queue-type",
-                          queue_type, "--log-format", "json", "--log-level", "warning"], queue, 1)
+    process = start(
+        tag,
+        [
+            os.path.join(BIN, "worker"),
+            "--processes",
+            "1",
+            "--queue",
+            queue,
+            "--queue-type",
+            queue_type,
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ],
+        queue,
+        1,
+    )
     round_trips = []
     try:
         with TaskSubmitter(BrokerSettings.from_url(AMQP_URL), queue, queue_type, results=True) as submitter:
@@ -139,8 +172,12 @@ def bare_rpc(n: int, queue_type: str, tag: str) -> dict:
         for i in range(n + 1):
             started = time.perf_counter()
             correlation_id = str(uuid.uuid4())
-            channel.basic_publish("", queue, b"noop", pika.BasicProperties(
-                reply_to=callback_queue, correlation_id=correlation_id, delivery_mode=2))
+            channel.basic_publish(
+                "",
+                queue,
+                b"noop",
+                pika.BasicProperties(reply_to=callback_queue, correlation_id=correlation_id, delivery_mode=2),
+            )
             while correlation_id not in answer:
                 connection.process_data_events(time_limit=None)
             if i:  # the first call warms up
@@ -160,8 +197,10 @@ def compare(name: str, runs: dict[str, list[dict]], unit: str = " ms") -> dict:
         result[f"rabbitry_{p}"] = summarize(r[p] for r in ours)
         result[f"bare_{p}"] = summarize(r[p] for r in bare)
         result[f"ratio_{p}"] = summarize(o[p] / b[p] for o, b in zip(ours, bare, strict=True))
-        print(f"  {name} {p}: rabbitry {fmt(result[f'rabbitry_{p}'], unit, 2)}, bare pika "
-              f"{fmt(result[f'bare_{p}'], unit, 2)}, ratio {fmt(result[f'ratio_{p}'], '×', 2)}")
+        print(
+            f"  {name} {p}: rabbitry {fmt(result[f'rabbitry_{p}'], unit, 2)}, bare pika "
+            f"{fmt(result[f'bare_{p}'], unit, 2)}, ratio {fmt(result[f'ratio_{p}'], '×', 2)}"
+        )
     return result
 
 
@@ -180,20 +219,30 @@ def main():
         for rep in range(args.reps):
             runs["bare"].append(bare_latency(args.n, args.rate, args.queue_type, f"latency-bare-{rep}"))
             runs["rabbitry"].append(rabbitry_latency(args.n, args.rate, args.queue_type, f"latency-rabbitry-{rep}"))
-            print(f"rep {rep} latency at {args.rate:g}/s: " + "  ".join(
-                f"{k} p50 {v[-1]['p50']:.2f} ms p99 {v[-1]['p99']:.2f} ms" for k, v in runs.items()), flush=True)
-        print(f"\nsubmit-to-start latency, {args.n} tasks at {args.rate:g}/s, {args.queue_type} queue, "
-              f"median (min–max) of {args.reps}:")
+            print(
+                f"rep {rep} latency at {args.rate:g}/s: "
+                + "  ".join(f"{k} p50 {v[-1]['p50']:.2f} ms p99 {v[-1]['p99']:.2f} ms" for k, v in runs.items()),
+                flush=True,
+            )
+        print(
+            f"\nsubmit-to-start latency, {args.n} tasks at {args.rate:g}/s, {args.queue_type} queue, "
+            f"median (min–max) of {args.reps}:"
+        )
         results["latency"] = compare("latency", runs)
     if "rpc" in chosen:
         runs = {"rabbitry": [], "bare": []}
         for rep in range(args.reps):
             runs["bare"].append(bare_rpc(args.rpc_n, args.queue_type, f"rpc-bare-{rep}"))
             runs["rabbitry"].append(rabbitry_rpc(args.rpc_n, args.queue_type, f"rpc-rabbitry-{rep}"))
-            print(f"rep {rep} round trip: " + "  ".join(
-                f"{k} p50 {v[-1]['p50']:.2f} ms p99 {v[-1]['p99']:.2f} ms" for k, v in runs.items()), flush=True)
-        print(f"\nresult round trip of a no-op task, {args.rpc_n} calls one at a time, {args.queue_type} queue, "
-              f"median (min–max) of {args.reps}:")
+            print(
+                f"rep {rep} round trip: "
+                + "  ".join(f"{k} p50 {v[-1]['p50']:.2f} ms p99 {v[-1]['p99']:.2f} ms" for k, v in runs.items()),
+                flush=True,
+            )
+        print(
+            f"\nresult round trip of a no-op task, {args.rpc_n} calls one at a time, {args.queue_type} queue, "
+            f"median (min–max) of {args.reps}:"
+        )
         results["rpc"] = compare("round trip", runs)
     print("saved", save("producers", results))
 

@@ -22,10 +22,10 @@ import time
 import uuid
 
 from bench.benchlib import delete_queues, save
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name, schedule_lease_queue, schedule_ledger_queue
+from rabbitry.common.transport.connect import connect
 
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
@@ -66,10 +66,15 @@ def main() -> None:
     successor = events(logs[1 - leader], "schedule_tick_queued")
     after_kill = [line for line in successor if _time(line["timestamp"]) > killed]
     figures = {
-        "seconds": options.seconds, "ticks_queued": len(ticks), "distinct": len(set(ticks)),
+        "seconds": options.seconds,
+        "ticks_queued": len(ticks),
+        "distinct": len(set(ticks)),
         "queued_twice": len(ticks) - len(set(ticks)),
-        "seconds_without_a_tick": sum(1 for n in range(1, int(max(ticks) - min(ticks)))
-                                      if min(ticks) + n not in set(ticks)) if ticks else None,
+        "seconds_without_a_tick": sum(
+            1 for n in range(1, int(max(ticks) - min(ticks))) if min(ticks) + n not in set(ticks)
+        )
+        if ticks
+        else None,
         "ticks_due_while_running": int(ended) - int(started),
         "takeover_s": round(_time(after_kill[0]["timestamp"]) - killed, 3) if after_kill else None,
         "successor_late_s_max": max((line["late_s"] for line in after_kill), default=None),

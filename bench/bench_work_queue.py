@@ -33,9 +33,20 @@ import time
 import pika
 import psutil
 
-from bench.benchlib import (AMQP_URL, COUNTER_PATH, Counter, delete_exchanges, delete_queues, fmt, queue_state,
-                            raw_channel, save, summarize, wait_for_consumers)
 from bench.bench_tasks import FAIR_LOG
+from bench.benchlib import (
+    AMQP_URL,
+    COUNTER_PATH,
+    Counter,
+    delete_exchanges,
+    delete_queues,
+    fmt,
+    queue_state,
+    raw_channel,
+    save,
+    summarize,
+    wait_for_consumers,
+)
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.compare.worker import stop_worker as stop
@@ -54,8 +65,9 @@ def env() -> dict:
 def start(name: str, command: list[str], queue: str, consumers: int) -> subprocess.Popen:
     os.makedirs(LOG_DIR, exist_ok=True)
     log = open(os.path.join(LOG_DIR, name + ".log"), "w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env(), stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     wait_for_consumers(queue, consumers, process)
     return process
 
@@ -64,8 +76,15 @@ def start(name: str, command: list[str], queue: str, consumers: int) -> subproce
 class Rabbitry:
     """rabbitry's own worker, at its default settings but for the queue name."""
 
-    def __init__(self, queue_type: str = "quorum", extra: tuple[str, ...] = (), name: str | None = None,
-                 task: str = "bench_count", args: tuple = (), tasks: str = "bench.bench_tasks"):
+    def __init__(
+        self,
+        queue_type: str = "quorum",
+        extra: tuple[str, ...] = (),
+        name: str | None = None,
+        task: str = "bench_count",
+        args: tuple = (),
+        tasks: str = "bench.bench_tasks",
+    ):
         self.queue = f"bench.{name or 'rabbitry'}.{queue_type}"
         self.queue_type = queue_type
         self.extra = extra
@@ -73,8 +92,20 @@ class Rabbitry:
         self.submitter = None
 
     def start(self, tag):
-        command = [os.path.join(BIN, "worker"), "--processes", "2", "--queue", self.queue, "--queue-type",
-                   self.queue_type, "--tasks", self.tasks, "--log-format", "json", *self.extra]
+        command = [
+            os.path.join(BIN, "worker"),
+            "--processes",
+            "2",
+            "--queue",
+            self.queue,
+            "--queue-type",
+            self.queue_type,
+            "--tasks",
+            self.tasks,
+            "--log-format",
+            "json",
+            *self.extra,
+        ]
         return start(tag, command, self.queue, 2)
 
     def submit(self, n: int) -> None:
@@ -120,11 +151,28 @@ class Celery:
     queue = "bench.celery"
 
     def start(self, tag):
-        return start(tag, [os.path.join(BIN, "celery"), "-A", "bench.peers.celery_app", "worker", "-P", "prefork",
-                           "-c", "2", "-O", "fair", "--loglevel=WARNING"], self.queue, 1)
+        return start(
+            tag,
+            [
+                os.path.join(BIN, "celery"),
+                "-A",
+                "bench.peers.celery_app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "2",
+                "-O",
+                "fair",
+                "--loglevel=WARNING",
+            ],
+            self.queue,
+            1,
+        )
 
     def submit(self, n):
         from bench.peers.celery_app import noop
+
         for _ in range(n):
             noop.delay()
 
@@ -137,11 +185,16 @@ class Dramatiq:
     queue = "bench_dramatiq"
 
     def start(self, tag):
-        return start(tag, [os.path.join(BIN, "dramatiq"), "bench.peers.dramatiq_app", "--processes", "2",
-                           "--threads", "8"], self.queue, 2)
+        return start(
+            tag,
+            [os.path.join(BIN, "dramatiq"), "bench.peers.dramatiq_app", "--processes", "2", "--threads", "8"],
+            self.queue,
+            2,
+        )
 
     def submit(self, n):
         from bench.peers.dramatiq_app import noop
+
         for _ in range(n):
             noop.send()
 
@@ -150,9 +203,12 @@ class Dramatiq:
 
 
 def systems() -> dict:
-    found = {"rabbitry": Rabbitry("quorum"), "rabbitry_classic": Rabbitry("classic"),
-             "rabbitry_metrics": Rabbitry("quorum", ("--metrics-port", "0"), name="rabbitry-metrics"),
-             "pika_mp": RawPikaPool()}
+    found = {
+        "rabbitry": Rabbitry("quorum"),
+        "rabbitry_classic": Rabbitry("classic"),
+        "rabbitry_metrics": Rabbitry("quorum", ("--metrics-port", "0"), name="rabbitry-metrics"),
+        "pika_mp": RawPikaPool(),
+    }
     if importlib.util.find_spec("celery"):
         found["celery"] = Celery()
     if importlib.util.find_spec("dramatiq"):
@@ -238,8 +294,22 @@ def new_task_rate(n: int, queue_type: str) -> float:
     queue = f"bench.new-task.{queue_type}"
     delete_queues(queue)
     started = time.perf_counter()
-    subprocess.run([os.path.join(BIN, "new-task"), "--task", "noop", "--count", str(n), "--quiet", "--queue", queue,
-                    "--queue-type", queue_type], env=env(), check=True)
+    subprocess.run(
+        [
+            os.path.join(BIN, "new-task"),
+            "--task",
+            "noop",
+            "--count",
+            str(n),
+            "--quiet",
+            "--queue",
+            queue,
+            "--queue-type",
+            queue_type,
+        ],
+        env=env(),
+        check=True,
+    )
     elapsed = time.perf_counter() - started
     queued, _ = queue_state(queue)
     if queued != n:
@@ -260,8 +330,9 @@ def bench_publish(reps: int, n: int) -> dict:
     for key, summary in result.items():
         print(f"  {key:<17} {fmt(summary, ' msg/s')}")
     for queue_type in ("classic", "quorum"):
-        ratios = summarize(t / r for t, r in zip(runs[f"new_task_{queue_type}"], runs[f"raw_{queue_type}"],
-                                                 strict=True))
+        ratios = summarize(
+            t / r for t, r in zip(runs[f"new_task_{queue_type}"], runs[f"raw_{queue_type}"], strict=True)
+        )
         result[f"ratio_{queue_type}"] = ratios
         print(f"  new-task (confirms) / raw unconfirmed, {queue_type}: {fmt(ratios, '×', 2)}")
     return result
@@ -290,14 +361,18 @@ def bench_fair(reps: int) -> dict:
             finally:
                 stop(process)
             makespans.append(max(ends) - started)
-            print(f"rep {rep} fair makespan {makespans[-1]:.3f} s, ideal {ideal:.3f} s, "
-                  f"ratio {makespans[-1] / ideal:.3f}", flush=True)
+            print(
+                f"rep {rep} fair makespan {makespans[-1]:.3f} s, ideal {ideal:.3f} s, "
+                f"ratio {makespans[-1] / ideal:.3f}",
+                flush=True,
+            )
     finally:
         system.cleanup()
-    result = {"makespan_s": summarize(makespans), "ideal_s": ideal,
-              "ratio": summarize(m / ideal for m in makespans)}
-    print(f"\nfair dispatch, 2 processes, --prefetch 1: makespan {fmt(result['makespan_s'], ' s', 3)}, "
-          f"ideal {ideal:.3f} s, ratio {fmt(result['ratio'], '×', 3)}")
+    result = {"makespan_s": summarize(makespans), "ideal_s": ideal, "ratio": summarize(m / ideal for m in makespans)}
+    print(
+        f"\nfair dispatch, 2 processes, --prefetch 1: makespan {fmt(result['makespan_s'], ' s', 3)}, "
+        f"ideal {ideal:.3f} s, ratio {fmt(result['ratio'], '×', 3)}"
+    )
     return result
 
 
@@ -318,8 +393,10 @@ def bench_memory(n: int = 100_000, warmup: int = 10_000) -> dict:
         stop(process)
         system.cleanup()
     growth = at_end / after_warmup - 1
-    print(f"\nmemory of the pool processes: {after_warmup / 2**20:.1f} MiB after {warmup:,} tasks, "
-          f"{at_end / 2**20:.1f} MiB after {n:,}: growth {growth:+.1%}")
+    print(
+        f"\nmemory of the pool processes: {after_warmup / 2**20:.1f} MiB after {warmup:,} tasks, "
+        f"{at_end / 2**20:.1f} MiB after {n:,}: growth {growth:+.1%}"
+    )
     return {"rss_after_warmup": after_warmup, "rss_at_end": at_end, "growth": growth}
 
 
@@ -329,8 +406,9 @@ def main():
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--publish-n", type=int, default=20_000)
     parser.add_argument("--only", default="e2e,publish,fair,memory")
-    parser.add_argument("--systems", default="", help="e2e: only these systems (comma-separated), "
-                        "e.g. rabbitry,rabbitry_metrics")
+    parser.add_argument(
+        "--systems", default="", help="e2e: only these systems (comma-separated), e.g. rabbitry,rabbitry_metrics"
+    )
     args = parser.parse_args()
     chosen = args.only.split(",")
     results = {"args": vars(args)}

@@ -16,11 +16,27 @@ import click
 from rabbitry.common.amqp.management import MANAGEMENT_PORT, MANAGEMENT_URL_ENVVAR
 from rabbitry.common.errors import ConfigurationError, ExitCode, RabbitryError
 from rabbitry.common.logconfig import LOG_FORMATS, configure_logging
-from rabbitry.common.settings import (DEFAULT_URL, LOCAL_URL, TLS_CA_ENVVAR, TLS_CERT_ENVVAR, TLS_KEY_ENVVAR,
-                                      URL_ENVVAR, BrokerSettings, TlsSettings, split_urls)
+from rabbitry.common.settings import (
+    DEFAULT_URL,
+    LOCAL_URL,
+    TLS_CA_ENVVAR,
+    TLS_CERT_ENVVAR,
+    TLS_KEY_ENVVAR,
+    URL_ENVVAR,
+    BrokerSettings,
+    TlsSettings,
+    split_urls,
+)
+from rabbitry.common.topology import (
+    DEFAULT_QUEUE_TYPE,
+    DEFAULT_TASK_QUEUE,
+    EXCHANGE_TYPES,
+    LOG_EXCHANGES,
+    QUEUE_TYPES,
+    check_work_queue_name,
+    log_exchange,
+)
 from rabbitry.common.transport.routing import check_routing_key
-from rabbitry.common.topology import (DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, EXCHANGE_TYPES, LOG_EXCHANGES,
-                                      QUEUE_TYPES, check_work_queue_name, log_exchange)
 
 
 class CommandFailed(click.ClickException):
@@ -129,18 +145,44 @@ def broker_options(func=None, *, auto: bool = False):
         return functools.partial(broker_options, auto=auto)
     choices = ("auto", "amqp", "local") if auto else ("amqp", "local")
 
-    @click.option("--url", envvar=URL_ENVVAR, show_envvar=True, default=DEFAULT_URL, show_default=True,
-                  callback=_check_url,
-                  help=f"Broker URL; several comma-separated for a cluster; {LOCAL_URL} for in-process.")
-    @click.option("--broker", type=click.Choice(choices), default=choices[0], show_default=True,
-                  help=BROKER_HELP + ("; 'auto' on RabbitMQ if one answers at --url, else on the in-process "
-                                      "broker." if auto else "."))
-    @click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_CA_ENVVAR,
-                  show_envvar=True, help="CA bundle to verify an amqps:// broker.")
-    @click.option("--tls-cert-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_CERT_ENVVAR,
-                  show_envvar=True, help="Client certificate for amqps://.")
-    @click.option("--tls-key-file", type=click.Path(exists=True, dir_okay=False), envvar=TLS_KEY_ENVVAR,
-                  show_envvar=True, help="Private key of the client certificate.")
+    @click.option(
+        "--url",
+        envvar=URL_ENVVAR,
+        show_envvar=True,
+        default=DEFAULT_URL,
+        show_default=True,
+        callback=_check_url,
+        help=f"Broker URL; several comma-separated for a cluster; {LOCAL_URL} for in-process.",
+    )
+    @click.option(
+        "--broker",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help=BROKER_HELP
+        + ("; 'auto' on RabbitMQ if one answers at --url, else on the in-process broker." if auto else "."),
+    )
+    @click.option(
+        "--tls-ca-file",
+        type=click.Path(exists=True, dir_okay=False),
+        envvar=TLS_CA_ENVVAR,
+        show_envvar=True,
+        help="CA bundle to verify an amqps:// broker.",
+    )
+    @click.option(
+        "--tls-cert-file",
+        type=click.Path(exists=True, dir_okay=False),
+        envvar=TLS_CERT_ENVVAR,
+        show_envvar=True,
+        help="Client certificate for amqps://.",
+    )
+    @click.option(
+        "--tls-key-file",
+        type=click.Path(exists=True, dir_okay=False),
+        envvar=TLS_KEY_ENVVAR,
+        show_envvar=True,
+        help="Private key of the client certificate.",
+    )
     @functools.wraps(func)
     def wrapper(*args, url, broker, tls_ca_file, tls_cert_file, tls_key_file, **kwargs):
         tls = TlsSettings(ca_file=tls_ca_file, cert_file=tls_cert_file, key_file=tls_key_file)
@@ -155,15 +197,28 @@ def broker_options(func=None, *, auto: bool = False):
 def work_queue_option(repeatable: bool = False):
     """Add --queue, a work queue's name, checked; ``repeatable``: any number of them, passed as ``queues``."""
     if repeatable:
-        return click.option("--queue", "queues", multiple=True, default=[DEFAULT_TASK_QUEUE], show_default=True,
-                            callback=check_work_queue, help=WORK_QUEUE_HELP + " (repeatable).")
-    return click.option("--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue,
-                        help=WORK_QUEUE_HELP + ".")
+        return click.option(
+            "--queue",
+            "queues",
+            multiple=True,
+            default=[DEFAULT_TASK_QUEUE],
+            show_default=True,
+            callback=check_work_queue,
+            help=WORK_QUEUE_HELP + " (repeatable).",
+        )
+    return click.option(
+        "--queue", default=DEFAULT_TASK_QUEUE, show_default=True, callback=check_work_queue, help=WORK_QUEUE_HELP + "."
+    )
 
 
 #: --queue-type: the type a work queue is declared with where it does not exist yet.
-queue_type_option = click.option("--queue-type", type=click.Choice(QUEUE_TYPES), default=DEFAULT_QUEUE_TYPE,
-                                 show_default=True, help="Type of the work queue, if it is created here.")
+queue_type_option = click.option(
+    "--queue-type",
+    type=click.Choice(QUEUE_TYPES),
+    default=DEFAULT_QUEUE_TYPE,
+    show_default=True,
+    help="Type of the work queue, if it is created here.",
+)
 
 
 def json_option(detail: str = ""):
@@ -174,8 +229,14 @@ def json_option(detail: str = ""):
 def management_url_option(detail: str = "", default: str = MANAGEMENT_URL_DEFAULT):
     """Add --management-url (None if not given); ``detail`` says what the command asks the API, ``default``
     what it does without the option."""
-    return click.option("--management-url", envvar=MANAGEMENT_URL_ENVVAR, show_envvar=True, metavar="URL",
-                        show_default=default, help=MANAGEMENT_URL_HELP + detail + ".")
+    return click.option(
+        "--management-url",
+        envvar=MANAGEMENT_URL_ENVVAR,
+        show_envvar=True,
+        metavar="URL",
+        show_default=default,
+        help=MANAGEMENT_URL_HELP + detail + ".",
+    )
 
 
 #: How long a publishing command waits, by default, while the broker blocks publishing.
@@ -188,11 +249,17 @@ LOG_FORMAT_ENVVAR, LOG_LEVEL_ENVVAR = "RABBITRY_LOG_FORMAT", "RABBITRY_LOG_LEVEL
 def blocked_timeout_option(func):
     """Add --blocked-timeout, into ``settings.blocked_timeout`` (apply it below :func:`broker_options`)."""
 
-    @click.option("--blocked-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-                  default=DEFAULT_BLOCKED_TIMEOUT_S, show_default=True, envvar=BLOCKED_TIMEOUT_ENVVAR,
-                  show_envvar=True,
-                  help="While the broker blocks publishing (a memory or disk alarm), wait this long; "
-                       "then give up with exit status 6.")
+    @click.option(
+        "--blocked-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="SECONDS",
+        default=DEFAULT_BLOCKED_TIMEOUT_S,
+        show_default=True,
+        envvar=BLOCKED_TIMEOUT_ENVVAR,
+        show_envvar=True,
+        help="While the broker blocks publishing (a memory or disk alarm), wait this long; "
+        "then give up with exit status 6.",
+    )
     @functools.wraps(func)
     def wrapper(*args, settings: BrokerSettings, blocked_timeout: float, **kwargs):
         return func(*args, settings=dataclasses.replace(settings, blocked_timeout=blocked_timeout), **kwargs)
@@ -204,12 +271,24 @@ def logging_options(stream: str = "stderr"):
     """Add --log-format and --log-level, and configure logging before the command runs."""
 
     def decorator(func):
-        @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="auto", show_default=True,
-                      envvar=LOG_FORMAT_ENVVAR, show_envvar=True,
-                      help="console on a TTY and json otherwise, by default.")
-        @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-                      show_default=True, envvar=LOG_LEVEL_ENVVAR, show_envvar=True,
-                      help="The least severe log lines shown.")
+        @click.option(
+            "--log-format",
+            type=click.Choice(LOG_FORMATS),
+            default="auto",
+            show_default=True,
+            envvar=LOG_FORMAT_ENVVAR,
+            show_envvar=True,
+            help="console on a TTY and json otherwise, by default.",
+        )
+        @click.option(
+            "--log-level",
+            type=click.Choice(["debug", "info", "warning", "error"]),
+            default="info",
+            show_default=True,
+            envvar=LOG_LEVEL_ENVVAR,
+            show_envvar=True,
+            help="The least severe log lines shown.",
+        )
         @functools.wraps(func)
         def wrapper(*args, log_format, log_level, **kwargs):
             # click 8.5 deprecates get_text_stream and serves it through a module __getattr__ (-> object).
@@ -223,13 +302,28 @@ def logging_options(stream: str = "stderr"):
 
 def log_exchange_options(func):
     """Add --exchange-type, --exchange and --durable; pass ``exchange: Exchange``."""
-    @click.option("--exchange-type", type=click.Choice(EXCHANGE_TYPES), default="topic", show_default=True,
-                  help="direct and topic route by key; fanout sends every message to every queue.")
-    @click.option("--exchange", "exchange_name", default=None, metavar="NAME", callback=check_exchange_name,
-                  help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].")
-    @click.option("--durable", is_flag=True,
-                  help="Declare the exchange durable; emit-log and subscribe must agree on this. emit-log's "
-                       "messages are then persistent.")
+
+    @click.option(
+        "--exchange-type",
+        type=click.Choice(EXCHANGE_TYPES),
+        default="topic",
+        show_default=True,
+        help="direct and topic route by key; fanout sends every message to every queue.",
+    )
+    @click.option(
+        "--exchange",
+        "exchange_name",
+        default=None,
+        metavar="NAME",
+        callback=check_exchange_name,
+        help="Exchange name [default: the tutorials' " + ", ".join(LOG_EXCHANGES.values()) + "].",
+    )
+    @click.option(
+        "--durable",
+        is_flag=True,
+        help="Declare the exchange durable; emit-log and subscribe must agree on this. emit-log's "
+        "messages are then persistent.",
+    )
     @functools.wraps(func)
     def wrapper(*args, exchange_type, exchange_name, durable, **kwargs):
         return func(*args, exchange=log_exchange(exchange_type, exchange_name, durable), **kwargs)

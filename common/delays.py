@@ -17,7 +17,7 @@ from rabbitry.common.errors import ConfigurationError, MessageError
 from rabbitry.common.topology import DELAY_LEVELS, delay_level_name
 
 #: The longest delay the levels can hold, in seconds (97 days).
-MAX_DELAY_S = 2 ** DELAY_LEVELS - 1
+MAX_DELAY_S = 2**DELAY_LEVELS - 1
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 _UNIT_S = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -27,8 +27,9 @@ def delay_seconds(delay_s: float) -> int:
     so a delayed task starts within half a second of its due time, plus the broker's hops."""
     seconds = int(delay_s + 0.5)
     if seconds > MAX_DELAY_S:
-        raise MessageError(f"a delay can be at most {MAX_DELAY_S:,} s ({MAX_DELAY_S / 86400:.0f} days), "
-                                 f"not {delay_s:,.0f} s")
+        raise MessageError(
+            f"a delay can be at most {MAX_DELAY_S:,} s ({MAX_DELAY_S / 86400:.0f} days), not {delay_s:,.0f} s"
+        )
     return max(seconds, 0)
 
 
@@ -84,8 +85,11 @@ def as_posix_time(moment: datetime.datetime) -> float:
     return moment.timestamp()
 
 
-def due_time(delay: float | datetime.timedelta | None = None, eta: float | datetime.datetime | None = None,
-             now: float | None = None) -> float | None:
+def due_time(
+    delay: float | datetime.timedelta | None = None,
+    eta: float | datetime.datetime | None = None,
+    now: float | None = None,
+) -> float | None:
     """The POSIX time a task asked to run ``delay`` from ``now``, or at ``eta``, is due; None for now.
 
     ``delay`` is seconds or a timedelta, ``eta`` a POSIX time or a datetime

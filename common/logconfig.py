@@ -51,8 +51,9 @@ def _mask_secrets(_logger, _method, event_dict):
     return event_dict
 
 
-def configure_logging(log_format: str = "auto", level: str = "info", stream: TextIO | None = None,
-                      cache: bool = False) -> None:
+def configure_logging(
+    log_format: str = "auto", level: str = "info", stream: TextIO | None = None, cache: bool = False
+) -> None:
     """Configure structlog for this process.
 
     ``log_format`` is ``console``, ``json`` or ``auto`` (console on a TTY).

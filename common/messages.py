@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rabbitry.common.errors import MessageError, MessageTooLarge
-from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES, check_short_string
 from rabbitry.common.delays import delay_route, delay_seconds
+from rabbitry.common.errors import MessageError, MessageTooLarge
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
+from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES, check_short_string
 
 FORMAT_VERSION = 1
 JSON_CONTENT_TYPE = "application/json"
@@ -83,8 +83,15 @@ class TaskMessage:
         check_short_string(self.task, "task name", MessageError)
         # Seconds to the millisecond: all a creation time needs, in a short number to parse.
         created_at = round(self.created_at, 3)
-        fields = {"v": FORMAT_VERSION, "id": self.id, "task": self.task, "args": self.args,
-                  "kwargs": self.kwargs, "attempt": self.attempt, "created_at": created_at}
+        fields = {
+            "v": FORMAT_VERSION,
+            "id": self.id,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "attempt": self.attempt,
+            "created_at": created_at,
+        }
         if self.eta is not None:
             fields["eta"] = round(self.eta, 3)
         try:
@@ -103,8 +110,12 @@ class TaskMessage:
         """A persistent message for the work queue ``queue``: straight to it, or, for a task due
         a second or more after ``now``, to the delay levels that hold it till then."""
         message = OutgoingMessage(
-            routing_key=queue, body=self.encode(max_bytes), content_type=JSON_CONTENT_TYPE,
-            message_id=self.id, timestamp=int(self.created_at), type=self.task,
+            routing_key=queue,
+            body=self.encode(max_bytes),
+            content_type=JSON_CONTENT_TYPE,
+            message_id=self.id,
+            timestamp=int(self.created_at),
+            type=self.task,
         )
         if self.eta is not None:
             seconds = delay_seconds(self.eta - (time.time() if now is None else now))
@@ -132,15 +143,21 @@ class TaskMessage:
         if content_type not in (TEXT_CONTENT_TYPE, None):
             # Never guess at a format: a pickle (Celery's application/x-python-serialize)
             # or anything else is refused, not decoded.
-            raise MessageError(f"unsupported content type {content_type!r}: rabbitry runs "
-                               f"{JSON_CONTENT_TYPE} tasks and the tutorial's plain text")
+            raise MessageError(
+                f"unsupported content type {content_type!r}: rabbitry runs "
+                f"{JSON_CONTENT_TYPE} tasks and the tutorial's plain text"
+            )
         # The official tutorial's new_task.py sends plain text.
         try:
             text = body.decode()
         except UnicodeDecodeError:
             raise MessageError("plain-text body is not valid UTF-8") from None
-        return cls(task=PLAIN_TEXT_TASK, args=[text], id=delivery.message_id or new_message_id(),
-                   created_at=float(delivery.timestamp or time.time()))
+        return cls(
+            task=PLAIN_TEXT_TASK,
+            args=[text],
+            id=delivery.message_id or new_message_id(),
+            created_at=float(delivery.timestamp or time.time()),
+        )
 
     @classmethod
     def from_dict(cls, data: Any, default_id: str | None = None) -> "TaskMessage":
@@ -175,4 +192,3 @@ class TaskMessage:
             raise MessageError("field 'id' must be a string")
         check_short_string(task_id, "task id", MessageError)
         return cls(task, args, kwargs, task_id, attempt, float(created_at), None if eta is None else float(eta))
-

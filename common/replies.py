@@ -60,23 +60,29 @@ def success_reply(delivery: Delivery, task_id: str, value: Any) -> OutgoingMessa
     try:
         return _reply(delivery, task_id, {"status": SUCCEEDED, "result": value})
     except (TypeError, ValueError, RecursionError) as error:
-        return failure_reply(delivery, task_id, RESULT_NOT_JSON,
-                             f"TypeError: the task's return value is not JSON: {error}"[:1000])
+        return failure_reply(
+            delivery, task_id, RESULT_NOT_JSON, f"TypeError: the task's return value is not JSON: {error}"[:1000]
+        )
 
 
 def failure_reply(delivery: Delivery, task_id: str | None, reason: str, error: str) -> OutgoingMessage | None:
     """The reply saying the task was dead-lettered, if the caller asked for one."""
     if not delivery.reply_to:
         return None
-    return _reply(delivery, task_id or delivery.message_id or "", {"status": FAILED, "reason": reason,
-                                                                   "error": error})
+    return _reply(delivery, task_id or delivery.message_id or "", {"status": FAILED, "reason": reason, "error": error})
 
 
 def _reply(delivery: Delivery, task_id: str, fields: dict) -> OutgoingMessage:
     assert delivery.reply_to is not None  # the callers answer only a delivery that names where
     body = _ENCODER.encode({"v": FORMAT_VERSION, "id": task_id, **fields}).encode()
-    return OutgoingMessage(routing_key=delivery.reply_to, body=body, content_type=JSON_CONTENT_TYPE,
-                           message_id=task_id, correlation_id=delivery.correlation_id, persistent=False)
+    return OutgoingMessage(
+        routing_key=delivery.reply_to,
+        body=body,
+        content_type=JSON_CONTENT_TYPE,
+        message_id=task_id,
+        correlation_id=delivery.correlation_id,
+        persistent=False,
+    )
 
 
 def read_reply(delivery: Delivery) -> TaskOutcome:

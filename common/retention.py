@@ -25,8 +25,18 @@ SMALLEST_SEGMENT_BYTES = 4096
 AGE_UNITS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
 _AGE = re.compile(r"^([1-9][0-9]*)([YMDhms])$")
 #: Byte units: decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB).
-SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 _SIZE = re.compile(r"^([0-9]+)\s*([a-z]*)$", re.IGNORECASE)
 
 
@@ -34,8 +44,9 @@ def age_seconds(text: str) -> int:
     """The seconds an ``x-max-age`` such as ``7D``, ``12h`` or ``30m`` stands for."""
     match = _AGE.match(str(text))
     if match is None:
-        raise ConfigurationError(f"not an age RabbitMQ reads: {text!r} (a number and one of Y, M, D, h, m, s, "
-                                 "as in 7D, 12h or 30m)")
+        raise ConfigurationError(
+            f"not an age RabbitMQ reads: {text!r} (a number and one of Y, M, D, h, m, s, as in 7D, 12h or 30m)"
+        )
     return int(match.group(1)) * AGE_UNITS[match.group(2)]
 
 

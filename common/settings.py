@@ -35,8 +35,7 @@ def split_urls(value: str) -> tuple[str, ...]:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in SCHEMES:
             raise ConfigurationError(
-                f"bad broker URL {mask_url(url)!r}: the scheme must be one of "
-                + ", ".join(f"{s}://" for s in SCHEMES)
+                f"bad broker URL {mask_url(url)!r}: the scheme must be one of " + ", ".join(f"{s}://" for s in SCHEMES)
             )
         if parsed.scheme != "local":
             try:
@@ -86,8 +85,11 @@ class BrokerSettings:
     @classmethod
     def from_environment(cls, **kwargs) -> "BrokerSettings":
         """Settings from ``$AMQP_URL`` and the ``$AMQP_TLS_*`` files, as the commands read them."""
-        tls = TlsSettings(ca_file=os.environ.get(TLS_CA_ENVVAR), cert_file=os.environ.get(TLS_CERT_ENVVAR),
-                          key_file=os.environ.get(TLS_KEY_ENVVAR))
+        tls = TlsSettings(
+            ca_file=os.environ.get(TLS_CA_ENVVAR),
+            cert_file=os.environ.get(TLS_CERT_ENVVAR),
+            key_file=os.environ.get(TLS_KEY_ENVVAR),
+        )
         return cls.from_url(tls=tls, **kwargs)
 
     @property

@@ -96,8 +96,12 @@ class Topology:
     exchange_bindings: tuple[ExchangeBinding, ...] = ()
 
     def __add__(self, other: "Topology") -> "Topology":
-        return Topology(self.exchanges + other.exchanges, self.queues + other.queues,
-                        self.bindings + other.bindings, self.exchange_bindings + other.exchange_bindings)
+        return Topology(
+            self.exchanges + other.exchanges,
+            self.queues + other.queues,
+            self.bindings + other.bindings,
+            self.exchange_bindings + other.exchange_bindings,
+        )
 
 
 def existing_may_serve(reply_code: int, reply_text: str) -> bool:
@@ -166,22 +170,33 @@ def delay_levels() -> Topology:
     delay seldom meets one of them (a hop due while the broker is down
     happens when it is back, and every later level counts from then).
     """
-    exchanges = [Exchange(DELAY_UNROUTED, "fanout", durable=True),
-                 Exchange(DELAY_DELIVERY_EXCHANGE, "topic", durable=True,
-                          arguments={"alternate-exchange": DELAY_UNROUTED})]
+    exchanges = [
+        Exchange(DELAY_UNROUTED, "fanout", durable=True),
+        Exchange(DELAY_DELIVERY_EXCHANGE, "topic", durable=True, arguments={"alternate-exchange": DELAY_UNROUTED}),
+    ]
     queues = [Queue(DELAY_UNROUTED, arguments={"x-queue-type": "quorum"})]
     bindings, passes = [Binding(DELAY_UNROUTED, DELAY_UNROUTED)], []
     for level in range(DELAY_LEVELS):
         last = level == DELAY_LEVELS - 1
         name, above = delay_level_name(level), DELAY_DELIVERY_EXCHANGE if last else delay_level_name(level + 1)
         exchanges.append(Exchange(name, "topic", durable=True))
-        queues.append(Queue(name, arguments={
-            "x-queue-type": "quorum", "x-message-ttl": 2 ** level * 1000, "x-dead-letter-exchange": above,
-            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}))
+        queues.append(
+            Queue(
+                name,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": 2**level * 1000,
+                    "x-dead-letter-exchange": above,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+        )
         bindings.append(Binding(name, name, delay_binding_key(level, "1")))
         passes.append(ExchangeBinding(name, above, delay_binding_key(level, "0")))
-    return Topology(exchanges=tuple(exchanges), queues=tuple(queues), bindings=tuple(bindings),
-                    exchange_bindings=tuple(passes))
+    return Topology(
+        exchanges=tuple(exchanges), queues=tuple(queues), bindings=tuple(bindings), exchange_bindings=tuple(passes)
+    )
 
 
 def delay_delivery_binding(queue: str) -> Binding:
@@ -206,15 +221,19 @@ def check_work_queue_name(queue: str) -> str:
     if not queue:
         raise ConfigurationError("a work queue needs a name")
     check_routing_key(queue, "queue name")  # valid UTF-8, at most 255 bytes
-    prefix = delay_delivery_binding(queue).routing_key[:-len(queue)]
+    prefix = delay_delivery_binding(queue).routing_key[: -len(queue)]
     room = MAX_SHORT_STRING_BYTES - len(prefix)
     if len(queue.encode()) > room:
-        raise ConfigurationError(f"queue name is {len(queue.encode())} bytes long; a work queue's name can be at "
-                                 f"most {room}, leaving room for the {DELAY_LEVELS} delay bits in front of it in "
-                                 f"the routing key of a delayed task")
+        raise ConfigurationError(
+            f"queue name is {len(queue.encode())} bytes long; a work queue's name can be at "
+            f"most {room}, leaving room for the {DELAY_LEVELS} delay bits in front of it in "
+            f"the routing key of a delayed task"
+        )
     if {"*", "#"} & set(queue.split(".")):
-        raise ConfigurationError(f"queue name {queue!r} has '*' or '#' as a word: a work queue's name is the "
-                                 "binding key of its delayed tasks, where those are wildcards")
+        raise ConfigurationError(
+            f"queue name {queue!r} has '*' or '#' as a word: a work queue's name is the "
+            "binding key of its delayed tasks, where those are wildcards"
+        )
     return queue
 
 
@@ -259,17 +278,21 @@ def schedule_queues(schedule: str, entries) -> Topology:
     queued the task (its ``BCC`` header), so the two cannot disagree.
     """
     quorum = {"x-queue-type": "quorum"}
-    return Topology(queues=(
-        Queue(schedule_lease_queue(schedule), arguments={**quorum, "x-single-active-consumer": True}),
-        *(Queue(schedule_ledger_queue(schedule, entry), arguments={**quorum, "x-max-length": 1})
-          for entry in entries)))
+    return Topology(
+        queues=(
+            Queue(schedule_lease_queue(schedule), arguments={**quorum, "x-single-active-consumer": True}),
+            *(
+                Queue(schedule_ledger_queue(schedule, entry), arguments={**quorum, "x-max-length": 1})
+                for entry in entries
+            ),
+        )
+    )
 
 
 def log_exchange(exchange_type: str = "topic", name: str | None = None, durable: bool = False) -> Exchange:
     """A log exchange; by default the tutorials' name for its type, not durable."""
     if exchange_type not in LOG_EXCHANGES:
-        raise ConfigurationError(
-            f"unknown exchange type {exchange_type!r}: choose one of {', '.join(EXCHANGE_TYPES)}")
+        raise ConfigurationError(f"unknown exchange type {exchange_type!r}: choose one of {', '.join(EXCHANGE_TYPES)}")
     return Exchange(name or LOG_EXCHANGES[exchange_type], exchange_type, durable=durable)
 
 
@@ -292,8 +315,10 @@ def history_binding_keys(exchange_type: str, keys: tuple[str, ...] = ()) -> tupl
     if exchange_type == "fanout":
         return ("",)
     if not keys:
-        raise ConfigurationError("a direct exchange routes each key to its own bindings: name the keys whose "
-                                 "history to keep, such as 'info warning error'")
+        raise ConfigurationError(
+            "a direct exchange routes each key to its own bindings: name the keys whose "
+            "history to keep, such as 'info warning error'"
+        )
     for key in keys:
         check_routing_key(key, "binding key")
     return tuple(dict.fromkeys(keys))
@@ -303,9 +328,11 @@ def log_history(exchange: Exchange, arguments: dict[str, Any], keys: tuple[str, 
     """The log exchange, the stream that keeps its history (with ``arguments``, see
     :class:`~rabbitry.common.retention.Retention`) and the stream's bindings."""
     stream = history_stream_name(exchange.name)
-    return Topology(exchanges=(exchange,), queues=(Queue(stream, durable=True, arguments=arguments),),
-                    bindings=tuple(Binding(exchange.name, stream, key)
-                                   for key in history_binding_keys(exchange.type, keys)))
+    return Topology(
+        exchanges=(exchange,),
+        queues=(Queue(stream, durable=True, arguments=arguments),),
+        bindings=tuple(Binding(exchange.name, stream, key) for key in history_binding_keys(exchange.type, keys)),
+    )
 
 
 def history_rebinding(exchange: Exchange) -> Topology:
@@ -314,5 +341,4 @@ def history_rebinding(exchange: Exchange) -> Topology:
     if exchange.type == "direct":
         return Topology()
     stream = history_stream_name(exchange.name)
-    return Topology(bindings=tuple(Binding(exchange.name, stream, key)
-                                   for key in history_binding_keys(exchange.type)))
+    return Topology(bindings=tuple(Binding(exchange.name, stream, key) for key in history_binding_keys(exchange.type)))

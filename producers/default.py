@@ -32,8 +32,9 @@ def submitter(queue: str | None = None) -> TaskSubmitter:
     with _lock:
         found = _submitters.get(queue)
         if found is None:
-            found = _submitters[queue] = TaskSubmitter(BrokerSettings.from_environment(), queue,
-                                                       results=True, metrics=_metrics).connect()
+            found = _submitters[queue] = TaskSubmitter(
+                BrokerSettings.from_environment(), queue, results=True, metrics=_metrics
+            ).connect()
     return found
 
 

@@ -22,11 +22,16 @@ from collections.abc import Iterator
 import click
 import structlog
 
-from rabbitry.common.cli import (RabbitryCommand, blocked_timeout_option, broker_options, log_exchange_options,
-                                 logging_options)
+from rabbitry.common.cli import (
+    RabbitryCommand,
+    blocked_timeout_option,
+    broker_options,
+    log_exchange_options,
+    logging_options,
+)
 from rabbitry.common.errors import ExitCode, PublishFailed, RabbitryError, Unroutable
-from rabbitry.common.transport.routing import check_routing_key
 from rabbitry.common.transport.contract import PublishFailure
+from rabbitry.common.transport.routing import check_routing_key
 from rabbitry.producers.log_emitter import LogEmitter
 
 log = structlog.get_logger("rabbitry.emit_log")
@@ -76,17 +81,24 @@ class FailureReport:
                 continue
             self.unroutable += 1
             if self.require_route:
-                raise Unroutable(f"message unroutable: no queue is bound to exchange {self.exchange!r} "
-                                 f"for routing key {key!r}")
+                raise Unroutable(
+                    f"message unroutable: no queue is bound to exchange {self.exchange!r} for routing key {key!r}"
+                )
             if self.unroutable == 1:
-                log.warning("unroutable", exchange=self.exchange, routing_key=key,
-                            detail="no queue is bound for this key: the message was dropped")
+                log.warning(
+                    "unroutable",
+                    exchange=self.exchange,
+                    routing_key=key,
+                    detail="no queue is bound for this key: the message was dropped",
+                )
 
     def summary(self, emitter: LogEmitter) -> str:
         """One line: what was confirmed, refused, and neither."""
         unconfirmed = emitter.emitted - emitter.confirmed - self.nacked - self.unroutable
-        return (f"summary: {emitter.confirmed} confirmed, {self.nacked} refused, {self.unroutable} unroutable, "
-                f"{unconfirmed} unconfirmed (may or may not be delivered)")
+        return (
+            f"summary: {emitter.confirmed} confirmed, {self.nacked} refused, {self.unroutable} unroutable, "
+            f"{unconfirmed} unconfirmed (may or may not be delivered)"
+        )
 
     def finish(self, emitted: int) -> None:
         """Warn about (or fail for) what went wrong over the whole run."""
@@ -99,8 +111,9 @@ class FailureReport:
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("words", nargs=-1, metavar="[ROUTING_KEY] [MESSAGE]...")
 @log_exchange_options
-@click.option("--require-route", is_flag=True,
-              help="Fail (exit status 5) when a message has no queue bound to receive it.")
+@click.option(
+    "--require-route", is_flag=True, help="Fail (exit status 5) when a message has no queue bound to receive it."
+)
 @click.option("--app-id", default="emit-log", show_default=True, help="The AMQP app_id property.")
 @broker_options
 @blocked_timeout_option
@@ -115,8 +128,10 @@ def emit_log(settings, words, exchange, require_route, app_id, log_format, log_l
         routing_key, message_words = "", words
     else:
         if not words:
-            raise click.UsageError(f"a {exchange.type} exchange needs a ROUTING_KEY "
-                                   f"(for example {'kern.critical' if exchange.type == 'topic' else 'error'})")
+            raise click.UsageError(
+                f"a {exchange.type} exchange needs a ROUTING_KEY "
+                f"(for example {'kern.critical' if exchange.type == 'topic' else 'error'})"
+            )
         routing_key, message_words = words[0], words[1:]
         check_routing_key(routing_key)
     report = FailureReport(exchange.name, require_route)

@@ -40,8 +40,17 @@ class TaskHandle:
     ``submit()`` used to return keeps working.
     """
 
-    __slots__ = ("id", "wants_result", "_changed", "_confirmed", "_error", "_outcome", "_result_error",
-                 "_watchers", "__weakref__")
+    __slots__ = (
+        "id",
+        "wants_result",
+        "_changed",
+        "_confirmed",
+        "_error",
+        "_outcome",
+        "_result_error",
+        "_watchers",
+        "__weakref__",
+    )
 
     def __init__(self, task_id: str, changed: threading.Condition, wants_result: bool = False):
         self.id = task_id
@@ -87,8 +96,9 @@ class TaskHandle:
         connection that was to carry the reply went away.
         """
         if not self.wants_result:
-            raise ResultNotRequested(f"task {self.id} was submitted without asking for its result "
-                                     "(TaskSubmitter(..., results=True))")
+            raise ResultNotRequested(
+                f"task {self.id} was submitted without asking for its result (TaskSubmitter(..., results=True))"
+            )
         with self._changed:
             if not self._changed.wait_for(lambda: self.ready, timeout):
                 raise TimeoutError(f"no result for task {self.id} within {timeout:g} s (it may still run)")

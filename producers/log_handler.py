@@ -44,10 +44,10 @@ import time
 
 import structlog
 
-from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import log_exchange
+from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES
 from rabbitry.producers.log_emitter import LogEmitter
 
 log = structlog.get_logger("rabbitry.log_handler")
@@ -73,10 +73,17 @@ class LogExchangeHandler(logging.Handler):
     broker) and :attr:`unsent` (still held when ``close`` gave up).
     """
 
-    def __init__(self, settings: BrokerSettings | str | None = None, exchange: str | None = None,
-                 durable: bool = False, facility: str | None = None, app_id: str | None = None,
-                 capacity: int = DEFAULT_CAPACITY, close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
-                 level: int = logging.NOTSET):
+    def __init__(
+        self,
+        settings: BrokerSettings | str | None = None,
+        exchange: str | None = None,
+        durable: bool = False,
+        facility: str | None = None,
+        app_id: str | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
+        level: int = logging.NOTSET,
+    ):
         super().__init__(level)
         if not isinstance(settings, BrokerSettings):
             settings = BrokerSettings.from_url(settings)
@@ -126,8 +133,9 @@ class LogExchangeHandler(logging.Handler):
         """(routing key, severity, facility) of a logger and level; remembered."""
         # A routing key is at most 255 bytes of UTF-8: a long logger name is cut to fit.
         severity = _cut(record.levelname.lower().replace(" ", "-"), _MAX_SEVERITY_BYTES)
-        facility = _cut(self.facility or record.name.split(".", 1)[0] or "root",
-                        MAX_SHORT_STRING_BYTES - 1 - len(severity.encode()))
+        facility = _cut(
+            self.facility or record.name.split(".", 1)[0] or "root", MAX_SHORT_STRING_BYTES - 1 - len(severity.encode())
+        )
         route = (f"{facility}.{severity}", severity, facility)
         self._routes[(record.name, record.levelno)] = route
         return route
@@ -146,8 +154,14 @@ class LogExchangeHandler(logging.Handler):
 
     # -- the background thread --------------------------------------------
     def _run(self) -> None:
-        emitter = LogEmitter(self.settings, self.exchange, app_id=self.app_id, report_unroutable=False,
-                             name="rabbitry-log-handler", stop=self._stop)
+        emitter = LogEmitter(
+            self.settings,
+            self.exchange,
+            app_id=self.app_id,
+            report_unroutable=False,
+            name="rabbitry-log-handler",
+            stop=self._stop,
+        )
         self._emitter = emitter
         try:
             emitter.connect(give_up_after=math.inf)  # returns without a connection only if stopped
@@ -170,8 +184,14 @@ class LogExchangeHandler(logging.Handler):
         buffer = self._buffer
         while buffer:
             (routing_key, severity, facility), text, created, logger_name = buffer[0]
-            emitter.emit(routing_key, text, severity=severity, facility=facility,
-                         headers={"logger": _cut(logger_name, _MAX_LOGGER_BYTES)}, timestamp=created)
+            emitter.emit(
+                routing_key,
+                text,
+                severity=severity,
+                facility=facility,
+                headers={"logger": _cut(logger_name, _MAX_LOGGER_BYTES)},
+                timestamp=created,
+            )
             buffer.popleft()  # only once handed over: a record in hand when the connection drops is kept
 
 

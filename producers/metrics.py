@@ -24,14 +24,22 @@ class SubmitterMetrics:
         from prometheus_client import REGISTRY, Counter, Histogram
 
         registry = REGISTRY if registry is None else registry
-        self.submitted = Counter("rabbitry_tasks_submitted", "Tasks handed to a submitter.", ["queue"],
-                                 registry=registry)
-        self.confirmed = Counter("rabbitry_tasks_confirmed", "Tasks the broker confirmed.", ["queue"],
-                                 registry=registry)
-        self.refused = Counter("rabbitry_tasks_refused", "Tasks the broker did not queue, by why.",
-                               ["queue", "reason"], registry=registry)
-        self.confirm_latency = Histogram("rabbitry_task_confirm_seconds", "From submit() to the broker's confirm.",
-                                         ["queue"], buckets=CONFIRM_BUCKETS, registry=registry)
+        self.submitted = Counter(
+            "rabbitry_tasks_submitted", "Tasks handed to a submitter.", ["queue"], registry=registry
+        )
+        self.confirmed = Counter(
+            "rabbitry_tasks_confirmed", "Tasks the broker confirmed.", ["queue"], registry=registry
+        )
+        self.refused = Counter(
+            "rabbitry_tasks_refused", "Tasks the broker did not queue, by why.", ["queue", "reason"], registry=registry
+        )
+        self.confirm_latency = Histogram(
+            "rabbitry_task_confirm_seconds",
+            "From submit() to the broker's confirm.",
+            ["queue"],
+            buckets=CONFIRM_BUCKETS,
+            registry=registry,
+        )
 
     def for_queue(self, queue: str) -> "QueueMetrics":
         return QueueMetrics(self, queue)

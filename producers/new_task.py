@@ -18,8 +18,14 @@ from collections.abc import Iterable
 import click
 import structlog
 
-from rabbitry.common.cli import (RabbitryCommand, blocked_timeout_option, broker_options, logging_options,
-                                 queue_type_option, work_queue_option)
+from rabbitry.common.cli import (
+    RabbitryCommand,
+    blocked_timeout_option,
+    broker_options,
+    logging_options,
+    queue_type_option,
+    work_queue_option,
+)
 from rabbitry.common.delays import due_time, parse_duration, parse_time
 from rabbitry.common.errors import ConfigurationError, ExitCode, Interrupted, MessageError, RabbitryError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
@@ -62,7 +68,9 @@ def read_task_file(path: str, eta: float | None = None) -> list[TaskMessage]:
                 data = parse_json(line.encode())
                 message = TaskMessage.from_dict(
                     {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data} | {"eta": eta}
-                    if isinstance(data, dict) else data)
+                    if isinstance(data, dict)
+                    else data
+                )
                 message.to_outgoing(DEFAULT_TASK_QUEUE)  # too big, or due too late? refuse the file before sending
                 messages.append(message)
             except (ValueError, MessageError) as error:
@@ -85,36 +93,98 @@ def _time_option(parse):
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("words", nargs=-1)
 @click.option("--task", "task_name", default=None, help=f"Task to run [default: {PLAIN_TEXT_TASK}].")
-@click.option("--args", "task_args", callback=_json_option(list, "array"), metavar="JSON",
-              help='Positional arguments, a JSON array: --args \'[1, "two"]\'.')
-@click.option("--kwargs", "task_kwargs", callback=_json_option(dict, "object"), metavar="JSON",
-              help='Keyword arguments, a JSON object: --kwargs \'{"seconds": 2}\'.')
-@click.option("--count", "-n", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Queue this many copies of the task.")
-@click.option("--file", "task_file", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Queue one task per line of a JSON-lines file ('-' for stdin).")
-@click.option("--delay", callback=_time_option(parse_duration), metavar="DURATION",
-              help="Run the task this long from now (90s, 10m, 24h, 1h30m; up to 97 days), the broker "
-                   "holding it till then.")
-@click.option("--eta", callback=_time_option(parse_time), metavar="TIME",
-              help="Run the task at this time, ISO 8601 (2026-12-01T09:00:00Z; UTC without an offset).")
+@click.option(
+    "--args",
+    "task_args",
+    callback=_json_option(list, "array"),
+    metavar="JSON",
+    help="Positional arguments, a JSON array: --args '[1, \"two\"]'.",
+)
+@click.option(
+    "--kwargs",
+    "task_kwargs",
+    callback=_json_option(dict, "object"),
+    metavar="JSON",
+    help="Keyword arguments, a JSON object: --kwargs '{\"seconds\": 2}'.",
+)
+@click.option(
+    "--count",
+    "-n",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Queue this many copies of the task.",
+)
+@click.option(
+    "--file",
+    "task_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Queue one task per line of a JSON-lines file ('-' for stdin).",
+)
+@click.option(
+    "--delay",
+    callback=_time_option(parse_duration),
+    metavar="DURATION",
+    help="Run the task this long from now (90s, 10m, 24h, 1h30m; up to 97 days), the broker holding it till then.",
+)
+@click.option(
+    "--eta",
+    callback=_time_option(parse_time),
+    metavar="TIME",
+    help="Run the task at this time, ISO 8601 (2026-12-01T09:00:00Z; UTC without an offset).",
+)
 @work_queue_option()
 @queue_type_option
 @click.option("--quiet", "-q", is_flag=True, help="Print no task ids, and no summary unless something failed.")
-@click.option("--on-refused", type=click.Choice(ON_REFUSED), default="stop", show_default=True,
-              help="When a full queue refuses a task: stop queueing, or go on with the others.")
-@click.option("--refused-file", type=click.File("w", lazy=False), metavar="PATH",
-              help="Write the ids of refused tasks here, one a line, instead of to standard error.")
-@click.option("--wait", is_flag=True,
-              help="Wait for each task's result and print it as a JSON line beside its id; "
-                   "exit 1 if any task failed or timed out.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="With --wait: seconds to wait for all the results.")
+@click.option(
+    "--on-refused",
+    type=click.Choice(ON_REFUSED),
+    default="stop",
+    show_default=True,
+    help="When a full queue refuses a task: stop queueing, or go on with the others.",
+)
+@click.option(
+    "--refused-file",
+    type=click.File("w", lazy=False),
+    metavar="PATH",
+    help="Write the ids of refused tasks here, one a line, instead of to standard error.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for each task's result and print it as a JSON line beside its id; "
+    "exit 1 if any task failed or timed out.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="With --wait: seconds to wait for all the results.",
+)
 @broker_options
 @blocked_timeout_option
 @logging_options()
-def new_task(settings, words, task_name, task_args, task_kwargs, count, task_file, delay, eta, queue, queue_type,
-             quiet, on_refused, refused_file, wait, timeout, log_format, log_level):
+def new_task(
+    settings,
+    words,
+    task_name,
+    task_args,
+    task_kwargs,
+    count,
+    task_file,
+    delay,
+    eta,
+    queue,
+    queue_type,
+    quiet,
+    on_refused,
+    refused_file,
+    wait,
+    timeout,
+    log_format,
+    log_level,
+):
     """Queue a task: WORDS is the tutorial's message ("Hello..." works three seconds)."""
     if task_file and (words or task_name or task_args or task_kwargs):
         raise click.UsageError("--file takes the tasks from the file: give no task on the command line")
@@ -191,8 +261,11 @@ def new_task(settings, words, task_name, task_args, task_kwargs, count, task_fil
     if code or not quiet:
         click.echo(account.summary(), err=True)
     if settings.is_local:
-        log.warning("in_process_broker", detail="the in-process broker lives inside this command alone, so these "
-                    "tasks end with it; run producers and workers in one process, as `rabbitry demo` does")
+        log.warning(
+            "in_process_broker",
+            detail="the in-process broker lives inside this command alone, so these "
+            "tasks end with it; run producers and workers in one process, as `rabbitry demo` does",
+        )
     click.get_current_context().exit(int(code))
 
 

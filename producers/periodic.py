@@ -36,8 +36,8 @@ from croniter import CroniterError, croniter
 from rabbitry.common.delays import parse_duration
 from rabbitry.common.errors import ConfigurationError, MessageError
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.transport.routing import check_routing_key
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE, check_work_queue_name
+from rabbitry.common.transport.routing import check_routing_key
 
 DEFAULT_SCHEDULE_NAME = "default"
 #: A tick that falls due while no scheduler can queue it at once (a takeover, a pause) is
@@ -173,8 +173,9 @@ def schedule_from(data: dict, name: str | None = None, where: str = "schedule") 
     """A schedule from parsed TOML (``name`` overrides the file's own)."""
     unknown = set(data) - {"name", "entry"}
     if unknown:
-        raise ConfigurationError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (a schedule has "
-                                 "'name' and [[entry]] tables)")
+        raise ConfigurationError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (a schedule has 'name' and [[entry]] tables)"
+        )
     schedule_name = name or data.get("name", DEFAULT_SCHEDULE_NAME)
     _check_name(schedule_name, f"{where}: the schedule's name")
     raw = data.get("entry", [])
@@ -205,22 +206,28 @@ def _entry(item: Any, where: str) -> ScheduleEntry:
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ConfigurationError(f"{where}: unknown time zone {timezone!r} (an IANA name, such as "
-                                 "'Europe/Berlin')") from None
+        raise ConfigurationError(
+            f"{where}: unknown time zone {timezone!r} (an IANA name, such as 'Europe/Berlin')"
+        ) from None
     every_s = None
     if "every" in item:
         every = item["every"]
         try:
-            every_s = float(every) if isinstance(every, (int, float)) and not isinstance(every, bool) \
+            every_s = (
+                float(every)
+                if isinstance(every, (int, float)) and not isinstance(every, bool)
                 else parse_duration(str(every))
+            )
         except ConfigurationError as error:
             raise ConfigurationError(f"{where}: 'every': {error}") from None
         if every_s < MIN_INTERVAL_S:
             raise ConfigurationError(f"{where}: 'every' must be at least {MIN_INTERVAL_S:g} s")
     else:
         if not isinstance(item["cron"], str) or not croniter.is_valid(item["cron"]):
-            raise ConfigurationError(f"{where}: {item['cron']!r} is not a cron expression "
-                                     "(five fields: minute hour day-of-month month day-of-week)")
+            raise ConfigurationError(
+                f"{where}: {item['cron']!r} is not a cron expression "
+                "(five fields: minute hour day-of-month month day-of-week)"
+            )
     args, kwargs = item.get("args", []), item.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ConfigurationError(f"{where}: 'args' must be an array and 'kwargs' a table")
@@ -233,8 +240,17 @@ def _entry(item: Any, where: str) -> ScheduleEntry:
         raise ConfigurationError(f"{where}: 'queue': {error}") from None
     if not isinstance(item.get("catch_up", False), bool):
         raise ConfigurationError(f"{where}: 'catch_up' must be true or false")
-    entry = ScheduleEntry(item["name"], item["task"], item.get("cron"), every_s, timezone, tuple(args), kwargs, queue,
-                          item.get("catch_up", False))
+    entry = ScheduleEntry(
+        item["name"],
+        item["task"],
+        item.get("cron"),
+        every_s,
+        timezone,
+        tuple(args),
+        kwargs,
+        queue,
+        item.get("catch_up", False),
+    )
     try:
         entry.message(DEFAULT_SCHEDULE_NAME, 0.0).encode()  # arguments TOML has and JSON has not (a date)
         entry.next_tick(0.0)

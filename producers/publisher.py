@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import structlog
 
-from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.errors import ConfirmTimeout, ConnectionLost, Interrupted, PublishingBlocked, RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
+from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.transport.contract import Connection, OutgoingMessage, PublishFailure, QueueState
 
 log = structlog.get_logger("rabbitry.publisher")
@@ -68,11 +68,16 @@ class ReliablePublisher:
     Setting ``stop`` ends any wait: the call raises Interrupted.
     """
 
-    def __init__(self, settings: BrokerSettings, topology: Topology | None = None,
-                 name: str = "rabbitry-publisher", window: int = DEFAULT_WINDOW,
-                 on_confirmed: Callable[[list[OutgoingMessage]], None] | None = None,
-                 stop: threading.Event | None = None,
-                 on_connected: Callable[[Connection], object] | None = None):  # its result is ignored
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        topology: Topology | None = None,
+        name: str = "rabbitry-publisher",
+        window: int = DEFAULT_WINDOW,
+        on_confirmed: Callable[[list[OutgoingMessage]], None] | None = None,
+        stop: threading.Event | None = None,
+        on_connected: Callable[[Connection], object] | None = None,
+    ):  # its result is ignored
         self.settings = settings
         self.topology = topology
         self.name = name
@@ -193,14 +198,16 @@ class ReliablePublisher:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._note_blocking()
-            wait = _LOOK_UP_EVERY_S if deadline is None else max(0.0, min(_LOOK_UP_EVERY_S,
-                                                                          deadline - time.monotonic()))
+            wait = (
+                _LOOK_UP_EVERY_S if deadline is None else max(0.0, min(_LOOK_UP_EVERY_S, deadline - time.monotonic()))
+            )
             try:
                 failed = self._live.wait_for_confirms(wait, down_to)
             except ConfirmTimeout:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise ConfirmTimeout(f"{self._live.unconfirmed} message(s) not confirmed "
-                                         f"within {timeout:g} s") from None
+                    raise ConfirmTimeout(
+                        f"{self._live.unconfirmed} message(s) not confirmed within {timeout:g} s"
+                    ) from None
                 if self._stop.is_set():
                     raise Interrupted(f"stopped with {self._live.unconfirmed} message(s) unconfirmed") from None
                 continue
@@ -214,12 +221,18 @@ class ReliablePublisher:
             return
         if reason is not None:
             self._blocked_since = time.monotonic()
-            log.warning("publishing_blocked", publisher=self.name, reason=reason,
-                        unconfirmed=self._live.unconfirmed, gives_up_in_s=self.settings.blocked_timeout,
-                        detail="the broker accepts no message until its memory or disk alarm clears")
+            log.warning(
+                "publishing_blocked",
+                publisher=self.name,
+                reason=reason,
+                unconfirmed=self._live.unconfirmed,
+                gives_up_in_s=self.settings.blocked_timeout,
+                detail="the broker accepts no message until its memory or disk alarm clears",
+            )
         else:
-            log.info("publishing_unblocked", publisher=self.name,
-                     blocked_s=round(time.monotonic() - self._blocked_since, 1))
+            log.info(
+                "publishing_unblocked", publisher=self.name, blocked_s=round(time.monotonic() - self._blocked_since, 1)
+            )
         self._blocked_reason = reason
 
     def _publish_nacked_again(self, failed: list[PublishFailure]) -> list[PublishFailure]:
@@ -229,17 +242,23 @@ class ReliablePublisher:
         states = self._states_of_queues_nacking_again(failed)
         for failure in failed:
             message_id, queue = failure.message.message_id, _queue_of(failure.message)
-            if failure.reason == "nacked" and queue is not None and (
-                    queue in self._full_queues
-                    or nack_is_refusal(message_id in self._nacked_since, states.get(queue))):
+            if (
+                failure.reason == "nacked"
+                and queue is not None
+                and (queue in self._full_queues or nack_is_refusal(message_id in self._nacked_since, states.get(queue)))
+            ):
                 self._nacked_since.pop(message_id, None)
                 if queue not in self._full_queues:
                     self._full_queues.add(queue)
                     state = states[queue]
                     assert state is not None  # a refusal: the queue answered with messages in it
-                    log.warning("queue_full", queue=queue, messages=state.messages,
-                                detail="the queue refuses what it has no room for (x-max-length with "
-                                       "overflow reject-publish): refused messages are reported, not retried")
+                    log.warning(
+                        "queue_full",
+                        queue=queue,
+                        messages=state.messages,
+                        detail="the queue refuses what it has no room for (x-max-length with "
+                        "overflow reject-publish): refused messages are reported, not retried",
+                    )
                 final.append(PublishFailure(failure.message, REFUSED, failure.mandatory))
                 continue
             first = self._nacked_since.setdefault(message_id, now)
@@ -265,8 +284,7 @@ class ReliablePublisher:
         reported refused although it is queued."""
         self._recovering = True  # nacks heard now join the messages to publish again
         try:
-            self._failures.extend(self._publish_nacked_again(
-                self._live.wait_for_confirms(_HEAR_THE_REST_S)))
+            self._failures.extend(self._publish_nacked_again(self._live.wait_for_confirms(_HEAR_THE_REST_S)))
         except (ConfirmTimeout, ConnectionLost):
             pass  # what is still unanswered is published again, as after any lost connection
         finally:
@@ -274,9 +292,13 @@ class ReliablePublisher:
 
     def _states_of_queues_nacking_again(self, failed: list[PublishFailure]) -> dict[str, QueueState | None]:
         """The state of each queue that nacked a message again, as a passive declare tells it."""
-        queues = {queue for f in failed
-                  if f.reason == "nacked" and f.message.message_id in self._nacked_since
-                  and (queue := _queue_of(f.message)) is not None}
+        queues = {
+            queue
+            for f in failed
+            if f.reason == "nacked"
+            and f.message.message_id in self._nacked_since
+            and (queue := _queue_of(f.message)) is not None
+        }
         queues -= self._full_queues
         if not queues or self._recovering or self._live.blocked_reason is not None:
             return {}  # no connection to ask on: nacked again, they are published again
@@ -306,15 +328,17 @@ class ReliablePublisher:
         if isinstance(error, PublishingBlocked):  # a new connection would be blocked the same way
             raise PublishingBlocked(
                 f"the broker blocked publishing ({self._blocked_reason or 'a resource alarm'}) for longer than "
-                f"{self.settings.blocked_timeout:g} s; gave up with {len(pending)} message(s) unconfirmed") from None
+                f"{self.settings.blocked_timeout:g} s; gave up with {len(pending)} message(s) unconfirmed"
+            ) from None
         if self.settings.reconnect_for <= 0:
             raise error
         log.warning("publisher_reconnecting", error=str(error), unconfirmed=len(pending))
         while True:
             connection = connect_with_retry(self.settings, self.name, self._stop)
             if connection is None:
-                raise Interrupted(f"stopped while reconnecting, with {len(pending)} message(s) unconfirmed "
-                                  f"({error})") from None
+                raise Interrupted(
+                    f"stopped while reconnecting, with {len(pending)} message(s) unconfirmed ({error})"
+                ) from None
             self._connection = connection
             republished = 0
             try:

@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 import structlog
 
-from rabbitry.common.transport.connect import connect, connect_with_retry
 from rabbitry.common.errors import ConnectionLost, RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import schedule_lease_queue, schedule_ledger_queue, schedule_queues, work_queue
+from rabbitry.common.transport.connect import connect, connect_with_retry
 from rabbitry.common.transport.contract import Connection, Delivery, OutgoingMessage
 from rabbitry.producers.periodic import Plan, Schedule, ScheduleEntry, plan
 
@@ -56,8 +56,14 @@ class Scheduler:
     may pass another).
     """
 
-    def __init__(self, settings: BrokerSettings, schedule: Schedule, stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.time, name: str = "rabbitry-schedule"):
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        schedule: Schedule,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.time,
+        name: str = "rabbitry-schedule",
+    ):
         self.settings = settings
         self.schedule = schedule
         self.stop = stop or threading.Event()
@@ -74,8 +80,12 @@ class Scheduler:
                 self._serve(connection)
                 return
             except ConnectionLost as error:
-                log.warning("scheduler_connection_lost", schedule=self.schedule.name, error=str(error),
-                            detail="the lease goes to another scheduler; reconnecting to wait for it again")
+                log.warning(
+                    "scheduler_connection_lost",
+                    schedule=self.schedule.name,
+                    error=str(error),
+                    detail="the lease goes to another scheduler; reconnecting to wait for it again",
+                )
             finally:
                 self.leading.clear()
                 connection.close()
@@ -92,8 +102,12 @@ class Scheduler:
         held: list[Delivery] = []
         self._offer_lease(connection, lease)
         connection.consume(lease, held.append, prefetch=1)
-        log.info("scheduler_waiting", schedule=schedule.name, entries=len(schedule.entries),
-                 detail="queues ticks once it holds the lease")
+        log.info(
+            "scheduler_waiting",
+            schedule=schedule.name,
+            entries=len(schedule.entries),
+            detail="queues ticks once it holds the lease",
+        )
         checked = time.monotonic()
         while not held:
             if self.stop.is_set():
@@ -122,13 +136,17 @@ class Scheduler:
         for entry in schedule.entries:
             last = self._last_queued(connection, entry)
             after[entry.name] = started if last is None else last
-        log.info("scheduler_leading", schedule=schedule.name,
-                 last_ticks={name: utc_text(moment) for name, moment in after.items()})
+        log.info(
+            "scheduler_leading",
+            schedule=schedule.name,
+            last_ticks={name: utc_text(moment) for name, moment in after.items()},
+        )
         while not self.stop.is_set():
             now = self.clock()
             for entry in schedule.entries:
-                after[entry.name] = self._carry_out(connection, entry, plan(entry, after[entry.name], now),
-                                                    after[entry.name], now)
+                after[entry.name] = self._carry_out(
+                    connection, entry, plan(entry, after[entry.name], now), after[entry.name], now
+                )
             due = min(entry.next_tick(after[entry.name]) for entry in schedule.entries)
             while not self.stop.is_set() and (wait := due - self.clock()) > 0:
                 connection.process_events(min(wait, _TICK_S))
@@ -145,15 +163,21 @@ class Scheduler:
             log.warning("schedule_ledger_unreadable", entry=entry.name, detail="starting from now")
             return None
 
-    def _carry_out(self, connection: Connection, entry: ScheduleEntry, decided: Plan, after: float,
-                   now: float) -> float:
+    def _carry_out(
+        self, connection: Connection, entry: ScheduleEntry, decided: Plan, after: float, now: float
+    ) -> float:
         """Queue the plan's ticks, log what it skipped; return the last tick dealt with."""
         if decided.skipped_span is not None:  # some ticks skipped
             first, last = decided.skipped_span
-            log.warning("schedule_ticks_skipped", entry=entry.name, skipped=decided.skipped,
-                        first=utc_text(first), last=utc_text(last),
-                        detail="no scheduler ran when they fell due; set catch_up = true to queue the "
-                               "latest missed tick instead")
+            log.warning(
+                "schedule_ticks_skipped",
+                entry=entry.name,
+                skipped=decided.skipped,
+                first=utc_text(first),
+                last=utc_text(last),
+                detail="no scheduler ran when they fell due; set catch_up = true to queue the "
+                "latest missed tick instead",
+            )
             after = max(after, last)
         for tick in decided.ticks:
             self._queue(connection, entry, tick)
@@ -163,17 +187,33 @@ class Scheduler:
     def _queue(self, connection: Connection, entry: ScheduleEntry, tick: float) -> None:
         message = entry.message(self.schedule.name, tick)
         outgoing = message.to_outgoing(entry.queue)
-        outgoing.headers = {TICK_HEADER: round(tick * 1000), SCHEDULE_HEADER: self.schedule.name,
-                            "BCC": [schedule_ledger_queue(self.schedule.name, entry.name)]}
+        outgoing.headers = {
+            TICK_HEADER: round(tick * 1000),
+            SCHEDULE_HEADER: self.schedule.name,
+            "BCC": [schedule_ledger_queue(self.schedule.name, entry.name)],
+        }
         connection.publish(outgoing, mandatory=True)
         try:
             failures = connection.wait_for_confirms(_CONFIRM_TIMEOUT_S)
         except RabbitryError as error:  # the tick may or may not be queued: the ledger knows
             raise ConnectionLost(f"no confirm for tick {utc_text(tick)} of {entry.name}: {error}") from None
         if failures:
-            log.error("schedule_tick_refused", entry=entry.name, tick=utc_text(tick), task_id=message.id,
-                      reason=failures[0].reason, queue=entry.queue)
+            log.error(
+                "schedule_tick_refused",
+                entry=entry.name,
+                tick=utc_text(tick),
+                task_id=message.id,
+                reason=failures[0].reason,
+                queue=entry.queue,
+            )
             return
         self.queued += 1
-        log.info("schedule_tick_queued", entry=entry.name, task=entry.task, task_id=message.id,
-                 tick=utc_text(tick), late_s=round(max(0.0, self.clock() - tick), 3), queue=entry.queue)
+        log.info(
+            "schedule_tick_queued",
+            entry=entry.name,
+            task=entry.task,
+            task_id=message.id,
+            tick=utc_text(tick),
+            late_s=round(max(0.0, self.clock() - tick), 3),
+            queue=entry.queue,
+        )

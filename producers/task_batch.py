@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from rabbitry.common.errors import ExitCode, PublishFailed, QueueFull, RabbitryError, Unroutable
 from rabbitry.common.messages import MAX_MESSAGE_BYTES, TaskMessage
-from rabbitry.producers.publisher import REFUSED, ReliablePublisher
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import work_queue
 from rabbitry.common.transport.contract import OutgoingMessage, PublishFailure
+from rabbitry.producers.publisher import REFUSED, ReliablePublisher
 
 #: What ``--on-refused`` may say: stop at the first refused task, or go on with the others.
 ON_REFUSED = ("stop", "continue")
@@ -44,8 +44,10 @@ class BatchAccount:
     def summary(self) -> str:
         """The one line that says what became of the batch."""
         failed = f", {len(self.failures)} failed" if self.failures else ""
-        return (f"summary: {self.queued} queued, {self.refused} refused{failed}, {self.unconfirmed} unconfirmed "
-                f"(may or may not be queued), {self.not_sent} not sent")
+        return (
+            f"summary: {self.queued} queued, {self.refused} refused{failed}, {self.unconfirmed} unconfirmed "
+            f"(may or may not be queued), {self.not_sent} not sent"
+        )
 
 
 def outcome(account: BatchAccount, error: RabbitryError | None) -> ExitCode:
@@ -70,18 +72,30 @@ class TaskBatch:
     still confirmed or refused, and counted). Setting ``stop`` interrupts it: the call raises Interrupted.
     """
 
-    def __init__(self, settings: BrokerSettings, queue: str, queue_type: str, account: BatchAccount,
-                 on_queued: Callable[[list[OutgoingMessage]], None],
-                 on_refused: Callable[[OutgoingMessage], None], refused_policy: str = "stop",
-                 stop: threading.Event | None = None):
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        queue: str,
+        queue_type: str,
+        account: BatchAccount,
+        on_queued: Callable[[list[OutgoingMessage]], None],
+        on_refused: Callable[[OutgoingMessage], None],
+        refused_policy: str = "stop",
+        stop: threading.Event | None = None,
+    ):
         self.queue = queue
         self.account = account
         self.refused_policy = refused_policy
         self._on_queued = on_queued
         self._on_refused = on_refused
         self._stop = stop or threading.Event()
-        self._publisher = ReliablePublisher(settings, work_queue(queue, queue_type), name="rabbitry-new-task",
-                                            on_confirmed=self._confirmed, stop=self._stop)
+        self._publisher = ReliablePublisher(
+            settings,
+            work_queue(queue, queue_type),
+            name="rabbitry-new-task",
+            on_confirmed=self._confirmed,
+            stop=self._stop,
+        )
 
     def connect(self) -> "TaskBatch":
         """Connect and declare the work queue; fails at once if the broker is down."""
@@ -110,13 +124,17 @@ class TaskBatch:
         account = self.account
         if account.refused:
             stopped = " (stopped at the first: --on-refused continue goes on)" if self.refused_policy == "stop" else ""
-            raise QueueFull(f"queue {self.queue!r} is full and refused {account.refused} task(s){stopped}: it has "
-                            "x-max-length with overflow reject-publish")
+            raise QueueFull(
+                f"queue {self.queue!r} is full and refused {account.refused} task(s){stopped}: it has "
+                "x-max-length with overflow reject-publish"
+            )
         if account.failures:
             first = account.failures[0]
             error = Unroutable if first.reason == "unroutable" else PublishFailed
-            raise error(f"{len(account.failures)} task(s) not queued: {first.reason} (queue {self.queue!r}; "
-                        f"first task id {first.message.message_id})")
+            raise error(
+                f"{len(account.failures)} task(s) not queued: {first.reason} (queue {self.queue!r}; "
+                f"first task id {first.message.message_id})"
+            )
 
     def close(self) -> None:
         self._publisher.close()

@@ -23,13 +23,13 @@ import structlog
 
 from rabbitry.common.errors import PublishFailed, RabbitryError, Unroutable
 from rabbitry.common.messages import MAX_MESSAGE_BYTES, TaskMessage
-from rabbitry.producers.publisher import DEFAULT_WINDOW, ReliablePublisher
 from rabbitry.common.replies import DIRECT_REPLY_TO, read_reply
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, work_queue
 from rabbitry.common.transport.contract import Connection, Delivery, OutgoingMessage, PublishFailure
 from rabbitry.producers.handles import ResultLost, TaskHandle
 from rabbitry.producers.metrics import SubmitterMetrics
+from rabbitry.producers.publisher import DEFAULT_WINDOW, ReliablePublisher
 
 log = structlog.get_logger("rabbitry.submitter")
 
@@ -68,11 +68,18 @@ class TaskSubmitter:
     confirmed messages.
     """
 
-    def __init__(self, settings: BrokerSettings, queue: str = DEFAULT_TASK_QUEUE,
-                 queue_type: str = DEFAULT_QUEUE_TYPE, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 on_confirmed: Callable[[list[OutgoingMessage]], None] | None = None, results: bool = False,
-                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S, max_unconfirmed: int = DEFAULT_MAX_UNCONFIRMED,
-                 metrics: SubmitterMetrics | None = None):
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        queue: str = DEFAULT_TASK_QUEUE,
+        queue_type: str = DEFAULT_QUEUE_TYPE,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_confirmed: Callable[[list[OutgoingMessage]], None] | None = None,
+        results: bool = False,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
+        max_unconfirmed: int = DEFAULT_MAX_UNCONFIRMED,
+        metrics: SubmitterMetrics | None = None,
+    ):
         self.settings = settings
         self.queue = queue
         self.queue_type = queue_type
@@ -113,11 +120,17 @@ class TaskSubmitter:
         started, self._error = threading.Event(), None
         self._pid = os.getpid()
         self._stop.clear()
-        self._publisher = ReliablePublisher(self.settings, work_queue(self.queue, self.queue_type),
-                                            name="rabbitry-submitter", on_confirmed=self._confirmed,
-                                            stop=self._stop, on_connected=self._connected)
-        self._thread = threading.Thread(target=self._run, args=(self._publisher, started),
-                                        name="rabbitry-submitter-io", daemon=True)
+        self._publisher = ReliablePublisher(
+            self.settings,
+            work_queue(self.queue, self.queue_type),
+            name="rabbitry-submitter",
+            on_confirmed=self._confirmed,
+            stop=self._stop,
+            on_connected=self._connected,
+        )
+        self._thread = threading.Thread(
+            target=self._run, args=(self._publisher, started), name="rabbitry-submitter-io", daemon=True
+        )
         self._thread.start()
         self._lock.release()  # the I/O thread settles handles under this lock while it connects
         try:
@@ -147,12 +160,18 @@ class TaskSubmitter:
             thread.join(_IDLE_TICK_S)
         with self._lock:
             left = len(self._in_flight) + len(self._submissions)
-            self._fail_everything_locked(PublishFailed("the submitter closed before the broker confirmed it"),
-                                         ResultLost("the submitter closed before the task's reply came"))
+            self._fail_everything_locked(
+                PublishFailed("the submitter closed before the broker confirmed it"),
+                ResultLost("the submitter closed before the task's reply came"),
+            )
             self._thread = None
         if left:
-            log.warning("submitter_closed_unconfirmed", unconfirmed=left, queue=self.queue,
-                        detail="these tasks may or may not be queued")
+            log.warning(
+                "submitter_closed_unconfirmed",
+                unconfirmed=left,
+                queue=self.queue,
+                detail="these tasks may or may not be queued",
+            )
         return left
 
     def _close_at_exit(self) -> None:
@@ -198,8 +217,13 @@ class TaskSubmitter:
     def ready_for_more(self) -> bool:
         """Whether ``submit()`` would hand a task over without waiting (connected, with room)."""
         thread = self._thread
-        return (thread is not None and thread.is_alive() and not self._closing and self._error is None
-                and len(self._in_flight) < self.max_unconfirmed)
+        return (
+            thread is not None
+            and thread.is_alive()
+            and not self._closing
+            and self._error is None
+            and len(self._in_flight) < self.max_unconfirmed
+        )
 
     def submit_many(self, messages: Iterable[TaskMessage]) -> Iterator[TaskHandle]:
         """Queue each task in turn, yielding its handle."""
@@ -216,8 +240,10 @@ class TaskSubmitter:
         if failures:
             first = failures[0]
             error = Unroutable if first.reason == "unroutable" else PublishFailed
-            raise error(f"{len(failures)} task(s) not queued: {first.reason} (queue {self.queue!r}; "
-                        f"first task id {first.message.message_id})")
+            raise error(
+                f"{len(failures)} task(s) not queued: {first.reason} (queue {self.queue!r}; "
+                f"first task id {first.message.message_id})"
+            )
 
     @property
     def confirmed_count(self) -> int:

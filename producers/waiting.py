@@ -34,8 +34,13 @@ def result_line(handle: TaskHandle, timeout: float) -> tuple[str, dict]:
     try:
         return "succeeded", {"id": handle.id, "status": "succeeded", "result": handle.get(timeout)}
     except TaskFailed as failed:
-        return "failed", {"id": handle.id, "status": "failed", "reason": failed.reason,
-                          "error_type": failed.error_type, "error": failed.error_message}
+        return "failed", {
+            "id": handle.id,
+            "status": "failed",
+            "reason": failed.reason,
+            "error_type": failed.error_type,
+            "error": failed.error_message,
+        }
     except TimeoutError:
         return "timed_out", {"id": handle.id, "status": "timed_out"}
     except RabbitryError as error:  # not queued, or its reply can no longer come
@@ -54,8 +59,9 @@ def print_results(handles: Iterable[TaskHandle], timeout: float, out: TextIO) ->
     return waited
 
 
-def queue_and_wait(settings: BrokerSettings, queue: str, queue_type: str, messages: Iterable[TaskMessage],
-                   timeout: float, out: TextIO) -> Waited:
+def queue_and_wait(
+    settings: BrokerSettings, queue: str, queue_type: str, messages: Iterable[TaskMessage], timeout: float, out: TextIO
+) -> Waited:
     """Queue every task asking for its result, then print each result as it is had."""
     with TaskSubmitter(settings, queue, queue_type, results=True) as submitter:
         handles = list(submitter.submit_many(messages))

@@ -19,7 +19,8 @@ import importlib
 
 # Imported now, not when first used: the module rabbitry.task shares the decorator's name, and
 # a later import of the module would set the package's attribute ``task`` to the module.
-from rabbitry.task import Task as Task, task as task
+from rabbitry.task import Task as Task
+from rabbitry.task import task as task
 
 #: Public name -> the module that defines it.
 _EXPORTS = {

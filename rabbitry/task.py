@@ -37,9 +37,16 @@ class Task:
     its own command-line flags override them for every task.
     """
 
-    def __init__(self, function: Callable[..., Any], name: str | None = None, *, queue: str | None = None,
-                 max_retries: int | None = None, time_limit: float | None = None,
-                 dont_retry: tuple[type[BaseException], ...] = ()):
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        name: str | None = None,
+        *,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        time_limit: float | None = None,
+        dont_retry: tuple[type[BaseException], ...] = (),
+    ):
         self.function = function
         self.name = name or function.__name__
         self.queue = queue
@@ -100,9 +107,16 @@ class Task:
         """:meth:`delay` for coroutines: ``await task.delay_async(...)``, then ``await handle.get(timeout)``."""
         return await self.send_with_options_async(args=args, kwargs=kwargs)
 
-    def send_with_options(self, *, args=(), kwargs=None, queue: str | None = None, task_id: str | None = None,
-                          delay: float | datetime.timedelta | None = None,
-                          eta: float | datetime.datetime | None = None) -> "TaskHandle":
+    def send_with_options(
+        self,
+        *,
+        args=(),
+        kwargs=None,
+        queue: str | None = None,
+        task_id: str | None = None,
+        delay: float | datetime.timedelta | None = None,
+        eta: float | datetime.datetime | None = None,
+    ) -> "TaskHandle":
         """Queue the task with per-call options: ``queue`` overrides the task's own, ``task_id``
         gives the task an id of the caller's choosing, and ``delay`` (seconds or a timedelta) or
         ``eta`` (a datetime, naive meaning UTC, or a POSIX time) has it run later, the broker
@@ -112,10 +126,16 @@ class Task:
 
         return default.submit(self._message(args, kwargs, queue, task_id, due_time(delay, eta)), queue or self.queue)
 
-    async def send_with_options_async(self, *, args=(), kwargs=None, queue: str | None = None,
-                                      task_id: str | None = None,
-                                      delay: float | datetime.timedelta | None = None,
-                                      eta: float | datetime.datetime | None = None) -> "AsyncTaskHandle":
+    async def send_with_options_async(
+        self,
+        *,
+        args=(),
+        kwargs=None,
+        queue: str | None = None,
+        task_id: str | None = None,
+        delay: float | datetime.timedelta | None = None,
+        eta: float | datetime.datetime | None = None,
+    ) -> "AsyncTaskHandle":
         """:meth:`send_with_options` for coroutines."""
         from rabbitry.producers import default
 
@@ -130,8 +150,7 @@ class Task:
             check_work_queue_name(queue)
         # A task id that is not a short string, arguments that are not JSON or too big, a delay
         # past the longest: all are MessageErrors here, before anything connects.
-        message = TaskMessage.from_dict({"task": self.name, "args": args, "kwargs": kwargs, "id": task_id,
-                                         "eta": eta})
+        message = TaskMessage.from_dict({"task": self.name, "args": args, "kwargs": kwargs, "id": task_id, "eta": eta})
         message.to_outgoing(queue or self.queue or DEFAULT_TASK_QUEUE)
         return message
 
@@ -139,9 +158,15 @@ class Task:
         return f"<Task {self.name!r} of {self.origin}>"
 
 
-def task(function: Callable | None = None, *, name: str | None = None, queue: str | None = None,
-         max_retries: int | None = None, time_limit: float | None = None,
-         dont_retry: tuple[type[BaseException], ...] = ()):
+def task(
+    function: Callable | None = None,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    max_retries: int | None = None,
+    time_limit: float | None = None,
+    dont_retry: tuple[type[BaseException], ...] = (),
+):
     """Register a function as a task: ``@task``, or ``@task(name=..., queue=..., max_retries=...,
     time_limit=..., dont_retry=(ValueError,))``. Returns the :class:`Task`."""
     if max_retries is not None and not 0 <= max_retries <= MOST_RETRIES:
@@ -152,7 +177,8 @@ def task(function: Callable | None = None, *, name: str | None = None, queue: st
         check_work_queue_name(queue)
 
     def register(f: Callable) -> Task:
-        return registry.add(Task(f, name, queue=queue, max_retries=max_retries, time_limit=time_limit,
-                                 dont_retry=dont_retry))
+        return registry.add(
+            Task(f, name, queue=queue, max_retries=max_retries, time_limit=time_limit, dont_retry=dont_retry)
+        )
 
     return register(function) if function is not None else register

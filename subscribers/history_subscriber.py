@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from rabbitry.common.logs.history import require_history
-from rabbitry.common.transport.routing import binding_matches
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Exchange
 from rabbitry.common.transport.contract import Connection, Delivery
+from rabbitry.common.transport.routing import binding_matches
 from rabbitry.subscribers.log_subscriber import DEFAULT_PREFETCH, LogSubscriber
 from rabbitry.subscribers.since import StartPoint, in_window
 
@@ -80,10 +80,17 @@ class HistorySubscriber(LogSubscriber):
     twice a second with a :class:`HistoryProgress` while the replay runs.
     """
 
-    def __init__(self, settings: BrokerSettings, exchange: Exchange, binding_keys: Iterable[str] = (),
-                 start: StartPoint = StartPoint("first", None), until: float | None = None,
-                 prefetch: int = DEFAULT_PREFETCH, name: str = "rabbitry-subscribe",
-                 on_progress: Callable[[HistoryProgress], None] | None = None):
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        exchange: Exchange,
+        binding_keys: Iterable[str] = (),
+        start: StartPoint = StartPoint("first", None),
+        until: float | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        name: str = "rabbitry-subscribe",
+        on_progress: Callable[[HistoryProgress], None] | None = None,
+    ):
         super().__init__(settings, exchange, binding_keys, prefetch=prefetch, name=name)
         self.start = start
         self.until = until
@@ -105,7 +112,8 @@ class HistorySubscriber(LogSubscriber):
             if len(self._matches) >= _MATCH_CACHE_SIZE:
                 self._matches.clear()
             verdict = self._matches[routing_key] = any(
-                binding_matches(self.exchange.type, key, routing_key) for key in self.binding_keys)
+                binding_matches(self.exchange.type, key, routing_key) for key in self.binding_keys
+            )
         return verdict
 
     def _start(self, connection, on_message, done) -> None:
@@ -141,14 +149,22 @@ class HistorySubscriber(LogSubscriber):
 
         start_at = self.start.stream_offset if self.next_offset is None else self.next_offset
         connection.consume(stream, on_delivery, prefetch=self.prefetch, arguments={STREAM_OFFSET: start_at})
-        log.info("subscribed", exchange=self.exchange.name, exchange_type=self.exchange.type, stream=stream,
-                 binding_keys=[key for key in self.binding_keys if self.exchange.type != "fanout"],
-                 since=utc_text(self.start.since) if self.start.since is not None else str(start_at),
-                 until=utc_text(until))
+        log.info(
+            "subscribed",
+            exchange=self.exchange.name,
+            exchange_type=self.exchange.type,
+            stream=stream,
+            binding_keys=[key for key in self.binding_keys if self.exchange.type != "fanout"],
+            since=utc_text(self.start.since) if self.start.since is not None else str(start_at),
+            until=utc_text(until),
+        )
 
     def _reconnect_detail(self) -> str:
-        return f"reconnecting; reading on from offset {self.next_offset}" if self.next_offset is not None \
+        return (
+            f"reconnecting; reading on from offset {self.next_offset}"
+            if self.next_offset is not None
             else "reconnecting"
+        )
 
     def _ack(self, delivery_tag: int, ack_every: int) -> None:
         self._unacked += 1
@@ -169,12 +185,17 @@ class HistorySubscriber(LogSubscriber):
         # A stream's offsets may skip one where a segment begins (a record of its own), so a resumed
         # read that starts one further on has lost nothing.
         later_offset = offset > 0 and (asked == "first" or (isinstance(asked, int) and offset > asked + 1))
-        later_time = (offset > 0 and self.start.since is not None and timestamp is not None
-                      and timestamp > int(self.start.since))
+        later_time = (
+            offset > 0 and self.start.since is not None and timestamp is not None and timestamp > int(self.start.since)
+        )
         if later_offset or later_time:
-            log.warning("history_begins_later", offset=offset, stamped=utc_text(timestamp),
-                        detail=f"history now begins at offset {offset} ({utc_text(timestamp)}): older lines "
-                               "were removed by the stream's retention, or never kept")
+            log.warning(
+                "history_begins_later",
+                offset=offset,
+                stamped=utc_text(timestamp),
+                detail=f"history now begins at offset {offset} ({utc_text(timestamp)}): older lines "
+                "were removed by the stream's retention, or never kept",
+            )
         else:
             log.info("history_begins", offset=offset, stamped=utc_text(timestamp))
 
@@ -182,8 +203,7 @@ class HistorySubscriber(LogSubscriber):
         if self._ended:
             return True
         # Past --until with nothing more to read: the end has been reached.
-        return (self.until is not None and time.time() > self.until + 1
-                and time.monotonic() - self._last_received > 1)
+        return self.until is not None and time.time() > self.until + 1 and time.monotonic() - self._last_received > 1
 
     def on_tick(self) -> None:
         if self.on_progress is None:

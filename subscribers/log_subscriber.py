@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from rabbitry.common.transport.connect import connect, connect_with_retry
 from rabbitry.common.errors import ConfigurationError, ConnectionLost
-from rabbitry.common.transport.routing import check_routing_key, literal_wildcards
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
+from rabbitry.common.transport.connect import connect, connect_with_retry
 from rabbitry.common.transport.contract import Connection, Delivery
+from rabbitry.common.transport.routing import check_routing_key, literal_wildcards
 
 log = structlog.get_logger("rabbitry.subscriber")
 
@@ -47,8 +47,12 @@ def check_binding_keys(exchange_type: str, keys: Iterable[str]) -> tuple[str, ..
     for key in keys:
         check_routing_key(key, "binding key")
         if exchange_type == "topic" and literal_wildcards(key):
-            log.warning("literal_wildcard", binding_key=key, words=literal_wildcards(key),
-                        detail="'*' and '#' are wildcards only as whole words, as in 'kern.*'")
+            log.warning(
+                "literal_wildcard",
+                binding_key=key,
+                words=literal_wildcards(key),
+                detail="'*' and '#' are wildcards only as whole words, as in 'kern.*'",
+            )
     return tuple(dict.fromkeys(keys))  # a key given twice binds once
 
 
@@ -62,9 +66,16 @@ class LogSubscriber:
     what was published meanwhile is lost: name the queue to keep it.
     """
 
-    def __init__(self, settings: BrokerSettings, exchange: Exchange, binding_keys: Iterable[str] = (),
-                 queue: str | None = None, prefetch: int = DEFAULT_PREFETCH, name: str = "rabbitry-subscribe",
-                 unbind: Iterable[str] = ()):
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        exchange: Exchange,
+        binding_keys: Iterable[str] = (),
+        queue: str | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        name: str = "rabbitry-subscribe",
+        unbind: Iterable[str] = (),
+    ):
         self.settings = settings
         self.exchange = exchange
         binding_keys, self.unbind = tuple(binding_keys), tuple(dict.fromkeys(unbind))
@@ -87,15 +98,23 @@ class LogSubscriber:
             queue = Queue(self.queue, durable=True)
         else:
             queue = Queue("", durable=False, exclusive=True, auto_delete=True)
-        return Topology(exchanges=(self.exchange,), queues=(queue,),
-                        bindings=tuple(Binding(self.exchange.name, queue.name, key) for key in self.binding_keys))
+        return Topology(
+            exchanges=(self.exchange,),
+            queues=(queue,),
+            bindings=tuple(Binding(self.exchange.name, queue.name, key) for key in self.binding_keys),
+        )
 
     def on_tick(self) -> None:
         """Called after each round of deliveries (and at least every tick): nothing here; see subclasses."""
 
-    def run(self, on_message: Callable[[Delivery], None], stop: threading.Event | None = None,
-            count: int | None = None, idle_timeout: float | None = None,
-            after_round: Callable[[], None] | None = None) -> int:
+    def run(
+        self,
+        on_message: Callable[[Delivery], None],
+        stop: threading.Event | None = None,
+        count: int | None = None,
+        idle_timeout: float | None = None,
+        after_round: Callable[[], None] | None = None,
+    ) -> int:
         """Receive until stopped, ``count`` messages, or ``idle_timeout``; return how many were received.
 
         ``after_round`` is called after each round of deliveries (to flush output, say).
@@ -125,12 +144,12 @@ class LogSubscriber:
             return "reconnecting"
         return "reconnecting; messages published meanwhile are lost (use a named queue to keep them)"
 
-    def _start(self, connection: Connection, on_message: Callable[[Delivery], None],
-               done: Callable[[], bool]) -> None:
+    def _start(self, connection: Connection, on_message: Callable[[Delivery], None], done: Callable[[], bool]) -> None:
         """Declare the queue and its bindings, remove those to unbind, and start consuming."""
         if self.resuming and self.queue is not None and connection.queue_state(self.queue) is None:
-            raise ConfigurationError(f"queue {self.queue!r} does not exist: give the binding keys to subscribe it "
-                                     f"with, such as 'kern.*'")
+            raise ConfigurationError(
+                f"queue {self.queue!r} does not exist: give the binding keys to subscribe it with, such as 'kern.*'"
+            )
         names = connection.declare(self.topology())
         queue = names[self.queue or ""]  # the topology declares this queue
         for key in self.unbind:  # again after a reconnect too: unbinding what is not bound changes nothing
@@ -146,9 +165,14 @@ class LogSubscriber:
             self._last_received = time.monotonic()
 
         connection.consume(queue, on_delivery, prefetch=self.prefetch)
-        log.info("subscribed", exchange=self.exchange.name, exchange_type=self.exchange.type, queue=queue,
-                 binding_keys=[key for key in self.binding_keys if self.exchange.type != "fanout"],
-                 **({"resumed": True} if self.resuming else {}))
+        log.info(
+            "subscribed",
+            exchange=self.exchange.name,
+            exchange_type=self.exchange.type,
+            queue=queue,
+            binding_keys=[key for key in self.binding_keys if self.exchange.type != "fanout"],
+            **({"resumed": True} if self.resuming else {}),
+        )
 
     def _consume(self, connection: Connection, on_message, stop, count, idle_timeout) -> None:
         def done() -> bool:
@@ -176,4 +200,3 @@ class LogSubscriber:
 
     def _settle(self, connection: Connection) -> None:
         """Acknowledge what is still held; each delivery is acked as it comes here."""
-

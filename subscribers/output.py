@@ -23,8 +23,7 @@ SEVERITY_STYLES: dict[str, dict[str, Any]] = {
 _SEVERITY_WIDTH = 8
 #: Control characters a terminal would act on (escape sequences, carriage returns, bells),
 #: shown as ``\xNN`` instead; tabs stay, and newlines start an indented continuation line.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]
-                    if code not in (0x09, 0x0A)}
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)] if code not in (0x09, 0x0A)}
 
 
 def readable_line(delivery: Delivery, color: bool = False) -> str:
@@ -57,8 +56,9 @@ def json_line(delivery: Delivery, history: bool = False) -> str:
     if history:
         offset = delivery.headers.get(STREAM_OFFSET)
         record["offset"] = None if offset is None else int(offset)
-        record["timestamp"] = None if delivery.timestamp is None else time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(delivery.timestamp))
+        record["timestamp"] = (
+            None if delivery.timestamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(delivery.timestamp))
+        )
     record["exchange"], record["routing_key"] = delivery.exchange, delivery.routing_key
     try:
         record["body"] = delivery.body.decode("utf-8")

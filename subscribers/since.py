@@ -21,6 +21,7 @@ from rabbitry.common.errors import ConfigurationError
 #: and applying ``since`` to each line here, takes in the lines that either would leave out.
 LOOKUP_MARGIN_S = 60
 
+
 @dataclass(frozen=True)
 class StartPoint:
     """Where to start reading a history stream.
@@ -59,8 +60,10 @@ def parse_since(text: str, now: float) -> StartPoint:
     seconds = duration_seconds(text)
     since = now - seconds if seconds is not None else point_in_time(text)
     if since is None:
-        raise ConfigurationError(f"not a start: {text!r} (give first, a duration such as 30s, 10m or 1h, "
-                                 "or a time such as 2026-11-28T09:00Z)")
+        raise ConfigurationError(
+            f"not a start: {text!r} (give first, a duration such as 30s, 10m or 1h, "
+            "or a time such as 2026-11-28T09:00Z)"
+        )
     if since > now:
         raise ConfigurationError(f"{text!r} is in the future: history starts in the past")
     # Whole seconds, as AMQP timestamps are.
@@ -73,8 +76,9 @@ def parse_until(text: str, now: float) -> float:
     seconds = duration_seconds(text.strip())
     until = now + seconds if seconds is not None else point_in_time(text)
     if until is None:
-        raise ConfigurationError(f"not an end: {text!r} (give a duration such as 10m, or a time such as "
-                                 "2026-11-28T10:00Z)")
+        raise ConfigurationError(
+            f"not an end: {text!r} (give a duration such as 10m, or a time such as 2026-11-28T10:00Z)"
+        )
     return until
 
 

@@ -25,10 +25,17 @@ import time
 import click
 import structlog
 
-from rabbitry.common.cli import (RabbitryCommand, broker_options, check_queue_name, json_option, log_exchange_options,
-                                 logging_options, management_url_option)
-from rabbitry.common.errors import ConfigurationError, ManagementUnavailable, NotBound
 from rabbitry.common.amqp.management import ManagementApi
+from rabbitry.common.cli import (
+    RabbitryCommand,
+    broker_options,
+    check_queue_name,
+    json_option,
+    log_exchange_options,
+    logging_options,
+    management_url_option,
+)
+from rabbitry.common.errors import ConfigurationError, ManagementUnavailable, NotBound
 from rabbitry.subscribers.history_subscriber import HistoryProgress, HistorySubscriber
 from rabbitry.subscribers.log_subscriber import LogSubscriber
 from rabbitry.subscribers.output import json_line, readable_line
@@ -81,9 +88,11 @@ def check_unbind(settings, exchange, queue: str, keys: tuple[str, ...], manageme
         return
     missing = [key for key in keys if key not in bound]
     if missing:
-        raise NotBound(f"queue {queue!r} is not bound to exchange {exchange.name!r} with "
-                       f"{', '.join(repr(k) for k in missing)}; "
-                       f"its keys: {', '.join(repr(k) for k in bound) or 'none'}")
+        raise NotBound(
+            f"queue {queue!r} is not bound to exchange {exchange.name!r} with "
+            f"{', '.join(repr(k) for k in missing)}; "
+            f"its keys: {', '.join(repr(k) for k in bound) or 'none'}"
+        )
 
 
 def _parsed(parse, text: str | None, now: float, option: str):
@@ -99,31 +108,63 @@ def _parsed(parse, text: str | None, now: float, option: str):
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("binding_keys", nargs=-1, metavar="[BINDING_KEY]...")
 @log_exchange_options
-@click.option("--queue", default=None, metavar="NAME", callback=check_queue_name,
-              help="Consume a durable named queue, which keeps messages while no subscriber runs. With no "
-                   "BINDING_KEY it resumes with the bindings the queue has. Default: an exclusive queue "
-                   "named by the broker.")
-@click.option("--unbind", multiple=True, metavar="KEY",
-              help="Remove the binding KEY from the --queue (repeatable), then subscribe with what is left.")
-@click.option("--since", default=None, metavar="WHEN",
-              help="Replay the exchange's history from WHEN, then follow live: 'first', a duration (30s, "
-                   "10m, 1h) or a time (2026-11-28T09:00Z). Needs `rabbitry logs retain`.")
-@click.option("--until", default=None, metavar="WHEN",
-              help="With --since, stop at WHEN: a duration from now or a time.")
-@json_option(": each message's routing key, body, properties and headers; with --since, its offset and "
-             "timestamp too")
+@click.option(
+    "--queue",
+    default=None,
+    metavar="NAME",
+    callback=check_queue_name,
+    help="Consume a durable named queue, which keeps messages while no subscriber runs. With no "
+    "BINDING_KEY it resumes with the bindings the queue has. Default: an exclusive queue "
+    "named by the broker.",
+)
+@click.option(
+    "--unbind",
+    multiple=True,
+    metavar="KEY",
+    help="Remove the binding KEY from the --queue (repeatable), then subscribe with what is left.",
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="WHEN",
+    help="Replay the exchange's history from WHEN, then follow live: 'first', a duration (30s, "
+    "10m, 1h) or a time (2026-11-28T09:00Z). Needs `rabbitry logs retain`.",
+)
+@click.option(
+    "--until", default=None, metavar="WHEN", help="With --since, stop at WHEN: a duration from now or a time."
+)
+@json_option(": each message's routing key, body, properties and headers; with --since, its offset and timestamp too")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after N messages.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-              help="Exit after SECONDS without a message (with --since: after the replay).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Exit after SECONDS without a message (with --since: after the replay).",
+)
 @management_url_option(", to check that --unbind keys are bound")
 @broker_options
 @logging_options()
-def subscribe(settings, binding_keys, exchange, queue, unbind, since, until, as_json, count, timeout,
-              management_url, log_format, log_level):
+def subscribe(
+    settings,
+    binding_keys,
+    exchange,
+    queue,
+    unbind,
+    since,
+    until,
+    as_json,
+    count,
+    timeout,
+    management_url,
+    log_format,
+    log_level,
+):
     """Print each message whose routing key matches a BINDING_KEY ('*' is one word, '#' any number)."""
     if since is not None and queue:
-        raise click.UsageError("--since reads the exchange's history stream, not a queue: give one of "
-                               "--since and --queue")
+        raise click.UsageError(
+            "--since reads the exchange's history stream, not a queue: give one of --since and --queue"
+        )
     if until is not None and since is None:
         raise click.UsageError("--until goes with --since")
     now = time.time()
@@ -132,13 +173,13 @@ def subscribe(settings, binding_keys, exchange, queue, unbind, since, until, as_
     progress = ProgressLine(click.get_text_stream("stderr")) if since and sys.stderr.isatty() else None  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
     try:
         if start is not None:
-            subscriber: LogSubscriber = HistorySubscriber(settings, exchange, binding_keys, start=start, until=end,
-                                           on_progress=progress)
+            subscriber: LogSubscriber = HistorySubscriber(
+                settings, exchange, binding_keys, start=start, until=end, on_progress=progress
+            )
         else:
             subscriber = LogSubscriber(settings, exchange, binding_keys, queue=queue, unbind=unbind)
     except ConfigurationError as error:
-        raise click.BadParameter(str(error), param_hint="--unbind" if unbind and not queue else "BINDING_KEY") \
-            from None
+        raise click.BadParameter(str(error), param_hint="--unbind" if unbind and not queue else "BINDING_KEY") from None
     if unbind:
         check_unbind(settings, exchange, queue, subscriber.unbind, management_url)
     out = click.get_text_stream("stdout")  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__

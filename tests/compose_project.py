@@ -57,8 +57,9 @@ def docker_unavailable_reason(docker: str | None) -> str | None:
     """Why compose.yaml cannot be run here, or None when an engine and Compose v2 both answer."""
     if docker is None or not os.access(docker, os.X_OK):
         return f"no docker client ({docker or 'none on PATH'})"
-    engine = subprocess.run([docker, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True,
-                            timeout=60)
+    engine = subprocess.run(
+        [docker, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=60
+    )
     if engine.returncode != 0:
         return f"no Docker engine answers ({_first_line(engine.stderr)})"
     compose = subprocess.run([docker, "compose", "version", "--short"], capture_output=True, text=True, timeout=60)
@@ -92,20 +93,31 @@ class ComposeProject:
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         """``docker compose -p NAME --profile ... ARGS``, with the project's variables."""
         profiles = [arg for profile in PROFILES for arg in ("--profile", profile)]
-        command = [self.docker, "compose", "--project-name", self.name, "--file", str(COMPOSE_FILE), *profiles,
-                   *args]
-        result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout,
-                                stdin=subprocess.DEVNULL)
+        command = [self.docker, "compose", "--project-name", self.name, "--file", str(COMPOSE_FILE), *profiles, *args]
+        result = subprocess.run(
+            command, env=self.env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"docker compose {' '.join(args)} exited {result.returncode}:\n"
-                                 f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+            raise AssertionError(
+                f"docker compose {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+            )
         return result
 
     def up(self, *services: str, scale: int | None = None, timeout: float = 300) -> None:
         """Start ``services`` (with their dependencies) and wait until each is running, or healthy."""
         scaling = [] if scale is None else [arg for service in services for arg in ("--scale", f"{service}={scale}")]
-        self.compose("up", "--detach", "--no-build", "--wait", "--wait-timeout", str(int(timeout)), *scaling,
-                     *services, timeout=timeout + 60)
+        self.compose(
+            "up",
+            "--detach",
+            "--no-build",
+            "--wait",
+            "--wait-timeout",
+            str(int(timeout)),
+            *scaling,
+            *services,
+            timeout=timeout + 60,
+        )
 
     def run(self, service: str, timeout: float = 300) -> str:
         """``docker compose run`` a one-off container of ``service`` to its end; its standard output."""
@@ -145,15 +157,23 @@ class ComposeProject:
     def leftovers(self) -> dict[str, list[str]]:
         """The project's containers, volumes and networks that the engine still holds."""
         label = f"label={PROJECT_LABEL}={self.name}"
-        return {kind: docker_run(self.docker, *command, "--quiet", "--filter", label).stdout.split()
-                for kind, command in (("containers", ("ps", "--all")), ("volumes", ("volume", "ls")),
-                                      ("networks", ("network", "ls")))}
+        return {
+            kind: docker_run(self.docker, *command, "--quiet", "--filter", label).stdout.split()
+            for kind, command in (
+                ("containers", ("ps", "--all")),
+                ("volumes", ("volume", "ls")),
+                ("networks", ("network", "ls")),
+            )
+        }
 
     def remove_leftovers(self) -> None:
         """Force away whatever ``down`` left, so that a failed test leaves nothing either."""
         left = self.leftovers()
-        for kind, command in (("containers", ("rm", "--force", "--volumes")), ("volumes", ("volume", "rm")),
-                              ("networks", ("network", "rm"))):
+        for kind, command in (
+            ("containers", ("rm", "--force", "--volumes")),
+            ("volumes", ("volume", "rm")),
+            ("networks", ("network", "rm")),
+        ):
             if left[kind]:
                 docker_run(self.docker, *command, *left[kind], check=False)
 
@@ -192,8 +212,12 @@ def compose_project(docker, rabbitry_image):
 
     def make(**variables: str) -> ComposeProject:
         name = f"rabbitry-test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
-        defaults = {"RABBITRY_IMAGE": rabbitry_image, "RABBITRY_LOG_FORMAT": "json",
-                    "RABBITMQ_PORT": "127.0.0.1:", "RABBITMQ_MANAGEMENT_PORT": "127.0.0.1:"}
+        defaults = {
+            "RABBITRY_IMAGE": rabbitry_image,
+            "RABBITRY_LOG_FORMAT": "json",
+            "RABBITMQ_PORT": "127.0.0.1:",
+            "RABBITMQ_MANAGEMENT_PORT": "127.0.0.1:",
+        }
         project = ComposeProject(docker, name, {**defaults, **variables})
         projects.append(project)
         return project

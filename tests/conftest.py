@@ -13,12 +13,11 @@ import uuid
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_UNROUTED, dead_letter_queue_name,
-                                      delay_level_names)
+from rabbitry.common.topology import DELAY_DELIVERY_EXCHANGE, DELAY_UNROUTED, dead_letter_queue_name, delay_level_names
+from rabbitry.common.transport.connect import connect
 from tests.helpers import WorkerProcess, rabbitmq_image, run_command
 from tests.transport_helpers import Transport
 
@@ -74,8 +73,9 @@ def remove_delay_levels_if_empty(url: str) -> None:
     they run, and remove them at the end unless something still waits in them."""
     with connect(BrokerSettings.from_url(url), "rabbitry-tests-cleanup") as conn:
         levels = [*delay_level_names(), DELAY_UNROUTED]
-        if any((state := conn.queue_state(name)) is not None and (state.messages or state.consumers)
-               for name in levels):
+        if any(
+            (state := conn.queue_state(name)) is not None and (state.messages or state.consumers) for name in levels
+        ):
             return
         for name in levels:
             conn.delete_queue(name)

@@ -47,13 +47,13 @@ def fail_until(marker: str, failures: int) -> int:
 @task(dont_retry=(PermanentError,))
 def fail_on_a_file_name_that_is_not_utf8():
     """Raise an error naming a file whose name is not UTF-8, as ``os.listdir`` hands it over."""
-    raise PermanentError(f"cannot process {os.fsdecode(b'/data/in-' + bytes([0xff]))}")
+    raise PermanentError(f"cannot process {os.fsdecode(b'/data/in-' + bytes([0xFF]))}")
 
 
 @task
 def fail_on_a_file_name_that_is_not_utf8_then_retry():
     """As above, but retryable: the retry carries the error too."""
-    raise RuntimeError(f"cannot process {os.fsdecode(b'/data/in-' + bytes([0xff]))}")
+    raise RuntimeError(f"cannot process {os.fsdecode(b'/data/in-' + bytes([0xFF]))}")
 
 
 @task

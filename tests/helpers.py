@@ -14,8 +14,8 @@ import pika
 from pika import spec
 
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.topology import Binding, Queue, Topology, log_exchange
+from rabbitry.common.transport.connect import connect
 
 BIN = os.path.dirname(sys.executable)
 
@@ -34,11 +34,24 @@ def command_path(name: str) -> str:
     return os.path.join(BIN, name)
 
 
-def run_command(args: list[str], env: dict, input: str | None = None, timeout: float = 60,
-                check: bool = False, cwd: str | None = None) -> subprocess.CompletedProcess:
+def run_command(
+    args: list[str],
+    env: dict,
+    input: str | None = None,
+    timeout: float = 60,
+    check: bool = False,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess:
     """Run a rabbitry command (in folder ``cwd``, if given) and capture its output."""
-    result = subprocess.run([command_path(args[0]), *args[1:]], env=env, input=input, capture_output=True,
-                            text=True, timeout=timeout, cwd=cwd)
+    result = subprocess.run(
+        [command_path(args[0]), *args[1:]],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
     return result
@@ -82,8 +95,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message
 class WorkerProcess:
     """A ``worker`` command running in the background, its log in a temporary file."""
 
-    def __init__(self, queue: str, args: list[str], env: dict, cwd: str | None = None,
-                 command: str | None = None):
+    def __init__(self, queue: str, args: list[str], env: dict, cwd: str | None = None, command: str | None = None):
         self.queue = queue
         self.args = args
         self.env = env
@@ -95,7 +107,12 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         self.process = subprocess.Popen(
             [self.command, "--queue", self.queue, "--log-format", "json", *self.args],
-            env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def wait_for_consumers(self, settings, consumers: int | None = None, timeout: float = 30.0) -> None:
@@ -159,8 +176,9 @@ class NodeCommands:
     def __init__(self, url: str, **env):
         self.url = url
         self.settings = BrokerSettings.from_url(url, reconnect_for=60.0)
-        self.env = dict(os.environ, AMQP_URL=url, RABBITRY_LOG_FORMAT="json", PYTHONUNBUFFERED="1",
-                        PYTHONPATH=REPOSITORY, **env)
+        self.env = dict(
+            os.environ, AMQP_URL=url, RABBITRY_LOG_FORMAT="json", PYTHONUNBUFFERED="1", PYTHONPATH=REPOSITORY, **env
+        )
         self.workers: list[WorkerProcess] = []
 
     def run(self, *args, **kwargs):
@@ -210,8 +228,13 @@ def succeeded_ids(*workers) -> set[str]:
 
 def bind_everything(connection, exchange: str, queue: str, durable: bool = False) -> None:
     """A queue that takes every message of the topic exchange ``exchange``."""
-    connection.declare(Topology(exchanges=(log_exchange("topic", exchange, durable),),
-                                queues=(Queue(queue, durable=durable),), bindings=(Binding(exchange, queue, "#"),)))
+    connection.declare(
+        Topology(
+            exchanges=(log_exchange("topic", exchange, durable),),
+            queues=(Queue(queue, durable=durable),),
+            bindings=(Binding(exchange, queue, "#"),),
+        )
+    )
 
 
 def drain(connection, queue: str) -> list:
@@ -229,7 +252,7 @@ def raw_header(name: str, kind: bytes, value: bytes) -> bytes:
 
 
 #: A timestamp header past the year 9999, which the broker takes and pika cannot decode.
-TIMESTAMP_PAST_9999 = raw_header("sent", b"T", struct.pack(">Q", 2 ** 63))
+TIMESTAMP_PAST_9999 = raw_header("sent", b"T", struct.pack(">Q", 2**63))
 
 
 def array_of_bytes(name: str, count: int) -> bytes:
@@ -247,12 +270,21 @@ class RawHeaderProperties(spec.BasicProperties):
     def encode(self):
         flags = self.FLAG_CONTENT_TYPE | self.FLAG_HEADERS | self.FLAG_DELIVERY_MODE | self.FLAG_MESSAGE_ID
         content_type, message_id = self.content_type.encode(), self.message_id.encode()
-        return [struct.pack(">H", flags), bytes([len(content_type)]), content_type,
-                struct.pack(">I", len(self._table)), self._table, bytes([2]), bytes([len(message_id)]), message_id]
+        return [
+            struct.pack(">H", flags),
+            bytes([len(content_type)]),
+            content_type,
+            struct.pack(">I", len(self._table)),
+            self._table,
+            bytes([2]),
+            bytes([len(message_id)]),
+            message_id,
+        ]
 
 
-def publish_with_raw_headers(url: str, queue: str, body: bytes, table: bytes, message_id: str,
-                             content_type: str = "application/json") -> None:
+def publish_with_raw_headers(
+    url: str, queue: str, body: bytes, table: bytes, message_id: str, content_type: str = "application/json"
+) -> None:
     """Publish to ``queue`` with a confirm, and headers given as encoded fields (see :func:`raw_header`)."""
     with pika.BlockingConnection(pika.URLParameters(url)) as raw:
         channel = raw.channel()
@@ -264,15 +296,18 @@ def summary_counts(stderr: str) -> dict[str, int]:
     """The numbers of new-task's summary, the last line of its standard error: {"queued": 3, "not_sent": 0, ...}."""
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("summary: "), stderr
-    return {word.replace(" ", "_"): int(number)
-            for number, word in re.findall(r"(\d+) (queued|refused|unconfirmed|not sent)", last)}
+    return {
+        word.replace(" ", "_"): int(number)
+        for number, word in re.findall(r"(\d+) (queued|refused|unconfirmed|not sent)", last)
+    }
 
 
 def queue_uneven_tasks(run, queue: str, folder) -> int:
     """Queue 24 sleep tasks, every 4th 0.4 s and the others 0.01 s; return how many."""
     tasks = folder / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n"
-                             for i in range(24)))
+    tasks.write_text(
+        "".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n" for i in range(24))
+    )
     run("new-task", "--file", str(tasks), "--queue", queue, check=True)
     return 24
 

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings, TlsSettings
+from rabbitry.common.transport.connect import connect
 
 RABBITMQ_USER = "rabbitmq"
 #: Where the server scripts live; the first that exists is used.
@@ -163,11 +163,26 @@ def make_tls_files(directory: Path) -> TlsFiles:
     for name in ("server", "client"):
         run("req", *curve, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=rabbitry-{name}")
         extension = ["-extfile", "server.ext"] if name == "server" else []
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", *extension)
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            *extension,
+        )
     path = str(directory)
-    return TlsFiles(f"{path}/ca.pem", f"{path}/server.pem", f"{path}/server.key", f"{path}/client.pem",
-                    f"{path}/client.key")
+    return TlsFiles(
+        f"{path}/ca.pem", f"{path}/server.pem", f"{path}/server.key", f"{path}/client.pem", f"{path}/client.key"
+    )
 
 
 class RabbitNode:
@@ -178,8 +193,9 @@ class RabbitNode:
     enables the management plugin on a port of its own (``management_url``).
     """
 
-    def __init__(self, prefix: str = "t", tls: bool = False, config: dict[str, object] | None = None,
-                 management: bool = False):
+    def __init__(
+        self, prefix: str = "t", tls: bool = False, config: dict[str, object] | None = None, management: bool = False
+    ):
         reap_stale_nodes()
         self.name = f"{prefix}-{uuid.uuid4().hex[:6]}@localhost"
         self.amqp_port = free_port()
@@ -221,7 +237,11 @@ class RabbitNode:
         log = open(self.directory / "server.out", "ab")
         self._process = subprocess.Popen(
             _as_rabbitmq([_script("rabbitmq-server")], self._environment()),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         (self.directory / "group").write_text(str(self._process.pid))
         if wait:
@@ -234,8 +254,9 @@ class RabbitNode:
         settings = BrokerSettings.from_url(self.url)
         while True:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"RabbitMQ node {self.name} exited with {self._process.returncode}:\n"
-                                   + self.log_tail())
+                raise RuntimeError(
+                    f"RabbitMQ node {self.name} exited with {self._process.returncode}:\n" + self.log_tail()
+                )
             with contextlib.suppress(RabbitryError):
                 connect(settings, "rabbitry-tests-node-probe").close()
                 return
@@ -250,8 +271,12 @@ class RabbitNode:
 
     def ctl(self, *args: str, timeout: float = _CTL_TIMEOUT_S, check: bool = True) -> str:
         """Run ``rabbitmqctl -n NODE ARGS`` and return its output."""
-        result = subprocess.run(_as_rabbitmq([_script("rabbitmqctl"), "-n", self.name, *args], {}),
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            _as_rabbitmq([_script("rabbitmqctl"), "-n", self.name, *args], {}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.name} failed: {result.stderr or result.stdout}")
         return result.stdout
@@ -329,16 +354,22 @@ class RabbitNode:
         for sub in ("mnesia", "log"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         (self.directory / "owner").write_text(str(os.getpid()))
-        lines = [f"listeners.tcp.1 = 127.0.0.1:{self.amqp_port}",
-                 "log.console = true", "log.console.level = warning", "log.file.level = info"]
+        lines = [
+            f"listeners.tcp.1 = 127.0.0.1:{self.amqp_port}",
+            "log.console = true",
+            "log.console.level = warning",
+            "log.file.level = info",
+        ]
         if tls:
             self.tls_files = make_tls_files(self.directory / "tls")
-            lines += [f"listeners.ssl.1 = 127.0.0.1:{self.tls_port}",
-                      f"ssl_options.cacertfile = {self.tls_files.ca_file}",
-                      f"ssl_options.certfile = {self.tls_files.server_cert}",
-                      f"ssl_options.keyfile = {self.tls_files.server_key}",
-                      "ssl_options.verify = verify_peer",
-                      "ssl_options.fail_if_no_peer_cert = true"]
+            lines += [
+                f"listeners.ssl.1 = 127.0.0.1:{self.tls_port}",
+                f"ssl_options.cacertfile = {self.tls_files.ca_file}",
+                f"ssl_options.certfile = {self.tls_files.server_cert}",
+                f"ssl_options.keyfile = {self.tls_files.server_key}",
+                "ssl_options.verify = verify_peer",
+                "ssl_options.fail_if_no_peer_cert = true",
+            ]
         if self.management_port:
             lines += [f"management.tcp.port = {self.management_port}", "management.tcp.ip = 127.0.0.1"]
         lines += [f"{key} = {value}" for key, value in self.config.items()]
@@ -448,11 +479,15 @@ def module_resource(name: str, factory, doc: str):
 
 
 _extra_broker_started, extra_broker = module_resource(
-    "extra_broker", RabbitNode, "A RabbitMQ node of this test module's own, running at the start of each test.")
+    "extra_broker", RabbitNode, "A RabbitMQ node of this test module's own, running at the start of each test."
+)
 _tls_broker_started, tls_broker = module_resource(
-    "tls_broker", lambda: RabbitNode(prefix="tls", tls=True),
-    "A node with a TLS listener (``.tls_url``, ``.tls_files``) that requires a client certificate.")
+    "tls_broker",
+    lambda: RabbitNode(prefix="tls", tls=True),
+    "A node with a TLS listener (``.tls_url``, ``.tls_files``) that requires a client certificate.",
+)
 _management_broker_started, management_broker = module_resource(
-    "management_broker", lambda: RabbitNode(prefix="mgmt", management=True,
-                                            config={"collect_statistics_interval": 500}),
-    "A node with the management plugin (``.management_url``), its statistics refreshed twice a second.")
+    "management_broker",
+    lambda: RabbitNode(prefix="mgmt", management=True, config={"collect_statistics_interval": 500}),
+    "A node with the management plugin (``.management_url``), its statistics refreshed twice a second.",
+)

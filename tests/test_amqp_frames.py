@@ -16,18 +16,27 @@ short_strings = st.one_of(
 )
 octets = st.integers(0, 255)
 longs = st.integers(0, 2**64 - 1)
-header_values = st.one_of(st.none(), st.booleans(), st.integers(-2**31, 2**31 - 1), st.text(max_size=20))
+header_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**31), 2**31 - 1), st.text(max_size=20))
 tables = st.dictionaries(st.text(min_size=1, max_size=10), header_values, max_size=4)
 
 delivers = st.builds(spec.Basic.Deliver, short_strings, longs, st.booleans(), short_strings, short_strings)
 properties = st.builds(
     spec.BasicProperties,
-    content_type=st.none() | short_strings, content_encoding=st.none() | short_strings,
-    headers=st.none() | tables, delivery_mode=st.none() | octets, priority=st.none() | octets,
-    correlation_id=st.none() | short_strings, reply_to=st.none() | short_strings,
-    expiration=st.none() | short_strings, message_id=st.none() | short_strings,
-    timestamp=st.none() | longs, type=st.none() | short_strings, user_id=st.none() | short_strings,
-    app_id=st.none() | short_strings, cluster_id=st.none() | short_strings)
+    content_type=st.none() | short_strings,
+    content_encoding=st.none() | short_strings,
+    headers=st.none() | tables,
+    delivery_mode=st.none() | octets,
+    priority=st.none() | octets,
+    correlation_id=st.none() | short_strings,
+    reply_to=st.none() | short_strings,
+    expiration=st.none() | short_strings,
+    message_id=st.none() | short_strings,
+    timestamp=st.none() | longs,
+    type=st.none() | short_strings,
+    user_id=st.none() | short_strings,
+    app_id=st.none() | short_strings,
+    cluster_id=st.none() | short_strings,
+)
 channels = st.integers(1, 2047)
 frames = st.one_of(
     st.builds(frame.Method, channels, delivers),
@@ -67,22 +76,29 @@ def test_a_frame_is_read_as_pika_reads_it_with_whatever_follows_it(value, follow
 @given(frames, st.data())
 def test_a_frame_cut_short_or_with_a_byte_changed_is_read_or_refused_as_pika_does(value, data):
     marshalled = value.marshal()
-    read_alike(marshalled[:data.draw(st.integers(0, len(marshalled) - 1), label="length")])
+    read_alike(marshalled[: data.draw(st.integers(0, len(marshalled) - 1), label="length")])
     position = data.draw(st.integers(0, len(marshalled) - 1), label="position")
     changed = bytes([data.draw(octets, label="byte")])
-    read_alike(marshalled[:position] + changed + marshalled[position + 1:])
+    read_alike(marshalled[:position] + changed + marshalled[position + 1 :])
 
 
 def test_a_delivery_is_read_into_the_values_it_was_sent_with():
     deliver = spec.Basic.Deliver("ctag1.abc", 2**40 + 7, True, "logs", "kern.critical")
-    sent = spec.BasicProperties(content_type="application/json", delivery_mode=2, message_id="id-1",
-                                timestamp=1_796_640_000, type="noop", headers={"attempt": 1})
-    received = (frame.Method(3, deliver).marshal() + frame.Header(3, 5, sent).marshal()
-                + frame.Body(3, b"hello").marshal())
+    sent = spec.BasicProperties(
+        content_type="application/json",
+        delivery_mode=2,
+        message_id="id-1",
+        timestamp=1_796_640_000,
+        type="noop",
+        headers={"attempt": 1},
+    )
+    received = (
+        frame.Method(3, deliver).marshal() + frame.Header(3, 5, sent).marshal() + frame.Body(3, b"hello").marshal()
+    )
 
     method_used, method = decode_frame(received)
     header_used, header = decode_frame(received[method_used:])
-    _, body = decode_frame(received[method_used + header_used:])
+    _, body = decode_frame(received[method_used + header_used :])
 
     assert (method.channel_number, vars(method.method)) == (3, vars(deliver))
     assert (header.body_size, vars(header.properties)) == (5, vars(sent))

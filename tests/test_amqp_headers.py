@@ -26,7 +26,11 @@ def test_a_message_whose_headers_pika_cannot_read_arrives_with_a_note_instead(br
     assert delivery.headers[UNREADABLE_HEADERS].startswith("OverflowError")
     # Everything but the header table is read as usual, and the connection goes on.
     assert (delivery.body, delivery.message_id, delivery.content_type, delivery.persistent) == (
-        b"the body", "unreadable", "text/plain", True)
+        b"the body",
+        "unreadable",
+        "text/plain",
+        True,
+    )
     connection.publish(OutgoingMessage(queue, b"after"))
     assert connection.wait_for_confirms(10) == []
     assert connection.get(queue).body == b"after"

@@ -37,6 +37,7 @@ def dead_letters(connection, queue: str, count: int) -> list:
 
 # -- the task object ----------------------------------------------------------------
 
+
 def test_calling_a_task_runs_the_function_here(unique_name):
     @task(name=unique_name)
     def add(a, b=1):
@@ -53,9 +54,11 @@ def test_a_wrong_call_fails_at_the_caller_and_sends_nothing(unique_name, work_qu
     def resize(path: str, width: int = 800):
         pass
 
-    for args, kwargs, problem in [((), {}, "missing a required argument: 'path'"),
-                                  (("a.png", 1, 2), {}, "too many positional arguments"),
-                                  (("a.png",), {"height": 3}, "unexpected keyword argument 'height'")]:
+    for args, kwargs, problem in [
+        ((), {}, "missing a required argument: 'path'"),
+        (("a.png", 1, 2), {}, "too many positional arguments"),
+        (("a.png",), {"height": 3}, "unexpected keyword argument 'height'"),
+    ]:
         with pytest.raises(TypeError, match=problem) as raised:
             resize.delay(*args, **kwargs)
         assert str(raised.value).startswith(f"{unique_name}(path: str, width: int = 800): ")
@@ -71,7 +74,8 @@ def test_a_wrong_call_fails_at_the_caller_and_sends_nothing(unique_name, work_qu
 
 
 def test_threads_share_the_default_submitter_and_every_task_is_queued_once(
-        unique_name, work_queue_name, connection, broker_url, monkeypatch, request):
+    unique_name, work_queue_name, connection, broker_url, monkeypatch, request
+):
     monkeypatch.setenv("AMQP_URL", broker_url)
     request.addfinalizer(default_submitter.close)
 
@@ -93,7 +97,8 @@ def test_threads_share_the_default_submitter_and_every_task_is_queued_once(
 
 
 def test_instrument_counts_what_delay_submits_on_the_applications_registry(
-        unique_name, work_queue_name, broker_url, monkeypatch, request):
+    unique_name, work_queue_name, broker_url, monkeypatch, request
+):
     from prometheus_client import CollectorRegistry
 
     import rabbitry
@@ -123,6 +128,7 @@ def test_a_name_registered_twice_is_an_error_naming_both_functions(unique_name):
         pass
 
     with pytest.raises(DuplicateTask) as raised:
+
         @task(name=unique_name)
         def second():
             pass
@@ -155,19 +161,23 @@ def test_task_options_out_of_range_are_refused_at_the_decorator():
 
 # -- delay, end to end -------------------------------------------------------------
 
+
 def write_project(folder, task_name: str, queue: str) -> None:
     """An application: myapp/tasks.py with one task, and send.py that queues it."""
     (folder / "myapp").mkdir()
     (folder / "myapp" / "__init__.py").write_text("")
-    (folder / "myapp" / "tasks.py").write_text(textwrap.dedent(f"""\
+    (folder / "myapp" / "tasks.py").write_text(
+        textwrap.dedent(f"""\
         from rabbitry import task
 
         @task(name={task_name!r}, queue={queue!r})
         def resize(path: str, width: int = 800) -> None:
             with open(path, "w") as out:
                 out.write(f"resized to {{width}}")
-        """))
-    (folder / "send.py").write_text(textwrap.dedent("""\
+        """)
+    )
+    (folder / "send.py").write_text(
+        textwrap.dedent("""\
         import sys
 
         from myapp.tasks import resize
@@ -177,18 +187,22 @@ def write_project(folder, task_name: str, queue: str) -> None:
             resize.delay(sys.argv[1], height=300)
         except TypeError as error:
             print(f"TypeError: {error}")
-        """))
+        """)
+    )
 
 
 def test_delay_from_a_script_is_run_by_a_worker_started_in_the_project_folder(
-        start_worker, cli_env, work_queue_name, unique_name, tmp_path):
+    start_worker, cli_env, work_queue_name, unique_name, tmp_path
+):
     write_project(tmp_path, unique_name, work_queue_name)
-    worker = start_worker(work_queue_name, "--processes", "1", "--tasks", "myapp.tasks", cwd=str(tmp_path),
-                          env={"PYTHONPATH": ""})
+    worker = start_worker(
+        work_queue_name, "--processes", "1", "--tasks", "myapp.tasks", cwd=str(tmp_path), env={"PYTHONPATH": ""}
+    )
     output = tmp_path / "resized"
 
-    sent = subprocess.run([sys.executable, "send.py", str(output)], cwd=tmp_path, env=cli_env,
-                          capture_output=True, text=True, timeout=60)
+    sent = subprocess.run(
+        [sys.executable, "send.py", str(output)], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60
+    )
 
     assert sent.returncode == 0, sent.stderr
     task_id, wrong_call = sent.stdout.splitlines()
@@ -201,15 +215,24 @@ def test_delay_from_a_script_is_run_by_a_worker_started_in_the_project_folder(
 
 
 def test_send_with_options_sends_to_another_queue_with_the_callers_task_id(
-        run, start_worker, cli_env, work_queue_name, unique_name, tmp_path):
+    run, start_worker, cli_env, work_queue_name, unique_name, tmp_path
+):
     write_project(tmp_path, unique_name, "the-default-queue-of-the-task")
-    script = ("import sys; from myapp.tasks import resize; "
-              "print(resize.send_with_options(args=[sys.argv[1]], kwargs={'width': 5}, queue=sys.argv[2], "
-              "task_id='my-own-id'))")
+    script = (
+        "import sys; from myapp.tasks import resize; "
+        "print(resize.send_with_options(args=[sys.argv[1]], kwargs={'width': 5}, queue=sys.argv[2], "
+        "task_id='my-own-id'))"
+    )
     output = tmp_path / "resized"
 
-    sent = subprocess.run([sys.executable, "-c", script, str(output), work_queue_name], cwd=tmp_path, env=cli_env,
-                          capture_output=True, text=True, timeout=60)
+    sent = subprocess.run(
+        [sys.executable, "-c", script, str(output), work_queue_name],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.strip() == "my-own-id"
@@ -219,15 +242,19 @@ def test_send_with_options_sends_to_another_queue_with_the_callers_task_id(
 
 
 def test_a_task_sent_with_a_delay_runs_after_it_and_its_log_line_says_how_late(
-        run, start_worker, cli_env, work_queue_name, unique_name, tmp_path):
+    run, start_worker, cli_env, work_queue_name, unique_name, tmp_path
+):
     write_project(tmp_path, unique_name, work_queue_name)
-    script = ("import time; from myapp.tasks import resize; "
-              "sent = time.time(); handle = resize.send_with_options(args=['-'], kwargs={'width': 3}, delay=2); "
-              "print(handle.id, sent)")
+    script = (
+        "import time; from myapp.tasks import resize; "
+        "sent = time.time(); handle = resize.send_with_options(args=['-'], kwargs={'width': 3}, delay=2); "
+        "print(handle.id, sent)"
+    )
     worker = start_worker(work_queue_name, "--processes", "1", "--tasks", "myapp.tasks", cwd=str(tmp_path))
 
-    sent = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env, capture_output=True,
-                          text=True, timeout=60)
+    sent = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60
+    )
 
     assert sent.returncode == 0, sent.stderr
     task_id, sent_at = sent.stdout.split()
@@ -250,13 +277,17 @@ def test_a_delay_past_the_longest_is_refused_before_anything_is_sent(unique_name
 
 # -- arguments that cannot bind ------------------------------------------------------
 
+
 def test_arguments_that_do_not_fit_are_dead_lettered_on_the_first_attempt(
-        run, start_worker, work_queue_name, connection):
+    run, start_worker, work_queue_name, connection
+):
     worker = start_worker(work_queue_name, "--processes", "1")
     unknown = "a_rather_long_keyword_argument_that_sleep_does_not_take"
     calls = [["--args", "[1, 2, 3]"], ["--kwargs", json.dumps({"seconds": 0, unknown: 1})]]
-    ids = [run("new-task", "--task", "sleep", *call, "--queue", work_queue_name, check=True).stdout.strip()
-           for call in calls]
+    ids = [
+        run("new-task", "--task", "sleep", *call, "--queue", work_queue_name, check=True).stdout.strip()
+        for call in calls
+    ]
 
     letters = {letter.message_id: letter for letter in dead_letters(connection, work_queue_name, 2)}
 
@@ -264,8 +295,10 @@ def test_arguments_that_do_not_fit_are_dead_lettered_on_the_first_attempt(
     for letter in letters.values():
         assert letter.headers["x-rabbitry-reason"] == "bad_arguments"
         assert json.loads(letter.body)["attempt"] == 0
-    assert letters[ids[0]].headers["x-rabbitry-error"] == \
-        "TypeError: sleep(seconds: float = 0.0): too many positional arguments"
+    assert (
+        letters[ids[0]].headers["x-rabbitry-error"]
+        == "TypeError: sleep(seconds: float = 0.0): too many positional arguments"
+    )
     assert letters[ids[1]].headers["x-rabbitry-error"].endswith(f"got an unexpected keyword argument '{unknown}'")
     assert not worker.events("task_failed")  # never run, never retried
 
@@ -277,22 +310,33 @@ def test_dlq_list_shortens_a_long_error_on_a_word_boundary(run, start_worker, wo
     wait_until(lambda: dead_letter_count(connection, work_queue_name) == 1, message="the dead letter")
 
     listed = run("rabbitry", "dlq", "list", "--queue", work_queue_name, check=True).stdout.splitlines()[1]
-    (letter,) = [json.loads(line) for line in
-                 run("rabbitry", "dlq", "list", "--json", "--queue", work_queue_name, check=True).stdout.splitlines()]
+    (letter,) = [
+        json.loads(line)
+        for line in run("rabbitry", "dlq", "list", "--json", "--queue", work_queue_name, check=True).stdout.splitlines()
+    ]
 
     error = letter["error"]
     assert error.endswith(f"'{unknown}'")  # stored whole
-    shown = listed[listed.index("TypeError"):]
+    shown = listed[listed.index("TypeError") :]
     assert shown.endswith("…") and len(shown) <= 70
     assert error.startswith(shown[:-1]) and error[len(shown) - 1] == " "  # cut between words
 
 
 def test_a_type_error_raised_inside_a_task_is_an_ordinary_failure(
-        run, start_worker, work_queue_name, connection, tmp_path):
+    run, start_worker, work_queue_name, connection, tmp_path
+):
     worker = start_worker(work_queue_name, "--processes", "1", *API_TASKS, cwd=REPOSITORY)
     marker = tmp_path / "runs"
-    run("new-task", "--task", "raise_type_error_inside", "--args", json.dumps([str(marker)]), "--queue",
-        work_queue_name, check=True)
+    run(
+        "new-task",
+        "--task",
+        "raise_type_error_inside",
+        "--args",
+        json.dumps([str(marker)]),
+        "--queue",
+        work_queue_name,
+        check=True,
+    )
 
     (letter,) = dead_letters(connection, work_queue_name, 1)
 
@@ -303,14 +347,23 @@ def test_a_type_error_raised_inside_a_task_is_an_ordinary_failure(
 
 # -- tasks' own options, and the worker's flags over them -----------------------------
 
-def test_a_tasks_own_max_retries_and_time_limit_are_honoured(run, start_worker, work_queue_name, connection,
-                                                             tmp_path):
+
+def test_a_tasks_own_max_retries_and_time_limit_are_honoured(run, start_worker, work_queue_name, connection, tmp_path):
     start_worker(work_queue_name, "--processes", "1", *API_TASKS, cwd=REPOSITORY)
     marker = tmp_path / "runs"
-    failing = run("new-task", "--task", "fail_with_no_retry", "--args", json.dumps([str(marker)]), "--queue",
-                  work_queue_name, check=True).stdout.strip()
-    slow = run("new-task", "--task", "outlive_the_time_limit", "--args", "[60]", "--queue", work_queue_name,
-               check=True).stdout.strip()
+    failing = run(
+        "new-task",
+        "--task",
+        "fail_with_no_retry",
+        "--args",
+        json.dumps([str(marker)]),
+        "--queue",
+        work_queue_name,
+        check=True,
+    ).stdout.strip()
+    slow = run(
+        "new-task", "--task", "outlive_the_time_limit", "--args", "[60]", "--queue", work_queue_name, check=True
+    ).stdout.strip()
 
     letters = {letter.message_id: letter for letter in dead_letters(connection, work_queue_name, 2)}
 
@@ -320,12 +373,19 @@ def test_a_tasks_own_max_retries_and_time_limit_are_honoured(run, start_worker, 
     assert "fails on purpose" in letters[failing].headers["x-rabbitry-error"]
 
 
-def test_the_workers_max_retries_flag_overrides_the_tasks_own(run, start_worker, work_queue_name, connection,
-                                                              tmp_path):
+def test_the_workers_max_retries_flag_overrides_the_tasks_own(run, start_worker, work_queue_name, connection, tmp_path):
     worker = start_worker(work_queue_name, "--processes", "1", "--max-retries", "1", *API_TASKS, cwd=REPOSITORY)
     marker = tmp_path / "runs"
-    run("new-task", "--task", "fail_with_no_retry", "--args", json.dumps([str(marker)]), "--queue",
-        work_queue_name, check=True)
+    run(
+        "new-task",
+        "--task",
+        "fail_with_no_retry",
+        "--args",
+        json.dumps([str(marker)]),
+        "--queue",
+        work_queue_name,
+        check=True,
+    )
 
     (letter,) = dead_letters(connection, work_queue_name, 1)
 
@@ -336,13 +396,21 @@ def test_the_workers_max_retries_flag_overrides_the_tasks_own(run, start_worker,
 
 # -- the public API ------------------------------------------------------------------
 
-def test_importing_rabbitry_is_light_and_every_public_name_resolves():
-    script = ("import sys, rabbitry; light = not [m for m in sys.modules if m.startswith(('pika', 'click'))]; "
-              "print(light, all(getattr(rabbitry, name) for name in rabbitry.__all__), "
-              "'Task' in dir(rabbitry), hasattr(rabbitry, 'registry'))")
 
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+def test_importing_rabbitry_is_light_and_every_public_name_resolves():
+    script = (
+        "import sys, rabbitry; light = not [m for m in sys.modules if m.startswith(('pika', 'click'))]; "
+        "print(light, all(getattr(rabbitry, name) for name in rabbitry.__all__), "
+        "'Task' in dir(rabbitry), hasattr(rabbitry, 'registry'))"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
 
     assert result.stdout.split() == ["True", "True", "True", "False"], result.stderr
 
@@ -362,8 +430,9 @@ def test_a_forked_child_sends_on_a_connection_of_its_own(cli_env, work_queue_nam
         resize.delay("parent, after the fork")
         """)
 
-    sent = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
-                          timeout=60)
+    sent = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60
+    )
 
     assert sent.returncode == 0, sent.stderr
     queued = [json.loads(delivery.body)["args"][0] for delivery in drain(connection, work_queue_name)]

@@ -40,15 +40,18 @@ def test_a_task_module_that_does_not_import_stops_the_worker_at_once(run, work_q
     assert_one_line_error(result, ExitCode.USAGE, "no.such.module")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--args", "{not json"], "--args"),
-    (["--kwargs", "[1]"], "--kwargs"),
-    (["--args", "[" * 100_000], "nested too deeply"),
-    (["--task", "echo", "--args", '["caf\udce9"]'], "--args"),  # Latin-1 bytes on the command line
-    (["--task", "caf\udce9"], "not valid UTF-8"),
-    (["--task", "x" * 300], "task name is 300 bytes long"),
-    (["--task", "echo", "--args", '["x"]', "--count", "0"], "--count"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--args", "{not json"], "--args"),
+        (["--kwargs", "[1]"], "--kwargs"),
+        (["--args", "[" * 100_000], "nested too deeply"),
+        (["--task", "echo", "--args", '["caf\udce9"]'], "--args"),  # Latin-1 bytes on the command line
+        (["--task", "caf\udce9"], "not valid UTF-8"),
+        (["--task", "x" * 300], "task name is 300 bytes long"),
+        (["--task", "echo", "--args", '["x"]', "--count", "0"], "--count"),
+    ],
+)
 def test_bad_task_arguments_are_refused_before_anything_is_sent(run, work_queue_name, connection, args, fragment):
     result = run("new-task", "--queue", work_queue_name, *args)
 
@@ -79,14 +82,17 @@ def test_rabbitry_status_shows_a_work_queue_and_reports_a_down_broker(run, work_
 LONG = "q" * 300
 
 
-@pytest.mark.parametrize("command", [
-    ["new-task", "--queue", LONG, "hello"],
-    ["worker", "--queue", LONG],
-    ["rabbitry", "status", "--queue", LONG],
-    ["rabbitry", "dlq", "list", "--queue", LONG],
-    ["subscribe", "--queue", LONG, "#"],
-    ["emit-log", "--exchange", LONG, "kern.info", "hello"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["new-task", "--queue", LONG, "hello"],
+        ["worker", "--queue", LONG],
+        ["rabbitry", "status", "--queue", LONG],
+        ["rabbitry", "dlq", "list", "--queue", LONG],
+        ["subscribe", "--queue", LONG, "#"],
+        ["emit-log", "--exchange", LONG, "kern.info", "hello"],
+    ],
+)
 def test_a_name_longer_than_rabbitmq_allows_is_a_usage_error(run, command):
     result = run(*command)
 
@@ -113,15 +119,18 @@ def test_a_delay_new_task_cannot_hold_is_a_one_line_error_and_nothing_is_queued(
     assert connection.queue_state(work_queue_name) is None
 
 
-@pytest.mark.parametrize("command, help_command, fragment", [
-    (["new-task", "--bogus"], "new-task", "No such option '--bogus'"),
-    (["worker", "--prefetch", "0"], "worker", "'--prefetch'"),
-    (["rabbitry", "no-such-command"], "rabbitry", "No such command 'no-such-command'"),
-    (["rabbitry", "dlq", "show"], "rabbitry dlq show", "Missing argument 'LETTER_ID'"),
-    (["rabbitry", "dlq", "show", "--queue"], "rabbitry dlq show", "'--queue' requires an argument"),
-    (["rabbitry", "dlq", "replay"], "rabbitry dlq replay", "or --all"),  # raised by the command, not the parser
-    (["subscribe"], "subscribe", "at least one binding key"),
-])
+@pytest.mark.parametrize(
+    "command, help_command, fragment",
+    [
+        (["new-task", "--bogus"], "new-task", "No such option '--bogus'"),
+        (["worker", "--prefetch", "0"], "worker", "'--prefetch'"),
+        (["rabbitry", "no-such-command"], "rabbitry", "No such command 'no-such-command'"),
+        (["rabbitry", "dlq", "show"], "rabbitry dlq show", "Missing argument 'LETTER_ID'"),
+        (["rabbitry", "dlq", "show", "--queue"], "rabbitry dlq show", "'--queue' requires an argument"),
+        (["rabbitry", "dlq", "replay"], "rabbitry dlq replay", "or --all"),  # raised by the command, not the parser
+        (["subscribe"], "subscribe", "at least one binding key"),
+    ],
+)
 def test_a_usage_mistake_is_one_line_that_names_the_help_to_read(run, command, help_command, fragment):
     result = run(*command)
 

@@ -84,16 +84,36 @@ def help_text(path: str) -> str:
 
 
 def test_every_command_of_the_house_is_checked_here():
-    assert {"worker", "new-task", "emit-log", "subscribe", "logs retain", "logs forget", "logs subscriptions",
-            "queue delete", "status", "schedule", "dlq list", "dlq show", "dlq replay", "dlq purge", "demo",
-            "compare"} <= set(COMMANDS)
+    assert {
+        "worker",
+        "new-task",
+        "emit-log",
+        "subscribe",
+        "logs retain",
+        "logs forget",
+        "logs subscriptions",
+        "queue delete",
+        "status",
+        "schedule",
+        "dlq list",
+        "dlq show",
+        "dlq replay",
+        "dlq purge",
+        "demo",
+        "compare",
+    } <= set(COMMANDS)
     # The commands installed on their own are these very objects.
     from rabbitry.producers.emit_log import emit_log
     from rabbitry.producers.new_task import new_task
     from rabbitry.subscribers.subscribe import subscribe
     from rabbitry.workers.cli import worker
+
     assert [COMMANDS[name] for name in ("worker", "new-task", "emit-log", "subscribe")] == [
-        worker, new_task, emit_log, subscribe]
+        worker,
+        new_task,
+        emit_log,
+        subscribe,
+    ]
 
 
 def test_an_option_shows_the_same_words_in_every_command_that_takes_it():
@@ -110,8 +130,10 @@ def test_an_option_shows_the_same_words_in_every_command_that_takes_it():
                 differing[option] = by_command
         elif len(set(by_command.values())) > 1:
             differing[option] = by_command
-    assert not differing, ("an option is declared again with other words: declare it once in "
-                           f"rabbitry/common/cli.py and apply it, or name its other meaning: {differing}")
+    assert not differing, (
+        "an option is declared again with other words: declare it once in "
+        f"rabbitry/common/cli.py and apply it, or name its other meaning: {differing}"
+    )
 
 
 def test_every_other_meaning_named_here_is_still_there():
@@ -132,9 +154,13 @@ def test_help_shows_the_environment_variable_of_every_option_that_has_one(path):
 def test_the_shared_options_are_where_the_house_says_they_are():
     for path in ("compare", "demo"):
         assert {"--url", "--broker", "--tls-ca-file", "--tls-cert-file", "--tls-key-file"} <= set(
-            shown_options(path, COMMANDS[path]))
-    url_checks = {shown_options(path, command)["--url"][1].callback for path, command in COMMANDS.items()
-                  if "--url" in shown_options(path, command)}
+            shown_options(path, COMMANDS[path])
+        )
+    url_checks = {
+        shown_options(path, command)["--url"][1].callback
+        for path, command in COMMANDS.items()
+        if "--url" in shown_options(path, command)
+    }
     assert len(url_checks) == 1 and None not in url_checks  # every --url is checked, by the same callback
 
 
@@ -143,19 +169,22 @@ def test_compare_refuses_to_compare_the_in_process_model_with_itself_at_once(arg
     result = CliRunner().invoke(rabbitry, ["compare", *args], prog_name="rabbitry")
 
     assert result.exit_code == ExitCode.USAGE, result.output
-    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
-        result.output.strip()], result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [result.output.strip()], (
+        result.output
+    )
     assert "in-process model" in result.output
 
 
 # The environment variables, in the code and in docs/configuration.md.
 
 #: Where the code names an environment variable: envvar=X, os.environ.get(X), os.environ[X], "X" in os.environ.
-_NAMING_A_VARIABLE = re.compile(r"""(?<!\w)envvar=(?P<a>\w+|"[^"]*")"""
-                                r"""|environ(?:\.get|\.pop|\.setdefault)?\(\s*(?P<b>\w+|"[^"]*")"""
-                                r"""|environ\[\s*(?P<c>\w+|"[^"]*")\s*\]"""
-                                r"""|getenv\(\s*(?P<d>\w+|"[^"]*")"""
-                                r"""|(?P<e>"[^"]*")\s+(?:not\s+)?in\s+os\.environ""")
+_NAMING_A_VARIABLE = re.compile(
+    r"""(?<!\w)envvar=(?P<a>\w+|"[^"]*")"""
+    r"""|environ(?:\.get|\.pop|\.setdefault)?\(\s*(?P<b>\w+|"[^"]*")"""
+    r"""|environ\[\s*(?P<c>\w+|"[^"]*")\s*\]"""
+    r"""|getenv\(\s*(?P<d>\w+|"[^"]*")"""
+    r"""|(?P<e>"[^"]*")\s+(?:not\s+)?in\s+os\.environ"""
+)
 
 
 def _module_name(path: pathlib.Path) -> str:

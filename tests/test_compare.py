@@ -17,8 +17,22 @@ from rabbitry.compare.server import SlowServer
 from rabbitry.compare.tasks import workloads
 from tests.helpers import run_command
 
-SMALL = ["--tasks", "500", "--messages", "200", "--subscribers", "2", "--seed-tasks", "200", "--cpu-tasks", "60",
-         "--io-tasks", "40", "--sweep-tasks", "8"]
+SMALL = [
+    "--tasks",
+    "500",
+    "--messages",
+    "200",
+    "--subscribers",
+    "2",
+    "--seed-tasks",
+    "200",
+    "--cpu-tasks",
+    "60",
+    "--io-tasks",
+    "40",
+    "--sweep-tasks",
+    "8",
+]
 THREADS, PROCESSES = "concurrent.futures.ThreadPoolExecutor", "multiprocessing.Pool"
 WORKER = "rabbitry worker --processes 2"
 
@@ -26,16 +40,22 @@ WORKER = "rabbitry worker --processes 2"
 @pytest.fixture(scope="module")
 def report(broker_url):
     """One small ``rabbitry compare --json`` run on RabbitMQ, read by several tests."""
-    result = run_command(["rabbitry", "compare", "--json", *SMALL], env={**os.environ, "AMQP_URL": broker_url},
-                         timeout=180)
+    result = run_command(
+        ["rabbitry", "compare", "--json", *SMALL], env={**os.environ, "AMQP_URL": broker_url}, timeout=180
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def test_compare_json_has_every_row_and_topic_routing_is_identical_on_both_sides(report):
     workloads = [row["workload"] for row in report["rows"]]
-    assert [w.split(":")[0] for w in workloads] == ["work queue", "work queue", "fair dispatch", "fan-out",
-                                                    "topic routing"]
+    assert [w.split(":")[0] for w in workloads] == [
+        "work queue",
+        "work queue",
+        "fair dispatch",
+        "fan-out",
+        "topic routing",
+    ]
     for row in report["rows"][:4]:
         assert row["model"] > 0 and row["rabbitmq"] > 0
         assert (row["model_vs_rabbitmq"] is not None) == row["unit"].endswith("/s")
@@ -58,8 +78,9 @@ def test_every_concurrency_form_runs_every_workload_and_the_worker_runs_on_both_
     assert rate(concurrency, THREADS, NO_BROKER, "io") >= 3 * rate(concurrency, WORKER, RABBITMQ, "io")
     assert rate(concurrency, WORKER, RABBITMQ, "io") <= 2 / 0.05 * 1.1
     # 2 processes x 16 coroutines wait for 32 calls at a time
-    assert rate(concurrency, f"{WORKER} --concurrency 16", RABBITMQ, "io") >= 3 * rate(concurrency, WORKER,
-                                                                                       RABBITMQ, "io")
+    assert rate(concurrency, f"{WORKER} --concurrency 16", RABBITMQ, "io") >= 3 * rate(
+        concurrency, WORKER, RABBITMQ, "io"
+    )
 
 
 def test_cpu_bound_work_scales_with_processes_and_not_with_threads():
@@ -74,8 +95,10 @@ def test_cpu_bound_work_scales_with_processes_and_not_with_threads():
 
     # The baseline: what a second process gains on this machine now, which others may be keeping busy.
     if median[PROCESSES] < 1.5 * median["one process"]:
-        pytest.skip(f"the machine ran 2 processes only {median[PROCESSES] / median['one process']:.2f}x as fast "
-                    f"as one: too busy for a second core to show")
+        pytest.skip(
+            f"the machine ran 2 processes only {median[PROCESSES] / median['one process']:.2f}x as fast "
+            f"as one: too busy for a second core to show"
+        )
     # 8 threads compute as one under the interpreter lock; an asyncio loop is one thread by design.
     assert median[PROCESSES] >= 1.3 * max(median["threads + queue.Queue"], median[THREADS]), median
 
@@ -97,8 +120,9 @@ def test_io_bound_work_scales_with_threads_and_coroutines_far_past_the_process_c
 def test_compare_prints_its_tables_and_runs_the_model_alone_without_rabbitmq():
     nowhere = "amqp://guest:guest@127.0.0.1:1/"
     # --repeat 2 forks process pools after the in-process worker has run: they must still stop.
-    result = run_command(["rabbitry", "compare", *SMALL, "--repeat", "2"], env={**os.environ, "AMQP_URL": nowhere},
-                         timeout=180)
+    result = run_command(
+        ["rabbitry", "compare", *SMALL, "--repeat", "2"], env={**os.environ, "AMQP_URL": nowhere}, timeout=180
+    )
 
     assert result.returncode == 0, result.stderr
     assert "RabbitMQ: not reachable" in result.stderr
@@ -108,6 +132,5 @@ def test_compare_prints_its_tables_and_runs_the_model_alone_without_rabbitmq():
     assert any(line.startswith("topic routing") and " yes " in line for line in lines)
     forms = [line for line in lines if line.startswith(WORKER)]
     assert any("RabbitMQ not reachable" in line for line in forms)
-    assert any("in-process model" in line and "not reachable" not in line and "needs" not in line
-               for line in forms)
+    assert any("in-process model" in line and "not reachable" not in line and "needs" not in line for line in forms)
     assert any(line.lstrip().startswith("concurrency") for line in lines)

@@ -33,21 +33,27 @@ def compose_schema() -> dict:
 def rabbitry_services(compose: dict) -> dict[str, dict]:
     """The services that run rabbitry's image (the others are brokers, and the image's build)."""
     image = compose["services"][IMAGE_SERVICE]["image"]
-    return {name: service for name, service in compose["services"].items()
-            if service.get("image") == image and name != IMAGE_SERVICE}
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if service.get("image") == image and name != IMAGE_SERVICE
+    }
 
 
 def brokers(compose: dict) -> dict[str, dict]:
     """The RabbitMQ services: those that are neither rabbitry's nor the metrics profile's."""
-    return {name: service for name, service in compose["services"].items()
-            if name != IMAGE_SERVICE and name not in rabbitry_services(compose)
-            and "metrics" not in service.get("profiles", [])}
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if name != IMAGE_SERVICE
+        and name not in rabbitry_services(compose)
+        and "metrics" not in service.get("profiles", [])
+    }
 
 
 def rabbitry_scripts() -> set[str]:
     """The console scripts the rabbitry distribution installs."""
-    return {entry.name for entry in metadata.distribution("rabbitry").entry_points
-            if entry.group == "console_scripts"}
+    return {entry.name for entry in metadata.distribution("rabbitry").entry_points if entry.group == "console_scripts"}
 
 
 def test_compose_yaml_is_valid_under_the_compose_specification():
@@ -97,8 +103,9 @@ def test_every_command_is_a_rabbitry_command_that_accepts_its_options():
             assert used, f"{name}'s script runs no rabbitry command"
             continue
         assert command[0] in scripts, name
-        result = subprocess.run([command_path(command[0]), *command[1:], "--help"], capture_output=True,
-                                text=True, timeout=30)
+        result = subprocess.run(
+            [command_path(command[0]), *command[1:], "--help"], capture_output=True, text=True, timeout=30
+        )
         assert result.returncode == 0, f"{name}: {result.stderr}"
         assert result.stdout.startswith(f"Usage: {command[0]} ")
 

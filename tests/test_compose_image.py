@@ -73,8 +73,9 @@ def test_the_dependencies_are_installed_before_the_code_is_copied():
     copies = [index for index, (keyword, _) in enumerate(build) if keyword == "COPY"]
     first_copy, code_copy = copies[0], copies[-1]
     assert build[first_copy][1].split()[:-1] == ["pyproject.toml"]
-    installs = [index for index, (keyword, arguments) in enumerate(build)
-                if keyword == "RUN" and "pip install" in arguments]
+    installs = [
+        index for index, (keyword, arguments) in enumerate(build) if keyword == "RUN" and "pip install" in arguments
+    ]
     assert first_copy < installs[0] < code_copy < installs[-1]
     assert "--no-deps" in build[installs[-1]][1]  # the code layer installs nothing else
 
@@ -83,14 +84,23 @@ def test_the_image_gives_every_console_script_as_a_non_root_user(docker, rabbitr
     config = json.loads(docker_run(docker, "image", "inspect", "--format", "{{json .Config}}", rabbitry_image).stdout)
     assert config["User"].split(":")[0] not in ("", "0", "root")
     scripts = " ".join(PYPROJECT["project"]["scripts"])
-    output = docker_run(docker, "run", "--rm", rabbitry_image, "sh", "-c",
-                        f'id -u; for s in {scripts}; do "$s" --help >/dev/null || exit 1; done; echo ok').stdout
+    output = docker_run(
+        docker,
+        "run",
+        "--rm",
+        rabbitry_image,
+        "sh",
+        "-c",
+        f'id -u; for s in {scripts}; do "$s" --help >/dev/null || exit 1; done; echo ok',
+    ).stdout
     assert output.split() == [config["User"].split(":")[0], "ok"]
 
 
 def test_the_image_holds_no_build_tools(docker, rabbitry_image):
-    probe = ("import importlib.util as u; print([m for m in ('pip', 'setuptools', 'wheel') if u.find_spec(m)]); "
-             "import shutil; print([t for t in ('gcc', 'cc', 'make') if shutil.which(t)])")
+    probe = (
+        "import importlib.util as u; print([m for m in ('pip', 'setuptools', 'wheel') if u.find_spec(m)]); "
+        "import shutil; print([t for t in ('gcc', 'cc', 'make') if shutil.which(t)])"
+    )
     output = docker_run(docker, "run", "--rm", rabbitry_image, "python", "-c", probe).stdout
     assert output.split("\n")[:2] == ["[]", "[]"]
 
@@ -99,8 +109,13 @@ def test_the_build_context_holds_the_package_and_nothing_private(docker, rabbitr
     """Build a probe image that copies the whole context, as docker sends it after .dockerignore."""
     probe = f"rabbitry-test-context:{RUN_ID}"
     dockerfile = f"FROM {rabbitry_image}\nCOPY . /tmp/context/\n"
-    built = subprocess.run([docker, "build", "--quiet", "--tag", probe, "--file", "-", str(ROOT)], input=dockerfile,
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [docker, "build", "--quiet", "--tag", probe, "--file", "-", str(ROOT)],
+        input=dockerfile,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
     try:
         listing = docker_run(docker, "run", "--rm", probe, "find", "/tmp/context", "-type", "f").stdout
@@ -110,8 +125,9 @@ def test_the_build_context_holds_the_package_and_nothing_private(docker, rabbitr
     sent_top = {path.split("/")[0] for path in context}
     assert installed_packages() <= sent_top
     assert {"pyproject.toml", PYPROJECT["project"]["readme"]} <= set(context)
-    assert not [path for path in context
-                if re.search(r"(^|/)(\.git|\.env|tests|\.venv|__pycache__)(/|$)|\.py[co]$", path)]
+    assert not [
+        path for path in context if re.search(r"(^|/)(\.git|\.env|tests|\.venv|__pycache__)(/|$)|\.py[co]$", path)
+    ]
 
 
 def test_the_image_adds_little_more_than_the_package_to_its_base(docker, rabbitry_image):
@@ -120,4 +136,4 @@ def test_the_image_adds_little_more_than_the_package_to_its_base(docker, rabbitr
 
     base = os.environ.get("PYTHON_IMAGE", "python:3.12-slim-bookworm")
     added = size(rabbitry_image) - size(base)
-    assert 0 < added < 16 * 2 ** 20, f"rabbitry adds {added / 2 ** 20:.1f} MiB to {base}"
+    assert 0 < added < 16 * 2**20, f"rabbitry adds {added / 2**20:.1f} MiB to {base}"

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
+from rabbitry.common.transport.connect import connect
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -35,12 +35,12 @@ def queue_state(settings: BrokerSettings, queue: str):
 
 
 def succeeded_task_ids(project, containers: list[str]) -> collections.Counter:
-    return collections.Counter(event["task_id"] for container in containers
-                               for event in project.events(container, "task_succeeded"))
+    return collections.Counter(
+        event["task_id"] for container in containers for event in project.events(container, "task_succeeded")
+    )
 
 
-def test_the_work_queue_keeps_queued_tasks_over_a_broker_restart_and_spreads_them_over_three_workers(
-        compose_project):
+def test_the_work_queue_keeps_queued_tasks_over_a_broker_restart_and_spreads_them_over_three_workers(compose_project):
     project = compose_project()
     project.up("rabbitmq")
     queued = project.run("new-task").split()
@@ -54,13 +54,21 @@ def test_the_work_queue_keeps_queued_tasks_over_a_broker_restart_and_spreads_the
     workers = project.containers("worker")
     assert len(workers) == 3
     settings = published_broker(project)
-    wait_until(lambda: queue_state(settings, DEFAULT_TASK_QUEUE).consumers == 3 * 2, PATIENCE, 1.0,
-               "3 workers of 2 processes each to consume")
+    wait_until(
+        lambda: queue_state(settings, DEFAULT_TASK_QUEUE).consumers == 3 * 2,
+        PATIENCE,
+        1.0,
+        "3 workers of 2 processes each to consume",
+    )
     more = project.run("new-task").split()  # queued while all three consume: fair dispatch shares them
     every_task = queued + more
 
-    wait_until(lambda: set(succeeded_task_ids(project, workers)) >= set(every_task), PATIENCE, 1.0,
-               f"{len(every_task)} tasks to succeed")
+    wait_until(
+        lambda: set(succeeded_task_ids(project, workers)) >= set(every_task),
+        PATIENCE,
+        1.0,
+        f"{len(every_task)} tasks to succeed",
+    )
     assert succeeded_task_ids(project, workers) == collections.Counter(every_task)  # each exactly once
     for worker in workers:
         assert set(succeeded_task_ids(project, [worker])) & set(more), f"worker {worker} took none"
@@ -70,8 +78,9 @@ def test_the_work_queue_keeps_queued_tasks_over_a_broker_restart_and_spreads_the
 def printed_messages(project, container: str) -> collections.Counter:
     """The messages a subscriber printed, as ``KEY SEVERITY MESSAGE`` lines: (routing key, message)."""
     stdout, _stderr = project.output(container)
-    return collections.Counter((key, message) for key, _severity, message
-                               in (line.split(None, 2) for line in stdout.splitlines()))
+    return collections.Counter(
+        (key, message) for key, _severity, message in (line.split(None, 2) for line in stdout.splitlines())
+    )
 
 
 def test_each_log_subscriber_prints_exactly_the_lines_its_binding_key_selects(compose_project):
@@ -85,8 +94,10 @@ def test_each_log_subscriber_prints_exactly_the_lines_its_binding_key_selects(co
     }
     services = project.config()["services"]
     assert {name: services[name]["command"] for name in selected} == {
-        "subscribe-all": ["subscribe", "#"], "subscribe-kern": ["subscribe", "kern.*"],
-        "subscribe-critical": ["subscribe", "*.critical"]}
+        "subscribe-all": ["subscribe", "#"],
+        "subscribe-kern": ["subscribe", "kern.*"],
+        "subscribe-critical": ["subscribe", "*.critical"],
+    }
 
     project.up(*selected)
     subscribers = {name: project.containers(name)[0] for name in selected}
@@ -95,11 +106,14 @@ def test_each_log_subscriber_prints_exactly_the_lines_its_binding_key_selects(co
     project.run("emit-log")
 
     for name, container in subscribers.items():
-        expected = collections.Counter((key, f"{key} event {n}") for key in selected[name]
-                                       for n in range(1, count + 1))
+        expected = collections.Counter((key, f"{key} event {n}") for key in selected[name] for n in range(1, count + 1))
         total = sum(expected.values())
-        wait_until(lambda c=container, n=total: sum(printed_messages(project, c).values()) >= n,
-                   PATIENCE, 1.0, f"{total} lines from {name}")
+        wait_until(
+            lambda c=container, n=total: sum(printed_messages(project, c).values()) >= n,
+            PATIENCE,
+            1.0,
+            f"{total} lines from {name}",
+        )
         assert printed_messages(project, container) == expected, name
 
 
@@ -111,8 +125,11 @@ def cluster_nodes(project) -> set[str]:
 
 def cluster_queue(project, queue: str) -> dict[str, int]:
     """``messages`` and ``consumers`` of ``queue``, as rabbitmq-1 sees it (the cluster publishes no AMQP port)."""
-    rows = json.loads(project.exec("rabbitmq-1", "rabbitmqctl", "-q", "list_queues", "name", "messages",
-                                   "consumers", "--formatter", "json"))
+    rows = json.loads(
+        project.exec(
+            "rabbitmq-1", "rabbitmqctl", "-q", "list_queues", "name", "messages", "consumers", "--formatter", "json"
+        )
+    )
     return next((row for row in rows if row["name"] == queue), {"messages": 0, "consumers": 0})
 
 
@@ -120,26 +137,40 @@ def test_three_nodes_form_a_cluster_that_loses_no_task_when_one_stops_mid_batch(
     project = compose_project()
     nodes = ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"]
     project.up(*nodes)
-    wait_until(lambda: cluster_nodes(project) == {f"rabbit@{node}" for node in nodes}, PATIENCE, 2.0,
-               "three running nodes in one cluster")
+    wait_until(
+        lambda: cluster_nodes(project) == {f"rabbit@{node}" for node in nodes},
+        PATIENCE,
+        2.0,
+        "three running nodes in one cluster",
+    )
 
     project.up("cluster-worker", scale=2)
     workers = project.containers("cluster-worker")
-    wait_until(lambda: cluster_queue(project, DEFAULT_TASK_QUEUE)["consumers"] == 2 * 2, PATIENCE, 2.0,
-               "2 workers of 2 processes each to consume")
+    wait_until(
+        lambda: cluster_queue(project, DEFAULT_TASK_QUEUE)["consumers"] == 2 * 2,
+        PATIENCE,
+        2.0,
+        "2 workers of 2 processes each to consume",
+    )
     task_ids = project.run("cluster-new-task").split()
     assert len(task_ids) == len(set(task_ids)) > 3
-    wait_until(lambda: sum(succeeded_task_ids(project, workers).values()) >= 2, PATIENCE, 0.5,
-               "the first tasks to succeed")
+    wait_until(
+        lambda: sum(succeeded_task_ids(project, workers).values()) >= 2, PATIENCE, 0.5, "the first tasks to succeed"
+    )
     project.compose("stop", "rabbitmq-2")  # the node every worker is connected to
 
-    wait_until(lambda: set(succeeded_task_ids(project, workers)) >= set(task_ids), PATIENCE, 1.0,
-               f"all {len(task_ids)} tasks to succeed")
+    wait_until(
+        lambda: set(succeeded_task_ids(project, workers)) >= set(task_ids),
+        PATIENCE,
+        1.0,
+        f"all {len(task_ids)} tasks to succeed",
+    )
     assert set(succeeded_task_ids(project, workers)) == set(task_ids)  # counted by id: none lost
     assert all(project.events(worker, "connection_lost") for worker in workers)  # they were on rabbitmq-2
     # A task whose ack went down with rabbitmq-2 comes again, and is settled too.
-    wait_until(lambda: cluster_queue(project, DEFAULT_TASK_QUEUE)["messages"] == 0, PATIENCE, 2.0,
-               "the task queue to empty")
+    wait_until(
+        lambda: cluster_queue(project, DEFAULT_TASK_QUEUE)["messages"] == 0, PATIENCE, 2.0, "the task queue to empty"
+    )
 
 
 def test_down_with_volumes_leaves_no_container_volume_or_network(compose_project):

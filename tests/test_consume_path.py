@@ -4,14 +4,14 @@ import time
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
+from rabbitry.common.transport.connect import connect
+from rabbitry.task import Task
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import Disposition, failure
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.pool_process import PoolProcess
 from rabbitry.workers.prefetch import FIRST_AFTER, MOST, QUIET_S, RECENT, AdaptivePrefetch
-from rabbitry.task import Task
 from tests.helpers import long_tasks_per_process, queue_uneven_tasks, wait_until
 
 
@@ -35,8 +35,7 @@ def test_the_chosen_prefetch_starts_at_one_and_grows_only_for_short_tasks():
     assert prefetch.tasks == 0
 
 
-def test_a_default_worker_takes_short_tasks_in_bulk_and_long_ones_fairly(run, start_worker, work_queue_name,
-                                                                         tmp_path):
+def test_a_default_worker_takes_short_tasks_in_bulk_and_long_ones_fairly(run, start_worker, work_queue_name, tmp_path):
     worker = start_worker(work_queue_name, "--processes", "2")
     run("new-task", "--task", "noop", "--count", "2000", "--queue", work_queue_name, check=True)
     wait_until(lambda: len(worker.events("task_succeeded")) == 2000, message="2000 no-op tasks")
@@ -44,8 +43,10 @@ def test_a_default_worker_takes_short_tasks_in_bulk_and_long_ones_fairly(run, st
     assert {(0, MOST), (1, MOST)} <= changes
     # Quiet, each process goes back to 1; then every 4th task long: round-robin at a prefetch of
     # 256 would give them all to one process.
-    wait_until(lambda: [event["prefetch"] for event in worker.events("prefetch_changed")][-2:] == [1, 1],
-               message="the prefetch back at 1")
+    wait_until(
+        lambda: [event["prefetch"] for event in worker.events("prefetch_changed")][-2:] == [1, 1],
+        message="the prefetch back at 1",
+    )
     queued = 2000 + queue_uneven_tasks(run, work_queue_name, tmp_path)
     done = wait_until(lambda: len(worker.events("task_succeeded")) == queued and worker.events("task_succeeded"))
     assert long_tasks_per_process(done) == [3, 3]
@@ -58,8 +59,9 @@ def test_tasks_done_before_a_long_one_are_acked_while_it_runs(run, start_worker,
         run("new-task", "--task", task, "--args", args, "--queue", work_queue_name, check=True)
     worker = start_worker(work_queue_name, "--processes", "1", "--prefetch", "16")
 
-    wait_until(lambda: connection.queue_state(work_queue_name).messages == 0, timeout=4,
-               message="the 17th task delivered")
+    wait_until(
+        lambda: connection.queue_state(work_queue_name).messages == 0, timeout=4, message="the 17th task delivered"
+    )
     assert [event["task"] for event in worker.events("task_succeeded")] == ["noop"] * 3  # the long one still runs
 
 
@@ -76,8 +78,7 @@ def test_argument_shapes_that_fit_are_remembered_and_those_that_do_not_still_fai
             task.check_arguments(args, kwargs)
 
 
-def test_a_flush_called_back_while_a_retry_waits_for_its_confirm_acks_nothing_early(broker_settings,
-                                                                                    work_queue_name):
+def test_a_flush_called_back_while_a_retry_waits_for_its_confirm_acks_nothing_early(broker_settings, work_queue_name):
     # The serve loop settles the outbox itself; the task thread's wake-up to do the same runs
     # inside the retry's wait for its confirm. A multiple ack of the successes after the retry
     # from there would ack the failed delivery early, and the second ack would close the channel.

@@ -12,9 +12,10 @@ import uuid
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.common.transport.connect import connect
+from rabbitry.compare.server import SlowServer
 from rabbitry.producers.handles import TaskFailed
 from rabbitry.producers.tasks import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
@@ -22,7 +23,6 @@ from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
 from tests.helpers import wait_until
-from rabbitry.compare.server import SlowServer
 
 TASKS = ("--tasks", "tests.coroutine_tasks")
 
@@ -38,7 +38,8 @@ def succeeded(worker) -> list[dict]:
 
 
 def test_async_tasks_run_up_to_concurrency_at_once_in_each_process_and_dispatch_stays_fair(
-        start_worker, broker_settings, work_queue_name):
+    start_worker, broker_settings, work_queue_name
+):
     worker = start_worker(work_queue_name, "--processes", "2", "--concurrency", "20", *TASKS)
     with SlowServer(delay_s=0.2) as server:
         submit(broker_settings, work_queue_name, [TaskMessage("coro.fetch", [server.port]) for _ in range(300)])
@@ -53,7 +54,8 @@ def test_async_tasks_run_up_to_concurrency_at_once_in_each_process_and_dispatch_
 
 
 def test_plain_tasks_in_a_coroutine_worker_still_run_one_at_a_time_beside_the_coroutines(
-        start_worker, broker_settings, work_queue_name):
+    start_worker, broker_settings, work_queue_name
+):
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "20", *TASKS)
     with SlowServer(delay_s=0.2) as server:
         messages = [TaskMessage("coro.fetch_blocking", [server.port]) for _ in range(8)]
@@ -66,14 +68,22 @@ def test_plain_tasks_in_a_coroutine_worker_still_run_one_at_a_time_beside_the_co
 
 
 def test_an_async_task_over_its_time_limit_is_cancelled_and_dead_lettered_while_the_process_goes_on(
-        start_worker, broker_settings, work_queue_name, tmp_path):
+    start_worker, broker_settings, work_queue_name, tmp_path
+):
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "4", *TASKS)
     marker = tmp_path / "cancelled"
     with SlowServer(delay_s=1.0) as server:
-        submit(broker_settings, work_queue_name,
-               [TaskMessage("coro.too_slow", [str(marker)]), TaskMessage("coro.fetch", [server.port])])
-        wait_until(lambda: worker.events("task_dead_lettered") and succeeded(worker), 30, 0.1,
-                   "the slow task dead-lettered and the other done")
+        submit(
+            broker_settings,
+            work_queue_name,
+            [TaskMessage("coro.too_slow", [str(marker)]), TaskMessage("coro.fetch", [server.port])],
+        )
+        wait_until(
+            lambda: worker.events("task_dead_lettered") and succeeded(worker),
+            30,
+            0.1,
+            "the slow task dead-lettered and the other done",
+        )
 
     [dead] = worker.events("task_dead_lettered")
     assert dead["task"] == "coro.too_slow" and dead["error"].startswith("TimeLimitExceeded")
@@ -86,7 +96,8 @@ def test_an_async_task_over_its_time_limit_is_cancelled_and_dead_lettered_while_
 
 
 def test_a_blocking_call_in_an_async_task_is_reported_and_heartbeats_go_on(
-        start_worker, broker_settings, broker_url, work_queue_name):
+    start_worker, broker_settings, broker_url, work_queue_name
+):
     url = broker_url.rstrip("/") + "/%2F?heartbeat=1"
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "2", *TASKS, env={"AMQP_URL": url})
     submit(broker_settings, work_queue_name, [TaskMessage("coro.block_the_loop", [4.0])])
@@ -98,7 +109,8 @@ def test_a_blocking_call_in_an_async_task_is_reported_and_heartbeats_go_on(
 
 
 def test_tasks_finished_behind_a_long_one_are_acked_at_once_and_the_long_one_only_when_done(
-        start_worker, broker_settings, work_queue_name):
+    start_worker, broker_settings, work_queue_name
+):
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "10", "--prefetch", "1", *TASKS)
     submit(broker_settings, work_queue_name, [TaskMessage("coro.wait", [60])])
     submit(broker_settings, work_queue_name, [TaskMessage("coro.wait", [0]) for _ in range(50)])
@@ -112,7 +124,8 @@ def test_tasks_finished_behind_a_long_one_are_acked_at_once_and_the_long_one_onl
 
 
 def test_sigterm_lets_the_running_coroutines_finish_and_leaves_the_others_in_the_queue(
-        start_worker, broker_settings, work_queue_name):
+    start_worker, broker_settings, work_queue_name
+):
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "10", *TASKS)
     with SlowServer(delay_s=1.0) as server:
         submit(broker_settings, work_queue_name, [TaskMessage("coro.fetch", [server.port]) for _ in range(100)])
@@ -129,12 +142,20 @@ def test_sigterm_lets_the_running_coroutines_finish_and_leaves_the_others_in_the
 
 # -- on both transports, with the pool members as threads of this process ------------------------
 
+
 @pytest.fixture
 def submitter(either_broker, either_work_queue):
     settings, queue = either_broker, either_work_queue
     load_task_modules(("tests.coroutine_tasks",))
-    config = WorkerConfig(settings=settings, queue=queue, queue_type="classic", processes=1, concurrency=8,
-                          max_retries=1, log_level="critical")
+    config = WorkerConfig(
+        settings=settings,
+        queue=queue,
+        queue_type="classic",
+        processes=1,
+        concurrency=8,
+        max_retries=1,
+        log_level="critical",
+    )
     with connect(settings, "rabbitry-tests") as connection:
         connection.declare(config.topology)
     stop = threading.Event()

@@ -6,16 +6,31 @@ import json
 import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rabbitry.common.transport.connect import connect
-from rabbitry.common.delays import (MAX_DELAY_S, delay_route, delay_seconds, due_time, levels_of, parse_duration,
-                                    parse_time)
+from rabbitry.common.delays import (
+    MAX_DELAY_S,
+    delay_route,
+    delay_seconds,
+    due_time,
+    levels_of,
+    parse_duration,
+    parse_time,
+)
 from rabbitry.common.errors import ConfigurationError, MessageError
 from rabbitry.common.messages import TaskMessage
+from rabbitry.common.topology import (
+    DELAY_DELIVERY_EXCHANGE,
+    DELAY_LEVELS,
+    DELAY_UNROUTED,
+    check_work_queue_name,
+    delay_level_name,
+    delay_level_names,
+    work_queue,
+)
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.routing import binding_matches
-from rabbitry.common.topology import (DELAY_DELIVERY_EXCHANGE, DELAY_LEVELS, DELAY_UNROUTED, check_work_queue_name,
-                                      delay_level_name, delay_level_names, work_queue)
 from tests.helpers import NodeCommands, wait_until
 
 
@@ -45,10 +60,16 @@ def _walk(topology, exchange: str, routing_key: str) -> tuple[list[str], float]:
     onward = {queue.name: queue.arguments.get("x-dead-letter-exchange") for queue in topology.queues}
     visited, waited = [], 0.0
     while True:
-        queues = [b.queue for b in topology.bindings
-                  if b.exchange == exchange and binding_matches(types[exchange], b.routing_key, routing_key)]
-        passes = [b.destination for b in topology.exchange_bindings
-                  if b.source == exchange and binding_matches(types[exchange], b.routing_key, routing_key)]
+        queues = [
+            b.queue
+            for b in topology.bindings
+            if b.exchange == exchange and binding_matches(types[exchange], b.routing_key, routing_key)
+        ]
+        passes = [
+            b.destination
+            for b in topology.exchange_bindings
+            if b.source == exchange and binding_matches(types[exchange], b.routing_key, routing_key)
+        ]
         if not queues and not passes and alternates[exchange]:
             exchange = alternates[exchange]
             continue
@@ -82,8 +103,19 @@ def test_a_due_task_whose_work_queue_is_gone_waits_in_the_unrouted_queue():
     assert _walk(topology, *delay_route(1, "a.b"))[0] == [delay_level_name(0), "a.b"]
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("10m", 600), ("24h", 86400), ("7d", 604800),
-                                           ("1h30m", 5400), ("1.5s", 1.5), (" 2m 5s ", 125)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("10m", 600),
+        ("24h", 86400),
+        ("7d", 604800),
+        ("1h30m", 5400),
+        ("1.5s", 1.5),
+        (" 2m 5s ", 125),
+    ],
+)
 def test_durations_are_read_as_people_write_them(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -152,8 +184,9 @@ def test_a_delayed_task_reaches_its_queue_after_its_delay_through_its_levels(eit
     assert TaskMessage.from_delivery(delivery).args == ["later"]
 
 
-def test_a_task_delayed_an_hour_holds_back_no_shorter_delay_and_both_survive_a_broker_restart(extra_broker,
-                                                                                            unique_name):
+def test_a_task_delayed_an_hour_holds_back_no_shorter_delay_and_both_survive_a_broker_restart(
+    extra_broker, unique_name
+):
     settings = extra_broker.settings()
     with connect(settings, "rabbitry-tests") as connection:
         connection.declare(work_queue(unique_name))
@@ -168,16 +201,21 @@ def test_a_task_delayed_an_hour_holds_back_no_shorter_delay_and_both_survive_a_b
 
     with connect(settings, "rabbitry-tests") as connection:
         arrived = []
-        wait_until(lambda: arrived.extend(iter(lambda: connection.get(unique_name), None)) or len(arrived) >= 3,
-                   timeout=60, message="the shorter delays")
+        wait_until(
+            lambda: arrived.extend(iter(lambda: connection.get(unique_name), None)) or len(arrived) >= 3,
+            timeout=60,
+            message="the shorter delays",
+        )
         held = sum(connection.queue_state(name).messages for name in delay_level_names())
 
     assert sorted(TaskMessage.from_delivery(d).args[0] for d in arrived) == ["10 s", "8 s", "9 s"]
     assert time.time() - now >= 7.9
     assert held == 1  # the hour's task, still in the levels after the restart
     with NodeCommands(extra_broker.url) as node:
-        shown = [json.loads(line) for line in node.run("rabbitry", "status", "--queue", unique_name, "--json",
-                                                       check=True).stdout.splitlines()]
+        shown = [
+            json.loads(line)
+            for line in node.run("rabbitry", "status", "--queue", unique_name, "--json", check=True).stdout.splitlines()
+        ]
     assert {row["queue"]: row["messages"] for row in shown}["rabbitry.delay.*"] == 1
 
 
@@ -188,5 +226,8 @@ def test_the_delivery_exchange_and_unrouted_queue_are_durable_parts_of_every_wor
     assert exchanges[DELAY_DELIVERY_EXCHANGE].arguments == {"alternate-exchange": DELAY_UNROUTED}
     assert all(declared.durable for declared in topology.exchanges)
     assert {queue.name for queue in topology.queues} >= {*delay_level_names(), DELAY_UNROUTED}
-    assert all(queue.arguments["x-queue-type"] == "quorum" for queue in topology.queues
-               if queue.name.startswith("rabbitry.delay."))
+    assert all(
+        queue.arguments["x-queue-type"] == "quorum"
+        for queue in topology.queues
+        if queue.name.startswith("rabbitry.delay.")
+    )

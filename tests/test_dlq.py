@@ -4,19 +4,38 @@ import json
 
 import pytest
 
+from rabbitry.commands.dlq import shorten
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import dead_letter_queue_name
-from rabbitry.commands.dlq import shorten
 from tests.helpers import REPOSITORY, succeeded_ids, wait_until
 
 
 @pytest.fixture
 def dead_letters(run, start_worker, work_queue_name, connection, tmp_path):
     """Three tasks dead-lettered after one failure each (they succeed when run again)."""
-    worker = start_worker(work_queue_name, "--processes", "1", "--max-retries", "0", "--tasks", "tests.fault_tasks",
-                          env={"PYTHONPATH": REPOSITORY})
-    ids = [run("new-task", "--task", "fail_until", "--args", json.dumps([str(tmp_path / f"runs-{n}"), 1]),
-               "--queue", work_queue_name, check=True).stdout.strip() for n in range(3)]
+    worker = start_worker(
+        work_queue_name,
+        "--processes",
+        "1",
+        "--max-retries",
+        "0",
+        "--tasks",
+        "tests.fault_tasks",
+        env={"PYTHONPATH": REPOSITORY},
+    )
+    ids = [
+        run(
+            "new-task",
+            "--task",
+            "fail_until",
+            "--args",
+            json.dumps([str(tmp_path / f"runs-{n}"), 1]),
+            "--queue",
+            work_queue_name,
+            check=True,
+        ).stdout.strip()
+        for n in range(3)
+    ]
     dlq = dead_letter_queue_name(work_queue_name)
     wait_until(lambda: connection.queue_state(dlq).messages == 3, message="3 dead letters")
     return worker, ids
@@ -70,8 +89,7 @@ def test_an_unknown_id_changes_nothing(run, dead_letters, work_queue_name, conne
     assert dlq_count(connection, work_queue_name) == 3
 
 
-def test_a_replay_the_broker_cannot_route_leaves_the_letter_in_place(run, dead_letters, work_queue_name,
-                                                                     connection):
+def test_a_replay_the_broker_cannot_route_leaves_the_letter_in_place(run, dead_letters, work_queue_name, connection):
     worker, _ids = dead_letters
     worker.stop()
     connection.delete_queue(work_queue_name)  # the replay has nowhere to go
@@ -89,14 +107,17 @@ def test_purge_all_empties_the_dead_letter_queue(run, dead_letters, work_queue_n
     assert dlq_count(connection, work_queue_name) == 0
 
 
-@pytest.mark.parametrize("text, shortened", [
-    ("TypeError: sleep() got an unexpected keyword argument", "TypeError: sleep() got…"),
-    ("TypeError: sleep(seconds: float = 0.0): too many", "TypeError…"),
-    ("short enough", "short enough"),
-    ("exactly twenty-five chars", "exactly twenty-five chars"),
-    ("one\nline,   not  several", "one line, not several"),
-    ("a_single_word_longer_than_the_column", "a_single_word_longer_tha…"),
-])
+@pytest.mark.parametrize(
+    "text, shortened",
+    [
+        ("TypeError: sleep() got an unexpected keyword argument", "TypeError: sleep() got…"),
+        ("TypeError: sleep(seconds: float = 0.0): too many", "TypeError…"),
+        ("short enough", "short enough"),
+        ("exactly twenty-five chars", "exactly twenty-five chars"),
+        ("one\nline,   not  several", "one line, not several"),
+        ("a_single_word_longer_than_the_column", "a_single_word_longer_tha…"),
+    ],
+)
 def test_dlq_list_shortens_an_error_after_a_whole_word(text, shortened):
     assert shorten(text, 25) == shortened
 

@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: The repository's top-level folders: a path the docs cite that starts with one is checked.
-CITED_FOLDERS = ("common", "producers", "workers", "subscribers", "rabbitry", "tests", "bench", "monitoring",
-                 "docs")
+CITED_FOLDERS = ("common", "producers", "workers", "subscribers", "rabbitry", "tests", "bench", "monitoring", "docs")
 #: Folders the docs name that are made by a run, not kept in the repository.
 MADE_BY_A_RUN = {"bench/results/"}
 #: The subpackages and modules of ``rabbitry``: a dotted name that starts with one names code.
@@ -64,8 +63,11 @@ def imports_of(source: str) -> list[tuple[str, list[str]]]:
 
 def attributes_of_rabbitry(source: str) -> list[str]:
     """The names a block reaches as ``rabbitry.<name>`` after ``import rabbitry``."""
-    return [node.attr for node in ast.walk(ast.parse(source))
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "rabbitry"]
+    return [
+        node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "rabbitry"
+    ]
 
 
 def exists(path: str, files: frozenset[str]) -> bool:
@@ -88,10 +90,14 @@ def test_every_python_example_parses_and_imports_from_rabbitry_alone(page):
             if module.startswith("rabbitry."):
                 wrong.append(f"imports {module}: import from rabbitry only")
             elif module == "rabbitry":
-                wrong += [f"imports {name} from rabbitry, which does not export it"
-                          for name in names if name not in public]
-        wrong += [f"uses rabbitry.{name}, which rabbitry does not export"
-                  for name in attributes_of_rabbitry(block) if name not in public]
+                wrong += [
+                    f"imports {name} from rabbitry, which does not export it" for name in names if name not in public
+                ]
+        wrong += [
+            f"uses rabbitry.{name}, which rabbitry does not export"
+            for name in attributes_of_rabbitry(block)
+            if name not in public
+        ]
     assert not wrong, wrong
 
 
@@ -157,8 +163,9 @@ def test_the_readme_layout_names_every_folder_of_the_repository():
     named = set(re.findall(r"^\| `([\w./-]+/)`", layout, re.MULTILINE))
     folders = {str(Path(name).parent) + "/" for name in tracked_files() if "/" in name}
     # Every top-level folder, and every folder of common/ and rabbitry/, has its own row.
-    expected = {folder for folder in folders
-                if folder.count("/") == 1 or folder.split("/")[0] in ("common", "rabbitry")}
+    expected = {
+        folder for folder in folders if folder.count("/") == 1 or folder.split("/")[0] in ("common", "rabbitry")
+    }
 
     assert sorted(expected - named) == [], "folders missing from README.md's layout table"
     assert sorted(named - folders) == [], "folders in README.md's layout table that are not in the repository"

@@ -50,21 +50,35 @@ def within(name: str, package: str) -> bool:
 
 
 ALL = modules()
-UPPER = ("rabbitry.producers", "rabbitry.workers", "rabbitry.subscribers", "rabbitry.commands", "rabbitry.compare",
-         "rabbitry.cli", "rabbitry.task", "rabbitry.plots")
+UPPER = (
+    "rabbitry.producers",
+    "rabbitry.workers",
+    "rabbitry.subscribers",
+    "rabbitry.commands",
+    "rabbitry.compare",
+    "rabbitry.cli",
+    "rabbitry.task",
+    "rabbitry.plots",
+)
 
 
 def test_the_source_tree_is_read_whole():
     # A guard for the tests below: they would pass on a tree they failed to find.
-    assert {"rabbitry.common.amqp.connection", "rabbitry.common.local.broker", "rabbitry.common.transport.contract",
-            "rabbitry.workers.pool", "rabbitry.task"} <= set(ALL)
+    assert {
+        "rabbitry.common.amqp.connection",
+        "rabbitry.common.local.broker",
+        "rabbitry.common.transport.contract",
+        "rabbitry.workers.pool",
+        "rabbitry.task",
+    } <= set(ALL)
     assert len(ALL) > 80
 
 
 @pytest.mark.parametrize("module", sorted(name for name in ALL if within(name, "rabbitry.common")))
 def test_no_module_of_common_imports_from_a_layer_above_it(module):
-    upward = [f"line {line}: {name}" for line, name in imports(ALL[module])
-              if any(within(name, upper) for upper in UPPER)]
+    upward = [
+        f"line {line}: {name}" for line, name in imports(ALL[module]) if any(within(name, upper) for upper in UPPER)
+    ]
     assert upward == []
 
 
@@ -82,18 +96,29 @@ def test_only_the_adapter_reaches_pikas_private_attributes(module):
         return
     reached = []
     for node in ast.walk(ast.parse(ALL[module].read_text())):
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
             reached.append(f"line {node.lineno}: {ast.unparse(node)}")
     assert reached == []
 
 
-@pytest.mark.parametrize("folder", [ROOT / "common" / "transport", ROOT / "common" / "amqp", ROOT / "common" / "local",
-                                    ROOT / "common" / "logs", ROOT / "rabbitry" / "commands",
-                                    ROOT / "rabbitry" / "compare", *(ROOT / name for name in
-                                                                     ("common", "producers", "workers", "subscribers",
-                                                                      "rabbitry"))],
-                         ids=lambda folder: str(folder.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "folder",
+    [
+        ROOT / "common" / "transport",
+        ROOT / "common" / "amqp",
+        ROOT / "common" / "local",
+        ROOT / "common" / "logs",
+        ROOT / "rabbitry" / "commands",
+        ROOT / "rabbitry" / "compare",
+        *(ROOT / name for name in ("common", "producers", "workers", "subscribers", "rabbitry")),
+    ],
+    ids=lambda folder: str(folder.relative_to(ROOT)),
+)
 def test_each_folder_opens_with_a_docstring_that_says_what_it_holds(folder):
     docstring = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
     assert docstring and len(docstring.split()) >= 8

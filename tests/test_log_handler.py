@@ -32,10 +32,16 @@ def test_records_are_routed_by_facility_and_severity(log_queue, connection, brok
 
     deliveries = drain(connection, queue)
     assert [(d.routing_key, d.body) for d in deliveries] == [
-        ("kern.critical", b"disk sda failed"), ("app.info", b"started"), ("app.debug", b"details")]
+        ("kern.critical", b"disk sda failed"),
+        ("app.info", b"started"),
+        ("app.debug", b"details"),
+    ]
     first = deliveries[0]
     assert (first.headers["severity"], first.headers["facility"], first.headers["logger"]) == (
-        "critical", "kern", "kern.disk")
+        "critical",
+        "kern",
+        "kern.disk",
+    )
     assert first.headers["host"] and first.timestamp > 0
     assert (handler.published, handler.dropped, handler.unsent) == (3, 0, 0)
 
@@ -48,8 +54,9 @@ def test_a_given_facility_replaces_the_logger_name(log_queue, connection, broker
     assert [d.routing_key for d in drain(connection, queue)] == ["billing.warning"]
 
 
-def test_any_logger_name_makes_a_routing_key_and_header_rabbitmq_accepts(log_queue, connection, broker_settings,
-                                                                         make_logger):
+def test_any_logger_name_makes_a_routing_key_and_header_rabbitmq_accepts(
+    log_queue, connection, broker_settings, make_logger
+):
     exchange, queue = log_queue
     handler = LogExchangeHandler(broker_settings, exchange=exchange)
     for name in ("é" * 200 + ".disk", "caf\udce9", "app"):  # 400 bytes of facility; not UTF-8
@@ -65,9 +72,12 @@ def test_structlog_logs_through_the_handler(log_queue, connection, broker_settin
     exchange, queue = log_queue
     make_logger("billing", LogExchangeHandler(broker_settings, exchange=exchange))
     saved = structlog.get_config()
-    structlog.configure(processors=[structlog.processors.JSONRenderer()],
-                        logger_factory=structlog.stdlib.LoggerFactory(),
-                        wrapper_class=structlog.stdlib.BoundLogger, cache_logger_on_first_use=False)
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
     try:
         structlog.get_logger("billing").error("invoice_rejected", invoice=42)
     finally:

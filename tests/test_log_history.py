@@ -51,13 +51,18 @@ def test_retain_is_idempotent_and_refuses_other_limits_in_one_line(run, exchange
     assert_one_line_error(other, ExitCode.BROKER_REFUSED, "already kept", "rabbitry logs forget")
 
 
-def test_subscribe_since_first_replays_the_history_then_follows_live_lines(run, cli_env, broker_settings,
-                                                                         exchange_name):
+def test_subscribe_since_first_replays_the_history_then_follows_live_lines(
+    run, cli_env, broker_settings, exchange_name
+):
     run("rabbitry", "logs", "retain", "--exchange", exchange_name, check=True)
     emit(broker_settings, exchange_name, [f"old {n}" for n in range(3)])
-    subscriber = subprocess.Popen([command_path("subscribe"), "--exchange", exchange_name, "--since", "first",
-                                   "--json", "#", "--count", "6"], env=cli_env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+    subscriber = subprocess.Popen(
+        [command_path("subscribe"), "--exchange", exchange_name, "--since", "first", "--json", "#", "--count", "6"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in subscriber.stderr:
             if '"history_begins"' in line:
@@ -72,8 +77,9 @@ def test_subscribe_since_first_replays_the_history_then_follows_live_lines(run, 
     assert all(line["timestamp"].endswith("Z") for line in lines)
 
 
-def test_the_seam_between_history_and_live_prints_each_line_of_the_window_once(run, cli_env, broker_settings,
-                                                                               exchange_name):
+def test_the_seam_between_history_and_live_prints_each_line_of_the_window_once(
+    run, cli_env, broker_settings, exchange_name
+):
     run("rabbitry", "logs", "retain", "--exchange", exchange_name, check=True)
     stamped: list[tuple[int, int]] = []  # (sequence number, the timestamp it was sent with)
     stop = threading.Event()
@@ -95,8 +101,20 @@ def test_the_seam_between_history_and_live_prints_each_line_of_the_window_once(r
     try:
         wait_until(lambda: stamped and time.time() - stamped[0][1] > 2.2, message="two seconds of history")
         since, until = stamped[-1][1] - 1, time.time() + 2  # a window that begins in the history and ends live
-        result = run("subscribe", "--exchange", exchange_name, "--since", iso(since), "--until", iso(until),
-                     "--json", "#", "--timeout", "10", check=True)
+        result = run(
+            "subscribe",
+            "--exchange",
+            exchange_name,
+            "--since",
+            iso(since),
+            "--until",
+            iso(until),
+            "--json",
+            "#",
+            "--timeout",
+            "10",
+            check=True,
+        )
     finally:
         stop.set()
         emitting.join()
@@ -111,13 +129,13 @@ def test_since_applies_the_binding_keys_and_leaves_out_lines_stamped_earlier(run
     emit(broker_settings, exchange_name, ["kernel now"], key="kern.info")
     emit(broker_settings, exchange_name, ["app now"], key="app.info")
 
-    result = run("subscribe", "--exchange", exchange_name, "--since", "10m", "kern.*", "--timeout", "1", "--json",
-                 check=True)
+    result = run(
+        "subscribe", "--exchange", exchange_name, "--since", "10m", "kern.*", "--timeout", "1", "--json", check=True
+    )
     assert bodies(result) == ["kernel now"]
 
 
-def test_since_takes_in_lines_from_a_sender_whose_clock_runs_ahead_of_the_brokers(run, broker_settings,
-                                                                                exchange_name):
+def test_since_takes_in_lines_from_a_sender_whose_clock_runs_ahead_of_the_brokers(run, broker_settings, exchange_name):
     # RabbitMQ finds a timestamp offset by arrival time: asked for a time later than any line's arrival,
     # it attaches at the end of the stream, past the lines stamped in the window by a clock 3 s ahead.
     run("rabbitry", "logs", "retain", "--exchange", exchange_name, check=True)
@@ -126,36 +144,42 @@ def test_since_takes_in_lines_from_a_sender_whose_clock_runs_ahead_of_the_broker
     emit(broker_settings, exchange_name, ["stamped ahead"], timestamp=ahead)
     wait_until(lambda: time.time() > ahead + 1, message="the sender's time to pass")
 
-    result = run("subscribe", "--exchange", exchange_name, "--since", iso(ahead), "#", "--timeout", "1", "--json",
-                 check=True)
+    result = run(
+        "subscribe", "--exchange", exchange_name, "--since", iso(ahead), "#", "--timeout", "1", "--json", check=True
+    )
     assert bodies(result) == ["stamped ahead"]
 
 
 def test_since_with_no_history_kept_is_one_line_that_says_what_to_run(run, exchange_name, connection):
     result = run("subscribe", "--exchange", exchange_name, "--since", "1h", "#", "--timeout", "1")
 
-    assert_one_line_error(result, ExitCode.NO_HISTORY, f"no history is kept for exchange '{exchange_name}'",
-                          "rabbitry logs retain")
+    assert_one_line_error(
+        result, ExitCode.NO_HISTORY, f"no history is kept for exchange '{exchange_name}'", "rabbitry logs retain"
+    )
     assert connection.queue_state(history_stream_name(exchange_name)) is None
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--since", "yesterday", "#"], "--since"),
-    (["--since", "10x", "#"], "--since"),
-    (["--since", "2999-01-01T00:00Z", "#"], "in the future"),
-    (["--since", "1h", "--until", "soon", "#"], "--until"),
-    (["--until", "10m", "#"], "--until goes with --since"),
-    (["--since", "1h", "--queue", "some.queue"], "give one of --since and --queue"),
-    (["--unbind", "kern.*", "#"], "give --queue NAME"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--since", "yesterday", "#"], "--since"),
+        (["--since", "10x", "#"], "--since"),
+        (["--since", "2999-01-01T00:00Z", "#"], "in the future"),
+        (["--since", "1h", "--until", "soon", "#"], "--until"),
+        (["--until", "10m", "#"], "--until goes with --since"),
+        (["--since", "1h", "--queue", "some.queue"], "give one of --since and --queue"),
+        (["--unbind", "kern.*", "#"], "give --queue NAME"),
+    ],
+)
 def test_bad_history_options_are_usage_errors(run, exchange_name, args, fragment):
     result = run("subscribe", "--exchange", exchange_name, *args)
 
     assert_one_line_error(result, ExitCode.USAGE, fragment)
 
 
-def test_with_a_small_max_bytes_old_lines_go_and_subscribe_says_where_history_begins(run, broker_settings,
-                                                                                    exchange_name):
+def test_with_a_small_max_bytes_old_lines_go_and_subscribe_says_where_history_begins(
+    run, broker_settings, exchange_name
+):
     run("rabbitry", "logs", "retain", "--exchange", exchange_name, "--max-bytes", "100kB", check=True)
     emit(broker_settings, exchange_name, [f"line {n:05d} {'x' * 80}" for n in range(5000)])
 

@@ -7,8 +7,8 @@ These tests stop and start an extra RabbitMQ node of this module's own
 import subprocess
 import tempfile
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.topology import log_exchange
+from rabbitry.common.transport.connect import connect
 from rabbitry.producers.log_emitter import LogEmitter
 from rabbitry.producers.log_handler import LogExchangeHandler
 from tests.helpers import bind_everything, command_path, drain, json_lines, wait_until
@@ -49,9 +49,23 @@ def test_a_durable_subscription_resubscribes_after_an_outage(extra_broker, uniqu
     exchange, queue = log_exchange("topic", unique_name, durable=True), f"{unique_name}.subscription"
     stderr = tempfile.NamedTemporaryFile("w+", suffix=".err")
     subscriber = subprocess.Popen(
-        [command_path("subscribe"), "--json", "--exchange", exchange.name, "--durable", "--queue", queue, "kern.*",
-         "--count", "2"], env={**cli_env, "AMQP_URL": extra_broker.url}, stdout=subprocess.PIPE, stderr=stderr,
-        text=True)
+        [
+            command_path("subscribe"),
+            "--json",
+            "--exchange",
+            exchange.name,
+            "--durable",
+            "--queue",
+            queue,
+            "kern.*",
+            "--count",
+            "2",
+        ],
+        env={**cli_env, "AMQP_URL": extra_broker.url},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
 
     def subscriptions() -> int:
         if subscriber.poll() is not None:

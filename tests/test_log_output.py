@@ -10,8 +10,7 @@ from rabbitry.subscribers.output import json_line, readable_line
 
 
 def delivery(routing_key: str, body: bytes, headers: dict | None = None) -> Delivery:
-    return Delivery(body=body, routing_key=routing_key, exchange="topic_logs", delivery_tag=1,
-                    headers=headers or {})
+    return Delivery(body=body, routing_key=routing_key, exchange="topic_logs", delivery_tag=1, headers=headers or {})
 
 
 def test_routing_keys_name_severity_and_facility_as_the_tutorials_shape_them():
@@ -22,8 +21,15 @@ def test_routing_keys_name_severity_and_facility_as_the_tutorials_shape_them():
 
 
 def test_metadata_rides_in_headers_and_properties():
-    message = log_message("topic_logs", "kern.critical", b"panic", severity="critical", facility="kern",
-                          app_id="emit-log", timestamp=1764165000.5)
+    message = log_message(
+        "topic_logs",
+        "kern.critical",
+        b"panic",
+        severity="critical",
+        facility="kern",
+        app_id="emit-log",
+        timestamp=1764165000.5,
+    )
     assert message.body == b"panic"
     assert (message.timestamp, message.app_id, message.persistent) == (1764165000, "emit-log", False)
     assert {k: message.headers[k] for k in ("severity", "facility")} == {"severity": "critical", "facility": "kern"}
@@ -47,8 +53,9 @@ def test_a_message_cannot_drive_the_terminal_and_its_further_lines_are_indented(
     # U+009B: CSI
     message = delivery("app.error", b"\x1b[2J\x1b]0;owned\x07cleared\rover\tkept\nTraceback:\n  boom\xc2\x9b")
 
-    assert readable_line(message) == ("app.error ERROR    \\x1b[2J\\x1b]0;owned\\x07cleared\\x0dover\tkept\n"
-                                      "    Traceback:\n      boom\\x9b")
+    assert readable_line(message) == (
+        "app.error ERROR    \\x1b[2J\\x1b]0;owned\\x07cleared\\x0dover\tkept\n    Traceback:\n      boom\\x9b"
+    )
 
 
 def test_json_lines_carry_key_body_properties_and_headers():

@@ -61,15 +61,18 @@ def test_unbind_removes_one_key_and_keeps_the_others(run, subscription):
 
 def test_without_a_management_api_listing_subscriptions_is_one_line_with_its_exit_status(run, subscription):
     exchange, _queue = subscription
-    result = run("rabbitry", "logs", "subscriptions", "--exchange", exchange,
-                 "--management-url", "http://127.0.0.1:1")
+    result = run("rabbitry", "logs", "subscriptions", "--exchange", exchange, "--management-url", "http://127.0.0.1:1")
 
     assert_one_line_error(result, ExitCode.MANAGEMENT_UNAVAILABLE, "management API at http://127.0.0.1:1")
 
 
 def test_subscriptions_are_listed_with_their_keys_and_backlog(management_broker, unique_name):
-    env = dict(os.environ, AMQP_URL=management_broker.url, RABBITMQ_MANAGEMENT_URL=management_broker.management_url,
-               RABBITRY_LOG_FORMAT="json")
+    env = dict(
+        os.environ,
+        AMQP_URL=management_broker.url,
+        RABBITMQ_MANAGEMENT_URL=management_broker.management_url,
+        RABBITRY_LOG_FORMAT="json",
+    )
     exchange = unique_name
 
     def run(*args, check=True):
@@ -79,27 +82,46 @@ def test_subscriptions_are_listed_with_their_keys_and_backlog(management_broker,
     run("subscribe", "--exchange", exchange, "--queue", f"{exchange}.kern", "kern.*", "*.critical", "--timeout", "0.2")
     run("subscribe", "--exchange", exchange, "--queue", f"{exchange}.app", "app.#", "--timeout", "0.2")
     run("emit-log", "--exchange", exchange, "app.info", "one")
-    live = subprocess.Popen([command_path("subscribe"), "--exchange", exchange, "#", "--timeout", "30"],
-                            env=env, stderr=subprocess.PIPE, text=True)  # an exclusive queue: not listed
+    live = subprocess.Popen(
+        [command_path("subscribe"), "--exchange", exchange, "#", "--timeout", "30"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # an exclusive queue: not listed
     try:
         next(line for line in live.stderr if '"subscribed"' in line)
+
         def listed_with_statistics():  # the broker refreshes a queue's counts twice a second here
             rows = json_lines(run("rabbitry", "logs", "subscriptions", "--exchange", exchange, "--json").stdout)
             return rows if rows and rows[0]["messages"] == 1 else None
 
         listed = wait_until(listed_with_statistics, message="the backlog in the management API")
         table = run("rabbitry", "logs", "subscriptions", "--exchange", exchange).stdout
-        not_bound = run("subscribe", "--exchange", exchange, "--queue", f"{exchange}.app", "--unbind", "kern.*",
-                        "--timeout", "0.2", check=False)
+        not_bound = run(
+            "subscribe",
+            "--exchange",
+            exchange,
+            "--queue",
+            f"{exchange}.app",
+            "--unbind",
+            "kern.*",
+            "--timeout",
+            "0.2",
+            check=False,
+        )
     finally:
         live.kill()
         live.wait()
     assert listed == [
         {"queue": f"{exchange}.app", "kind": "queue", "binding_keys": ["app.#"], "messages": 1, "consumers": 0},
-        {"queue": f"{exchange}.history", "kind": "history", "binding_keys": ["#"], "messages": None,
-         "consumers": 0},
-        {"queue": f"{exchange}.kern", "kind": "queue", "binding_keys": ["*.critical", "kern.*"], "messages": 0,
-         "consumers": 0},
+        {"queue": f"{exchange}.history", "kind": "history", "binding_keys": ["#"], "messages": None, "consumers": 0},
+        {
+            "queue": f"{exchange}.kern",
+            "kind": "queue",
+            "binding_keys": ["*.critical", "kern.*"],
+            "messages": 0,
+            "consumers": 0,
+        },
     ]
     assert "'kern.*'" in table and "history" in table
     assert_one_line_error(not_bound, ExitCode.USAGE, "is not bound", "'kern.*'", "its keys: 'app.#'")

@@ -22,8 +22,9 @@ class SubscriberProcess:
     def __init__(self, args: list[str], env: dict):
         self._out = tempfile.NamedTemporaryFile("w+", prefix="rabbitry-subscribe-", suffix=".out")
         self._err = tempfile.NamedTemporaryFile("w+", prefix="rabbitry-subscribe-", suffix=".err")
-        self.process = subprocess.Popen([command_path("subscribe"), "--json", *args], env=env,
-                                        stdout=self._out, stderr=self._err)
+        self.process = subprocess.Popen(
+            [command_path("subscribe"), "--json", *args], env=env, stdout=self._out, stderr=self._err
+        )
 
     def wait_until_subscribed(self) -> None:
         def subscribed():
@@ -79,8 +80,11 @@ def bodies(messages: list[dict]) -> list[str]:
 
 def test_the_tutorial_table_of_topic_bindings(start_subscribers, exchange_name, broker_settings):
     everything, kern, critical, union = start_subscribers(
-        *[["--exchange", exchange_name, *keys, "--count", str(count)]
-          for keys, count in ((["#"], 5), (["kern.*"], 2), (["*.critical"], 2), (["kern.*", "*.critical"], 3))])
+        *[
+            ["--exchange", exchange_name, *keys, "--count", str(count)]
+            for keys, count in ((["#"], 5), (["kern.*"], 2), (["*.critical"], 2), (["kern.*", "*.critical"], 3))
+        ]
+    )
     # kern.critical comes last and matches every subscription: a stray or
     # duplicated message would take its place within each --count.
     sent = ["kern.info", "app.critical", "app.info", "kern.disk.error", "kern.critical"]
@@ -95,18 +99,34 @@ def test_the_tutorial_table_of_topic_bindings(start_subscribers, exchange_name, 
     assert [m["routing_key"] for m in union.finish()] == ["kern.info", "app.critical", "kern.critical"]
 
 
-@pytest.mark.parametrize("exchange_type, subscriptions, emitted, received", [
-    ("fanout", [[], []], [([], "hello all")], [["hello all"], ["hello all"]]),
-    ("direct", [["error"], ["info", "error"]], [(["info"], "started"), (["error"], "disk full")],
-     [["disk full"], ["started", "disk full"]]),
-    ("topic", [["kern.*"], ["*.critical"]], [(["app.critical"], "app down"), (["kern.critical"], "panic")],
-     [["panic"], ["app down", "panic"]]),
-])
-def test_each_exchange_type_routes_as_in_the_tutorials(start_subscribers, run, exchange_name, exchange_type,
-                                                       subscriptions, emitted, received):
+@pytest.mark.parametrize(
+    "exchange_type, subscriptions, emitted, received",
+    [
+        ("fanout", [[], []], [([], "hello all")], [["hello all"], ["hello all"]]),
+        (
+            "direct",
+            [["error"], ["info", "error"]],
+            [(["info"], "started"), (["error"], "disk full")],
+            [["disk full"], ["started", "disk full"]],
+        ),
+        (
+            "topic",
+            [["kern.*"], ["*.critical"]],
+            [(["app.critical"], "app down"), (["kern.critical"], "panic")],
+            [["panic"], ["app down", "panic"]],
+        ),
+    ],
+)
+def test_each_exchange_type_routes_as_in_the_tutorials(
+    start_subscribers, run, exchange_name, exchange_type, subscriptions, emitted, received
+):
     options = ["--exchange-type", exchange_type, "--exchange", exchange_name]
-    subscribers = start_subscribers(*[[*options, *keys, "--count", str(len(expected))]
-                                      for keys, expected in zip(subscriptions, received, strict=True)])
+    subscribers = start_subscribers(
+        *[
+            [*options, *keys, "--count", str(len(expected))]
+            for keys, expected in zip(subscriptions, received, strict=True)
+        ]
+    )
     for key, message in emitted:
         run("emit-log", *options, *key, message, check=True)
     assert [bodies(subscriber.finish()) for subscriber in subscribers] == received
@@ -134,8 +154,12 @@ def test_stdin_is_streamed_one_message_per_line(start_subscribers, run, exchange
 
 def test_a_streamed_line_is_sent_before_the_input_ends(start_subscribers, cli_env, exchange_name):
     [subscriber] = start_subscribers(["--exchange", exchange_name, "app.info", "--count", "1"])
-    emitter = subprocess.Popen([command_path("emit-log"), "--exchange", exchange_name, "app.info"], env=cli_env,
-                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    emitter = subprocess.Popen(
+        [command_path("emit-log"), "--exchange", exchange_name, "app.info"],
+        env=cli_env,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         emitter.stdin.write(b"first line of a tail -f\n")
         emitter.stdin.flush()
@@ -146,14 +170,20 @@ def test_a_streamed_line_is_sent_before_the_input_ends(start_subscribers, cli_en
     assert emitter.wait(30) == 0
 
 
-def test_a_durable_subscription_gets_what_was_emitted_while_it_was_away(run, exchange_name, unique_name,
-                                                                         connection):
+def test_a_durable_subscription_gets_what_was_emitted_while_it_was_away(run, exchange_name, unique_name, connection):
     queue = f"{unique_name}.subscription"
     subscription = ["--exchange", exchange_name, "--queue", queue, "kern.*"]
     try:
         run("subscribe", *subscription, "--timeout", "0.2", check=True)  # subscribes, then goes away
-        run("emit-log", "--exchange", exchange_name, "--require-route", "kern.warning",
-            input="one\ntwo\nthree\n", check=True)
+        run(
+            "emit-log",
+            "--exchange",
+            exchange_name,
+            "--require-route",
+            "kern.warning",
+            input="one\ntwo\nthree\n",
+            check=True,
+        )
         result = run("subscribe", "--json", *subscription, "--count", "3", check=True)
         assert bodies(json_lines(result.stdout)) == ["one", "two", "three"]
         assert connection.queue_state(queue).messages == 0
@@ -170,20 +200,25 @@ def test_unroutable_messages_are_reported_and_can_be_an_error(run, exchange_name
     assert result.stderr.strip().splitlines()[-1].startswith("Error: message unroutable")
 
 
-@pytest.mark.parametrize("command, arguments, complaint", [
-    ("emit-log", ["k" * 256, "hello"], "routing key is 256 bytes long"),
-    ("emit-log", [b"kern.\xff", "hello"], "is not valid UTF-8"),
-    ("emit-log", ["--exchange-type", "direct"], "needs a ROUTING_KEY"),
-    ("subscribe", ["*." + "k" * 300], "binding key is 302 bytes long"),
-    ("subscribe", [b"kern.\xfe"], "is not valid UTF-8"),
-    ("subscribe", [], "needs at least one binding key"),
-    ("subscribe", ["--exchange-type", "direct"], "needs at least one binding key"),
-    ("subscribe", ["--exchange-type", "fanout", "error"], "give no binding key"),
-])
-def test_an_invalid_key_is_one_clear_error_before_anything_is_declared(cli_env, exchange_name, command,
-                                                                      arguments, complaint):
-    result = subprocess.run([command_path(command), "--exchange", exchange_name, *arguments], env=cli_env,
-                            capture_output=True, timeout=30)
+@pytest.mark.parametrize(
+    "command, arguments, complaint",
+    [
+        ("emit-log", ["k" * 256, "hello"], "routing key is 256 bytes long"),
+        ("emit-log", [b"kern.\xff", "hello"], "is not valid UTF-8"),
+        ("emit-log", ["--exchange-type", "direct"], "needs a ROUTING_KEY"),
+        ("subscribe", ["*." + "k" * 300], "binding key is 302 bytes long"),
+        ("subscribe", [b"kern.\xfe"], "is not valid UTF-8"),
+        ("subscribe", [], "needs at least one binding key"),
+        ("subscribe", ["--exchange-type", "direct"], "needs at least one binding key"),
+        ("subscribe", ["--exchange-type", "fanout", "error"], "give no binding key"),
+    ],
+)
+def test_an_invalid_key_is_one_clear_error_before_anything_is_declared(
+    cli_env, exchange_name, command, arguments, complaint
+):
+    result = subprocess.run(
+        [command_path(command), "--exchange", exchange_name, *arguments], env=cli_env, capture_output=True, timeout=30
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 2
     assert complaint in stderr
@@ -210,8 +245,15 @@ def test_a_tutorial_receiver_gets_what_emit_log_sends(run, broker_url, unique_na
         channel.exchange_declare(exchange=name, exchange_type=exchange_type)  # as receive_logs*.py does
         queue = channel.queue_declare(queue="", exclusive=True).method.queue
         channel.queue_bind(exchange=name, queue=queue, routing_key=key)
-        run("emit-log", "--exchange-type", exchange_type, *([key] if key else []), unique_name,
-            "--require-route", check=True)
+        run(
+            "emit-log",
+            "--exchange-type",
+            exchange_type,
+            *([key] if key else []),
+            unique_name,
+            "--require-route",
+            check=True,
+        )
 
         def received_ours():  # other tests may share the tutorials' exchanges
             _method, _properties, body = channel.basic_get(queue, auto_ack=True)
@@ -227,7 +269,11 @@ def test_subscribe_prints_what_a_tutorial_emitter_sends(cli_env, broker_url, uni
     env = {**cli_env, "RABBITRY_LOG_FORMAT": "json"}
     subscriber = subprocess.Popen(
         [command_path("subscribe"), "--exchange-type", exchange_type, *([key] if key else []), "--timeout", "30"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in subscriber.stderr:
             if '"subscribed"' in line:
@@ -259,5 +305,7 @@ def test_emit_log_fails_in_one_line_when_the_broker_is_down(cli_env):
 
 def test_the_default_exchanges_are_declared_as_in_the_tutorials():
     assert {t: (log_exchange(t).name, log_exchange(t).type, log_exchange(t).durable) for t in LOG_EXCHANGES} == {
-        "fanout": ("logs", "fanout", False), "direct": ("direct_logs", "direct", False),
-        "topic": ("topic_logs", "topic", False)}
+        "fanout": ("logs", "fanout", False),
+        "direct": ("direct_logs", "direct", False),
+        "topic": ("topic_logs", "topic", False),
+    }

@@ -16,9 +16,9 @@ from structlog.testing import capture_logs
 
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.transport.contract import Delivery
+from rabbitry.task import Task
 from rabbitry.workers import execution, metrics
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.task import Task
 from tests.helpers import run_command, wait_until
 
 
@@ -32,17 +32,24 @@ def scrape(port: int) -> dict[tuple, float]:
     """Every sample of the endpoint, keyed by name and sorted labels."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def total(samples: dict[tuple, float], name: str, **labels) -> float:
-    return sum(value for (sample, sample_labels), value in samples.items()
-               if sample == name and labels.items() <= dict(sample_labels).items())
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and labels.items() <= dict(sample_labels).items()
+    )
 
 
 def test_scraped_counters_equal_the_log_lines_through_failures_and_a_killed_pool_process(
-        run, start_worker, work_queue_name):
+    run, start_worker, work_queue_name
+):
     port = free_port()
     worker = start_worker(work_queue_name, "--processes", "2", "--max-retries", "0", "--metrics-port", str(port))
     run("new-task", "--queue", work_queue_name, "--task", "fail", "--count", "100", check=True)
@@ -53,23 +60,30 @@ def test_scraped_counters_equal_the_log_lines_through_failures_and_a_killed_pool
     os.kill(pool[0].pid, signal.SIGKILL)  # mid-run: its prefetched tasks run again elsewhere
 
     def done():
-        return (len({e["task_id"] for e in worker.events("task_succeeded")}) == 10000
-                and len(worker.events("task_dead_lettered")) == 100
-                and worker.events("pool_process_died"))
+        return (
+            len({e["task_id"] for e in worker.events("task_succeeded")}) == 10000
+            and len(worker.events("task_dead_lettered")) == 100
+            and worker.events("pool_process_died")
+        )
 
     wait_until(done, timeout=120, message="every task settled")
 
     def log_counts():
-        return {"succeeded": len(worker.events("task_succeeded")),
-                "dead_lettered": len(worker.events("task_dead_lettered")),
-                "ran": len(worker.events("task_succeeded")) + len(worker.events("task_dead_lettered"))}
+        return {
+            "succeeded": len(worker.events("task_succeeded")),
+            "dead_lettered": len(worker.events("task_dead_lettered")),
+            "ran": len(worker.events("task_succeeded")) + len(worker.events("task_dead_lettered")),
+        }
 
     def scraped_counts():
         samples = scrape(port)
-        return {"succeeded": total(samples, "rabbitry_tasks_total", outcome="succeeded", task="noop"),
-                "dead_lettered": total(samples, "rabbitry_tasks_total", outcome="dead_lettered",
-                                       reason="retries_exhausted", task="fail"),
-                "ran": total(samples, "rabbitry_task_duration_seconds_count")}
+        return {
+            "succeeded": total(samples, "rabbitry_tasks_total", outcome="succeeded", task="noop"),
+            "dead_lettered": total(
+                samples, "rabbitry_tasks_total", outcome="dead_lettered", reason="retries_exhausted", task="fail"
+            ),
+            "ran": total(samples, "rabbitry_task_duration_seconds_count"),
+        }
 
     def counted_beyond_the_lines():
         scraped, logged = scraped_counts(), log_counts()
@@ -77,8 +91,11 @@ def test_scraped_counters_equal_the_log_lines_through_failures_and_a_killed_pool
 
     # A task is counted, then its line written (see test_a_task_is_counted_before_its_line_is_written):
     # the kill may fall between the two for the one task the killed process was settling, and only there.
-    wait_until(lambda: all(0 <= beyond <= 1 for beyond in counted_beyond_the_lines().values()), timeout=10,
-               message="the scrape to catch up")
+    wait_until(
+        lambda: all(0 <= beyond <= 1 for beyond in counted_beyond_the_lines().values()),
+        timeout=10,
+        message="the scrape to catch up",
+    )
     samples = scrape(port)
     beyond = counted_beyond_the_lines()
     assert all(0 <= n <= 1 for n in beyond.values()), beyond
@@ -102,8 +119,9 @@ def test_a_metrics_port_in_use_is_one_clear_line_and_exit_2(cli_env, work_queue_
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_command(["worker", "--queue", work_queue_name, "--processes", "1",
-                              "--metrics-port", str(port)], cli_env, timeout=60)
+        result = run_command(
+            ["worker", "--queue", work_queue_name, "--processes", "1", "--metrics-port", str(port)], cli_env, timeout=60
+        )
 
     assert result.returncode == 2
     assert f"Error: cannot serve metrics on 127.0.0.1:{port}" in result.stderr
@@ -112,14 +130,21 @@ def test_a_metrics_port_in_use_is_one_clear_line_and_exit_2(cli_env, work_queue_
 
 def test_every_rabbitry_metric_the_dashboard_queries_is_one_the_worker_serves(run, start_worker, work_queue_name):
     dashboard = json.loads((Path(__file__).parent.parent / "monitoring/grafana/rabbitry.json").read_text())
-    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
-               for name in re.findall(r"\brabbitry_[a-z_]+", target["expr"])}
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\brabbitry_[a-z_]+", target["expr"])
+    }
     port = free_port()
     worker = start_worker(work_queue_name, "--processes", "1", "--max-retries", "0", "--metrics-port", str(port))
     run("new-task", "--queue", work_queue_name, "--task", "fail", check=True)
     run("new-task", "--queue", work_queue_name, "--task", "noop", check=True)
-    wait_until(lambda: worker.events("task_dead_lettered") and worker.events("task_succeeded"), timeout=30,
-               message="both tasks settled")
+    wait_until(
+        lambda: worker.events("task_dead_lettered") and worker.events("task_succeeded"),
+        timeout=30,
+        message="both tasks settled",
+    )
     os.kill(psutil.Process(worker.process.pid).children()[0].pid, signal.SIGKILL)
     wait_until(lambda: worker.events("pool_process_died"), timeout=30, message="the pool process restarted")
 
@@ -147,11 +172,14 @@ def _fails():
     raise RuntimeError("no")
 
 
-@pytest.mark.parametrize("function, max_retries, event", [
-    (lambda: None, 0, "task_succeeded"),
-    (_fails, 3, "task_failed"),
-    (_fails, 0, "task_dead_lettered"),
-])
+@pytest.mark.parametrize(
+    "function, max_retries, event",
+    [
+        (lambda: None, 0, "task_succeeded"),
+        (_fails, 3, "task_failed"),
+        (_fails, 0, "task_dead_lettered"),
+    ],
+)
 def test_a_task_is_counted_before_its_line_is_written(monkeypatch, function, max_retries, event):
     """A pool process killed between a count and its line must leave the count, not the line:
     a line is what the task's rerun elsewhere writes again, a count is never taken back."""
@@ -166,5 +194,4 @@ def test_a_task_is_counted_before_its_line_is_written(monkeypatch, function, max
             execution.failure(delivery, message, config, run.error)
 
     assert [line["event"] for line in lines if line["log_level"] != "debug"] == [event]
-    assert recorder.counted_after and all(written == 0 for _, written in recorder.counted_after), \
-        recorder.counted_after
+    assert recorder.counted_after and all(written == 0 for _, written in recorder.counted_after), recorder.counted_after

@@ -20,8 +20,13 @@ def run_on_a_terminal(args: list[str], env: dict, stdout=None) -> tuple[int, byt
     """Run a command with a pseudo-terminal as its standard error (and output, unless ``stdout`` is
     given), as a user's shell does; return its exit code and what the terminal received."""
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([command_path(args[0]), *args[1:]], stdin=subprocess.DEVNULL,
-                               stdout=terminal if stdout is None else stdout, stderr=terminal, env=env)
+    process = subprocess.Popen(
+        [command_path(args[0]), *args[1:]],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal if stdout is None else stdout,
+        stderr=terminal,
+        env=env,
+    )
     os.close(terminal)
     received = b""
     while True:
@@ -38,7 +43,8 @@ def run_on_a_terminal(args: list[str], env: dict, stdout=None) -> tuple[int, byt
 
 def test_on_a_terminal_the_ids_are_never_drawn_over_by_the_progress_bar(cli_env, work_queue_name):
     code, received = run_on_a_terminal(
-        ["new-task", "--task", "noop", "--count", "3000", "--queue", work_queue_name], {**cli_env, "COLUMNS": "80"})
+        ["new-task", "--task", "noop", "--count", "3000", "--queue", work_queue_name], {**cli_env, "COLUMNS": "80"}
+    )
 
     lines = received.split(b"\n")
     ids = [line for line in lines if TASK_ID.search(line)]
@@ -50,7 +56,8 @@ def test_on_a_terminal_the_ids_are_never_drawn_over_by_the_progress_bar(cli_env,
 def test_with_the_ids_sent_to_a_file_the_progress_bar_draws_on_the_terminal(cli_env, work_queue_name, tmp_path):
     with open(tmp_path / "ids.txt", "wb") as ids:
         code, received = run_on_a_terminal(
-            ["new-task", "--task", "noop", "--count", "3000", "--queue", work_queue_name], cli_env, stdout=ids)
+            ["new-task", "--task", "noop", "--count", "3000", "--queue", work_queue_name], cli_env, stdout=ids
+        )
 
     assert code == 0
     assert b"queueing" in received and not TASK_ID.search(received)
@@ -58,13 +65,28 @@ def test_with_the_ids_sent_to_a_file_the_progress_bar_draws_on_the_terminal(cli_
     assert received.rstrip().splitlines()[-1].startswith(b"summary: 3000 queued")
 
 
-def test_ctrl_c_prints_the_id_of_every_confirmed_task_then_the_summary_and_exits_130(cli_env, work_queue_name,
-                                                                                     connection, tmp_path):
+def test_ctrl_c_prints_the_id_of_every_confirmed_task_then_the_summary_and_exits_130(
+    cli_env, work_queue_name, connection, tmp_path
+):
     ids_path = tmp_path / "ids.txt"
     with open(ids_path, "w") as ids:
         process = subprocess.Popen(
-            [command_path("new-task"), "--task", "noop", "--count", "100000", "--queue", work_queue_name,
-             "--queue-type", "classic"], stdout=ids, stderr=subprocess.PIPE, env=cli_env, text=True)
+            [
+                command_path("new-task"),
+                "--task",
+                "noop",
+                "--count",
+                "100000",
+                "--queue",
+                work_queue_name,
+                "--queue-type",
+                "classic",
+            ],
+            stdout=ids,
+            stderr=subprocess.PIPE,
+            env=cli_env,
+            text=True,
+        )
         wait_until(lambda: ids_path.stat().st_size > 33 * 2000, message="2000 ids to be printed")
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
@@ -84,8 +106,21 @@ def test_ctrl_c_prints_the_id_of_every_confirmed_task_then_the_summary_and_exits
 
 def test_a_closed_output_stops_the_queueing_and_still_ends_with_the_summary(cli_env, work_queue_name, connection):
     process = subprocess.Popen(
-        [command_path("new-task"), "--task", "noop", "--count", "100000", "--queue", work_queue_name,
-         "--queue-type", "classic"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env)
+        [
+            command_path("new-task"),
+            "--task",
+            "noop",
+            "--count",
+            "100000",
+            "--queue",
+            work_queue_name,
+            "--queue-type",
+            "classic",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env,
+    )
     first = [process.stdout.readline() for _ in range(2)]  # as `new-task … | head -2` reads
     process.stdout.close()
     stderr = process.communicate(timeout=60)[1].decode()
@@ -112,12 +147,15 @@ def test_quiet_prints_nothing_when_every_task_is_queued(run, work_queue_name):
     assert "summary" not in result.stderr
 
 
-@pytest.mark.parametrize("account, error, code", [
-    (BatchAccount(planned=3, submitted=3, queued=3), None, ExitCode.OK),
-    (BatchAccount(planned=3, submitted=3, queued=1, refused=2), None, ExitCode.QUEUE_FULL),
-    (BatchAccount(planned=3, submitted=3, queued=2), None, ExitCode.FAILURE),  # one unconfirmed
-    (BatchAccount(planned=3, submitted=1, queued=1), None, ExitCode.FAILURE),  # two never sent
-    (BatchAccount(planned=3, submitted=3), PublishingBlocked("blocked"), ExitCode.PUBLISHING_BLOCKED),
-])
+@pytest.mark.parametrize(
+    "account, error, code",
+    [
+        (BatchAccount(planned=3, submitted=3, queued=3), None, ExitCode.OK),
+        (BatchAccount(planned=3, submitted=3, queued=1, refused=2), None, ExitCode.QUEUE_FULL),
+        (BatchAccount(planned=3, submitted=3, queued=2), None, ExitCode.FAILURE),  # one unconfirmed
+        (BatchAccount(planned=3, submitted=1, queued=1), None, ExitCode.FAILURE),  # two never sent
+        (BatchAccount(planned=3, submitted=3), PublishingBlocked("blocked"), ExitCode.PUBLISHING_BLOCKED),
+    ],
+)
 def test_a_batch_succeeds_only_when_every_task_is_queued(account, error, code):
     assert outcome(account, error) == code

@@ -8,8 +8,23 @@ import pytest
 from rabbitry.common.errors import ExitCode
 from tests.helpers import assert_one_line_error, run_command
 
-SMALL_COMPARE = ["compare", "--tasks", "200", "--messages", "50", "--subscribers", "1", "--seed-tasks", "100",
-                 "--cpu-tasks", "20", "--io-tasks", "20", "--sweep-tasks", "4"]
+SMALL_COMPARE = [
+    "compare",
+    "--tasks",
+    "200",
+    "--messages",
+    "50",
+    "--subscribers",
+    "1",
+    "--seed-tasks",
+    "100",
+    "--cpu-tasks",
+    "20",
+    "--io-tasks",
+    "20",
+    "--sweep-tasks",
+    "4",
+]
 NOWHERE = {**os.environ, "AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -26,8 +41,9 @@ def test_compare_draws_its_figures_to_an_svg(tmp_path):
 
 def test_the_demo_draws_its_fair_dispatch_timeline_to_a_png(tmp_path):
     picture = tmp_path / "fair-dispatch.png"
-    result = run_command(["rabbitry", "demo", "--broker", "local", "--plot", str(picture)], env=dict(os.environ),
-                         timeout=120)
+    result = run_command(
+        ["rabbitry", "demo", "--broker", "local", "--plot", str(picture)], env=dict(os.environ), timeout=120
+    )
 
     assert result.returncode == 0, result.stderr
     assert picture.stat().st_size > 1000
@@ -43,8 +59,9 @@ def test_an_unknown_picture_suffix_is_one_line_before_anything_runs(tmp_path, co
 
 
 def test_a_picture_in_a_folder_that_does_not_exist_is_one_line(tmp_path):
-    result = run_command(["rabbitry", "demo", "--broker", "local", "--plot", str(tmp_path / "no" / "demo.svg")],
-                         env=NOWHERE, timeout=30)
+    result = run_command(
+        ["rabbitry", "demo", "--broker", "local", "--plot", str(tmp_path / "no" / "demo.svg")], env=NOWHERE, timeout=30
+    )
 
     assert_one_line_error(result, ExitCode.USAGE, "there is no folder")
 
@@ -54,8 +71,9 @@ def test_without_matplotlib_the_tables_print_and_plot_is_one_line_naming_the_ext
     (tmp_path / "matplotlib").mkdir()
     (tmp_path / "matplotlib" / "__init__.py").write_text("raise ImportError('not installed')\n")
     env = {**NOWHERE, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    result = run_command(["rabbitry", "demo", "--broker", "local", "--plot", str(tmp_path / "demo.svg")], env=env,
-                         timeout=120)
+    result = run_command(
+        ["rabbitry", "demo", "--broker", "local", "--plot", str(tmp_path / "demo.svg")], env=env, timeout=120
+    )
 
     assert_one_line_error(result, ExitCode.EXTRA_MISSING, "pip install 'rabbitry[plot]'")
     assert "Done in" in result.stdout  # the summary came first

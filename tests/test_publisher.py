@@ -3,9 +3,9 @@
 import pytest
 from structlog.testing import capture_logs
 
-from rabbitry.producers.publisher import REFUSED, ReliablePublisher, nack_is_refusal
 from rabbitry.common.topology import Queue, Topology
 from rabbitry.common.transport.contract import OutgoingMessage, QueueState
+from rabbitry.producers.publisher import REFUSED, ReliablePublisher, nack_is_refusal
 from tests.helpers import drain
 
 
@@ -40,12 +40,13 @@ def test_routable_messages_are_all_confirmed_through_a_small_window(broker_setti
     assert state.messages == 25
 
 
-def test_a_message_amqp_cannot_carry_is_reported_and_the_connection_goes_on(broker_settings, connection,
-                                                                            unique_name):
+def test_a_message_amqp_cannot_carry_is_reported_and_the_connection_goes_on(broker_settings, connection, unique_name):
     connection.declare(Topology(queues=(Queue(unique_name, arguments={"x-queue-type": "classic"}),)))
-    unencodable = [OutgoingMessage(unique_name, b"long id", message_id="i" * 300),  # over a short string
-                   OutgoingMessage(unique_name, b"bad header", headers={"who": "caf\udce9"}),  # not UTF-8
-                   OutgoingMessage("k" * 300, b"long key", "amq.topic")]
+    unencodable = [
+        OutgoingMessage(unique_name, b"long id", message_id="i" * 300),  # over a short string
+        OutgoingMessage(unique_name, b"bad header", headers={"who": "caf\udce9"}),  # not UTF-8
+        OutgoingMessage("k" * 300, b"long key", "amq.topic"),
+    ]
     fine = OutgoingMessage(unique_name, b"fine")
     publisher = ReliablePublisher(broker_settings).connect()
     try:
@@ -62,7 +63,8 @@ def test_a_message_amqp_cannot_carry_is_reported_and_the_connection_goes_on(brok
 
 
 def test_a_full_queue_refuses_what_it_has_no_room_for_and_the_refusals_are_reported_at_once(
-        broker_settings, connection, unique_name):
+    broker_settings, connection, unique_name
+):
     full = Queue(unique_name, arguments={"x-queue-type": "classic", "x-max-length": 10, "x-overflow": "reject-publish"})
     confirmed = []
     publisher = ReliablePublisher(broker_settings, Topology(queues=(full,)), on_confirmed=confirmed.extend).connect()
@@ -82,13 +84,16 @@ def test_a_full_queue_refuses_what_it_has_no_room_for_and_the_refusals_are_repor
 
 
 def test_renewing_the_channel_for_a_nack_publishes_nothing_again_that_the_broker_had_queued(
-        broker_settings, connection, unique_name):
-    full = Queue(f"{unique_name}.full", arguments={"x-queue-type": "classic", "x-max-length": 1,
-                                                    "x-overflow": "reject-publish"})
+    broker_settings, connection, unique_name
+):
+    full = Queue(
+        f"{unique_name}.full", arguments={"x-queue-type": "classic", "x-max-length": 1, "x-overflow": "reject-publish"}
+    )
     roomy = Queue(f"{unique_name}.roomy", arguments={"x-queue-type": "classic"})
     confirmed = []
-    publisher = ReliablePublisher(broker_settings, Topology(queues=(full, roomy)), window=200,
-                                  on_confirmed=confirmed.extend).connect()
+    publisher = ReliablePublisher(
+        broker_settings, Topology(queues=(full, roomy)), window=200, on_confirmed=confirmed.extend
+    ).connect()
     # The nack of the first message is heard while hundreds of others are in flight; the
     # channel renewed for it must first hear their confirms, or it publishes them twice.
     sent = [OutgoingMessage(routing_key=roomy.name, body=b"%d" % i) for i in range(3000)]
@@ -110,12 +115,14 @@ def test_renewing_the_channel_for_a_nack_publishes_nothing_again_that_the_broker
     assert sorted(in_roomy) == sorted(m.message_id for m in sent)  # each once
 
 
-@pytest.mark.parametrize("nacked_before, state, refusal", [
-    (True, QueueState(messages=10, consumers=0), True),
-    (False, QueueState(messages=10, consumers=0), False),  # the first nack may be a leader lost: publish again
-    (True, QueueState(messages=0, consumers=0), False),  # a quorum queue without a leader answers with none
-    (True, None, False),  # the queue did not answer
-])
-def test_a_nack_is_a_refusal_only_when_it_comes_again_from_a_queue_that_holds_messages(nacked_before, state,
-                                                                                       refusal):
+@pytest.mark.parametrize(
+    "nacked_before, state, refusal",
+    [
+        (True, QueueState(messages=10, consumers=0), True),
+        (False, QueueState(messages=10, consumers=0), False),  # the first nack may be a leader lost: publish again
+        (True, QueueState(messages=0, consumers=0), False),  # a quorum queue without a leader answers with none
+        (True, None, False),  # the queue did not answer
+    ],
+)
+def test_a_nack_is_a_refusal_only_when_it_comes_again_from_a_queue_that_holds_messages(nacked_before, state, refusal):
     assert nack_is_refusal(nacked_before, state) is refusal

@@ -25,8 +25,7 @@ def existing(connection, queue: str) -> list[str]:
     return [name for name in work_queue_names(queue) if connection.queue_state(name) is not None]
 
 
-def test_queue_delete_refuses_while_messages_wait_then_deletes_every_queue_with_force(
-        run, work_queue_name, connection):
+def test_queue_delete_refuses_while_messages_wait_then_deletes_every_queue_with_force(run, work_queue_name, connection):
     connection.declare(work_queue(work_queue_name))
     run("new-task", "hello", "--queue", work_queue_name, check=True)
     queues = [work_queue_name, dead_letter_queue_name(work_queue_name)]
@@ -58,5 +57,4 @@ def test_deleting_a_work_queue_that_is_not_there_is_a_one_line_error(run, unique
     result = run("rabbitry", "queue", "delete", unique_name, "--broker", broker)
 
     assert result.returncode == ExitCode.USAGE
-    assert result.stderr.strip() == f"Error: there is no work queue '{unique_name}', nor its " \
-                                    "dead-letter queue"
+    assert result.stderr.strip() == f"Error: there is no work queue '{unique_name}', nor its dead-letter queue"

@@ -14,7 +14,8 @@ from tests.transport_helpers import Inbox, get_within
 def request_and_reply(transport, caller, server, body: bytes = b"answer"):
     """The caller asks through a queue; the server answers the address it finds in reply_to."""
     queue = transport.declare(server, queues=[Queue(transport.name("requests"), durable=False)])[
-        transport.name("requests")]
+        transport.name("requests")
+    ]
     caller.publish(OutgoingMessage(queue, b"question", reply_to=DIRECT_REPLY_TO, correlation_id="c-1"))
     assert caller.wait_for_confirms(10) == []
     request = get_within(server, queue)
@@ -41,7 +42,8 @@ def test_a_reply_whose_caller_has_gone_is_dropped_without_an_error(transport):
     caller, server = transport.connect(), transport.connect()
     caller.consume(DIRECT_REPLY_TO, Inbox(caller), auto_ack=True)
     queue = transport.declare(server, queues=[Queue(transport.name("requests"), durable=False)])[
-        transport.name("requests")]
+        transport.name("requests")
+    ]
     caller.publish(OutgoingMessage(queue, b"question", reply_to=DIRECT_REPLY_TO, correlation_id="c-1"))
     caller.wait_for_confirms(10)
     request = get_within(server, queue)
@@ -57,7 +59,8 @@ def test_a_reply_whose_caller_has_gone_is_dropped_without_an_error(transport):
 def test_asking_for_a_reply_without_consuming_replies_is_refused(transport):
     caller = transport.connect()
     queue = transport.declare(caller, queues=[Queue(transport.name("requests"), durable=False)])[
-        transport.name("requests")]
+        transport.name("requests")
+    ]
 
     caller.publish(OutgoingMessage(queue, b"question", reply_to=DIRECT_REPLY_TO))
     # The broker closes the channel (PRECONDITION_FAILED, "fast reply consumer does not exist");
@@ -84,7 +87,8 @@ def test_rabbitmq_returns_a_mandatory_direct_reply_even_when_it_delivers_it(tran
     replies = Inbox(caller)
     caller.consume(DIRECT_REPLY_TO, replies, auto_ack=True)
     queue = transport.declare(server, queues=[Queue(transport.name("requests"), durable=False)])[
-        transport.name("requests")]
+        transport.name("requests")
+    ]
     caller.publish(OutgoingMessage(queue, b"question", reply_to=DIRECT_REPLY_TO))
     caller.wait_for_confirms(10)
     request = get_within(server, queue)

@@ -10,18 +10,18 @@ import uuid
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.common.transport.connect import connect
 from rabbitry.producers import default as default_submitter
 from rabbitry.producers.aio import AsyncTaskSubmitter
 from rabbitry.producers.handles import ResultLost, ResultNotRequested, TaskFailed
 from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.task import task
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.ledger import CrashLedger
-from rabbitry.task import task
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
 from tests.helpers import json_lines
@@ -57,14 +57,28 @@ def always_fails() -> None:
 class InProcessWorker:
     """Pool members as threads of this process, on either transport."""
 
-    def __init__(self, settings: BrokerSettings, queue: str, processes: int = 2, max_retries: int = 1,
-                 queue_type: str = "classic"):
-        self.config = WorkerConfig(settings=settings, queue=queue, queue_type=queue_type, processes=processes,
-                                   max_retries=max_retries, log_level="critical")
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        queue: str,
+        processes: int = 2,
+        max_retries: int = 1,
+        queue_type: str = "classic",
+    ):
+        self.config = WorkerConfig(
+            settings=settings,
+            queue=queue,
+            queue_type=queue_type,
+            processes=processes,
+            max_retries=max_retries,
+            log_level="critical",
+        )
         self._stop = threading.Event()
         ledger = CrashLedger(processes)
-        self._threads = [threading.Thread(target=PoolThread(self.config, index, self._stop, ledger).run)
-                         for index in range(processes)]
+        self._threads = [
+            threading.Thread(target=PoolThread(self.config, index, self._stop, ledger).run)
+            for index in range(processes)
+        ]
 
     def start(self) -> "InProcessWorker":
         load_task_modules(())  # the built-in tasks: echo, sleep, ...
@@ -177,8 +191,7 @@ def test_get_on_a_task_submitted_without_asking_for_results_says_so(settings, qu
 def test_new_task_wait_prints_each_result_beside_its_id(run, start_worker, work_queue_name):
     start_worker(work_queue_name, "--processes", "1")
 
-    result = run("new-task", "--task", "echo", "--args", '["hi"]', "--count", "3", "--wait", "--queue",
-                 work_queue_name)
+    result = run("new-task", "--task", "echo", "--args", '["hi"]', "--count", "3", "--wait", "--queue", work_queue_name)
 
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout)
@@ -190,13 +203,18 @@ def test_new_task_wait_exits_non_zero_when_a_task_fails_or_times_out(run, start_
     start_worker(work_queue_name, "--processes", "1", "--max-retries", "0")
 
     failed = run("new-task", "--task", "fail", "--args", '["on purpose"]', "--wait", "--queue", work_queue_name)
-    timed_out = run("new-task", "--task", "sleep", "--args", "[2]", "--wait", "--timeout", "0.2", "--queue",
-                    work_queue_name)
+    timed_out = run(
+        "new-task", "--task", "sleep", "--args", "[2]", "--wait", "--timeout", "0.2", "--queue", work_queue_name
+    )
 
     assert failed.returncode == timed_out.returncode == ExitCode.FAILURE
     [line] = json_lines(failed.stdout)
     assert (line["status"], line["reason"], line["error_type"], line["error"]) == (
-        "failed", "retries_exhausted", "TaskFailed", "on purpose")
+        "failed",
+        "retries_exhausted",
+        "TaskFailed",
+        "on purpose",
+    )
     assert [line["status"] for line in json_lines(timed_out.stdout)] == ["timed_out"]
     assert "0 succeeded, 0 failed, 1 timed out" in timed_out.stderr
 
@@ -235,8 +253,9 @@ def test_a_coroutine_awaits_results_while_the_event_loop_runs_on(settings, queue
 
 
 # -- task.delay() and task.delay_async() ---------------------------------------------
-def test_delay_and_delay_async_return_handles_whose_get_is_the_return_value(settings, queue, unique_name,
-                                                                            monkeypatch, request):
+def test_delay_and_delay_async_return_handles_whose_get_is_the_return_value(
+    settings, queue, unique_name, monkeypatch, request
+):
     monkeypatch.setenv("AMQP_URL", settings.urls[0])
     request.addfinalizer(default_submitter.close)
     request.addfinalizer(InProcessWorker(settings, queue, queue_type="quorum").start().stop)  # delay's queue type

@@ -9,9 +9,9 @@ import pytest
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name, delay_level_name, retry_delay_s
 from rabbitry.common.transport.contract import Delivery
-from tests.helpers import REPOSITORY, wait_until
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import RETRY_JITTER, failure
+from tests.helpers import REPOSITORY, wait_until
 
 FAULT_TASKS = ("--tasks", "tests.fault_tasks")
 
@@ -32,8 +32,14 @@ def test_retry_delays_double_from_one_second_up_to_a_cap():
 def test_each_retry_carries_its_attempt_and_a_jittered_due_time_into_the_delay_levels():
     config = WorkerConfig(queue="q", max_retries=3)
     message = TaskMessage("echo", attempt=1)
-    delivery = Delivery(body=message.encode(), routing_key="q", exchange="", delivery_tag=1,
-                        content_type="application/json", message_id=message.id)
+    delivery = Delivery(
+        body=message.encode(),
+        routing_key="q",
+        exchange="",
+        delivery_tag=1,
+        content_type="application/json",
+        message_id=message.id,
+    )
 
     delays = set()
     for _ in range(50):
@@ -42,23 +48,35 @@ def test_each_retry_carries_its_attempt_and_a_jittered_due_time_into_the_delay_l
         body = json.loads(retry.body)
         delays.add(round(body["eta"] - before, 2))
         # 2 s +-25 % is 2 or 3 whole seconds: binary 10, entering at level 1, or 11, at level 0.
-        assert (retry.exchange, retry.routing_key[-6:]) in [(delay_level_name(1), ".1.0.q"),
-                                                             (delay_level_name(0), ".1.1.q")]
+        assert (retry.exchange, retry.routing_key[-6:]) in [
+            (delay_level_name(1), ".1.0.q"),
+            (delay_level_name(0), ".1.1.q"),
+        ]
         assert body["attempt"] == 2 and retry.message_id == message.id and retry.expiration is None
     assert min(delays) >= 2 * (1 - RETRY_JITTER) - 0.01 and max(delays) <= 2 * (1 + RETRY_JITTER) + 0.01
     assert len(delays) > 1  # jittered, so retries of many tasks do not come back all at once
 
 
 def test_a_failing_task_waits_in_the_broker_then_succeeds_on_a_later_attempt(
-        run, start_fault_worker, work_queue_name, connection, tmp_path):
+    run, start_fault_worker, work_queue_name, connection, tmp_path
+):
     worker = start_fault_worker(work_queue_name, "--max-retries", "3")
     marker = tmp_path / "runs"
-    task_id = run("new-task", "--task", "fail_until", "--args", json.dumps([str(marker), 2]), "--queue",
-                  work_queue_name, check=True).stdout.strip()
+    task_id = run(
+        "new-task",
+        "--task",
+        "fail_until",
+        "--args",
+        json.dumps([str(marker), 2]),
+        "--queue",
+        work_queue_name,
+        check=True,
+    ).stdout.strip()
 
     # The first retry is held by the broker, in the 1 s delay level, not in the worker.
-    wait_until(lambda: connection.queue_state(delay_level_name(0)).messages >= 1,
-               message="the retry in its delay level")
+    wait_until(
+        lambda: connection.queue_state(delay_level_name(0)).messages >= 1, message="the retry in its delay level"
+    )
     done = wait_until(lambda: worker.events("task_succeeded"), timeout=20)
 
     failed = worker.events("task_failed")
@@ -69,7 +87,8 @@ def test_a_failing_task_waits_in_the_broker_then_succeeds_on_a_later_attempt(
 
 
 def test_an_error_the_task_declares_not_retryable_is_dead_lettered_at_once(
-        run, start_fault_worker, work_queue_name, connection):
+    run, start_fault_worker, work_queue_name, connection
+):
     worker = start_fault_worker(work_queue_name, "--max-retries", "3")
     task_id = run("new-task", "--task", "fail_permanently", "--queue", work_queue_name, check=True).stdout.strip()
 
@@ -84,7 +103,8 @@ def test_an_error_the_task_declares_not_retryable_is_dead_lettered_at_once(
 
 
 def test_a_task_that_keeps_failing_is_dead_lettered_with_its_last_attempt(
-        run, start_fault_worker, work_queue_name, connection):
+    run, start_fault_worker, work_queue_name, connection
+):
     worker = start_fault_worker(work_queue_name, "--max-retries", "1")
     task_id = run("new-task", "--task", "fail", "--queue", work_queue_name, check=True).stdout.strip()
 

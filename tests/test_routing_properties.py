@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rabbitry.common.transport.routing import topic_matches
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
 from rabbitry.common.transport.contract import OutgoingMessage
+from rabbitry.common.transport.routing import topic_matches
 
 MAX_BINDINGS = 24
 MAX_KEYS = 40
@@ -29,10 +29,49 @@ MIN_CASES = 2000
 BINDING_WORDS = ["a", "b", "", "*", "#", "a#", "*b", "a*b", "#b"]
 ROUTING_WORDS = ["a", "b", "", "ab", "#", "*", "a#", "*b"]
 
-EDGE_BINDINGS = ["#", "#.#", "a.#.b", "*.*", "*", "", "a.*", "#.a", "a#", "*b", "a..b", ".", "a.", ".a",
-                 "#.*", "*.#", "*.#.*", "a.#.#.b", "#.b.#", "#.#.#"]
-EDGE_KEYS = ["", "a", "b", "a.b", "a.x.b", "a.b.b", ".", "..", "a..b", "a.", ".a", "a#", "#", "*", "a.#.b",
-             "x.y.z", "a.a.b.b", "*.*", "a.b.c.d.e"]
+EDGE_BINDINGS = [
+    "#",
+    "#.#",
+    "a.#.b",
+    "*.*",
+    "*",
+    "",
+    "a.*",
+    "#.a",
+    "a#",
+    "*b",
+    "a..b",
+    ".",
+    "a.",
+    ".a",
+    "#.*",
+    "*.#",
+    "*.#.*",
+    "a.#.#.b",
+    "#.b.#",
+    "#.#.#",
+]
+EDGE_KEYS = [
+    "",
+    "a",
+    "b",
+    "a.b",
+    "a.x.b",
+    "a.b.b",
+    ".",
+    "..",
+    "a..b",
+    "a.",
+    ".a",
+    "a#",
+    "#",
+    "*",
+    "a.#.b",
+    "x.y.z",
+    "a.a.b.b",
+    "*.*",
+    "a.b.c.d.e",
+]
 
 
 def keys(words):
@@ -49,9 +88,12 @@ class TopicRouter:
         anonymous = tuple(Queue("", durable=False, exclusive=True, auto_delete=True) for _ in range(MAX_BINDINGS))
         # Declared one at a time: each empty name gets its own server-made name.
         self.queues = [connection.declare(Topology(queues=(queue,)))[""] for queue in anonymous]
-        connection.declare(Topology(
-            exchanges=(Exchange(self.sentinel_exchange, "fanout", auto_delete=False),),
-            bindings=tuple(Binding(self.sentinel_exchange, q) for q in self.queues)))
+        connection.declare(
+            Topology(
+                exchanges=(Exchange(self.sentinel_exchange, "fanout", auto_delete=False),),
+                bindings=tuple(Binding(self.sentinel_exchange, q) for q in self.queues),
+            )
+        )
         self.received: dict[str, list[bytes]] = {q: [] for q in self.queues}
         for queue in self.queues:
             connection.consume(queue, self._receiver(queue), prefetch=1000)
@@ -61,15 +103,19 @@ class TopicRouter:
         def on_delivery(delivery):
             self.received[queue].append(delivery.body)
             self.connection.ack(delivery.delivery_tag)
+
         return on_delivery
 
     def route(self, binding_keys: list[str], routing_keys: list[str]) -> list[set[int]]:
         """For each binding key, the indexes of the routing keys the broker delivered to it."""
         exchange = f"{self.prefix}.topic.{next(self._batches)}"
-        queues = self.queues[:len(binding_keys)]
-        self.connection.declare(Topology(
-            exchanges=(Exchange(exchange, "topic"),),
-            bindings=tuple(Binding(exchange, q, key) for q, key in zip(queues, binding_keys, strict=True))))
+        queues = self.queues[: len(binding_keys)]
+        self.connection.declare(
+            Topology(
+                exchanges=(Exchange(exchange, "topic"),),
+                bindings=tuple(Binding(exchange, q, key) for q, key in zip(queues, binding_keys, strict=True)),
+            )
+        )
         for queue in self.queues:
             self.received[queue].clear()
         for index, key in enumerate(routing_keys):
@@ -99,10 +145,16 @@ def router(connection, unique_name):
 def test_topic_matches_agrees_with_rabbitmq_on_generated_keys(router):
     cases = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(binding_keys=st.lists(keys(BINDING_WORDS), min_size=MAX_BINDINGS // 2, max_size=MAX_BINDINGS),
-           routing_keys=st.lists(keys(ROUTING_WORDS), min_size=MAX_KEYS // 2, max_size=MAX_KEYS))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        binding_keys=st.lists(keys(BINDING_WORDS), min_size=MAX_BINDINGS // 2, max_size=MAX_BINDINGS),
+        routing_keys=st.lists(keys(ROUTING_WORDS), min_size=MAX_KEYS // 2, max_size=MAX_KEYS),
+    )
     @example(binding_keys=EDGE_BINDINGS, routing_keys=EDGE_KEYS)
     def agrees(binding_keys, routing_keys):
         routed = router.route(binding_keys, routing_keys)
@@ -111,28 +163,32 @@ def test_topic_matches_agrees_with_rabbitmq_on_generated_keys(router):
                 cases.append((binding_key, routing_key))
                 assert topic_matches(binding_key, routing_key) == (index in delivered), (
                     f"binding key {binding_key!r}, routing key {routing_key!r}: RabbitMQ "
-                    f"{'routes' if index in delivered else 'does not route'} it")
+                    f"{'routes' if index in delivered else 'does not route'} it"
+                )
 
     agrees()
 
     assert len(cases) >= MIN_CASES
 
 
-@pytest.mark.parametrize("binding_key, routing_key, expected", [
-    ("#", "", True),
-    ("*", "", False),
-    ("", "", True),
-    ("", "a", False),
-    ("#.#", "a", True),
-    ("a.#.b", "a.b", True),
-    ("a.#.b", "a.x.y.b", True),
-    ("*.*", "a", False),
-    ("*.*", ".", True),
-    ("*", ".", False),
-    ("a#", "ab", False),
-    ("a#", "a#", True),
-    ("a..b", "a..b", True),
-    ("#.a", "a", True),
-])
+@pytest.mark.parametrize(
+    "binding_key, routing_key, expected",
+    [
+        ("#", "", True),
+        ("*", "", False),
+        ("", "", True),
+        ("", "a", False),
+        ("#.#", "a", True),
+        ("a.#.b", "a.b", True),
+        ("a.#.b", "a.x.y.b", True),
+        ("*.*", "a", False),
+        ("*.*", ".", True),
+        ("*", ".", False),
+        ("a#", "ab", False),
+        ("a#", "a#", True),
+        ("a..b", "a..b", True),
+        ("#.a", "a", True),
+    ],
+)
 def test_the_rules_the_seed_article_gets_wrong(binding_key, routing_key, expected):
     assert topic_matches(binding_key, routing_key) is expected

@@ -4,7 +4,8 @@ import datetime
 import zoneinfo
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rabbitry.common.errors import ConfigurationError, ExitCode
 from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Plan, ScheduleEntry, plan, schedule_from
@@ -39,8 +40,11 @@ def test_cron_ticks_are_read_in_the_entrys_time_zone_across_a_dst_change():
 
 
 @settings(max_examples=200, deadline=None)
-@given(every=st.sampled_from([1, 1.5, 7, 60, 3600]), start=st.floats(1.6e9, 1.9e9),
-       lateness=st.lists(st.floats(-0.9, 1.0), min_size=1, max_size=30))
+@given(
+    every=st.sampled_from([1, 1.5, 7, 60, 3600]),
+    start=st.floats(1.6e9, 1.9e9),
+    lateness=st.lists(st.floats(-0.9, 1.0), min_size=1, max_size=30),
+)
 def test_a_scheduler_waking_early_or_late_within_the_grace_queues_every_tick_once_in_order(every, start, lateness):
     entry = ScheduleEntry("e", "echo", every_s=every)
     after, queued = start, []
@@ -78,10 +82,20 @@ def test_a_tick_less_than_a_millisecond_past_the_grace_is_late_not_missed():
     assert plan(caught_up, last, now) == Plan((at(2026, 12, 4, 1),))
 
 
-SCHEDULE = {"name": "reports", "entry": [
-    {"name": "nightly", "task": "report", "cron": "0 2 * * *", "timezone": "Europe/Berlin", "args": ["daily"],
-     "catch_up": True},
-    {"name": "beat", "task": "echo", "every": "30s", "queue": "other"}]}
+SCHEDULE = {
+    "name": "reports",
+    "entry": [
+        {
+            "name": "nightly",
+            "task": "report",
+            "cron": "0 2 * * *",
+            "timezone": "Europe/Berlin",
+            "args": ["daily"],
+            "catch_up": True,
+        },
+        {"name": "beat", "task": "echo", "every": "30s", "queue": "other"},
+    ],
+}
 
 
 def test_a_schedule_file_gives_each_entry_its_task_time_and_queue():
@@ -89,24 +103,32 @@ def test_a_schedule_file_gives_each_entry_its_task_time_and_queue():
 
     nightly, beat = loaded.entries
     assert loaded.name == "reports"
-    assert (nightly.cron, nightly.timezone, nightly.args, nightly.catch_up, nightly.queue) == \
-        ("0 2 * * *", "Europe/Berlin", ("daily",), True, "task_queue")
+    assert (nightly.cron, nightly.timezone, nightly.args, nightly.catch_up, nightly.queue) == (
+        "0 2 * * *",
+        "Europe/Berlin",
+        ("daily",),
+        True,
+        "task_queue",
+    )
     assert (beat.every_s, beat.timezone, beat.queue, beat.catch_up) == (30, "UTC", "other", False)
     assert beat.message("reports", at(2026, 12, 4, 9)).id == "reports:beat@2026-12-04T09:00:00Z"
 
 
-@pytest.mark.parametrize("change, error", [
-    ({"cron": "61 * * * *"}, "not a cron expression"),
-    ({"timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
-    ({"every": "30s"}, "give 'cron' or 'every', one of them"),
-    ({"cron": None, "every": "0.5s"}, "at least 1 s"),
-    ({"cron": None, "every": "often"}, "not a duration"),
-    ({"args": {"a": 1}}, "'args' must be an array"),
-    ({"name": "night.ly"}, "without '.'"),
-    ({"queue": "a.#"}, "'*' or '#' as a word"),
-    ({"retries": 3}, "unknown key(s) retries"),
-    ({"args": [datetime.date(2026, 1, 1)]}, "not JSON"),
-])
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"cron": "61 * * * *"}, "not a cron expression"),
+        ({"timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+        ({"every": "30s"}, "give 'cron' or 'every', one of them"),
+        ({"cron": None, "every": "0.5s"}, "at least 1 s"),
+        ({"cron": None, "every": "often"}, "not a duration"),
+        ({"args": {"a": 1}}, "'args' must be an array"),
+        ({"name": "night.ly"}, "without '.'"),
+        ({"queue": "a.#"}, "'*' or '#' as a word"),
+        ({"retries": 3}, "unknown key(s) retries"),
+        ({"args": [datetime.date(2026, 1, 1)]}, "not JSON"),
+    ],
+)
 def test_a_mistake_in_an_entry_names_the_entry_and_what_is_wrong(change, error):
     entry = {key: value for key, value in {**SCHEDULE["entry"][0], **change}.items() if value is not None}
 
@@ -126,7 +148,7 @@ def test_schedule_check_shows_the_next_ticks_and_bad_files_are_one_line_errors(r
     good, bad, broken = tmp_path / "good.toml", tmp_path / "bad.toml", tmp_path / "broken.toml"
     good.write_text('[[entry]]\nname = "beat"\ntask = "echo"\nevery = "1h"\n')
     bad.write_text('[[entry]]\nname = "beat"\ntask = "echo"\ncron = "every day"\n')
-    broken.write_text('[[entry]\n')
+    broken.write_text("[[entry]\n")
 
     checked = run("rabbitry", "schedule", "--check", str(good))
     results = [run("rabbitry", "schedule", str(path)) for path in (bad, broken, tmp_path / "none.toml")]

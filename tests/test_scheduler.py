@@ -13,12 +13,16 @@ import uuid
 import pytest
 import structlog
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.common.topology import (dead_letter_queue_name, schedule_lease_queue, schedule_ledger_queue,
-                                      schedule_queues)
+from rabbitry.common.topology import (
+    dead_letter_queue_name,
+    schedule_lease_queue,
+    schedule_ledger_queue,
+    schedule_queues,
+)
+from rabbitry.common.transport.connect import connect
 from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Schedule, ScheduleEntry
 from rabbitry.producers.scheduler import TICK_HEADER, Scheduler
 from tests.helpers import command_path, wait_until
@@ -39,8 +43,13 @@ class SchedulerProcess:
 
     def __init__(self, path, env):
         self._log = tempfile.NamedTemporaryFile("w+", prefix="rabbitry-schedule-", suffix=".log", delete=False)
-        self.process = subprocess.Popen([command_path("rabbitry"), "schedule", str(path), "--log-format", "json"],
-                                        env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [command_path("rabbitry"), "schedule", str(path), "--log-format", "json"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def events(self, name: str) -> list[dict]:
         with open(self._log.name) as log:
@@ -59,21 +68,27 @@ def schedule_name(broker_settings, unique_name):
     name = unique_name.replace(".", "-")
     yield name
     with connect(broker_settings, "rabbitry-tests-cleanup") as connection:
-        for queue in [schedule_lease_queue(name),
-                      *(schedule_ledger_queue(name, e) for e in ("beat", "caught", "missed")),
-                      name, dead_letter_queue_name(name)]:
+        for queue in [
+            schedule_lease_queue(name),
+            *(schedule_ledger_queue(name, e) for e in ("beat", "caught", "missed")),
+            name,
+            dead_letter_queue_name(name),
+        ]:
             connection.delete_queue(queue)
 
 
 def test_two_schedulers_queue_every_tick_once_and_a_killed_leaders_successor_leaves_no_gap(
-        tmp_path, cli_env, broker_settings, schedule_name):
+    tmp_path, cli_env, broker_settings, schedule_name
+):
     path = tmp_path / "schedule.toml"
-    path.write_text(f'name = "{schedule_name}"\n[[entry]]\nname = "beat"\ntask = "noop"\nevery = "1s"\n'
-                    f'queue = "{schedule_name}"\n')
+    path.write_text(
+        f'name = "{schedule_name}"\n[[entry]]\nname = "beat"\ntask = "noop"\nevery = "1s"\nqueue = "{schedule_name}"\n'
+    )
     schedulers = [SchedulerProcess(path, cli_env) for _ in range(2)]
     try:
-        leader = wait_until(lambda: next((s for s in schedulers if s.events("scheduler_leading")), None),
-                            message="a leader")
+        leader = wait_until(
+            lambda: next((s for s in schedulers if s.events("scheduler_leading")), None), message="a leader"
+        )
         wait_until(lambda: len(leader.events("schedule_tick_queued")) >= 4, message="four ticks")
         assert leader.stop(signal.SIGKILL) == -signal.SIGKILL
         (successor,) = [s for s in schedulers if s is not leader]
@@ -88,20 +103,25 @@ def test_two_schedulers_queue_every_tick_once_and_a_killed_leaders_successor_lea
     assert ticks == [ticks[0] + n for n in range(len(ticks))]  # each second once, none missing, in order
     assert len(ticks) >= 8
     assert {e["task_id"] for e in successor.events("schedule_tick_queued")}.isdisjoint(
-        e["task_id"] for e in leader.events("schedule_tick_queued"))
+        e["task_id"] for e in leader.events("schedule_tick_queued")
+    )
 
 
 def test_a_tick_missed_while_no_scheduler_ran_is_caught_up_once_or_skipped_with_a_log_line(
-        broker_settings, schedule_name):
+    broker_settings, schedule_name
+):
     every = 10.0
-    entries = (ScheduleEntry("caught", "noop", every_s=every, queue=schedule_name, catch_up=True),
-               ScheduleEntry("missed", "noop", every_s=every, queue=schedule_name))
+    entries = (
+        ScheduleEntry("caught", "noop", every_s=every, queue=schedule_name, catch_up=True),
+        ScheduleEntry("missed", "noop", every_s=every, queue=schedule_name),
+    )
     last_run = entries[0].previous_tick(time.time() - 100)  # the last ticks queued, long before this scheduler
     with connect(broker_settings) as connection:
         connection.declare(schedule_queues(schedule_name, [entry.name for entry in entries]))
         for entry in entries:
             ledger = entry.message(schedule_name, last_run).to_outgoing(
-                schedule_ledger_queue(schedule_name, entry.name))
+                schedule_ledger_queue(schedule_name, entry.name)
+            )
             ledger.headers = {TICK_HEADER: round(last_run * 1000)}
             connection.publish(ledger)
         assert not connection.wait_for_confirms(10)

@@ -26,10 +26,25 @@ def test_rates_are_differences_between_successive_samples():
 
 def test_on_a_pipe_each_sample_is_one_json_object_with_the_net_change(run, cli_env, work_queue_name):
     run("new-task", "--queue", work_queue_name, "--task", "noop", "--count", "10", check=True)
-    watch = subprocess.Popen([command_path("rabbitry"), "status", "--watch", "--interval", "0.5", "--count", "4",
-                              "--queue", work_queue_name, "--management-url", ""],
-                             env=cli_env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(
+        [
+            command_path("rabbitry"),
+            "status",
+            "--watch",
+            "--interval",
+            "0.5",
+            "--count",
+            "4",
+            "--queue",
+            work_queue_name,
+            "--management-url",
+            "",
+        ],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = json.loads(watch.stdout.readline())
     run("new-task", "--queue", work_queue_name, "--task", "noop", "--count", "50", check=True)
     rest = [json.loads(line) for line in watch.stdout]
@@ -46,13 +61,34 @@ def test_with_the_management_api_rates_in_and_out_are_shown(management_broker, u
     env = dict(os.environ, AMQP_URL=management_broker.url)
     queue = f"{unique_name}.watched"
     try:
-        worker = subprocess.Popen([command_path("worker"), "--queue", queue, "--processes", "1"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        watch = subprocess.Popen([command_path("rabbitry"), "status", "--watch", "--interval", "1", "--count", "8",
-                                  "--queue", queue, "--management-url", management_broker.management_url],
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        run_command(["new-task", "--queue", queue, "--task", "sleep", "--args", "[0.01]", "--count", "300"],
-                    env, check=True)
+        worker = subprocess.Popen(
+            [command_path("worker"), "--queue", queue, "--processes", "1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        watch = subprocess.Popen(
+            [
+                command_path("rabbitry"),
+                "status",
+                "--watch",
+                "--interval",
+                "1",
+                "--count",
+                "8",
+                "--queue",
+                queue,
+                "--management-url",
+                management_broker.management_url,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        run_command(
+            ["new-task", "--queue", queue, "--task", "sleep", "--args", "[0.01]", "--count", "300"], env, check=True
+        )
         samples = [json.loads(line) for line in watch.stdout]
         assert watch.wait(30) == 0, watch.stderr.read()
     finally:
@@ -69,10 +105,24 @@ def test_with_the_management_api_rates_in_and_out_are_shown(management_broker, u
 
 def test_on_a_terminal_the_table_is_redrawn_and_ctrl_c_ends_it_cleanly(broker_url, work_queue_name):
     controller, terminal = pty.openpty()
-    watch = subprocess.Popen([command_path("rabbitry"), "status", "--watch", "--interval", "0.2",
-                              "--queue", work_queue_name, "--management-url", ""],
-                             env=dict(os.environ, AMQP_URL=broker_url), stdin=terminal, stdout=terminal,
-                             stderr=terminal, close_fds=True)
+    watch = subprocess.Popen(
+        [
+            command_path("rabbitry"),
+            "status",
+            "--watch",
+            "--interval",
+            "0.2",
+            "--queue",
+            work_queue_name,
+            "--management-url",
+            "",
+        ],
+        env=dict(os.environ, AMQP_URL=broker_url),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        close_fds=True,
+    )
     os.close(terminal)
     screen = b""
     deadline = time.monotonic() + 20
@@ -92,4 +142,3 @@ def test_on_a_terminal_the_table_is_redrawn_and_ctrl_c_ends_it_cleanly(broker_ur
     assert code == 0
     assert text.count("consumers") >= 3 and "\x1b[" in text  # redrawn, not scrolled
     assert work_queue_name in text and "Traceback" not in text
-

@@ -42,11 +42,16 @@ def test_a_handle_stands_for_its_task_id(broker_settings, work_queue_name):
 
 
 def test_eight_threads_sharing_one_submitter_have_every_task_confirmed_exactly_once(
-        broker_settings, connection, work_queue_name):
+    broker_settings, connection, work_queue_name
+):
     confirmed = []
     submitted: list[list[str]] = [[] for _ in range(8)]
-    submitter = TaskSubmitter(broker_settings, work_queue_name, "classic",
-                              on_confirmed=lambda messages: confirmed.extend(m.message_id for m in messages))
+    submitter = TaskSubmitter(
+        broker_settings,
+        work_queue_name,
+        "classic",
+        on_confirmed=lambda messages: confirmed.extend(m.message_id for m in messages),
+    )
     submitter.connect()
 
     def submit_share(index: int) -> None:
@@ -94,7 +99,8 @@ def test_a_submitter_is_closed_for_new_tasks_once_closed(broker_settings, work_q
 
 
 def test_a_program_that_exits_without_closing_its_submitter_still_queues_its_task(
-        broker_url, connection, work_queue_name):
+    broker_url, connection, work_queue_name
+):
     program = textwrap.dedent(f"""
         from rabbitry.common.messages import TaskMessage
         from rabbitry.common.settings import BrokerSettings

@@ -24,9 +24,14 @@ def test_the_tests_start_their_own_broker_through_testcontainers(docker):
     image = rabbitmq_image()
     before = rabbitmq_containers(docker, image)
     env = {name: value for name, value in os.environ.items() if name != "RABBITMQ_URL"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "tests/test_publisher.py"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_publisher.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout.splitlines()[-1]
     assert rabbitmq_containers(docker, image) == before

@@ -91,35 +91,44 @@ def test_a_stream_over_its_max_bytes_drops_its_oldest_messages(transport):
 def test_unbinding_a_key_stops_its_messages_and_an_unbound_key_changes_nothing(transport):
     connection = transport.connect()
     exchange, queue = transport.name("logs"), transport.name("sub")
-    transport.declare(connection, exchanges=[Exchange(exchange, "topic")], queues=[Queue(queue)],
-                      bindings=[Binding(exchange, queue, "kern.*"), Binding(exchange, queue, "app.*")])
+    transport.declare(
+        connection,
+        exchanges=[Exchange(exchange, "topic")],
+        queues=[Queue(queue)],
+        bindings=[Binding(exchange, queue, "kern.*"), Binding(exchange, queue, "app.*")],
+    )
     connection.unbind(exchange, queue, "app.*")
     connection.unbind(exchange, queue, "never.bound")
 
-    failures = publish_all(connection, [message("app.info", "gone", exchange), message("kern.info", "kept", exchange)],
-                           mandatory=True)
+    failures = publish_all(
+        connection, [message("app.info", "gone", exchange), message("kern.info", "kept", exchange)], mandatory=True
+    )
     assert [failure.message.body for failure in failures] == [b"gone"]
 
 
 def test_the_history_subscriber_replays_then_follows_and_filters_by_key(transport):
     connection = transport.connect()
     exchange = Exchange(transport.name("logs"), "topic")
-    transport.declare(connection, exchanges=[exchange],
-                      queues=[Queue(history_stream_name(exchange.name), arguments=Retention().arguments())],
-                      bindings=[Binding(exchange.name, history_stream_name(exchange.name), "#")])
+    transport.declare(
+        connection,
+        exchanges=[exchange],
+        queues=[Queue(history_stream_name(exchange.name), arguments=Retention().arguments())],
+        bindings=[Binding(exchange.name, history_stream_name(exchange.name), "#")],
+    )
     transport.queues.append(history_stream_name(exchange.name))
     now = int(time.time())
-    publish_all(connection, [message(key, key, exchange.name, timestamp=now)
-                             for key in ("kern.info", "app.info", "kern.error")])
+    publish_all(
+        connection, [message(key, key, exchange.name, timestamp=now) for key in ("kern.info", "app.info", "kern.error")]
+    )
     subscriber = HistorySubscriber(transport.settings, exchange, ["kern.*"], start=StartPoint("first", None))
     printed, stop = [], threading.Event()
-    reading = threading.Thread(target=subscriber.run, args=(lambda d: printed.append(d.body.decode()), stop),
-                               kwargs={"count": 3})
+    reading = threading.Thread(
+        target=subscriber.run, args=(lambda d: printed.append(d.body.decode()), stop), kwargs={"count": 3}
+    )
     reading.start()
     try:
         wait_until(lambda: len(printed) == 2, message="the history")
-        publish_all(connection, [message(key, key, exchange.name, timestamp=now)
-                                 for key in ("app.debug", "kern.warn")])
+        publish_all(connection, [message(key, key, exchange.name, timestamp=now) for key in ("app.debug", "kern.warn")])
         reading.join(30)
     finally:
         stop.set()

@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 
-from rabbitry.common.transport.limits import SHORT_STRING_FIELDS
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import BrokerRefused, Unencodable
 from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, ExchangeBinding, Queue, Topology
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import QueueState
+from rabbitry.common.transport.limits import SHORT_STRING_FIELDS
 from tests.helpers import WorkerProcess, json_lines, run_command, wait_until
 from tests.transport_helpers import Inbox, get_within, message, publish_all
 
@@ -143,23 +143,39 @@ def test_closing_a_connection_redelivers_its_unacked_messages(transport):
     assert all(d.redelivered for d in again.deliveries)
 
 
-@pytest.mark.parametrize("exchange_type, bindings, expected", [
-    ("fanout", {"one": [""], "two": ["ignored"]}, {"x": ["one", "two"], "y": ["one", "two"]}),
-    ("direct", {"errors": ["error"], "all": ["error", "info"]},
-     {"error": ["all", "errors"], "info": ["all"], "debug": []}),
-    ("topic", {"kern": ["kern.*"], "critical": ["*.critical"], "everything": ["#"]},
-     {"kern.critical": ["critical", "everything", "kern"], "kern.info.x": ["everything"],
-      "app.critical": ["critical", "everything"], "": ["everything"]}),
-])
-def test_each_exchange_type_routes_each_message_to_each_queue_at_most_once(transport, exchange_type, bindings,
-                                                                          expected):
+@pytest.mark.parametrize(
+    "exchange_type, bindings, expected",
+    [
+        ("fanout", {"one": [""], "two": ["ignored"]}, {"x": ["one", "two"], "y": ["one", "two"]}),
+        (
+            "direct",
+            {"errors": ["error"], "all": ["error", "info"]},
+            {"error": ["all", "errors"], "info": ["all"], "debug": []},
+        ),
+        (
+            "topic",
+            {"kern": ["kern.*"], "critical": ["*.critical"], "everything": ["#"]},
+            {
+                "kern.critical": ["critical", "everything", "kern"],
+                "kern.info.x": ["everything"],
+                "app.critical": ["critical", "everything"],
+                "": ["everything"],
+            },
+        ),
+    ],
+)
+def test_each_exchange_type_routes_each_message_to_each_queue_at_most_once(
+    transport, exchange_type, bindings, expected
+):
     connection = transport.connect()
     exchange = transport.name(exchange_type)
     queues = {name: transport.name(name) for name in bindings}
-    transport.declare(connection, exchanges=[Exchange(exchange, exchange_type)],
-                      queues=[Queue(q, durable=False) for q in queues.values()],
-                      bindings=[Binding(exchange, queues[name], key) for name, keys in bindings.items()
-                                for key in keys])
+    transport.declare(
+        connection,
+        exchanges=[Exchange(exchange, exchange_type)],
+        queues=[Queue(q, durable=False) for q in queues.values()],
+        bindings=[Binding(exchange, queues[name], key) for name, keys in bindings.items() for key in keys],
+    )
 
     failures = publish_all(connection, [message(key, key, exchange) for key in expected], mandatory=True)
     received = {name: drain(connection, queue) for name, queue in queues.items()}
@@ -176,8 +192,9 @@ def test_the_default_exchange_routes_by_queue_name_and_reports_the_unroutable(tr
     queue = transport.name("by-name")
     transport.declare(connection, queues=[Queue(queue)])
 
-    failures = publish_all(connection, [message(queue, "here"), message(transport.name("nowhere"), "lost")],
-                           mandatory=True)
+    failures = publish_all(
+        connection, [message(queue, "here"), message(transport.name("nowhere"), "lost")], mandatory=True
+    )
 
     assert drain(connection, queue) == ["here"]
     assert [(f.reason, f.message.body) for f in failures] == [("unroutable", b"lost")]
@@ -188,10 +205,15 @@ def test_rejected_and_expired_messages_are_dead_lettered_with_their_history(tran
     work, dead, delayed = (transport.name(n) for n in ("work", "dead", "delayed"))
     dead_letters = transport.name("dlx")
     transport.declare(
-        connection, exchanges=[Exchange(dead_letters, "direct")],
-        queues=[Queue(work, arguments={"x-dead-letter-exchange": dead_letters}), Queue(dead),
-                Queue(delayed, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": work})],
-        bindings=[Binding(dead_letters, dead, work)])
+        connection,
+        exchanges=[Exchange(dead_letters, "direct")],
+        queues=[
+            Queue(work, arguments={"x-dead-letter-exchange": dead_letters}),
+            Queue(dead),
+            Queue(delayed, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": work}),
+        ],
+        bindings=[Binding(dead_letters, dead, work)],
+    )
 
     publish_all(connection, [message(work, "rejected", headers={"mine": 1})])
     connection.reject(get_within(connection, work).delivery_tag, requeue=False)
@@ -215,16 +237,31 @@ def test_exchanges_bound_to_exchanges_route_on_and_an_alternate_exchange_takes_t
     near, far, unrouted = (transport.name(n) for n in ("near", "far", "unrouted"))
     transport.declare(
         connection,
-        exchanges=[Exchange(spare, "fanout"), Exchange(second, "topic"),
-                   Exchange(first, "topic", arguments={"alternate-exchange": spare})],
+        exchanges=[
+            Exchange(spare, "fanout"),
+            Exchange(second, "topic"),
+            Exchange(first, "topic", arguments={"alternate-exchange": spare}),
+        ],
         queues=[Queue(near), Queue(far), Queue(unrouted)],
-        bindings=[Binding(first, near, "near.#"), Binding(second, far, "*.far"), Binding(second, near, "#"),
-                  Binding(spare, unrouted)],
-        exchange_bindings=[ExchangeBinding(first, second, "*.far")])
+        bindings=[
+            Binding(first, near, "near.#"),
+            Binding(second, far, "*.far"),
+            Binding(second, near, "#"),
+            Binding(spare, unrouted),
+        ],
+        exchange_bindings=[ExchangeBinding(first, second, "*.far")],
+    )
 
-    publish_all(connection, [message("near.x", "near", first), message("x.far", "far", first),
-                             message("near.far", "both ways", first), message("other", "nowhere", first)],
-                mandatory=True)
+    publish_all(
+        connection,
+        [
+            message("near.x", "near", first),
+            message("x.far", "far", first),
+            message("near.far", "both ways", first),
+            message("other", "nowhere", first),
+        ],
+        mandatory=True,
+    )
 
     assert drain(connection, near) == ["near", "far", "both ways"]  # once each, by either path
     assert drain(connection, far) == ["far", "both ways"]
@@ -236,8 +273,9 @@ def test_bcc_routes_one_message_to_more_queues_and_max_length_keeps_the_newest(t
     work, ledger = transport.name("work"), transport.name("ledger")
     transport.declare(connection, queues=[Queue(work), Queue(ledger, arguments={"x-max-length": 1})])
 
-    publish_all(connection, [message(work, body, headers={"BCC": [ledger], "mine": 1}) for body in ("a", "b")],
-                mandatory=True)
+    publish_all(
+        connection, [message(work, body, headers={"BCC": [ledger], "mine": 1}) for body in ("a", "b")], mandatory=True
+    )
 
     assert drain(connection, work) == ["a", "b"]
     last = get_within(connection, ledger)
@@ -248,8 +286,9 @@ def test_bcc_routes_one_message_to_more_queues_and_max_length_keeps_the_newest(t
 def test_a_single_active_consumer_queue_delivers_to_one_consumer_then_to_the_next(transport):
     first, second = transport.connect(), transport.connect()
     lease = transport.name("lease")
-    transport.declare(first, queues=[Queue(lease, arguments={"x-queue-type": "quorum",
-                                                             "x-single-active-consumer": True})])
+    transport.declare(
+        first, queues=[Queue(lease, arguments={"x-queue-type": "quorum", "x-single-active-consumer": True})]
+    )
     got_first, got_second = Inbox(first), Inbox(second)
     first.consume(lease, got_first, prefetch=1)
     second.consume(lease, got_second, prefetch=1)
@@ -304,9 +343,10 @@ def test_mistakes_are_refused_as_rabbitmq_refuses_them(transport):
     with pytest.raises(BrokerRefused, match="NOT_FOUND"):
         transport.connect().consume(transport.name("missing"), lambda delivery: None)
     with pytest.raises(BrokerRefused, match="PRECONDITION_FAILED"):
-        transport.declare(transport.connect(), queues=[Queue(transport.name("q"), durable=False,
-                                                              arguments={"x-queue-type": "quorum"})])
-
+        transport.declare(
+            transport.connect(),
+            queues=[Queue(transport.name("q"), durable=False, arguments={"x-queue-type": "quorum"})],
+        )
 
 
 def test_names_and_properties_longer_than_amqp_allows_are_refused_on_both(transport):
@@ -317,8 +357,11 @@ def test_names_and_properties_longer_than_amqp_allows_are_refused_on_both(transp
 
     with pytest.raises(Unencodable, match="declaring the topology: a name is 256 bytes long"):
         transport.declare(connection, queues=[Queue(long_name)])
-    too_long = [message(long_name, "long key"), message(queue, "long id", message_id=long_name),
-                message(queue, "long type", type=long_name)]
+    too_long = [
+        message(long_name, "long key"),
+        message(queue, "long id", message_id=long_name),
+        message(queue, "long type", type=long_name),
+    ]
     for outgoing in too_long:
         with pytest.raises(Unencodable):
             connection.check_publishable(outgoing)
@@ -368,10 +411,15 @@ def test_an_auto_delete_queue_goes_with_its_last_consumer(transport):
 def test_a_queue_ttl_dead_letters_what_waits_too_long(transport):
     connection = transport.connect()
     short, dead = transport.name("short-lived"), transport.name("expired")
-    transport.declare(connection, queues=[
-        Queue(short, arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "",
-                                "x-dead-letter-routing-key": dead}),
-        Queue(dead)])
+    transport.declare(
+        connection,
+        queues=[
+            Queue(
+                short, arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+            ),
+            Queue(dead),
+        ],
+    )
 
     publish_all(connection, [message(short, "too late")])
     expired = get_within(connection, dead)
@@ -379,6 +427,7 @@ def test_a_queue_ttl_dead_letters_what_waits_too_long(transport):
     assert expired.body == b"too late"
     assert expired.headers["x-death"][0]["reason"] == "expired"
     assert connection.queue_state(short).messages == 0
+
 
 def test_durability_across_a_restart_differs_by_design(transport):
     """RabbitMQ keeps durable queues and persistent messages across a restart; the
@@ -420,11 +469,11 @@ def test_a_cancelled_consumer_gets_nothing_more(transport):
     assert connection.queue_state(queue) == QueueState(messages=1, consumers=0)
 
 
-
 # -- only on the in-process model ------------------------------------------------------
 def test_local_urls_name_brokers_that_share_a_process_but_nothing_else():
-    first, same, other = (BrokerSettings.from_url(url) for url in
-                          (f"local://{uuid.uuid4().hex}",) * 2 + (f"local://{uuid.uuid4().hex}",))
+    first, same, other = (
+        BrokerSettings.from_url(url) for url in (f"local://{uuid.uuid4().hex}",) * 2 + (f"local://{uuid.uuid4().hex}",)
+    )
     with connect(first) as a, connect(same) as b, connect(other) as c:
         a.declare(Topology(queues=(Queue("shared"),)))
         a.publish(message("shared", "hello"))

@@ -12,8 +12,15 @@ from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.threaded import ThreadedWorkerPool
-from tests.helpers import (TIMESTAMP_PAST_9999, array_of_bytes, drain, long_tasks_per_process, publish_with_raw_headers,
-                           queue_uneven_tasks, wait_until)
+from tests.helpers import (
+    TIMESTAMP_PAST_9999,
+    array_of_bytes,
+    drain,
+    long_tasks_per_process,
+    publish_with_raw_headers,
+    queue_uneven_tasks,
+    wait_until,
+)
 
 
 def succeeded_ids(*workers):
@@ -47,8 +54,9 @@ def test_the_tutorials_plain_text_message_runs_as_the_dots_task(broker_url, star
     worker = start_worker(work_queue_name, "--processes", "1")
     # What the official tutorial's new_task.py sends: plain text, persistent, no content type.
     with pika.BlockingConnection(pika.URLParameters(broker_url)) as tutorial:
-        tutorial.channel().basic_publish(exchange="", routing_key=work_queue_name, body=b"Hello..",
-                                         properties=pika.BasicProperties(delivery_mode=2))
+        tutorial.channel().basic_publish(
+            exchange="", routing_key=work_queue_name, body=b"Hello..", properties=pika.BasicProperties(delivery_mode=2)
+        )
 
     done = wait_until(lambda: worker.events("task_succeeded"))
 
@@ -58,7 +66,8 @@ def test_the_tutorials_plain_text_message_runs_as_the_dots_task(broker_url, star
 
 
 def test_malformed_and_unknown_tasks_are_dead_lettered_and_the_worker_goes_on(
-        broker_url, run, start_worker, work_queue_name, connection):
+    broker_url, run, start_worker, work_queue_name, connection
+):
     worker = start_worker(work_queue_name, "--processes", "1")
     with pika.BlockingConnection(pika.URLParameters(broker_url)) as raw:
         channel = raw.channel()
@@ -67,8 +76,9 @@ def test_malformed_and_unknown_tasks_are_dead_lettered_and_the_worker_goes_on(
         json_props.message_id = "not-an-object"
         channel.basic_publish("", work_queue_name, b"[1, 2]", json_props)
     run("new-task", "--task", "no_such_task", "--queue", work_queue_name, check=True)
-    good = run("new-task", "--task", "echo", "--args", '["still here"]', "--queue", work_queue_name,
-               check=True).stdout.strip()
+    good = run(
+        "new-task", "--task", "echo", "--args", '["still here"]', "--queue", work_queue_name, check=True
+    ).stdout.strip()
 
     wait_until(lambda: good in succeeded_ids(worker), message="the good task")
     dead = wait_until(lambda: len(worker.events("task_dead_lettered")) == 3 and worker.events("task_dead_lettered"))
@@ -80,8 +90,9 @@ def test_malformed_and_unknown_tasks_are_dead_lettered_and_the_worker_goes_on(
     while (delivery := connection.get(dlq)) is not None:
         letters.append(delivery)
         connection.ack(delivery.delivery_tag)
-    reasons = {d.message_id: d.headers["x-rabbitry-reason"] for d in letters if d.message_id in
-               ("bad-json", "not-an-object")}
+    reasons = {
+        d.message_id: d.headers["x-rabbitry-reason"] for d in letters if d.message_id in ("bad-json", "not-an-object")
+    }
     assert reasons == {"bad-json": "malformed", "not-an-object": "malformed"}
     unknown = [d for d in letters if d.headers["x-rabbitry-reason"] == "unknown_task"]
     assert "no_such_task" in unknown[0].headers["x-rabbitry-error"]
@@ -90,13 +101,15 @@ def test_malformed_and_unknown_tasks_are_dead_lettered_and_the_worker_goes_on(
 
 
 def test_tasks_whose_headers_cannot_be_read_or_sent_again_are_dead_lettered_and_the_worker_goes_on(
-        broker_url, run, start_worker, work_queue_name, connection):
+    broker_url, run, start_worker, work_queue_name, connection
+):
     worker = start_worker(work_queue_name, "--processes", "1")
     # pika cannot decode the first one's headers: unhandled, it would drop the worker's connection on every
     # redelivery. The second one's headers grow 2.5 times as pika encodes them again, past one frame.
     publish_with_raw_headers(broker_url, work_queue_name, b'{"task": "echo"}', TIMESTAMP_PAST_9999, "unreadable")
-    publish_with_raw_headers(broker_url, work_queue_name, b'{"task": "no_such_task"}',
-                             array_of_bytes("samples", 30_000), "too-large")
+    publish_with_raw_headers(
+        broker_url, work_queue_name, b'{"task": "no_such_task"}', array_of_bytes("samples", 30_000), "too-large"
+    )
     good = run("new-task", "--task", "echo", "--queue", work_queue_name, check=True).stdout.strip()
 
     wait_until(lambda: good in succeeded_ids(worker), message="the good task")
@@ -124,8 +137,9 @@ def test_tasks_whose_headers_cannot_be_read_or_sent_again_are_dead_lettered_and_
 
 
 def test_sigterm_with_tasks_in_flight_loses_nothing(run, start_worker, work_queue_name, connection):
-    ids = run("new-task", "--task", "sleep", "--args", "[0.5]", "--count", "12", "--queue", work_queue_name,
-              check=True).stdout.split()
+    ids = run(
+        "new-task", "--task", "sleep", "--args", "[0.5]", "--count", "12", "--queue", work_queue_name, check=True
+    ).stdout.split()
     first = start_worker(work_queue_name, "--processes", "2", "--prefetch", "3")
     wait_until(lambda: first.events("task_succeeded"), message="a first task")
 
@@ -138,8 +152,7 @@ def test_sigterm_with_tasks_in_flight_loses_nothing(run, start_worker, work_queu
     assert len(first.events("task_succeeded")) < 12  # the first worker really was interrupted
 
 
-def test_fair_dispatch_gives_each_process_an_equal_share_of_long_tasks(run, start_worker, work_queue_name,
-                                                                       tmp_path):
+def test_fair_dispatch_gives_each_process_an_equal_share_of_long_tasks(run, start_worker, work_queue_name, tmp_path):
     worker = start_worker(work_queue_name, "--processes", "2", "--prefetch", "1")
     # Every 4th task is long: round-robin would give all of them to one process.
     queued = queue_uneven_tasks(run, work_queue_name, tmp_path)
@@ -150,10 +163,10 @@ def test_fair_dispatch_gives_each_process_an_equal_share_of_long_tasks(run, star
 
 
 def test_heartbeats_keep_flowing_while_a_long_task_runs(broker_url, run, start_worker, work_queue_name, cli_env):
-    worker = start_worker(work_queue_name, "--processes", "1",
-                          env={"AMQP_URL": broker_url.split("?")[0] + "?heartbeat=1"})
-    task_id = run("new-task", "--task", "sleep", "--args", "[4]", "--queue", work_queue_name,
-                  check=True).stdout.strip()
+    worker = start_worker(
+        work_queue_name, "--processes", "1", env={"AMQP_URL": broker_url.split("?")[0] + "?heartbeat=1"}
+    )
+    task_id = run("new-task", "--task", "sleep", "--args", "[4]", "--queue", work_queue_name, check=True).stdout.strip()
 
     done = wait_until(lambda: worker.events("task_succeeded"), timeout=20)
 
@@ -173,14 +186,14 @@ def test_a_file_with_a_bad_line_queues_nothing(run, work_queue_name, connection,
     assert connection.queue_state(work_queue_name) is None  # nothing was even declared
 
 
-def test_a_worker_whose_queue_is_deleted_declares_it_again_and_goes_on(run, start_worker, work_queue_name,
-                                                                      connection):
+def test_a_worker_whose_queue_is_deleted_declares_it_again_and_goes_on(run, start_worker, work_queue_name, connection):
     worker = start_worker(work_queue_name, "--processes", "1")
 
     connection.delete_queue(work_queue_name)  # the broker cancels the worker's consumer
     wait_until(lambda: worker.events("connection_lost"), message="the cancellation to be noticed")
-    task_id = run("new-task", "--task", "echo", "--args", '["after"]', "--queue", work_queue_name,
-                  check=True).stdout.strip()
+    task_id = run(
+        "new-task", "--task", "echo", "--args", '["after"]', "--queue", work_queue_name, check=True
+    ).stdout.strip()
 
     done = wait_until(lambda: [e for e in worker.events("task_succeeded") if e["task_id"] == task_id])
     assert done[0]["result"] == ["after"]
@@ -191,8 +204,9 @@ def test_a_worker_pool_run_inside_a_program_puts_back_the_signal_handlers_it_ins
     # rabbitry compare runs a pool in its own process, then forks a multiprocessing.Pool, which
     # hung in terminate() when it inherited the supervisor's SIGTERM handler.
     settings = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
-    pool = ThreadedWorkerPool(WorkerConfig(settings=settings, queue="q", queue_type="classic", processes=1,
-                                           log_level="critical"))
+    pool = ThreadedWorkerPool(
+        WorkerConfig(settings=settings, queue="q", queue_type="classic", processes=1, log_level="critical")
+    )
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     threading.Timer(0.5, pool.stop).start()
     try:

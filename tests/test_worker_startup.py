@@ -25,10 +25,12 @@ def test_a_worker_started_10_s_before_its_broker_connects_and_serves(cli_env, un
         node.start()
         worker.wait_for_consumers(node.settings(), timeout=60)
         env = {**cli_env, "AMQP_URL": node.url}
-        task_id = run_command(["new-task", "--task", "echo", "--args", '["late"]', "--queue", unique_name],
-                              env=env, check=True).stdout.strip()
-        wait_until(lambda: [e for e in worker.events("task_succeeded") if e["task_id"] == task_id],
-                   message="the task's run")
+        task_id = run_command(
+            ["new-task", "--task", "echo", "--args", '["late"]', "--queue", unique_name], env=env, check=True
+        ).stdout.strip()
+        wait_until(
+            lambda: [e for e in worker.events("task_succeeded") if e["task_id"] == task_id], message="the task's run"
+        )
     finally:
         worker.stop()
         node.destroy()
@@ -48,15 +50,17 @@ def test_a_worker_gives_up_with_exit_3_when_the_broker_stays_down_past_its_conne
 
 
 def test_a_tasks_own_time_limit_over_the_consumer_timeout_stops_the_worker_with_one_clear_line(
-        run, work_queue_name, unique_name, tmp_path):
+    run, work_queue_name, unique_name, tmp_path
+):
     # The shared broker keeps RabbitMQ's default consumer_timeout of 30 minutes.
     (tmp_path / "long_tasks.py").write_text(
-        f"from rabbitry import task\n\n@task(name={unique_name!r}, time_limit=100000)\ndef long():\n    pass\n")
+        f"from rabbitry import task\n\n@task(name={unique_name!r}, time_limit=100000)\ndef long():\n    pass\n"
+    )
 
-    result = run("worker", "--queue", work_queue_name, "--tasks", "long_tasks", "--processes", "1",
-                 cwd=str(tmp_path))
+    result = run("worker", "--queue", work_queue_name, "--tasks", "long_tasks", "--processes", "1", cwd=str(tmp_path))
 
     assert result.returncode == ExitCode.USAGE, result.stdout
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert f"the time_limit of task {unique_name!r}, 100000 s, does not fit under the broker's consumer_timeout" \
-        in error
+    assert (
+        f"the time_limit of task {unique_name!r}, 100000 s, does not fit under the broker's consumer_timeout" in error
+    )

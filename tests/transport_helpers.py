@@ -36,8 +36,7 @@ class Transport:
 
     def declare(self, connection, exchanges=(), queues=(), bindings=(), exchange_bindings=()) -> dict[str, str]:
         self.exchanges += [e.name for e in exchanges]
-        names = connection.declare(Topology(tuple(exchanges), tuple(queues), tuple(bindings),
-                                            tuple(exchange_bindings)))
+        names = connection.declare(Topology(tuple(exchanges), tuple(queues), tuple(bindings), tuple(exchange_bindings)))
         self.queues += list(names.values())
         return names
 

@@ -19,8 +19,14 @@ from collections.abc import Callable
 
 import structlog
 
-from rabbitry.common.errors import (AcknowledgementTimedOut, BrokerRefused, ConnectionLost, ExitCode, RabbitryError,
-                                    Unencodable)
+from rabbitry.common.errors import (
+    AcknowledgementTimedOut,
+    BrokerRefused,
+    ConnectionLost,
+    ExitCode,
+    RabbitryError,
+    Unencodable,
+)
 from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.transport.contract import UNPUBLISHABLE, Connection, Delivery, OutgoingMessage
 from rabbitry.workers import metrics
@@ -46,9 +52,17 @@ class ConnectionThread:
     #: The connection served now (see :meth:`use`).
     _connection: Connection
 
-    def __init__(self, config: WorkerConfig, handover: Handover, tasks: TaskThread,
-                 coroutines: CoroutineTasks | None, prefetch: AdaptivePrefetch | None,
-                 stop: threading.Event, shared_stop, enforces_time_limits: bool = True):
+    def __init__(
+        self,
+        config: WorkerConfig,
+        handover: Handover,
+        tasks: TaskThread,
+        coroutines: CoroutineTasks | None,
+        prefetch: AdaptivePrefetch | None,
+        stop: threading.Event,
+        shared_stop,
+        enforces_time_limits: bool = True,
+    ):
         self.config = config
         self._handover = handover
         self._tasks = tasks
@@ -66,17 +80,19 @@ class ConnectionThread:
         return the process exit code."""
         try:
             while not self._stopping():
-                connection = connect_with_retry(self.config.settings, f"rabbitry-worker-{os.getpid()}",
-                                                self._stop)
+                connection = connect_with_retry(self.config.settings, f"rabbitry-worker-{os.getpid()}", self._stop)
                 if connection is None:
                     break
                 try:
                     self._serve(connection)
                 except AcknowledgementTimedOut as error:
                     metrics.recorder.connection_lost()
-                    log.error("delivery_acknowledgement_timed_out", error=str(error),
-                              hint="a task ran, or waited behind others, longer than the broker's consumer_timeout: "
-                                   "lower --time-limit or --prefetch")
+                    log.error(
+                        "delivery_acknowledgement_timed_out",
+                        error=str(error),
+                        hint="a task ran, or waited behind others, longer than the broker's consumer_timeout: "
+                        "lower --time-limit or --prefetch",
+                    )
                 except ConnectionLost as error:
                     metrics.recorder.connection_lost()
                     log.warning("connection_lost", error=str(error))
@@ -226,8 +242,12 @@ class ConnectionThread:
         if message is None:
             return
         if failures:
-            log.error("republish_failed", task_id=disposition.delivery.message_id, reason=failures[0].reason,
-                      queue=message.routing_key)
+            log.error(
+                "republish_failed",
+                task_id=disposition.delivery.message_id,
+                reason=failures[0].reason,
+                queue=message.routing_key,
+            )
             if failures[0].reason == "nacked":
                 # A channel whose quorum-queue client lost the leader keeps nacking:
                 # reconnect, and the broker redelivers the task to the new channel.
@@ -257,7 +277,9 @@ class ConnectionThread:
         # this process with it. The supervisor starts a fresh one.
         try:
             self.settle_outbox()
-            disposition = failure(delivery, message, self.config, f"TimeLimitExceeded: ran over the {limit:g} s time limit")
+            disposition = failure(
+                delivery, message, self.config, f"TimeLimitExceeded: ran over the {limit:g} s time limit"
+            )
             self.publish_then_ack(disposition)
             if disposition.reply is not None:
                 self._reply(delivery, disposition.reply)

@@ -26,8 +26,10 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", socket.gethostname()}
 _MAX_NODES_TRIED = 4
 _CTL_TIMEOUT_S = 10.0
 #: ``{ConsumerTimeoutEnv, ListenerPorts}`` of the node it runs on.
-_QUERY = ("{application:get_env(rabbit, consumer_timeout), "
-          "[element(6, L) || L <- rabbit_networking:active_listeners(), element(2, L) =:= node()]}.")
+_QUERY = (
+    "{application:get_env(rabbit, consumer_timeout), "
+    "[element(6, L) || L <- rabbit_networking:active_listeners(), element(2, L) =:= node()]}."
+)
 _ANSWER = re.compile(r"\{(?:\{ok,(?P<value>\w+)\}|undefined),\[(?P<ports>[\d,]*)\]\}")
 
 
@@ -56,8 +58,9 @@ def local_node_names(epmd_host: str = "127.0.0.1") -> list[str]:
 
 def _ask_node(rabbitmqctl: str, node: str) -> tuple[float | None, list[int]] | None:
     try:
-        result = subprocess.run([rabbitmqctl, "-n", node, "eval", _QUERY], capture_output=True, text=True,
-                                timeout=_CTL_TIMEOUT_S)
+        result = subprocess.run(
+            [rabbitmqctl, "-n", node, "eval", _QUERY], capture_output=True, text=True, timeout=_CTL_TIMEOUT_S
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = _ANSWER.search(result.stdout.replace(" ", "").replace("\n", ""))
@@ -86,5 +89,6 @@ def read_consumer_timeout(url: str, server_properties: dict | None = None) -> Co
                 if port in answer[1]:
                     return ConsumerTimeout(answer[0], f"rabbitmqctl on node {name}@{host}", known=True)
                 break  # another node than the one we connected to
-    return ConsumerTimeout(DEFAULT_CONSUMER_TIMEOUT_S, "RabbitMQ's default; it could not be read from the broker",
-                           known=False)
+    return ConsumerTimeout(
+        DEFAULT_CONSUMER_TIMEOUT_S, "RabbitMQ's default; it could not be read from the broker", known=False
+    )

@@ -134,9 +134,13 @@ class CoroutineTasks:
             self._blocked_reported = False
         elif not self._blocked_reported:
             self._blocked_reported = True
-            log.warning("event_loop_blocked", blocked_s=round(blocked_s, 3), running=sorted(set(self._running.values())),
-                        hint="an async task made a blocking call: await an async library, or "
-                             "`await asyncio.to_thread(...)` the blocking part")
+            log.warning(
+                "event_loop_blocked",
+                blocked_s=round(blocked_s, 3),
+                running=sorted(set(self._running.values())),
+                hint="an async task made a blocking call: await an async library, or "
+                "`await asyncio.to_thread(...)` the blocking part",
+            )
 
     # -- task thread -------------------------------------------------------
     def run(self) -> None:
@@ -205,8 +209,9 @@ class CoroutineTasks:
             return refused
         if not task.is_coroutine:
             in_context = contextvars.copy_context().run  # the log context (pool_process) goes along
-            return await self._loop.run_in_executor(self._sync_thread, in_context, tasks.run_plain, generation,
-                                                    delivery, message, task)
+            return await self._loop.run_in_executor(
+                self._sync_thread, in_context, tasks.run_plain, generation, delivery, message, task
+            )
         self._running[id(delivery)] = message.task
         current: asyncio.Task = asyncio.current_task()  # type: ignore[assignment]  # never None: it runs on the loop
         time_limit = self.config.time_limit_for(message.task)
@@ -215,8 +220,9 @@ class CoroutineTasks:
         recorder = metrics.recorder
         recorder.task_started()
         try:
-            run = await run_coroutine_task(delivery, message, task, time_limit,
-                                           timed_out=lambda: current in self._over_limit)
+            run = await run_coroutine_task(
+                delivery, message, task, time_limit, timed_out=lambda: current in self._over_limit
+            )
         finally:
             recorder.task_ended()
             del self._running[id(delivery)]

@@ -84,10 +84,14 @@ class Disposition:
         error = header_text(f"{was}: {own.get(ERROR_HEADER, '')}; could not be published as it was: {why}")
         message_id = self.delivery.message_id
         return OutgoingMessage(
-            routing_key=queue, exchange=DEAD_LETTER_EXCHANGE, body=bytes(self.delivery.body),
-            message_id=header_text(message_id, MAX_TASK_NAME_BYTES) if isinstance(message_id, str)
+            routing_key=queue,
+            exchange=DEAD_LETTER_EXCHANGE,
+            body=bytes(self.delivery.body),
+            message_id=header_text(message_id, MAX_TASK_NAME_BYTES)
+            if isinstance(message_id, str)
             else new_message_id(),
-            headers={REASON_HEADER: UNPUBLISHABLE_REASON, ERROR_HEADER: error, QUEUE_HEADER: queue})
+            headers={REASON_HEADER: UNPUBLISHABLE_REASON, ERROR_HEADER: error, QUEUE_HEADER: queue},
+        )
 
     def fallback(self, failed: OutgoingMessage, queue: str, why: str) -> OutgoingMessage | None:
         """What to publish instead of ``failed``, which could not be published: ``publish``
@@ -99,18 +103,33 @@ class Disposition:
         return None
 
 
-def dead_letter(delivery: Delivery, config: WorkerConfig, reason: str, error: str,
-                task: str | None = None, task_id: str | None = None) -> Disposition:
+def dead_letter(
+    delivery: Delivery,
+    config: WorkerConfig,
+    reason: str,
+    error: str,
+    task: str | None = None,
+    task_id: str | None = None,
+) -> Disposition:
     """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers."""
     metrics.recorder.task_settled(task, metrics.DEAD_LETTERED, reason)  # counted before its line: see _returned
-    log.error("task_dead_lettered", task_id=task_id or delivery.message_id, task=task, reason=reason,
-              error=error, redelivered=delivery.redelivered)
+    log.error(
+        "task_dead_lettered",
+        task_id=task_id or delivery.message_id,
+        task=task,
+        reason=reason,
+        error=error,
+        redelivered=delivery.redelivered,
+    )
     headers = {REASON_HEADER: reason, ERROR_HEADER: header_text(error), QUEUE_HEADER: config.queue}
     if task:
         headers[TASK_HEADER] = header_text(task, MAX_TASK_NAME_BYTES)
-    return Disposition(delivery, delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE,
-                                                      headers=headers), headers,
-                      reply=failure_reply(delivery, task_id, reason, error))
+    return Disposition(
+        delivery,
+        delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE, headers=headers),
+        headers,
+        reply=failure_reply(delivery, task_id, reason, error),
+    )
 
 
 def succeeded(delivery: Delivery, message: TaskMessage, value: Any) -> Disposition:
@@ -118,8 +137,14 @@ def succeeded(delivery: Delivery, message: TaskMessage, value: Any) -> Dispositi
     return Disposition(delivery, reply=success_reply(delivery, message.id, value))
 
 
-def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, error: str,
-            retryable: bool = True, duration_s: float | None = None) -> Disposition:
+def failure(
+    delivery: Delivery,
+    message: TaskMessage,
+    config: WorkerConfig,
+    error: str,
+    retryable: bool = True,
+    duration_s: float | None = None,
+) -> Disposition:
     """A failed attempt: retry it after a backoff, or dead-letter it when retries are spent."""
     if not retryable:
         return dead_letter(delivery, config, "not_retryable", error, message.task, message.id)
@@ -128,16 +153,32 @@ def failure(delivery: Delivery, message: TaskMessage, config: WorkerConfig, erro
         return dead_letter(delivery, config, "retries_exhausted", error, message.task, message.id)
     delay_s = max(1.0, retry_delay_s(message.attempt) * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
     now = time.time()
-    retry = TaskMessage(task=message.task, args=message.args, kwargs=message.kwargs, id=message.id,
-                        attempt=message.attempt + 1, created_at=message.created_at, eta=now + delay_s)
+    retry = TaskMessage(
+        task=message.task,
+        args=message.args,
+        kwargs=message.kwargs,
+        id=message.id,
+        attempt=message.attempt + 1,
+        created_at=message.created_at,
+        eta=now + delay_s,
+    )
     try:
         outgoing = retry.to_outgoing(config.queue, config.max_message_bytes, now)  # into the delay levels
     except MessageError as unsendable:  # arguments that came in but cannot go out again, such as a lone surrogate
-        return dead_letter(delivery, config, "not_retryable", f"{error} (cannot be retried: {unsendable})",
-                           message.task, message.id)
+        return dead_letter(
+            delivery, config, "not_retryable", f"{error} (cannot be retried: {unsendable})", message.task, message.id
+        )
     metrics.recorder.task_settled(message.task, metrics.RETRIED)
-    log.warning("task_failed", task_id=message.id, task=message.task, attempt=message.attempt, error=error,
-                duration_s=duration_s, retry_in_s=round(delay_s, 3), redelivered=delivery.redelivered)
+    log.warning(
+        "task_failed",
+        task_id=message.id,
+        task=message.task,
+        attempt=message.attempt,
+        error=error,
+        duration_s=duration_s,
+        retry_in_s=round(delay_s, 3),
+        redelivered=delivery.redelivered,
+    )
     outgoing.headers = {ERROR_HEADER: header_text(error)}
     # The final attempt answers the caller, so the retry asks for the reply as the task did.
     outgoing.reply_to, outgoing.correlation_id = delivery.reply_to, delivery.correlation_id
@@ -170,8 +211,11 @@ def decode(delivery: Delivery, config: WorkerConfig):
     try:  # before the call, so that a TypeError raised inside the task is an ordinary failure
         task.check_arguments(message.args, message.kwargs)
     except TypeError as error:  # no retry can make them fit
-        return message, task, dead_letter(delivery, config, "bad_arguments", f"TypeError: {error}", message.task,
-                                          message.id)
+        return (
+            message,
+            task,
+            dead_letter(delivery, config, "bad_arguments", f"TypeError: {error}", message.task, message.id),
+        )
     return message, task, None
 
 
@@ -195,8 +239,9 @@ def run_task(delivery: Delivery, message: TaskMessage, task) -> TaskRun:
     return _returned(delivery, message, result, started)
 
 
-async def run_coroutine_task(delivery: Delivery, message: TaskMessage, task, time_limit: float | None,
-                             timed_out: Callable[[], bool]) -> TaskRun:
+async def run_coroutine_task(
+    delivery: Delivery, message: TaskMessage, task, time_limit: float | None, timed_out: Callable[[], bool]
+) -> TaskRun:
     """:func:`run_task` for an ``async def`` task: await it. The caller cancels it once it has run
     ``time_limit`` seconds, and then ``timed_out()`` says so; any other cancellation goes on up."""
     started = time.perf_counter()
@@ -210,7 +255,9 @@ async def run_coroutine_task(delivery: Delivery, message: TaskMessage, task, tim
         current.uncancel()  # the cancellation is answered here, as asyncio.timeout does
         duration = time.perf_counter() - started
         metrics.recorder.task_ran(message.task, duration)
-        return TaskRun(duration, error=f"TimeLimitExceeded: ran over the {time_limit:g} s time limit, and was cancelled")
+        return TaskRun(
+            duration, error=f"TimeLimitExceeded: ran over the {time_limit:g} s time limit, and was cancelled"
+        )
     except Exception as error:
         return _raised(message, task, error, started)
     return _returned(delivery, message, result, started)
@@ -233,6 +280,14 @@ def _returned(delivery: Delivery, message: TaskMessage, result: Any, started: fl
     recorder = metrics.recorder
     recorder.task_ran(message.task, duration)
     recorder.task_settled(message.task, metrics.SUCCEEDED)
-    log.info("task_succeeded", task_id=message.id, task=message.task, duration_s=round(duration, 6),
-             attempt=message.attempt, redelivered=delivery.redelivered, **late, **extra)
+    log.info(
+        "task_succeeded",
+        task_id=message.id,
+        task=message.task,
+        duration_s=round(duration, 6),
+        attempt=message.attempt,
+        redelivered=delivery.redelivered,
+        **late,
+        **extra,
+    )
     return TaskRun(duration, result)

@@ -32,12 +32,12 @@ class CrashLedger:
     def set_running(self, process_index: int, task_id: str | None) -> None:
         """Record the task ``process_index`` is running (None when idle)."""
         start = process_index * _ID_BYTES
-        self._running_view[start:start + _ID_BYTES] = _padded(task_id or "")
+        self._running_view[start : start + _ID_BYTES] = _padded(task_id or "")
 
     def running(self, process_index: int) -> str | None:
         """The task ``process_index`` was running, if any."""
         start = process_index * _ID_BYTES
-        value = bytes(self._running[start:start + _ID_BYTES]).rstrip(b"\0")
+        value = bytes(self._running[start : start + _ID_BYTES]).rstrip(b"\0")
         return value.decode() or None
 
     def record_crash(self, task_id: str) -> int:
@@ -47,7 +47,7 @@ class CrashLedger:
         if slot is None:
             slot = self._next_slot
             self._next_slot = (self._next_slot + 1) % _CRASH_SLOTS
-            self._crashed_ids[slot * _ID_BYTES:(slot + 1) * _ID_BYTES] = encoded
+            self._crashed_ids[slot * _ID_BYTES : (slot + 1) * _ID_BYTES] = encoded
             self._crash_counts[slot] = 0
         self._crash_counts[slot] += 1
         return self._crash_counts[slot]

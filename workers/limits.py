@@ -10,10 +10,10 @@ unacknowledged too, behind the tasks before it.
 
 import structlog
 
-from rabbitry.workers.consumer_timeout import ConsumerTimeout, read_consumer_timeout
 from rabbitry.common.errors import ConfigurationError
 from rabbitry.common.transport.contract import Connection
 from rabbitry.workers.config import DEFAULT_PREFETCH, WorkerConfig
+from rabbitry.workers.consumer_timeout import ConsumerTimeout, read_consumer_timeout
 from rabbitry.workers.registry import registry
 
 log = structlog.get_logger("rabbitry.worker")
@@ -59,29 +59,37 @@ def check_time_limit(config: WorkerConfig, connection: Connection) -> float | No
     default = None
     if config.time_limit is None:
         default = default_time_limit(timeout)
-        log.info("time_limit_defaulted", time_limit_s=default, consumer_timeout_s=timeout.seconds,
-                 source=timeout.source,
-                 detail=f"no --time-limit: a task without a time_limit of its own that runs over {default:g} s is "
-                        f"stopped and failed, before the broker's consumer_timeout of {timeout.seconds:g} s would "
-                        "have it run again; set --time-limit or the task's time_limit to choose another")
+        log.info(
+            "time_limit_defaulted",
+            time_limit_s=default,
+            consumer_timeout_s=timeout.seconds,
+            source=timeout.source,
+            detail=f"no --time-limit: a task without a time_limit of its own that runs over {default:g} s is "
+            f"stopped and failed, before the broker's consumer_timeout of {timeout.seconds:g} s would "
+            "have it run again; set --time-limit or the task's time_limit to choose another",
+        )
     limit, described, setting = longest_time_limit(config)
     # A process that chooses its own prefetch holds about 0.1 s of work (workers/prefetch.py).
     held = None if config.adapts_prefetch else config.prefetch or DEFAULT_PREFETCH
     if limit is None:
         return default
     if limit >= timeout.seconds:
-        problem = (f"{described} does not fit under the broker's consumer_timeout of "
-                   f"{timeout.seconds:g} s ({timeout.source}): the broker would close the channel of a task "
-                   f"running that long and redeliver it. Lower {setting}, or raise consumer_timeout in "
-                   "rabbitmq.conf")
+        problem = (
+            f"{described} does not fit under the broker's consumer_timeout of "
+            f"{timeout.seconds:g} s ({timeout.source}): the broker would close the channel of a task "
+            f"running that long and redeliver it. Lower {setting}, or raise consumer_timeout in "
+            "rabbitmq.conf"
+        )
         if timeout.known:
             raise ConfigurationError(problem)
         log.warning("time_limit_over_consumer_timeout", problem=problem)
     elif held is not None and limit * held >= timeout.seconds:
-        log.warning("prefetched_tasks_may_time_out",
-                    problem=f"with --prefetch {held}, a task may wait unacknowledged behind others for "
-                            f"up to {limit * held:g} s, over the broker's consumer_timeout of "
-                            f"{timeout.seconds:g} s ({timeout.source}); lower --prefetch or {setting}")
+        log.warning(
+            "prefetched_tasks_may_time_out",
+            problem=f"with --prefetch {held}, a task may wait unacknowledged behind others for "
+            f"up to {limit * held:g} s, over the broker's consumer_timeout of "
+            f"{timeout.seconds:g} s ({timeout.source}); lower --prefetch or {setting}",
+        )
     else:
         log.info("time_limit_fits", time_limit_s=limit, consumer_timeout_s=timeout.seconds, source=timeout.source)
     return default

@@ -62,16 +62,26 @@ class WorkerMetrics(NoMetrics):
         from prometheus_client import Counter, Gauge, Histogram  # after PROMETHEUS_MULTIPROC_DIR is set
 
         self.queue = queue
-        self._tasks = Counter("rabbitry_tasks", "Tasks settled, by task and outcome (and why, if dead-lettered).",
-                              ["queue", "task", "outcome", "reason"])
-        self._duration = Histogram("rabbitry_task_duration_seconds", "How long each run of a task took.",
-                                   ["queue", "task"], buckets=DURATION_BUCKETS)
-        self._in_flight = Gauge("rabbitry_tasks_in_flight", "Tasks running now.", ["queue"],
-                                multiprocess_mode="livesum").labels(queue)
-        self._connection_losses = Counter("rabbitry_connection_losses", "Connections to the broker lost by "
-                                          "pool processes.", ["queue"]).labels(queue)
-        self._restarts = Counter("rabbitry_pool_process_restarts", "Pool processes started again after they "
-                                 "ended, by why.", ["queue", "why"])
+        self._tasks = Counter(
+            "rabbitry_tasks",
+            "Tasks settled, by task and outcome (and why, if dead-lettered).",
+            ["queue", "task", "outcome", "reason"],
+        )
+        self._duration = Histogram(
+            "rabbitry_task_duration_seconds",
+            "How long each run of a task took.",
+            ["queue", "task"],
+            buckets=DURATION_BUCKETS,
+        )
+        self._in_flight = Gauge(
+            "rabbitry_tasks_in_flight", "Tasks running now.", ["queue"], multiprocess_mode="livesum"
+        ).labels(queue)
+        self._connection_losses = Counter(
+            "rabbitry_connection_losses", "Connections to the broker lost by pool processes.", ["queue"]
+        ).labels(queue)
+        self._restarts = Counter(
+            "rabbitry_pool_process_restarts", "Pool processes started again after they ended, by why.", ["queue", "why"]
+        )
         self._counters: dict[tuple, Counter] = {}  # (task, outcome, reason) -> its counter
         self._histograms: dict[str, Histogram] = {}  # task -> its duration histogram
 

@@ -8,8 +8,8 @@ from typing import Protocol
 
 import structlog
 
-from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
+from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.connection_thread import EXIT_TIME_LIMIT
@@ -67,8 +67,9 @@ class WorkerPool:
         so a bad URL or a broker that stays down fails at start-up with one clear line instead of
         in every child. Settles the time limit of tasks that have none."""
         try:
-            connection = connect_with_retry(self.config.settings, "rabbitry-worker-check", self._stop,
-                                            give_up_after=self.config.connect_timeout)
+            connection = connect_with_retry(
+                self.config.settings, "rabbitry-worker-check", self._stop, give_up_after=self.config.connect_timeout
+            )
         except BrokerUnavailable as error:
             raise BrokerUnavailable(f"{error} (gave up after {self.config.connect_timeout:g} s)") from None
         if connection is None:  # stopped while waiting
@@ -92,9 +93,15 @@ class WorkerPool:
         self.check_broker()
         if self._stop.is_set():  # by a signal, while waiting for the broker
             return int(self.exit_code)
-        log.info("worker_started", queue=self.config.queue, queue_type=self.config.queue_type,
-                 processes=self.config.processes, prefetch=self.config.prefetch or "adaptive",
-                 concurrency=self.config.concurrency, broker=self.config.settings.describe())
+        log.info(
+            "worker_started",
+            queue=self.config.queue,
+            queue_type=self.config.queue_type,
+            processes=self.config.processes,
+            prefetch=self.config.prefetch or "adaptive",
+            concurrency=self.config.concurrency,
+            broker=self.config.settings.describe(),
+        )
         self._serve_metrics()
         try:
             for index in range(self.config.processes):
@@ -129,14 +136,24 @@ class WorkerPool:
         if config.metrics_port is None:
             return
         self._metrics_server = metrics.enable_metrics(
-            config.queue, config.metrics_host, config.metrics_port,
-            {"queue": config.queue, "queue_type": config.queue_type, "processes": str(config.processes),
-             "prefetch": str(config.prefetch or "adaptive"),
-             "pool": "threads" if config.settings.is_local else "processes"})
+            config.queue,
+            config.metrics_host,
+            config.metrics_port,
+            {
+                "queue": config.queue,
+                "queue_type": config.queue_type,
+                "processes": str(config.processes),
+                "prefetch": str(config.prefetch or "adaptive"),
+                "pool": "threads" if config.settings.is_local else "processes",
+            },
+        )
 
     def _start(self, index: int) -> None:
-        process = self._context.Process(target=run_pool_process, name=f"rabbitry-pool-{index}",
-                                        args=(self.config, index, self._shared_stop, self._ledger))
+        process = self._context.Process(
+            target=run_pool_process,
+            name=f"rabbitry-pool-{index}",
+            args=(self.config, index, self._shared_stop, self._ledger),
+        )
         process.start()
         self._processes[index] = process
 

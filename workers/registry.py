@@ -34,8 +34,10 @@ class TaskRegistry:
         """Register ``registered`` under its name; raise DuplicateTask if another function has it."""
         existing = self._tasks.get(registered.name)
         if existing is not None and _defined_at(existing.function) != _defined_at(registered.function):
-            raise DuplicateTask(f"task name {registered.name!r} is registered twice: by {existing.origin} and by "
-                                f"{registered.origin}; give one of them another with @task(name=...)")
+            raise DuplicateTask(
+                f"task name {registered.name!r} is registered twice: by {existing.origin} and by "
+                f"{registered.origin}; give one of them another with @task(name=...)"
+            )
         self._tasks[registered.name] = registered
         return registered
 
@@ -76,5 +78,4 @@ def load_task_modules(modules: tuple[str, ...] | list[str]) -> None:
         except ConfigurationError:
             raise
         except Exception as error:  # a module that fails to import is a mistake in the worker's command line
-            raise ConfigurationError(f"cannot import task module {module!r}: "
-                                     f"{type(error).__name__}: {error}") from None
+            raise ConfigurationError(f"cannot import task module {module!r}: {type(error).__name__}: {error}") from None

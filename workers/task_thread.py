@@ -23,8 +23,16 @@ from rabbitry.common.messages import TaskMessage
 from rabbitry.common.transport.contract import Delivery
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.execution import (Disposition, TaskRun, crash_limit_reached, dead_letter, decode, failure,
-                                        run_task, succeeded)
+from rabbitry.workers.execution import (
+    Disposition,
+    TaskRun,
+    crash_limit_reached,
+    dead_letter,
+    decode,
+    failure,
+    run_task,
+    succeeded,
+)
 from rabbitry.workers.handover import Handover
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.prefetch import AdaptivePrefetch
@@ -35,8 +43,14 @@ log = structlog.get_logger("rabbitry.worker")
 class TaskThread:
     """Runs a pool process's tasks on its task thread, and the plain functions among them."""
 
-    def __init__(self, config: WorkerConfig, index: int, handover: Handover, ledger: CrashLedger,
-                 prefetch: AdaptivePrefetch | None):
+    def __init__(
+        self,
+        config: WorkerConfig,
+        index: int,
+        handover: Handover,
+        ledger: CrashLedger,
+        prefetch: AdaptivePrefetch | None,
+    ):
         self.config = config
         self.index = index
         self._handover = handover
@@ -78,8 +92,11 @@ class TaskThread:
         if delivery.redelivered:
             over_limit = crash_limit_reached(delivery, self._ledger.crashes(message.id), config.delivery_limit)
             if over_limit:
-                return message, task, dead_letter(delivery, config, "delivery_limit", over_limit, message.task,
-                                                  message.id)
+                return (
+                    message,
+                    task,
+                    dead_letter(delivery, config, "delivery_limit", over_limit, message.task, message.id),
+                )
         return message, task, None
 
     def run_plain(self, generation: int, delivery: Delivery, message: TaskMessage, task) -> Disposition:

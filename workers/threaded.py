@@ -16,8 +16,8 @@ import structlog
 
 from rabbitry.common.errors import ConfigurationError
 from rabbitry.workers.config import WorkerConfig
-from rabbitry.workers.pool_process import PoolProcess
 from rabbitry.workers.pool import WorkerPool
+from rabbitry.workers.pool_process import PoolProcess
 from rabbitry.workers.registry import registry
 
 log = structlog.get_logger("rabbitry.worker")
@@ -54,12 +54,17 @@ class ThreadedWorkerPool(WorkerPool):
 
     def __init__(self, config: WorkerConfig):
         if config.time_limit is not None:
-            raise ConfigurationError("--time-limit needs pool processes, which the in-process broker "
-                                     "cannot serve: leave it out with --broker local")
+            raise ConfigurationError(
+                "--time-limit needs pool processes, which the in-process broker "
+                "cannot serve: leave it out with --broker local"
+            )
         limited = sorted(task.name for task in registry if task.time_limit is not None and not task.is_coroutine)
         if limited:
-            log.warning("time_limits_not_enforced", tasks=limited,
-                        detail="the in-process broker runs tasks in threads, which cannot be stopped")
+            log.warning(
+                "time_limits_not_enforced",
+                tasks=limited,
+                detail="the in-process broker runs tasks in threads, which cannot be stopped",
+            )
         super().__init__(config)
 
     def _start(self, index: int) -> None:

@@ -38,9 +38,11 @@ def main():
 
         channel.basic_qos(prefetch_count=16)
     else:
+
         def on_message(ch, method, properties, body):
-            ch.basic_publish("", properties.reply_to, body,
-                             pika.BasicProperties(correlation_id=properties.correlation_id))
+            ch.basic_publish(
+                "", properties.reply_to, body, pika.BasicProperties(correlation_id=properties.correlation_id)
+            )
             ch.basic_ack(method.delivery_tag)
 
         channel.basic_qos(prefetch_count=1)

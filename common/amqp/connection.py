@@ -17,21 +17,36 @@ import urllib.parse
 from typing import TypeGuard
 
 import pika
-import structlog
 import pika.exceptions as pika_errors
+import structlog
 from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQPConnectorStackTimeout
 from pika.spec import Basic
 
 from rabbitry.common.amqp import pika_internals
-from rabbitry.common.transport import limits as amqp_limits
 from rabbitry.common.amqp.frames import decode_frame
-from rabbitry.common.errors import (AcknowledgementTimedOut, BrokerRefused, BrokerUnavailable, ConfirmTimeout,
-                                    ConnectionLost, ConsumerCancelled, PublishingBlocked,
-                                    RabbitryError, Unencodable)
+from rabbitry.common.errors import (
+    AcknowledgementTimedOut,
+    BrokerRefused,
+    BrokerUnavailable,
+    ConfirmTimeout,
+    ConnectionLost,
+    ConsumerCancelled,
+    PublishingBlocked,
+    RabbitryError,
+    Unencodable,
+)
 from rabbitry.common.settings import BrokerSettings, mask_url
 from rabbitry.common.topology import Topology, existing_may_serve
-from rabbitry.common.transport.contract import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage,
-                              PublishFailure, PublishOutcomes, QueueState)
+from rabbitry.common.transport import limits as amqp_limits
+from rabbitry.common.transport.contract import (
+    UNPUBLISHABLE,
+    Connection,
+    Delivery,
+    OutgoingMessage,
+    PublishFailure,
+    PublishOutcomes,
+    QueueState,
+)
 
 #: Publishes buffered before pika is given a chance to write them and read confirms.
 _FLUSH_EVERY = 64
@@ -42,8 +57,11 @@ _WAIT_SLICE_S = 0.002
 #: "home node ... is down or inaccessible", as they do while their node is down in a cluster.
 QUEUE_START_WAIT_S = 30.0
 
-_REFUSED = (pika_errors.ProbableAuthenticationError, pika_errors.ProbableAccessDeniedError,
-            pika_errors.AuthenticationError)
+_REFUSED = (
+    pika_errors.ProbableAuthenticationError,
+    pika_errors.ProbableAccessDeniedError,
+    pika_errors.AuthenticationError,
+)
 #: What pika raises when it cannot encode a message (a property over 255 bytes, a header
 #: of a type AMQP lacks, text that is not UTF-8); it has sent nothing of it by then.
 _UNENCODABLE = (pika_errors.ShortStringTooLong, pika_errors.UnsupportedAMQPFieldException, UnicodeEncodeError)
@@ -55,9 +73,14 @@ log = structlog.get_logger("rabbitry.amqp")
 #: TLS errors, and the connection workflow's, such as a server that accepts TCP but never
 #: completes the AMQP handshake (AMQPConnectorStackTimeout), which are not AMQPErrors.
 _CONNECTING = (pika_errors.AMQPError, AMQPConnectorException, OSError)
-_LOST = (pika_errors.AMQPConnectionError, pika_errors.ConnectionWrongStateError,
-         pika_errors.ChannelWrongStateError, pika_errors.StreamLostError, pika_errors.ChannelClosed,
-         OSError)
+_LOST = (
+    pika_errors.AMQPConnectionError,
+    pika_errors.ConnectionWrongStateError,
+    pika_errors.ChannelWrongStateError,
+    pika_errors.StreamLostError,
+    pika_errors.ChannelClosed,
+    OSError,
+)
 
 
 def translate(error: BaseException, where: str = "") -> RabbitryError:
@@ -75,8 +98,7 @@ def translate(error: BaseException, where: str = "") -> RabbitryError:
         return PublishingBlocked(f"{prefix}the broker blocked publishing for longer than the blocked timeout")
     if isinstance(error, pika_errors.ConnectionClosedByBroker):
         return ConnectionLost(f"{prefix}the broker closed the connection: {error.reply_text} ({error.reply_code})")
-    if isinstance(error, pika_errors.AMQPConnectionError) and error.args and isinstance(
-            error.args[0], BaseException):
+    if isinstance(error, pika_errors.AMQPConnectionError) and error.args and isinstance(error.args[0], BaseException):
         return translate(error.args[0], where)
     detail = str(error) or type(error).__name__
     return ConnectionLost(f"{prefix}connection lost: {mask_url(detail)}")
@@ -84,18 +106,25 @@ def translate(error: BaseException, where: str = "") -> RabbitryError:
 
 def _queue_not_started(error: BaseException) -> TypeGuard[pika_errors.ChannelClosedByBroker]:
     """Whether the broker closed a channel because a durable queue's process is not running (yet)."""
-    return (isinstance(error, pika_errors.ChannelClosedByBroker) and error.reply_code == 404
-            and "is down or inaccessible" in str(error.reply_text))
+    return (
+        isinstance(error, pika_errors.ChannelClosedByBroker)
+        and error.reply_code == 404
+        and "is down or inaccessible" in str(error.reply_text)
+    )
 
 
 def channel_closure(reason: BaseException) -> ConnectionLost | None:
     """The error that names why the broker closed a channel under a consumer, when the
     cause is one a consumer must know by name: a delivery-acknowledgement timeout."""
-    if (isinstance(reason, pika_errors.ChannelClosedByBroker) and reason.reply_code == 406
-            and "delivery acknowledgement" in str(reason.reply_text)):
+    if (
+        isinstance(reason, pika_errors.ChannelClosedByBroker)
+        and reason.reply_code == 406
+        and "delivery acknowledgement" in str(reason.reply_text)
+    ):
         return AcknowledgementTimedOut(
             "the broker closed the channel: a delivery stayed unacknowledged past its consumer_timeout, and "
-            f"the broker requeues what the channel held ({reason.reply_text})")
+            f"the broker requeues what the channel held ({reason.reply_text})"
+        )
     return None
 
 
@@ -146,8 +175,9 @@ def open_connection(settings: BrokerSettings, name: str = "rabbitry") -> "AmqpCo
         try:
             return AmqpConnection(pika.BlockingConnection(params), url)
         except _REFUSED:
-            raise BrokerRefused(f"the broker at {mask_url(url)} refused the login "
-                                "(check user, password and vhost)") from None
+            raise BrokerRefused(
+                f"the broker at {mask_url(url)} refused the login (check user, password and vhost)"
+            ) from None
         except _CONNECTING as error:
             failures.append(f"{mask_url(url)} ({_reason(error, tls=params.ssl_options is not None)})")
     raise BrokerUnavailable("cannot reach the broker at " + ", ".join(failures))
@@ -156,8 +186,11 @@ def open_connection(settings: BrokerSettings, name: str = "rabbitry") -> "AmqpCo
 def _reason(error: BaseException, tls: bool = False) -> str:
     """The root cause of a connection failure, in a few words."""
     while True:
-        if isinstance(error, pika_errors.AMQPConnectionError) and error.args and isinstance(
-                error.args[0], BaseException):
+        if (
+            isinstance(error, pika_errors.AMQPConnectionError)
+            and error.args
+            and isinstance(error.args[0], BaseException)
+        ):
             error = error.args[0]
         elif isinstance(cause := getattr(error, "exception", None), BaseException):
             error = cause  # pika's connection-workflow wrappers
@@ -166,12 +199,16 @@ def _reason(error: BaseException, tls: bool = False) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     if isinstance(error, AMQPConnectorStackTimeout):
-        return ("no AMQP handshake within the connection timeout: the server accepts TCP but does not "
-                "answer as a broker (a frozen node, a stalled proxy, or not a RabbitMQ port)")
+        return (
+            "no AMQP handshake within the connection timeout: the server accepts TCP but does not "
+            "answer as a broker (a frozen node, a stalled proxy, or not a RabbitMQ port)"
+        )
     if isinstance(error, pika_errors.IncompatibleProtocolError) and tls:
         # TLS 1.3 reports a refused (or missing) client certificate only by closing.
-        return ("the broker closed the connection during the handshake: check the client certificate "
-                "and key (--tls-cert-file, --tls-key-file)")
+        return (
+            "the broker closed the connection during the handshake: check the client certificate "
+            "and key (--tls-cert-file, --tls-key-file)"
+        )
     if isinstance(error, pika_errors.IncompatibleProtocolError):
         return "not an AMQP 0-9-1 server, or it closed the connection during the handshake"
     text = str(error) or type(error).__name__
@@ -180,20 +217,36 @@ def _reason(error: BaseException, tls: bool = False) -> str:
 
 def _properties(message: OutgoingMessage) -> pika.BasicProperties:
     return pika.BasicProperties(
-        content_type=message.content_type, delivery_mode=2 if message.persistent else 1,
-        message_id=message.message_id, timestamp=message.timestamp, headers=message.headers,
-        app_id=message.app_id, type=message.type, expiration=message.expiration,
-        reply_to=message.reply_to, correlation_id=message.correlation_id)
+        content_type=message.content_type,
+        delivery_mode=2 if message.persistent else 1,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        headers=message.headers,
+        app_id=message.app_id,
+        type=message.type,
+        expiration=message.expiration,
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+    )
 
 
 def _delivery(method, properties, body) -> Delivery:
     return Delivery(
-        body=body, routing_key=method.routing_key, exchange=method.exchange,
-        delivery_tag=method.delivery_tag, redelivered=method.redelivered,
-        content_type=properties.content_type, message_id=properties.message_id,
-        timestamp=properties.timestamp, headers=properties.headers or {},
-        app_id=properties.app_id, type=properties.type, persistent=properties.delivery_mode == 2,
-        reply_to=properties.reply_to, correlation_id=properties.correlation_id)
+        body=body,
+        routing_key=method.routing_key,
+        exchange=method.exchange,
+        delivery_tag=method.delivery_tag,
+        redelivered=method.redelivered,
+        content_type=properties.content_type,
+        message_id=properties.message_id,
+        timestamp=properties.timestamp,
+        headers=properties.headers or {},
+        app_id=properties.app_id,
+        type=properties.type,
+        persistent=properties.delivery_mode == 2,
+        reply_to=properties.reply_to,
+        correlation_id=properties.correlation_id,
+    )
 
 
 class AmqpConnection(Connection):
@@ -237,31 +290,47 @@ class AmqpConnection(Connection):
             names = self._once_queues_started(lambda: self._declare_all(topology, existing))
         if existing.keys() - _USED_AS_THEY_EXIST:
             _USED_AS_THEY_EXIST.update(existing)
-            log.warning("using_existing_declarations", used_as_they_exist=sorted(existing),
-                        refused=sorted(set(existing.values())),
-                        detail="they exist and cannot be declared as rabbitry would: using them as they are")
+            log.warning(
+                "using_existing_declarations",
+                used_as_they_exist=sorted(existing),
+                refused=sorted(set(existing.values())),
+                detail="they exist and cannot be declared as rabbitry would: using them as they are",
+            )
         return names
 
     def _declare_all(self, topology: Topology, existing: dict[str, str]) -> dict[str, str]:
         names = {}
         for exchange in topology.exchanges:
             self._declare_or_use_existing(
-                existing, f"exchange {exchange.name}",
+                existing,
+                f"exchange {exchange.name}",
                 lambda exchange=exchange: self._channel.exchange_declare(
-                    exchange.name, exchange.type, durable=exchange.durable, auto_delete=exchange.auto_delete,
-                    arguments=exchange.arguments or None),
-                lambda exchange=exchange: self._channel.exchange_declare(exchange.name, passive=True))
+                    exchange.name,
+                    exchange.type,
+                    durable=exchange.durable,
+                    auto_delete=exchange.auto_delete,
+                    arguments=exchange.arguments or None,
+                ),
+                lambda exchange=exchange: self._channel.exchange_declare(exchange.name, passive=True),
+            )
         for queue in topology.queues:
             result = self._declare_or_use_existing(
-                existing, f"queue {queue.name}" if queue.name else "",
+                existing,
+                f"queue {queue.name}" if queue.name else "",
                 lambda queue=queue: self._channel.queue_declare(
-                    queue.name, durable=queue.durable, exclusive=queue.exclusive, auto_delete=queue.auto_delete,
-                    arguments=queue.arguments or None),
-                lambda queue=queue: self._channel.queue_declare(queue.name, passive=True))
+                    queue.name,
+                    durable=queue.durable,
+                    exclusive=queue.exclusive,
+                    auto_delete=queue.auto_delete,
+                    arguments=queue.arguments or None,
+                ),
+                lambda queue=queue: self._channel.queue_declare(queue.name, passive=True),
+            )
             names[queue.name] = result.method.queue
         for binding in topology.bindings:
-            self._channel.queue_bind(names.get(binding.queue, binding.queue), binding.exchange,
-                                     routing_key=binding.routing_key)
+            self._channel.queue_bind(
+                names.get(binding.queue, binding.queue), binding.exchange, routing_key=binding.routing_key
+            )
         for passing in topology.exchange_bindings:
             self._channel.exchange_bind(passing.destination, passing.source, routing_key=passing.routing_key)
         return names
@@ -311,8 +380,9 @@ class AmqpConnection(Connection):
         self._outstanding[tag] = (message, mandatory)
         try:
             with translated("publishing"):
-                self._async_channel.basic_publish(message.exchange, message.routing_key, message.body,
-                                                  properties, mandatory)
+                self._async_channel.basic_publish(
+                    message.exchange, message.routing_key, message.body, properties, mandatory
+                )
         except ConnectionLost:
             raise
         except BaseException as error:
@@ -365,8 +435,7 @@ class AmqpConnection(Connection):
         with translated("waiting for publisher confirms"):
             while len(self._outstanding) > down_to:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise ConfirmTimeout(f"{len(self._outstanding)} messages not confirmed "
-                                        f"within {timeout:g} s")
+                    raise ConfirmTimeout(f"{len(self._outstanding)} messages not confirmed within {timeout:g} s")
                 self._connection.process_data_events(_WAIT_SLICE_S)
         return self._publish_outcomes.take_failed()
 
@@ -389,8 +458,9 @@ class AmqpConnection(Connection):
                 self._watching_cancels = True
             if not auto_ack:
                 self._channel.basic_qos(prefetch_count=prefetch)
-            return self._channel.basic_consume(queue, on_message, auto_ack=auto_ack, exclusive=exclusive,
-                                               arguments=arguments)
+            return self._channel.basic_consume(
+                queue, on_message, auto_ack=auto_ack, exclusive=exclusive, arguments=arguments
+            )
 
     def cancel(self, consumer_tag: str) -> None:
         with translated("cancelling a consumer"):
@@ -434,8 +504,9 @@ class AmqpConnection(Connection):
         if self._closure is not None:
             raise self._closure
         if self._cancelled_consumer is not None:
-            raise ConsumerCancelled(f"the broker cancelled consumer {self._cancelled_consumer} "
-                                    "(was its queue deleted?)")
+            raise ConsumerCancelled(
+                f"the broker cancelled consumer {self._cancelled_consumer} (was its queue deleted?)"
+            )
 
     def call_threadsafe(self, callback) -> None:
         with translated():

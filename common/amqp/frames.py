@@ -28,11 +28,25 @@ _BASIC_CLASS = spec.BasicProperties.INDEX
 
 _SHORT, _OCTET, _TIMESTAMP, _TABLE = range(4)
 #: The content header's properties in the order they are encoded, with their flags and kinds.
-_PROPERTIES = tuple((getattr(spec.BasicProperties, "FLAG_" + name.upper()), name, kind) for name, kind in (
-    ("content_type", _SHORT), ("content_encoding", _SHORT), ("headers", _TABLE), ("delivery_mode", _OCTET),
-    ("priority", _OCTET), ("correlation_id", _SHORT), ("reply_to", _SHORT), ("expiration", _SHORT),
-    ("message_id", _SHORT), ("timestamp", _TIMESTAMP), ("type", _SHORT), ("user_id", _SHORT),
-    ("app_id", _SHORT), ("cluster_id", _SHORT)))
+_PROPERTIES = tuple(
+    (getattr(spec.BasicProperties, "FLAG_" + name.upper()), name, kind)
+    for name, kind in (
+        ("content_type", _SHORT),
+        ("content_encoding", _SHORT),
+        ("headers", _TABLE),
+        ("delivery_mode", _OCTET),
+        ("priority", _OCTET),
+        ("correlation_id", _SHORT),
+        ("reply_to", _SHORT),
+        ("expiration", _SHORT),
+        ("message_id", _SHORT),
+        ("timestamp", _TIMESTAMP),
+        ("type", _SHORT),
+        ("user_id", _SHORT),
+        ("app_id", _SHORT),
+        ("cluster_id", _SHORT),
+    )
+)
 #: The properties a flag word names, (name, kind) in order, for the flag words seen so far (a
 #: producer sets the same ones on every message, so there are few).
 _present: dict[int, tuple[tuple[str, int], ...]] = {}
@@ -50,7 +64,7 @@ def decode_frame(received: bytes) -> DecodedFrame:
         return 0, None
     decoded = None
     if received[end - 1] == spec.FRAME_END:
-        payload = received[7:end - 1]
+        payload = received[7 : end - 1]
         if frame_type == spec.FRAME_BODY:
             decoded = frame.Body(channel, payload)
         else:
@@ -110,7 +124,7 @@ def _content_header(channel: int, payload: bytes) -> frame.Header | None:
 def _short_string(payload: bytes, position: int) -> tuple[str | bytes, int]:
     """A short string and the position after it; bytes where it is not UTF-8, as pika reads it."""
     end = position + 1 + payload[position]
-    value = payload[position + 1:end]
+    value = payload[position + 1 : end]
     try:
         return value.decode(), end
     except UnicodeDecodeError:

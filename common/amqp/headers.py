@@ -53,7 +53,7 @@ def _without_headers(encoded: bytes, offset: int) -> bytes | None:
     if table_end > len(encoded):
         return None
     flags &= ~spec.BasicProperties.FLAG_HEADERS
-    return struct.pack(">H", flags) + encoded[offset + 2:position] + encoded[table_end:]
+    return struct.pack(">H", flags) + encoded[offset + 2 : position] + encoded[table_end:]
 
 
 def decode_frame_forgivingly(received: bytes) -> DecodedFrame:
@@ -80,5 +80,5 @@ def _forgiving_header_frame(received: bytes) -> DecodedFrame | None:
     if class_id != spec.BasicProperties.INDEX:
         return None
     properties = ForgivingProperties()
-    properties.decode(received[spec.FRAME_HEADER_SIZE + 12:frame_end - 1])
+    properties.decode(received[spec.FRAME_HEADER_SIZE + 12 : frame_end - 1])
     return frame_end, frame.Header(channel_number, body_size, properties)

@@ -38,8 +38,9 @@ class ManagementApi:
         parts = urllib.parse.urlsplit(amqp_url)
         vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
         url = management_url or f"http://{parts.hostname}:{MANAGEMENT_PORT}"
-        return cls(url, vhost, urllib.parse.unquote(parts.username or "guest"),
-                   urllib.parse.unquote(parts.password or "guest"))
+        return cls(
+            url, vhost, urllib.parse.unquote(parts.username or "guest"), urllib.parse.unquote(parts.password or "guest")
+        )
 
     def check(self) -> None:
         """Raise ManagementUnavailable unless the API answers."""
@@ -59,8 +60,10 @@ class ManagementApi:
 
     def binding_keys(self, exchange: str, queue: str) -> list[str]:
         """The keys ``queue`` is bound to ``exchange`` with."""
-        found = self.get(f"/api/bindings/{self._quoted(self.vhost)}/e/{self._quoted(exchange)}/q/"
-                         f"{self._quoted(queue)}") or []
+        found = (
+            self.get(f"/api/bindings/{self._quoted(self.vhost)}/e/{self._quoted(exchange)}/q/{self._quoted(queue)}")
+            or []
+        )
         return [binding["routing_key"] for binding in found]
 
     def get(self, path: str):
@@ -72,11 +75,13 @@ class ManagementApi:
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 return None
-            raise ManagementUnavailable(f"the management API at {self.url} answered {error.code} "
-                                        f"{error.reason}") from None
+            raise ManagementUnavailable(
+                f"the management API at {self.url} answered {error.code} {error.reason}"
+            ) from None
         except (OSError, ValueError) as error:
-            raise ManagementUnavailable(f"the management API at {self.url} did not answer: "
-                                        f"{getattr(error, 'reason', None) or error}") from None
+            raise ManagementUnavailable(
+                f"the management API at {self.url} did not answer: {getattr(error, 'reason', None) or error}"
+            ) from None
 
     @staticmethod
     def _quoted(name: str) -> str:

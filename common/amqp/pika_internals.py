@@ -39,7 +39,8 @@ def _private(owner: Any, name: str) -> Any:
     except AttributeError:
         raise PikaInternalsChanged(
             f"pika {pika.__version__} has no {type(owner).__name__}.{name}, which "
-            f"rabbitry.common.amqp.pika_internals relies on: update it for this pika") from None
+            f"rabbitry.common.amqp.pika_internals relies on: update it for this pika"
+        ) from None
 
 
 def async_channel(channel: BlockingChannel) -> pika.channel.Channel:
@@ -100,13 +101,15 @@ def check(connection: BlockingConnection) -> None:
     finally:
         channel.close()
     if not isinstance(frame_max(connection), int) or not isinstance(server_properties(connection), dict):
-        raise PikaInternalsChanged(f"pika {pika.__version__}: the connection's params.frame_max or "
-                                   f"server_properties has changed type")
+        raise PikaInternalsChanged(
+            f"pika {pika.__version__}: the connection's params.frame_max or server_properties has changed type"
+        )
     impl = _private(connection, "_impl")
     if not isinstance(_private(_private(impl, "_transport"), "_tx_buffers"), collections.deque):
         raise PikaInternalsChanged(f"pika {pika.__version__}: the transport's _tx_buffers is not a deque")
     if not callable(_private(impl, "_terminate_stream")):
         raise PikaInternalsChanged(f"pika {pika.__version__}: the connection's _terminate_stream is not callable")
     if not callable(_private(impl, "_read_frame")) or not isinstance(_private(impl, "_frame_buffer"), bytes):
-        raise PikaInternalsChanged(f"pika {pika.__version__}: the connection's _read_frame or _frame_buffer "
-                                   f"has changed")
+        raise PikaInternalsChanged(
+            f"pika {pika.__version__}: the connection's _read_frame or _frame_buffer has changed"
+        )

@@ -53,8 +53,9 @@ class LocalBroker:
         self._expiry = ExpiryTimer(self.lock, self._expire_head_locked, f"local-broker-expiry{name}")
 
     # -- declaring ---------------------------------------------------------
-    def declare_exchange_locked(self, name: str, kind: str, durable: bool, auto_delete: bool,
-                                alternate: str | None = None) -> None:
+    def declare_exchange_locked(
+        self, name: str, kind: str, durable: bool, auto_delete: bool, alternate: str | None = None
+    ) -> None:
         """Declare an exchange, or check that the existing one is equivalent."""
         existing = self.exchanges.get(name)
         if existing is not None:
@@ -62,8 +63,15 @@ class LocalBroker:
         else:
             self.exchanges[name] = LocalExchange.declared(name, kind, durable, auto_delete, alternate)
 
-    def declare_queue_locked(self, name: str, durable: bool, exclusive: bool, auto_delete: bool,
-                             arguments: dict[str, Any], connection: "LocalConnection") -> str:
+    def declare_queue_locked(
+        self,
+        name: str,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: dict[str, Any],
+        connection: "LocalConnection",
+    ) -> str:
         """Declare a queue (named by the broker if ``name`` is empty); return its name."""
         name = name or server_named_queue()
         existing = self.queues.get(name)
@@ -71,12 +79,12 @@ class LocalBroker:
             existing.check_access(connection)
             existing.check_equivalent(durable, exclusive, auto_delete, arguments)
         else:
-            self.queues[name] = LocalQueue.declared(name, durable, connection if exclusive else None,
-                                                    auto_delete, arguments)
+            self.queues[name] = LocalQueue.declared(
+                name, durable, connection if exclusive else None, auto_delete, arguments
+            )
         return name
 
-    def bind_locked(self, exchange_name: str, queue_name: str, routing_key: str,
-                    connection: "LocalConnection") -> None:
+    def bind_locked(self, exchange_name: str, queue_name: str, routing_key: str, connection: "LocalConnection") -> None:
         """Bind a queue to an exchange; both must exist, and the default exchange takes no bindings."""
         if exchange_name == "":
             raise refused(ACCESS_REFUSED, "operation queue.bind not permitted on the default exchange")
@@ -91,8 +99,9 @@ class LocalBroker:
         self.exchange_locked(destination)
         self.exchange_locked(source).bind_exchange(destination, routing_key)
 
-    def unbind_locked(self, exchange_name: str, queue_name: str, routing_key: str,
-                      connection: "LocalConnection") -> None:
+    def unbind_locked(
+        self, exchange_name: str, queue_name: str, routing_key: str, connection: "LocalConnection"
+    ) -> None:
         """Remove a binding; both must exist, as for binding."""
         exchange = self.exchange_locked(exchange_name)
         self.usable_queue_locked(queue_name, connection)
@@ -135,8 +144,9 @@ class LocalBroker:
             return 1
         return self._enqueue_routed_locked(self.exchange_locked(message.exchange), message, keys)
 
-    def _enqueue_routed_locked(self, exchange: LocalExchange, message: OutgoingMessage,
-                               keys: tuple[str, ...] | list[str] | None = None) -> int:
+    def _enqueue_routed_locked(
+        self, exchange: LocalExchange, message: OutgoingMessage, keys: tuple[str, ...] | list[str] | None = None
+    ) -> int:
         """Put ``message`` on each queue ``exchange`` routes its key (or ``keys``) to, each queue once;
         return how many."""
         keys = keys or (message.routing_key,)
@@ -254,8 +264,9 @@ class LocalBroker:
         if exchange is None:
             return  # RabbitMQ drops dead letters for a missing exchange, silently
         original = envelope.message
-        self._enqueue_routed_locked(exchange, dead_letter(
-            original, queue.name, reason, exchange.name, queue.dead_letter_routing_key(original)))
+        self._enqueue_routed_locked(
+            exchange, dead_letter(original, queue.name, reason, exchange.name, queue.dead_letter_routing_key(original))
+        )
 
     def _expire_head_locked(self, queue: LocalQueue, now: float) -> float | None:
         """Dead-letter the expired messages at the head of ``queue``; return when the new head expires.

@@ -28,21 +28,33 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 
-from rabbitry.common.transport.limits import check_message, check_topology, may_be_too_long
 from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
 from rabbitry.common.local.broker import LocalBroker
 from rabbitry.common.local.dead_letters import REJECTED
 from rabbitry.common.local.outbox import ACK, DEAD_LETTER, REQUEUE, Acknowledgement, Publish
 from rabbitry.common.local.queue import Consumer, Envelope, LocalQueue
 from rabbitry.common.local.refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused
+from rabbitry.common.local.reply_to import (
+    add_reply_consumer_locked,
+    addressed,
+    check_reply_consumer,
+    is_reply_address,
+    reply_owner_locked,
+)
 from rabbitry.common.local.stream import STREAM_OFFSET, check_stream_consumer
-from rabbitry.common.local.reply_to import (add_reply_consumer_locked, addressed, check_reply_consumer,
-                                            is_reply_address, reply_owner_locked)
 from rabbitry.common.replies import DIRECT_REPLY_TO
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
-from rabbitry.common.transport.contract import (UNPUBLISHABLE, Connection, Delivery, OutgoingMessage, PublishFailure,
-                              PublishOutcomes, QueueState)
+from rabbitry.common.transport.contract import (
+    UNPUBLISHABLE,
+    Connection,
+    Delivery,
+    OutgoingMessage,
+    PublishFailure,
+    PublishOutcomes,
+    QueueState,
+)
+from rabbitry.common.transport.limits import check_message, check_topology, may_be_too_long
 
 _brokers: dict[str, LocalBroker] = {}
 _brokers_lock = threading.Lock()
@@ -135,15 +147,19 @@ class LocalConnection(Connection):
         broker = self.broker
         with self._locked():
             for exchange in topology.exchanges:
-                broker.declare_exchange_locked(exchange.name, exchange.type, exchange.durable,
-                                               exchange.auto_delete, exchange.arguments.get("alternate-exchange"))
+                broker.declare_exchange_locked(
+                    exchange.name,
+                    exchange.type,
+                    exchange.durable,
+                    exchange.auto_delete,
+                    exchange.arguments.get("alternate-exchange"),
+                )
             for declared in topology.queues:
                 names[declared.name] = broker.declare_queue_locked(
-                    declared.name, declared.durable, declared.exclusive, declared.auto_delete,
-                    declared.arguments, self)
+                    declared.name, declared.durable, declared.exclusive, declared.auto_delete, declared.arguments, self
+                )
             for binding in topology.bindings:
-                broker.bind_locked(binding.exchange, names.get(binding.queue, binding.queue),
-                                   binding.routing_key, self)
+                broker.bind_locked(binding.exchange, names.get(binding.queue, binding.queue), binding.routing_key, self)
             for passing in topology.exchange_bindings:
                 broker.bind_exchange_locked(passing.source, passing.destination, passing.routing_key)
         return names
@@ -195,8 +211,9 @@ class LocalConnection(Connection):
             if exclusive and target.consumers or any(c.exclusive for c in target.consumers):
                 raise refused(ACCESS_REFUSED, f"queue '{queue}' in vhost '/' in exclusive use")
             tag = f"ctag{next(self._consumer_numbers)}.{id(self):x}"
-            consumer = Consumer(tag, target, self, on_delivery, 0 if auto_ack else prefetch, exclusive,
-                                auto_ack=auto_ack)
+            consumer = Consumer(
+                tag, target, self, on_delivery, 0 if auto_ack else prefetch, exclusive, auto_ack=auto_ack
+            )
             if target.stream is not None:
                 check_stream_consumer(auto_ack, prefetch)
                 consumer.cursor = target.stream.start_offset((arguments or {}).get(STREAM_OFFSET))
@@ -212,7 +229,8 @@ class LocalConnection(Connection):
             tag = f"ctag{next(self._consumer_numbers)}.{id(self):x}"
             consumer = Consumer(tag, LocalQueue(DIRECT_REPLY_TO, durable=False), self, on_delivery, 0, auto_ack=True)
             consumer.reply_address = self._reply_address = add_reply_consumer_locked(
-                self.broker.reply_consumers, consumer)
+                self.broker.reply_consumers, consumer
+            )
             self._consumers[tag] = consumer
         return tag
 
@@ -283,8 +301,14 @@ class LocalConnection(Connection):
                 single = unacked.pop(delivery_tag, None)
                 settled = () if single is None else (single,)
             else:
-                settled = [unacked.pop(tag) for tag in [tag for tag in unacked  # oldest first
-                                                        if tag <= delivery_tag or not delivery_tag]]
+                settled = [
+                    unacked.pop(tag)
+                    for tag in [
+                        tag
+                        for tag in unacked  # oldest first
+                        if tag <= delivery_tag or not delivery_tag
+                    ]
+                ]
             if not settled:
                 raise refused(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
             outcome = sent.outcome
@@ -346,7 +370,7 @@ class LocalConnection(Connection):
                         consumer.on_delivery(envelope.delivery())
                 except BaseException:
                     with self.broker.lock:  # the rest stays for the next call, as in pika
-                        self._pending[:0] = batch[position + 1:]
+                        self._pending[:0] = batch[position + 1 :]
                     raise
             ran = True
         if self._open:

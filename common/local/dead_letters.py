@@ -14,13 +14,17 @@ from rabbitry.common.transport.contract import OutgoingMessage
 REJECTED, EXPIRED, MAX_LENGTH = "rejected", "expired", "maxlen"
 
 
-def dead_letter(original: OutgoingMessage, queue: str, reason: str, exchange: str,
-                routing_key: str) -> OutgoingMessage:
+def dead_letter(original: OutgoingMessage, queue: str, reason: str, exchange: str, routing_key: str) -> OutgoingMessage:
     """``original``, dead-lettered from ``queue`` for ``reason``, to ``exchange`` under ``routing_key``."""
     headers = dict(original.headers or {})
-    death = {"count": 1, "reason": reason, "queue": queue,
-             "time": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
-             "exchange": original.exchange, "routing-keys": [original.routing_key]}
+    death = {
+        "count": 1,
+        "reason": reason,
+        "queue": queue,
+        "time": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+        "exchange": original.exchange,
+        "routing-keys": [original.routing_key],
+    }
     if original.expiration is not None:
         death["original-expiration"] = original.expiration
     deaths = list(headers.get("x-death") or [])
@@ -33,6 +37,17 @@ def dead_letter(original: OutgoingMessage, queue: str, reason: str, exchange: st
     headers.setdefault("x-first-death-exchange", original.exchange)
     headers.setdefault("x-first-death-queue", queue)
     headers.setdefault("x-first-death-reason", reason)
-    return OutgoingMessage(routing_key, original.body, exchange, original.content_type, original.message_id,
-                           original.timestamp, headers, original.persistent, original.app_id, original.type,
-                           reply_to=original.reply_to, correlation_id=original.correlation_id)
+    return OutgoingMessage(
+        routing_key,
+        original.body,
+        exchange,
+        original.content_type,
+        original.message_id,
+        original.timestamp,
+        headers,
+        original.persistent,
+        original.app_id,
+        original.type,
+        reply_to=original.reply_to,
+        correlation_id=original.correlation_id,
+    )

@@ -43,8 +43,9 @@ class LocalExchange:
     _route_cache: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def declared(cls, name: str, kind: str, durable: bool, auto_delete: bool,
-                 alternate: str | None = None) -> "LocalExchange":
+    def declared(
+        cls, name: str, kind: str, durable: bool, auto_delete: bool, alternate: str | None = None
+    ) -> "LocalExchange":
         """A new exchange, as exchange.declare makes one; refused for an unknown type or a reserved name."""
         if kind not in EXCHANGE_TYPES:
             raise refused(COMMAND_INVALID, f"invalid exchange type '{kind}'")
@@ -55,8 +56,11 @@ class LocalExchange:
     def check_equivalent(self, kind: str, durable: bool, auto_delete: bool) -> None:
         """PRECONDITION_FAILED unless a new declaration matches this exchange."""
         if (self.type, self.durable, self.auto_delete) != (kind, durable, auto_delete):
-            raise refused(PRECONDITION_FAILED, f"inequivalent arg for exchange '{self.name}': declared as "
-                          f"{self.type} (durable={self.durable}, auto_delete={self.auto_delete})")
+            raise refused(
+                PRECONDITION_FAILED,
+                f"inequivalent arg for exchange '{self.name}': declared as "
+                f"{self.type} (durable={self.durable}, auto_delete={self.auto_delete})",
+            )
 
     def route(self, routing_key: str) -> list[str]:
         """Names of the queues a message with ``routing_key`` goes to, each once."""
@@ -65,15 +69,21 @@ class LocalExchange:
         if cached is None:
             if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
                 self._route_cache.clear()
-            cached = list(dict.fromkeys(bound.queue for bound in self.bindings
-                                        if binding_matches(self.type, bound.binding_key, routing_key)))
+            cached = list(
+                dict.fromkeys(
+                    bound.queue for bound in self.bindings if binding_matches(self.type, bound.binding_key, routing_key)
+                )
+            )
             self._route_cache[routing_key] = cached
         return cached
 
     def passes(self, routing_key: str) -> list[str]:
         """Names of the exchanges bound to this one that a message with ``routing_key`` goes on to."""
-        return [bound.queue for bound in self.exchange_bindings
-                if binding_matches(self.type, bound.binding_key, routing_key)]
+        return [
+            bound.queue
+            for bound in self.exchange_bindings
+            if binding_matches(self.type, bound.binding_key, routing_key)
+        ]
 
     def bind_exchange(self, destination: str, binding_key: str) -> None:
         """Bind exchange ``destination`` under ``binding_key`` (binding twice changes nothing)."""

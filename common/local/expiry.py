@@ -33,8 +33,9 @@ class ExpiryTimer:
     The thread starts with the first deadline.
     """
 
-    def __init__(self, lock: threading.Lock, expire_head_locked: Callable[[LocalQueue, float], float | None],
-                 name: str):
+    def __init__(
+        self, lock: threading.Lock, expire_head_locked: Callable[[LocalQueue, float], float | None], name: str
+    ):
         self._lock = lock
         self._expire_head_locked = expire_head_locked
         self._name = name

@@ -52,10 +52,22 @@ class Envelope:
         headers = message.headers
         if self.deliveries and self.queue.is_quorum:
             headers = {**(headers or {}), "x-delivery-count": self.deliveries}
-        return Delivery(message.body, message.routing_key, message.exchange, self.delivery_tag, self.redelivered,
-                        message.content_type, message.message_id, message.timestamp,
-                        dict(headers) if headers else {}, message.app_id, message.type, message.persistent,
-                        message.reply_to, message.correlation_id)
+        return Delivery(
+            message.body,
+            message.routing_key,
+            message.exchange,
+            self.delivery_tag,
+            self.redelivered,
+            message.content_type,
+            message.message_id,
+            message.timestamp,
+            dict(headers) if headers else {},
+            message.app_id,
+            message.type,
+            message.persistent,
+            message.reply_to,
+            message.correlation_id,
+        )
 
 
 @dataclass(eq=False, slots=True)
@@ -106,25 +118,39 @@ class LocalQueue:
         self.max_length = self.arguments.get("x-max-length")
 
     @classmethod
-    def declared(cls, name: str, durable: bool, exclusive_owner: "LocalConnection | None", auto_delete: bool,
-                 arguments: dict[str, Any]) -> "LocalQueue":
+    def declared(
+        cls,
+        name: str,
+        durable: bool,
+        exclusive_owner: "LocalConnection | None",
+        auto_delete: bool,
+        arguments: dict[str, Any],
+    ) -> "LocalQueue":
         """A new queue, as queue.declare makes one; a quorum queue or a stream must be durable and shared."""
         if arguments.get(QUEUE_TYPE) in ("quorum", "stream"):
-            for flag, value in (("non-durable", not durable), ("exclusive-owner", exclusive_owner is not None),
-                                ("auto-delete", auto_delete)):
+            for flag, value in (
+                ("non-durable", not durable),
+                ("exclusive-owner", exclusive_owner is not None),
+                ("auto-delete", auto_delete),
+            ):
                 if value:
                     raise refused(PRECONDITION_FAILED, f"invalid property '{flag}' for queue '{name}'")
         return cls(name, durable, exclusive_owner, auto_delete, dict(arguments))
 
-    def check_equivalent(self, durable: bool, exclusive: bool, auto_delete: bool,
-                         arguments: dict[str, Any]) -> None:
+    def check_equivalent(self, durable: bool, exclusive: bool, auto_delete: bool, arguments: dict[str, Any]) -> None:
         """PRECONDITION_FAILED unless a new declaration matches this queue."""
-        if (self.durable, self.exclusive_owner is not None, self.auto_delete,
-                equivalent_arguments(self.arguments)) != (
-                durable, exclusive, auto_delete, equivalent_arguments(arguments)):
-            raise refused(PRECONDITION_FAILED, f"inequivalent arg for queue '{self.name}': it was declared "
-                          f"with durable={self.durable}, auto_delete={self.auto_delete}, "
-                          f"arguments={self.arguments}")
+        if (self.durable, self.exclusive_owner is not None, self.auto_delete, equivalent_arguments(self.arguments)) != (
+            durable,
+            exclusive,
+            auto_delete,
+            equivalent_arguments(arguments),
+        ):
+            raise refused(
+                PRECONDITION_FAILED,
+                f"inequivalent arg for queue '{self.name}': it was declared "
+                f"with durable={self.durable}, auto_delete={self.auto_delete}, "
+                f"arguments={self.arguments}",
+            )
 
     def check_access(self, connection: "LocalConnection") -> None:
         """RESOURCE_LOCKED if this is another connection's exclusive queue."""

@@ -32,8 +32,7 @@ DEFAULT_MAX_ENTRIES = 100_000
 def check_stream_consumer(auto_ack: bool, prefetch: int) -> None:
     """PRECONDITION_FAILED unless a stream's consumer acknowledges and has a prefetch, as RabbitMQ asks."""
     if auto_ack or not prefetch:
-        raise refused(PRECONDITION_FAILED, "a stream consumer needs manual acknowledgement and a prefetch "
-                      "(basic.qos)")
+        raise refused(PRECONDITION_FAILED, "a stream consumer needs manual acknowledgement and a prefetch (basic.qos)")
 
 
 @dataclass(slots=True)
@@ -77,9 +76,10 @@ class StreamLog:
         """Drop the oldest messages beyond the byte, age and count limits (the newest always stays)."""
         entries = self.entries
         while len(entries) > 1 and (
-                len(entries) > DEFAULT_MAX_ENTRIES
-                or (self.max_bytes is not None and self.bytes > self.max_bytes)
-                or (self.max_age_s is not None and entries[0].stored_at < now - self.max_age_s)):
+            len(entries) > DEFAULT_MAX_ENTRIES
+            or (self.max_bytes is not None and self.bytes > self.max_bytes)
+            or (self.max_age_s is not None and entries[0].stored_at < now - self.max_age_s)
+        ):
             self.bytes -= entries.popleft().size
 
     def entry_at(self, offset: int) -> StreamEntry | None:

@@ -16,8 +16,14 @@ import structlog
 
 from rabbitry.common.errors import BrokerRefused, NoHistory
 from rabbitry.common.retention import Retention
-from rabbitry.common.topology import (LOG_EXCHANGES, Exchange, Topology, history_rebinding, history_stream_name,
-                                      log_history)
+from rabbitry.common.topology import (
+    LOG_EXCHANGES,
+    Exchange,
+    Topology,
+    history_rebinding,
+    history_stream_name,
+    log_history,
+)
 from rabbitry.common.transport.contract import Connection
 
 log = structlog.get_logger("rabbitry.history")
@@ -44,10 +50,12 @@ def retain(connection: Connection, exchange: Exchange, retention: Retention, key
     except BrokerRefused as error:
         if "inequivalent arg" not in str(error):
             raise
-        raise BrokerRefused(f"history of exchange {exchange.name!r} is already kept in stream {stream!r} with "
-                            f"other limits, and RabbitMQ cannot change a stream's arguments: set a policy "
-                            f"(rabbitmqctl set_policy) or run `rabbitry logs forget` first, then retain again "
-                            f"({error})") from None
+        raise BrokerRefused(
+            f"history of exchange {exchange.name!r} is already kept in stream {stream!r} with "
+            f"other limits, and RabbitMQ cannot change a stream's arguments: set a policy "
+            f"(rabbitmqctl set_policy) or run `rabbitry logs forget` first, then retain again "
+            f"({error})"
+        ) from None
     return stream
 
 
@@ -57,8 +65,10 @@ def require_history(connection: Connection, exchange: Exchange) -> str:
         options = "" if exchange.type == "topic" else f" --exchange-type {exchange.type}"
         if exchange.name != LOG_EXCHANGES[exchange.type]:
             options += f" --exchange {exchange.name}"
-        raise NoHistory(f"no history is kept for exchange {exchange.name!r}: run `rabbitry logs retain{options}` "
-                        "first (see docs/logs.md)")
+        raise NoHistory(
+            f"no history is kept for exchange {exchange.name!r}: run `rabbitry logs retain{options}` "
+            "first (see docs/logs.md)"
+        )
     # The exchange is gone after a broker restart, if it is not durable, and the binding with it.
     connection.declare(Topology(exchanges=(exchange,)) + history_rebinding(exchange))
     return history_stream_name(exchange.name)

@@ -40,9 +40,18 @@ def routing_metadata(exchange_type: str, routing_key: str) -> tuple[str | None, 
     return None, None
 
 
-def log_message(exchange: str, routing_key: str, body: bytes, *, severity: str | None = None,
-                facility: str | None = None, app_id: str | None = None, persistent: bool = False,
-                timestamp: float | None = None, headers: dict[str, Any] | None = None) -> OutgoingMessage:
+def log_message(
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    *,
+    severity: str | None = None,
+    facility: str | None = None,
+    app_id: str | None = None,
+    persistent: bool = False,
+    timestamp: float | None = None,
+    headers: dict[str, Any] | None = None,
+) -> OutgoingMessage:
     """An outgoing log message with its metadata in properties and headers."""
     metadata = {HOST_HEADER: HOST}
     if severity:
@@ -52,9 +61,15 @@ def log_message(exchange: str, routing_key: str, body: bytes, *, severity: str |
     if headers:
         metadata.update(headers)
     return OutgoingMessage(
-        routing_key=routing_key, body=body, exchange=exchange, content_type=TEXT_CONTENT_TYPE,
-        timestamp=int(time.time() if timestamp is None else timestamp), headers=metadata,
-        persistent=persistent, app_id=app_id)
+        routing_key=routing_key,
+        body=body,
+        exchange=exchange,
+        content_type=TEXT_CONTENT_TYPE,
+        timestamp=int(time.time() if timestamp is None else timestamp),
+        headers=metadata,
+        persistent=persistent,
+        app_id=app_id,
+    )
 
 
 def _text(value: Any) -> str | None:

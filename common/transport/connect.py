@@ -39,9 +39,12 @@ def backoff_delays(first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_CAP_S):
         delay = min(delay * 2, cap)
 
 
-def connect_with_retry(settings: BrokerSettings, name: str = "rabbitry",
-                       stop: threading.Event | None = None,
-                       give_up_after: float | None = None) -> Connection | None:
+def connect_with_retry(
+    settings: BrokerSettings,
+    name: str = "rabbitry",
+    stop: threading.Event | None = None,
+    give_up_after: float | None = None,
+) -> Connection | None:
     """Connect, retrying with a capped backoff while the broker is unreachable.
 
     A refusal (bad login, for instance) is not retried: it raises at once.

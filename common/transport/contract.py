@@ -60,8 +60,14 @@ class Delivery:
     reply_to: str | None = None
     correlation_id: str | None = None
 
-    def republished(self, routing_key: str, exchange: str = "", headers: dict | None = None,
-                    body: bytes | None = None, expiration: str | None = None) -> OutgoingMessage:
+    def republished(
+        self,
+        routing_key: str,
+        exchange: str = "",
+        headers: dict | None = None,
+        body: bytes | None = None,
+        expiration: str | None = None,
+    ) -> OutgoingMessage:
         """An outgoing copy of this message, for retry or dead-lettering."""
         return OutgoingMessage(
             routing_key=routing_key,
@@ -178,9 +184,15 @@ class Connection(abc.ABC):
         confirm, to publish them again after the connection was lost."""
 
     @abc.abstractmethod
-    def consume(self, queue: str, on_delivery: DeliveryCallback, prefetch: int = 1,
-                exclusive: bool = False, auto_ack: bool = False,
-                arguments: dict[str, Any] | None = None) -> str:
+    def consume(
+        self,
+        queue: str,
+        on_delivery: DeliveryCallback,
+        prefetch: int = 1,
+        exclusive: bool = False,
+        auto_ack: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> str:
         """Start consuming ``queue``; deliveries go to ``on_delivery`` from
         :meth:`process_events`. Returns the consumer tag.
 

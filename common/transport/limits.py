@@ -35,8 +35,9 @@ def given_bytes(text: str) -> bytes | str:
         return text
 
 
-def check_short_string(text: str, what: str, error: type[RabbitryError] = Unencodable,
-                       from_command_line: bool = False) -> str:
+def check_short_string(
+    text: str, what: str, error: type[RabbitryError] = Unencodable, from_command_line: bool = False
+) -> str:
     """Return ``text`` if it can travel as a short string: valid UTF-8, at most 255 bytes.
 
     Otherwise raise ``error`` saying why, naming ``what`` the text is; text
@@ -56,9 +57,12 @@ def check_short_string(text: str, what: str, error: type[RabbitryError] = Unenco
 
 def check_topology(topology: "Topology", doing: str = "declaring the topology") -> None:
     """Unencodable, as pika refuses it, if a name or key in ``topology`` cannot be a short string."""
-    names = [e.name for e in topology.exchanges] + [q.name for q in topology.queues] + [
-        text for b in topology.bindings for text in (b.exchange, b.queue, b.routing_key)] + [
-        text for b in topology.exchange_bindings for text in (b.source, b.destination, b.routing_key)]
+    names = (
+        [e.name for e in topology.exchanges]
+        + [q.name for q in topology.queues]
+        + [text for b in topology.bindings for text in (b.exchange, b.queue, b.routing_key)]
+        + [text for b in topology.exchange_bindings for text in (b.source, b.destination, b.routing_key)]
+    )
     for name in names:
         check_short_string(name, f"{doing}: a name")
 
@@ -69,10 +73,15 @@ def may_be_too_long(message: OutgoingMessage) -> bool:
     Cheap enough for every message's path: only when it says yes need
     :func:`check_message` look closer.
     """
-    return (len(message.routing_key) > _SURELY_SHORT or len(message.exchange) > _SURELY_SHORT
-            or len(message.message_id or "") > _SURELY_SHORT or len(message.type or "") > _SURELY_SHORT
-            or len(message.app_id or "") > _SURELY_SHORT or len(message.content_type or "") > _SURELY_SHORT
-            or len(message.expiration or "") > _SURELY_SHORT)
+    return (
+        len(message.routing_key) > _SURELY_SHORT
+        or len(message.exchange) > _SURELY_SHORT
+        or len(message.message_id or "") > _SURELY_SHORT
+        or len(message.type or "") > _SURELY_SHORT
+        or len(message.app_id or "") > _SURELY_SHORT
+        or len(message.content_type or "") > _SURELY_SHORT
+        or len(message.expiration or "") > _SURELY_SHORT
+    )
 
 
 def check_message(message: OutgoingMessage) -> None:
@@ -90,5 +99,6 @@ def check_message(message: OutgoingMessage) -> None:
 def check_content_header(properties_bytes: int, frame_max: int) -> None:
     """Unencodable if properties and headers encoded in ``properties_bytes`` exceed one ``frame_max`` frame."""
     if _CONTENT_HEADER_OVERHEAD + properties_bytes > frame_max:
-        raise Unencodable(f"its properties and headers take {properties_bytes} bytes, more than one "
-                          f"{frame_max}-byte frame can carry")
+        raise Unencodable(
+            f"its properties and headers take {properties_bytes} bytes, more than one {frame_max}-byte frame can carry"
+        )

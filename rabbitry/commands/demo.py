@@ -21,23 +21,23 @@ import click
 import structlog
 
 from rabbitry import plots
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.cli import RabbitryCommand, broker_options, json_option
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.common.logconfig import configure_logging
-from rabbitry.common.messages import TaskMessage
-from rabbitry.common.transport.routing import binding_matches
-from rabbitry.common.settings import LOCAL_URL, BrokerSettings
 from rabbitry.common.logs.history import retain
+from rabbitry.common.messages import TaskMessage
 from rabbitry.common.retention import Retention
+from rabbitry.common.settings import LOCAL_URL, BrokerSettings
 from rabbitry.common.topology import Exchange, dead_letter_queue_name, history_stream_name
+from rabbitry.common.transport.connect import connect
+from rabbitry.common.transport.routing import binding_matches
 from rabbitry.producers.log_emitter import LogEmitter
 from rabbitry.producers.tasks import TaskSubmitter
 from rabbitry.subscribers.history_subscriber import HistorySubscriber
 from rabbitry.subscribers.log_subscriber import LogSubscriber
 from rabbitry.subscribers.since import parse_since
-from rabbitry.workers.config import WorkerConfig
 from rabbitry.task import task
+from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import ThreadedWorkerPool
 
@@ -55,8 +55,12 @@ PATIENCE_S = 20.0
 SUBSCRIPTIONS: dict[str, dict[str, list[str]]] = {
     "fanout": {"screen": [], "archive": []},
     "direct": {"errors only": ["error"], "info and up": ["info", "warning", "error"]},
-    "topic": {"kern.*": ["kern.*"], "*.critical": ["*.critical"], "kern.* *.critical": ["kern.*", "*.critical"],
-              "#": ["#"]},
+    "topic": {
+        "kern.*": ["kern.*"],
+        "*.critical": ["*.critical"],
+        "kern.* *.critical": ["kern.*", "*.critical"],
+        "#": ["#"],
+    },
 }
 EMITTED = {
     "fanout": ["hello all", "deploy started"],
@@ -76,8 +80,9 @@ class TaskRecorder:
         """Note one finished task and the pool member that ran it."""
         pool_member = structlog.contextvars.get_contextvars().get("pool_process")
         with self._lock:
-            self.runs.append({"index": index, "seconds": seconds, "pool": pool_member,
-                              "started": started, "ended": ended})
+            self.runs.append(
+                {"index": index, "seconds": seconds, "pool": pool_member, "started": started, "ended": ended}
+            )
 
 
 recorder = TaskRecorder()
@@ -119,15 +124,24 @@ def choose_broker(broker: str, settings: BrokerSettings) -> tuple[BrokerSettings
     except BrokerUnavailable as error:
         if broker == "amqp":
             raise
-        return (BrokerSettings.from_url(LOCAL_URL),
-                f"rabbitry demo: no RabbitMQ reachable ({error}); running on the in-process model (local://)")
+        return (
+            BrokerSettings.from_url(LOCAL_URL),
+            f"rabbitry demo: no RabbitMQ reachable ({error}); running on the in-process model (local://)",
+        )
     return settings, f"rabbitry demo: running on RabbitMQ at {settings.describe()}"
 
 
 def run_tasks(settings: BrokerSettings, names: DemoNames, prefetch: int = 1) -> dict:
     """Submit uneven tasks and one failing task; run them in a pool with ``prefetch`` (1: fair dispatch)."""
-    config = WorkerConfig(settings=settings, queue=names.task_queue, queue_type="classic", prefetch=prefetch,
-                          processes=POOL_SIZE, max_retries=0, log_level="critical")
+    config = WorkerConfig(
+        settings=settings,
+        queue=names.task_queue,
+        queue_type="classic",
+        prefetch=prefetch,
+        processes=POOL_SIZE,
+        max_retries=0,
+        log_level="critical",
+    )
     pool = ThreadedWorkerPool(config)
     durations = [LONG_TASK_S if i % 4 == 0 else SHORT_TASK_S for i in range(TASKS)]
     recorder.runs.clear()
@@ -150,14 +164,28 @@ def run_tasks(settings: BrokerSettings, names: DemoNames, prefetch: int = 1) -> 
         member["tasks"] += 1
         member["long_tasks"] += run["seconds"] == LONG_TASK_S
         member["busy_s"] = round(member["busy_s"] + run["ended"] - run["started"], 3)
-    return {"queue": names.task_queue, "submitted": TASKS + 1, "succeeded": len(runs),
-            "dead_lettered": outcome.get("dead_lettered", 0), "pool_size": POOL_SIZE, "prefetch": prefetch,
-            "makespan_s": round(makespan, 3), "ideal_s": round(ideal, 3),
-            "makespan_over_ideal": round(makespan / ideal, 3) if runs else None,
-            "pool_members": {str(k): v for k, v in sorted(members.items(), key=lambda kv: str(kv[0]))},
-            "timeline": [{"index": r["index"], "pool": str(r["pool"]), "long": r["seconds"] == LONG_TASK_S,
-                          "start_s": round(r["started"] - first_start, 4), "end_s": round(r["ended"] - first_start, 4)}
-                         for r in sorted(runs, key=lambda r: r["started"])]}
+    return {
+        "queue": names.task_queue,
+        "submitted": TASKS + 1,
+        "succeeded": len(runs),
+        "dead_lettered": outcome.get("dead_lettered", 0),
+        "pool_size": POOL_SIZE,
+        "prefetch": prefetch,
+        "makespan_s": round(makespan, 3),
+        "ideal_s": round(ideal, 3),
+        "makespan_over_ideal": round(makespan / ideal, 3) if runs else None,
+        "pool_members": {str(k): v for k, v in sorted(members.items(), key=lambda kv: str(kv[0]))},
+        "timeline": [
+            {
+                "index": r["index"],
+                "pool": str(r["pool"]),
+                "long": r["seconds"] == LONG_TASK_S,
+                "start_s": round(r["started"] - first_start, 4),
+                "end_s": round(r["ended"] - first_start, 4),
+            }
+            for r in sorted(runs, key=lambda r: r["started"])
+        ],
+    }
 
 
 def _stop_when_done(pool: ThreadedWorkerPool, settings: BrokerSettings, names: DemoNames, outcome: dict) -> None:
@@ -194,19 +222,30 @@ def run_logs(settings: BrokerSettings, names: DemoNames) -> dict:
                 for key in routing_keys:
                     emitter.emit(key if exchange_type != "fanout" else "", key)
                 unroutable += [f"{exchange_type}:{f.message.routing_key}" for f in emitter.flush(10)]
-        expected = {(kind, name): [key for key in EMITTED[kind]
-                                   if any(binding_matches(kind, b, key) for b in SUBSCRIPTIONS[kind][name] or [""])]
-                    for kind, name in inboxes}
+        expected = {
+            (kind, name): [
+                key
+                for key in EMITTED[kind]
+                if any(binding_matches(kind, b, key) for b in SUBSCRIPTIONS[kind][name] or [""])
+            ]
+            for kind, name in inboxes
+        }
         deadline = time.monotonic() + PATIENCE_S
         while any(len(inboxes[k]) < len(expected[k]) for k in inboxes) and time.monotonic() < deadline:
             connection.process_events(0.02)
         connection.process_events(0.05)  # anything extra would show up now
         for (exchange_type, subscriber), received in inboxes.items():
             report.setdefault(exchange_type, {})[subscriber] = {
-                "binding_keys": SUBSCRIPTIONS[exchange_type][subscriber], "received": received,
-                "as_expected": sorted(received) == sorted(expected[exchange_type, subscriber])}
-    return {"exchanges": report, "emitted": sum(len(v) for v in EMITTED.values()), "unroutable": unroutable,
-            "history": replay_history(settings, names)}
+                "binding_keys": SUBSCRIPTIONS[exchange_type][subscriber],
+                "received": received,
+                "as_expected": sorted(received) == sorted(expected[exchange_type, subscriber]),
+            }
+    return {
+        "exchanges": report,
+        "emitted": sum(len(v) for v in EMITTED.values()),
+        "unroutable": unroutable,
+        "history": replay_history(settings, names),
+    }
 
 
 def replay_history(settings: BrokerSettings, names: DemoNames) -> dict:
@@ -215,8 +254,9 @@ def replay_history(settings: BrokerSettings, names: DemoNames) -> dict:
     expected = [key for key in EMITTED["topic"] if any(binding_matches("topic", b, key) for b in keys)]
     replayed = []
     subscriber = HistorySubscriber(settings, exchange, keys, start=parse_since("1m", time.time()))
-    subscriber.run(lambda delivery: replayed.append(delivery.body.decode()), count=len(expected),
-                   idle_timeout=PATIENCE_S)
+    subscriber.run(
+        lambda delivery: replayed.append(delivery.body.decode()), count=len(expected), idle_timeout=PATIENCE_S
+    )
     return {"since": "1m", "binding_keys": keys, "replayed": replayed, "as_expected": replayed == expected}
 
 
@@ -228,6 +268,7 @@ def _receiver(connection, received: list[str]):
     def on_delivery(delivery):
         received.append(delivery.body.decode())
         connection.ack(delivery.delivery_tag)
+
     return on_delivery
 
 
@@ -250,37 +291,53 @@ def draw_fair_dispatch(settings: BrokerSettings, fair: dict, path: str) -> str:
         clean_up(settings, names)
     plots.draw_timeline({1: fair, UNFAIR_PREFETCH: hoarded}, path)
     counts = ", ".join(f"pool {member} ran {figures['tasks']}" for member, figures in hoarded["pool_members"].items())
-    return (f"With prefetch {UNFAIR_PREFETCH}: makespan {hoarded['makespan_s']:.2f} s against an ideal of "
-            f"{hoarded['ideal_s']:.2f} s ({hoarded['makespan_over_ideal']}x; {counts}). Drawn to {path}.")
+    return (
+        f"With prefetch {UNFAIR_PREFETCH}: makespan {hoarded['makespan_s']:.2f} s against an ideal of "
+        f"{hoarded['ideal_s']:.2f} s ({hoarded['makespan_over_ideal']}x; {counts}). Drawn to {path}."
+    )
 
 
 def print_summary(summary: dict) -> None:
     """The summary for a person: who ran and received what, and how fair the pool was."""
     tasks, logs = summary["tasks"], summary["logs"]
     echo = click.echo
-    echo(f"\nTasks: {tasks['submitted']} submitted to {tasks['queue']}, "
-         f"{tasks['pool_size']} pool threads, prefetch {tasks['prefetch']}")
+    echo(
+        f"\nTasks: {tasks['submitted']} submitted to {tasks['queue']}, "
+        f"{tasks['pool_size']} pool threads, prefetch {tasks['prefetch']}"
+    )
     for member, figures in tasks["pool_members"].items():
-        echo(f"  pool {member}: {figures['tasks']:2d} tasks ({figures['long_tasks']} long), "
-             f"busy {figures['busy_s']:.2f} s")
+        echo(
+            f"  pool {member}: {figures['tasks']:2d} tasks ({figures['long_tasks']} long), "
+            f"busy {figures['busy_s']:.2f} s"
+        )
     # Fair dispatch shows as a makespan close to the ideal; a busy machine can stretch it.
-    verdict = ("fair: no pool thread sat idle while a task waited" if tasks["makespan_over_ideal"] <= 1.1
-               else "slower than fair dispatch allows: is the machine busy?")
-    echo(f"  makespan {tasks['makespan_s']:.2f} s against an ideal of {tasks['ideal_s']:.2f} s "
-         f"({tasks['makespan_over_ideal']}x): {verdict}")
-    echo(f"  {tasks['succeeded']} succeeded; {tasks['dead_lettered']} failing task dead-lettered "
-         f"to {dead_letter_queue_name(tasks['queue'])}")
+    verdict = (
+        "fair: no pool thread sat idle while a task waited"
+        if tasks["makespan_over_ideal"] <= 1.1
+        else "slower than fair dispatch allows: is the machine busy?"
+    )
+    echo(
+        f"  makespan {tasks['makespan_s']:.2f} s against an ideal of {tasks['ideal_s']:.2f} s "
+        f"({tasks['makespan_over_ideal']}x): {verdict}"
+    )
+    echo(
+        f"  {tasks['succeeded']} succeeded; {tasks['dead_lettered']} failing task dead-lettered "
+        f"to {dead_letter_queue_name(tasks['queue'])}"
+    )
     echo(f"\nLogs: {logs['emitted']} messages emitted")
     for exchange_type, subscribers in logs["exchanges"].items():
         echo(f"  {exchange_type}:")
         for subscriber, result in subscribers.items():
             mark = "ok" if result["as_expected"] else "UNEXPECTED"
-            echo(f"    {subscriber:<18} got {len(result['received'])}: {', '.join(result['received']) or '-'}"
-                 f"  [{mark}]")
+            echo(
+                f"    {subscriber:<18} got {len(result['received'])}: {', '.join(result['received']) or '-'}  [{mark}]"
+            )
     history = logs["history"]
-    echo(f"  history: a late subscriber to {' '.join(history['binding_keys'])} with --since {history['since']} "
-         f"replayed {len(history['replayed'])}: {', '.join(history['replayed']) or '-'}"
-         f"  [{'ok' if history['as_expected'] else 'UNEXPECTED'}]")
+    echo(
+        f"  history: a late subscriber to {' '.join(history['binding_keys'])} with --since {history['since']} "
+        f"replayed {len(history['replayed'])}: {', '.join(history['replayed']) or '-'}"
+        f"  [{'ok' if history['as_expected'] else 'UNEXPECTED'}]"
+    )
     if logs["unroutable"]:
         echo(f"  unroutable (no queue bound, reported by the broker): {', '.join(logs['unroutable'])}")
     echo(f"\n{'Done' if summary['ok'] else 'FAILED'} in {summary['seconds']:.1f} s on {summary['broker']}.")
@@ -289,8 +346,9 @@ def print_summary(summary: dict) -> None:
 @click.command(cls=RabbitryCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @json_option(": the summary")
 @click.option("--verbose", is_flag=True, help="Show the worker's log line for every task.")
-@plots.plot_option(f"the fair-dispatch timeline, prefetch 1 against prefetch {UNFAIR_PREFETCH} "
-                   "(which runs the tasks once more)")
+@plots.plot_option(
+    f"the fair-dispatch timeline, prefetch 1 against prefetch {UNFAIR_PREFETCH} (which runs the tasks once more)"
+)
 @broker_options(auto=True)
 def demo(settings, broker, as_json, verbose, plot):
     """Run tasks through a worker pool and logs through three exchanges, then summarise."""
@@ -305,11 +363,19 @@ def demo(settings, broker, as_json, verbose, plot):
         logs = run_logs(settings, names)
     finally:
         clean_up(settings, names)
-    ok = (tasks["succeeded"] == TASKS and tasks["dead_lettered"] == 1
-          and all(r["as_expected"] for s in logs["exchanges"].values() for r in s.values())
-          and logs["history"]["as_expected"])
-    summary = {"broker": "RabbitMQ" if not settings.is_local else "the in-process model", "ok": ok,
-               "seconds": round(time.monotonic() - started, 2), "tasks": tasks, "logs": logs}
+    ok = (
+        tasks["succeeded"] == TASKS
+        and tasks["dead_lettered"] == 1
+        and all(r["as_expected"] for s in logs["exchanges"].values() for r in s.values())
+        and logs["history"]["as_expected"]
+    )
+    summary = {
+        "broker": "RabbitMQ" if not settings.is_local else "the in-process model",
+        "ok": ok,
+        "seconds": round(time.monotonic() - started, 2),
+        "tasks": tasks,
+        "logs": logs,
+    }
     if as_json:
         click.echo(json.dumps(summary))
     else:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import click
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.cli import RabbitryCommand, RabbitryGroup, broker_options, json_option, work_queue_option
 from rabbitry.common.errors import ConfigurationError, ExitCode, MessageError, RabbitryError
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage
 from rabbitry.workers.execution import ERROR_HEADER, LEFT_OUT_HEADER, QUEUE_HEADER, REASON_HEADER, TASK_HEADER
 
@@ -31,9 +31,19 @@ CONFIRM_TIMEOUT_S = 60.0
 #: Header counting how often a letter was replayed.
 REPLAYED_HEADER = "x-rabbitry-replayed"
 #: Headers a replay drops: why the letter died, and the broker's own counts.
-_DEAD_LETTER_HEADERS = (REASON_HEADER, ERROR_HEADER, TASK_HEADER, QUEUE_HEADER, LEFT_OUT_HEADER, UNREADABLE_HEADERS,
-                        "x-delivery-count", "x-death", "x-first-death-exchange", "x-first-death-queue",
-                        "x-first-death-reason")
+_DEAD_LETTER_HEADERS = (
+    REASON_HEADER,
+    ERROR_HEADER,
+    TASK_HEADER,
+    QUEUE_HEADER,
+    LEFT_OUT_HEADER,
+    UNREADABLE_HEADERS,
+    "x-delivery-count",
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+)
 
 
 #: Characters of a letter's error that ``dlq list`` shows (``dlq show`` shows it whole).
@@ -46,7 +56,7 @@ def shorten(text: str, width: int) -> str:
     text = " ".join(text.split())
     if len(text) <= width:
         return text
-    cut = text[:width - 1]
+    cut = text[: width - 1]
     if text[width - 1] != " " and " " in cut:
         cut = cut.rsplit(" ", 1)[0]
     return cut.rstrip(" ,;:.") + "…"
@@ -65,9 +75,15 @@ def describe(letter: Delivery) -> dict:
         body = letter.body.decode()
     except UnicodeDecodeError:
         body = repr(letter.body)
-    return {"id": letter.message_id, "task": headers.get(TASK_HEADER) or letter.type,
-            "reason": headers.get(REASON_HEADER), "error": headers.get(ERROR_HEADER),
-            "queue": headers.get(QUEUE_HEADER), "replayed": headers.get(REPLAYED_HEADER, 0), "body": body}
+    return {
+        "id": letter.message_id,
+        "task": headers.get(TASK_HEADER) or letter.type,
+        "reason": headers.get(REASON_HEADER),
+        "error": headers.get(ERROR_HEADER),
+        "queue": headers.get(QUEUE_HEADER),
+        "replayed": headers.get(REPLAYED_HEADER, 0),
+        "body": body,
+    }
 
 
 def replay_message(letter: Delivery, queue: str) -> OutgoingMessage:
@@ -96,11 +112,14 @@ class DeadLetterQueue:
         self.queue = queue
         self.name = dead_letter_queue_name(queue)
         if connection.queue_state(self.name) is None:
-            raise ConfigurationError(f"there is no dead-letter queue {self.name!r}: has a worker or new-task "
-                                     f"ever declared work queue {queue!r}?")
+            raise ConfigurationError(
+                f"there is no dead-letter queue {self.name!r}: has a worker or new-task "
+                f"ever declared work queue {queue!r}?"
+            )
 
-    def take(self, wanted: Callable[[Delivery], bool] = lambda _letter: True,
-             limit: int | None = None) -> list[Delivery]:
+    def take(
+        self, wanted: Callable[[Delivery], bool] = lambda _letter: True, limit: int | None = None
+    ) -> list[Delivery]:
         """Take the wanted letters (unacknowledged), reading at most ``limit`` letters.
 
         Every letter read stays unacknowledged until :meth:`close`, so each is read once.
@@ -127,8 +146,9 @@ class DeadLetterQueue:
         for message in confirmed:
             self.connection.ack(tags[id(message)])
         if failures:
-            raise RabbitryError(f"{len(failures)} letter(s) not replayed ({failures[0].reason}); they stay in "
-                                f"{self.name!r}")
+            raise RabbitryError(
+                f"{len(failures)} letter(s) not replayed ({failures[0].reason}); they stay in {self.name!r}"
+            )
         return len(confirmed)
 
     def purge(self) -> int:
@@ -216,8 +236,11 @@ def show(settings, queue, letter_id):
     """Show one dead letter in full: its headers and body."""
     with dead_letter_queue(settings, queue) as letters:
         (letter,) = _take_found(letters, (letter_id,), lambda letter: letter.message_id == letter_id)[:1]
-    click.echo(json.dumps({**describe(letter), "content_type": letter.content_type, "headers": letter.headers},
-                          indent=2, default=str))
+    click.echo(
+        json.dumps(
+            {**describe(letter), "content_type": letter.content_type, "headers": letter.headers}, indent=2, default=str
+        )
+    )
 
 
 @dlq_command("replay")

@@ -15,14 +15,20 @@ import json
 
 import click
 
-from rabbitry.common.transport.connect import connect
-from rabbitry.common.cli import (RabbitryGroup, broker_options, json_option, log_exchange_options, logging_options,
-                                 management_url_option)
+from rabbitry.common.amqp.management import ManagementApi
+from rabbitry.common.cli import (
+    RabbitryGroup,
+    broker_options,
+    json_option,
+    log_exchange_options,
+    logging_options,
+    management_url_option,
+)
 from rabbitry.common.errors import ConfigurationError, ManagementUnavailable
 from rabbitry.common.logs.history import retain as retain_history
-from rabbitry.common.amqp.management import ManagementApi
 from rabbitry.common.retention import Retention, parse_size
 from rabbitry.common.topology import history_stream_name
+from rabbitry.common.transport.connect import connect
 
 
 @click.group(cls=RabbitryGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,12 +46,18 @@ def _size(ctx, param, value):
 @logs.command()
 @click.argument("keys", nargs=-1, metavar="[KEY]...")
 @log_exchange_options
-@click.option("--max-age", metavar="AGE", help="Drop lines older than AGE: a number and Y, M (months), D, h, "
-                                                "m (minutes) or s, as in 7D or 12h.")
+@click.option(
+    "--max-age",
+    metavar="AGE",
+    help="Drop lines older than AGE: a number and Y, M (months), D, h, m (minutes) or s, as in 7D or 12h.",
+)
 @click.option("--max-bytes", metavar="SIZE", callback=_size, help="Keep at most SIZE: 1GB, 500MB, 64MiB, bytes.")
-@click.option("--segment-bytes", metavar="SIZE", callback=_size,
-              help="The stream's segment size, the grain of retention  [default: a tenth of --max-bytes, "
-                   "at most 500MB]")
+@click.option(
+    "--segment-bytes",
+    metavar="SIZE",
+    callback=_size,
+    help="The stream's segment size, the grain of retention  [default: a tenth of --max-bytes, at most 500MB]",
+)
 @broker_options
 @logging_options()
 def retain(settings, keys, exchange, max_age, max_bytes, segment_bytes, log_format, log_level):
@@ -55,8 +67,9 @@ def retain(settings, keys, exchange, max_age, max_bytes, segment_bytes, log_form
     restart it binds the stream to the exchange again.
     """
     if keys and exchange.type != "direct":
-        raise click.BadParameter(f"a {exchange.type} exchange's history keeps every line: give no key",
-                                 param_hint="KEY")
+        raise click.BadParameter(
+            f"a {exchange.type} exchange's history keeps every line: give no key", param_hint="KEY"
+        )
     try:
         retention = Retention(max_age, max_bytes, segment_bytes)
     except ConfigurationError as error:
@@ -82,8 +95,11 @@ def forget(settings, exchange, yes, log_format, log_level):
     with connect(settings, "rabbitry-logs") as connection:
         existed = connection.queue_state(stream) is not None
         connection.delete_queue(stream)
-    click.echo(f"history of exchange {exchange.name!r} dropped" if existed
-               else f"no history was kept for exchange {exchange.name!r}")
+    click.echo(
+        f"history of exchange {exchange.name!r} dropped"
+        if existed
+        else f"no history was kept for exchange {exchange.name!r}"
+    )
 
 
 def subscription_rows(api: ManagementApi, exchange: str) -> list[dict]:
@@ -99,9 +115,15 @@ def subscription_rows(api: ManagementApi, exchange: str) -> list[dict]:
         if queue.get("exclusive") or name.startswith("amq.gen-"):
             continue  # a running subscriber's own queue: it goes with it
         kind = "history" if queue.get("type") == "stream" or name == history_stream_name(exchange) else "queue"
-        rows.append({"queue": name, "kind": kind, "binding_keys": sorted(keys[name]),
-                     "messages": None if kind == "history" else queue.get("messages"),
-                     "consumers": queue.get("consumers")})
+        rows.append(
+            {
+                "queue": name,
+                "kind": kind,
+                "binding_keys": sorted(keys[name]),
+                "messages": None if kind == "history" else queue.get("messages"),
+                "consumers": queue.get("consumers"),
+            }
+        )
     return rows
 
 
@@ -112,8 +134,9 @@ def render_rows(rows: list[dict], exchange: str) -> str:
     width = max(len("queue"), *(len(row["queue"]) for row in rows))
     lines = [f"{'queue':<{width}}  {'backlog':>9}  {'consumers':>9}  binding keys"]
     for row in rows:
-        backlog = "history" if row["kind"] == "history" else (
-            "-" if row["messages"] is None else f"{row['messages']:,}")
+        backlog = (
+            "history" if row["kind"] == "history" else ("-" if row["messages"] is None else f"{row['messages']:,}")
+        )
         consumers = "-" if row["consumers"] is None else row["consumers"]
         keys = " ".join(repr(key) if key else "''" for key in row["binding_keys"])
         lines.append(f"{row['queue']:<{width}}  {backlog:>9}  {consumers:>9}  {keys}")

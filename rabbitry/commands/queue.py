@@ -2,10 +2,10 @@
 
 import click
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.cli import RabbitryCommand, RabbitryGroup, broker_options, check_work_queue
 from rabbitry.common.errors import ConfigurationError, ExitCode, RabbitryError
 from rabbitry.common.topology import work_queue_names
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import QueueState
 
 
@@ -41,8 +41,11 @@ def delete(settings, name, force):
     go to rabbitry.delay.unrouted when they are due.
     """
     with connect(settings, "rabbitry-queue") as connection:
-        states = {queue_name: state for queue_name in work_queue_names(name)
-                  if (state := connection.queue_state(queue_name)) is not None}
+        states = {
+            queue_name: state
+            for queue_name in work_queue_names(name)
+            if (state := connection.queue_state(queue_name)) is not None
+        }
         if not states:
             raise ConfigurationError(f"there is no work queue {name!r}, nor its dead-letter queue")
         problem = refusal(states)
@@ -51,5 +54,7 @@ def delete(settings, name, force):
         for queue_name in states:
             connection.delete_queue(queue_name)
     dropped = sum(state.messages for state in states.values())
-    click.echo(f"deleted {len(states)} queue(s) of {name!r}: {', '.join(states)}"
-               + (f" ({dropped:,} message(s) dropped)" if dropped else ""))
+    click.echo(
+        f"deleted {len(states)} queue(s) of {name!r}: {', '.join(states)}"
+        + (f" ({dropped:,} message(s) dropped)" if dropped else "")
+    )

@@ -41,8 +41,10 @@ def schedule(settings, schedule_file, name, check, log_format, log_level):
             click.echo(f"  {entry.name}: {entry.task} on {entry.queue}, {when}; next {', '.join(ticks)}")
         return
     if settings.is_local:
-        raise ConfigurationError("the in-process broker lives inside one command: run the scheduler against "
-                                 "RabbitMQ, or start rabbitry.producers.scheduler.Scheduler in your process")
+        raise ConfigurationError(
+            "the in-process broker lives inside one command: run the scheduler against "
+            "RabbitMQ, or start rabbitry.producers.scheduler.Scheduler in your process"
+        )
     stop = threading.Event()
 
     def stopping(_signum, _frame):

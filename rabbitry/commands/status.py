@@ -7,26 +7,46 @@ import time
 
 import click
 
-from rabbitry.common.transport.connect import connect
-from rabbitry.common.cli import (MANAGEMENT_URL_DEFAULT, broker_options, json_option, management_url_option,
-                                 work_queue_option)
+from rabbitry.commands.watch import AmqpSampler, ManagementSampler, QueueWatch, render
+from rabbitry.common.cli import (
+    MANAGEMENT_URL_DEFAULT,
+    broker_options,
+    json_option,
+    management_url_option,
+    work_queue_option,
+)
 from rabbitry.common.errors import BrokerUnavailable
 from rabbitry.common.topology import DELAY_LEVEL_PREFIX, DELAY_UNROUTED, delay_level_names, work_queue_names
-from rabbitry.commands.watch import AmqpSampler, ManagementSampler, QueueWatch, render
+from rabbitry.common.transport.connect import connect
 
 
 @click.command()
 @work_queue_option(repeatable=True)
 @json_option()
-@click.option("--watch", is_flag=True,
-              help="Sample again every --interval, with rates in and out: redrawn on a terminal, "
-                   "one JSON object per sample on a pipe. Ctrl-C ends it.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True, metavar="SECONDS",
-              help="Seconds between samples, with --watch.")
-@click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Stop after N samples, with --watch  [default: until Ctrl-C]")
-@management_url_option(", for rates in and out with --watch (an empty URL: none)",
-                       default=MANAGEMENT_URL_DEFAULT + ", if it answers")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Sample again every --interval, with rates in and out: redrawn on a terminal, "
+    "one JSON object per sample on a pipe. Ctrl-C ends it.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between samples, with --watch.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Stop after N samples, with --watch  [default: until Ctrl-C]",
+)
+@management_url_option(
+    ", for rates in and out with --watch (an empty URL: none)", default=MANAGEMENT_URL_DEFAULT + ", if it answers"
+)
 @broker_options
 def status(settings, queues, as_json, watch, interval, count, management_url):
     """Show messages and consumers of work queues and their dead letters, and the tasks
@@ -39,9 +59,14 @@ def status(settings, queues, as_json, watch, interval, count, management_url):
             for name in work_queue_names(queue):
                 state = connection.queue_state(name)
                 if state is not None or name == queue:
-                    rows.append({"queue": name, "exists": state is not None,
-                                 "messages": state.messages if state else 0,
-                                 "consumers": state.consumers if state else 0})
+                    rows.append(
+                        {
+                            "queue": name,
+                            "exists": state is not None,
+                            "messages": state.messages if state else 0,
+                            "consumers": state.consumers if state else 0,
+                        }
+                    )
         rows += delay_rows(connection)
     if as_json:
         for row in rows:
@@ -64,11 +89,19 @@ def delay_rows(connection) -> list[dict]:
     unrouted = connection.queue_state(DELAY_UNROUTED)
     if not levels:
         return []
-    rows = [{"queue": f"{DELAY_LEVEL_PREFIX}*", "exists": True, "levels": len(levels),
-             "messages": sum(state.messages for state in levels), "consumers": 0}]
+    rows = [
+        {
+            "queue": f"{DELAY_LEVEL_PREFIX}*",
+            "exists": True,
+            "levels": len(levels),
+            "messages": sum(state.messages for state in levels),
+            "consumers": 0,
+        }
+    ]
     if unrouted is not None and unrouted.messages:
-        rows.append({"queue": DELAY_UNROUTED, "exists": True, "messages": unrouted.messages,
-                     "consumers": unrouted.consumers})
+        rows.append(
+            {"queue": DELAY_UNROUTED, "exists": True, "messages": unrouted.messages, "consumers": unrouted.consumers}
+        )
     return rows
 
 
@@ -89,8 +122,15 @@ def watch_queues(settings, queues, interval, count, management_url, as_json) -> 
                     click.echo(f"{datetime.datetime.now():%H:%M:%S}  every {interval:g} s  (Ctrl-C ends)")
                     click.echo(render(rows, sampler.source))
                 else:
-                    click.echo(json.dumps({"time": datetime.datetime.now(datetime.UTC).isoformat(),
-                                           "source": sampler.source, "queues": rows}))
+                    click.echo(
+                        json.dumps(
+                            {
+                                "time": datetime.datetime.now(datetime.UTC).isoformat(),
+                                "source": sampler.source,
+                                "queues": rows,
+                            }
+                        )
+                    )
                     sys.stdout.flush()
                 if count is not None and taken >= count:
                     return
@@ -109,7 +149,9 @@ def _sampler(settings, connection, management_url):
     except BrokerUnavailable:
         if management_url:
             raise
-        click.echo(f"note: no management API at {sampler.url}: rates in and out are not shown "
-                   "(--management-url names one)", err=True)
+        click.echo(
+            f"note: no management API at {sampler.url}: rates in and out are not shown (--management-url names one)",
+            err=True,
+        )
         return AmqpSampler(connection)
     return sampler

@@ -33,9 +33,16 @@ class QueueSample:
 
 def rates(previous: QueueSample | None, current: QueueSample) -> dict:
     """What ``current`` says per second since ``previous``: into, out of and net change of the queue."""
-    row = {"queue": current.queue, "exists": current.exists, "messages": current.messages,
-           "unacknowledged": current.unacknowledged, "consumers": current.consumers,
-           "in_per_s": None, "out_per_s": None, "net_per_s": None}
+    row = {
+        "queue": current.queue,
+        "exists": current.exists,
+        "messages": current.messages,
+        "unacknowledged": current.unacknowledged,
+        "consumers": current.consumers,
+        "in_per_s": None,
+        "out_per_s": None,
+        "net_per_s": None,
+    }
     if previous is None or not (previous.exists and current.exists) or current.at <= previous.at:
         return row
     elapsed = current.at - previous.at
@@ -93,8 +100,12 @@ class ManagementSampler(AmqpSampler):
             return sample
         # A queue's counts appear with the broker's first statistics after it was declared.
         stats = found.get("message_stats") or {}
-        return dataclasses.replace(sample, unacknowledged=found.get("messages_unacknowledged"),
-                                   published=stats.get("publish", 0), delivered=stats.get("deliver_get", 0))
+        return dataclasses.replace(
+            sample,
+            unacknowledged=found.get("messages_unacknowledged"),
+            published=stats.get("publish", 0),
+            delivered=stats.get("deliver_get", 0),
+        )
 
 
 class QueueWatch:
@@ -120,8 +131,10 @@ class QueueWatch:
 def render(rows: list[dict], source: str) -> str:
     """The rows as a table for a terminal."""
     width = max([len("queue"), *(len(row["queue"]) for row in rows)])
-    header = (f"{'queue':<{width}}  {'messages':>9}  {'unacked':>8}  {'in/s':>8}  {'out/s':>8}  {'net/s':>8}  "
-              f"{'consumers':>9}")
+    header = (
+        f"{'queue':<{width}}  {'messages':>9}  {'unacked':>8}  {'in/s':>8}  {'out/s':>8}  {'net/s':>8}  "
+        f"{'consumers':>9}"
+    )
 
     def cell(value, size):
         return f"{'-' if value is None else format(value, ','):>{size}}"
@@ -131,9 +144,11 @@ def render(rows: list[dict], source: str) -> str:
         if not row["exists"]:
             lines.append(f"{row['queue']:<{width}}  {'(none)':>9}")
             continue
-        lines.append(f"{row['queue']:<{width}}  {row['messages']:>9,}  {cell(row['unacknowledged'], 8)}  "
-                     f"{cell(row['in_per_s'], 8)}  {cell(row['out_per_s'], 8)}  {cell(row['net_per_s'], 8)}  "
-                     f"{row['consumers']:>9}")
+        lines.append(
+            f"{row['queue']:<{width}}  {row['messages']:>9,}  {cell(row['unacknowledged'], 8)}  "
+            f"{cell(row['in_per_s'], 8)}  {cell(row['out_per_s'], 8)}  {cell(row['net_per_s'], 8)}  "
+            f"{row['consumers']:>9}"
+        )
     if source == "amqp":
         lines.append("(rates in and out need RabbitMQ's management plugin: showing the net change)")
     return "\n".join(lines)

@@ -15,10 +15,10 @@ import statistics
 import time
 
 from rabbitry.common.settings import BrokerSettings
+from rabbitry.compare import worker as compare_worker
 from rabbitry.compare.forms import COROUTINES, FORMS, PROCESSES, sweep
 from rabbitry.compare.server import ANSWER_DELAY_S, SlowServer
 from rabbitry.compare.tasks import spin, workloads
-from rabbitry.compare import worker as compare_worker
 
 WORKLOADS = ("noop", "cpu", "io")
 NO_BROKER, MODEL, RABBITMQ = "no broker", "in-process model", "RabbitMQ"
@@ -40,16 +40,21 @@ def worker_forms(options: dict, model: BrokerSettings, rabbitmq: BrokerSettings 
         label = f"rabbitry worker --processes {processes}" + (f" --concurrency {coroutines}" if coroutines else "")
         each = f" x {coroutines} coroutines" if coroutines else ""
         for side, settings in ((MODEL, model), (RABBITMQ, rabbitmq)):
-            form = {"form": label, "runs_on": side, "at_a_time": processes * (coroutines or 1),
-                    "how": f"{processes} pool {'threads' if side == MODEL else 'processes'}{each}",
-                    "note": None}
+            form = {
+                "form": label,
+                "runs_on": side,
+                "at_a_time": processes * (coroutines or 1),
+                "how": f"{processes} pool {'threads' if side == MODEL else 'processes'}{each}",
+                "note": None,
+            }
             if settings is None:
                 form["note"] = "RabbitMQ not reachable"
             elif side == MODEL:
                 form["run"] = lambda work, counts, c=coroutines: compare_worker.on_model(model, work, counts, c)
             else:
-                form["run"] = (lambda work, counts, c=coroutines, s=settings:
-                               compare_worker.on_rabbitmq(s, url, work, counts, c))
+                form["run"] = lambda work, counts, c=coroutines, s=settings: compare_worker.on_rabbitmq(
+                    s, url, work, counts, c
+                )
             forms.append(form)
     return forms
 
@@ -59,9 +64,18 @@ def in_process_forms(options: dict) -> list[dict]:
     forms = []
     for label, (function, kind) in FORMS.items():
         count, how = at_a_time(kind, options)
-        forms.append({"form": label, "runs_on": NO_BROKER, "at_a_time": count, "how": how, "note": None,
-                      "run": lambda work, counts, f=function, c=count: {
-                          name: f(workload, counts[name], c) for name, workload in work.items()}})
+        forms.append(
+            {
+                "form": label,
+                "runs_on": NO_BROKER,
+                "at_a_time": count,
+                "how": how,
+                "note": None,
+                "run": lambda work, counts, f=function, c=count: {
+                    name: f(workload, counts[name], c) for name, workload in work.items()
+                },
+            }
+        )
     return forms
 
 
@@ -90,12 +104,21 @@ def run_experiment(options: dict, model: BrokerSettings, rabbitmq: BrokerSetting
         swept = sweep(work["io"], options["sweep_tasks"])
     rows = []
     for form, form_runs in zip(forms, runs, strict=True):
-        rates = {name: round(statistics.median(r[name] for r in form_runs), 1) if form_runs else None
-                 for name in WORKLOADS}
+        rates = {
+            name: round(statistics.median(r[name] for r in form_runs), 1) if form_runs else None for name in WORKLOADS
+        }
         rows.append({key: value for key, value in form.items() if key != "run"} | {"tasks_per_s": rates})
-    return {"tasks": counts, "cpu_task_ms": cpu_task_ms(), "io_answer_ms": round(ANSWER_DELAY_S * 1000),
-            "forms": rows, "sweep": {"tasks": options["sweep_tasks"], "makespan_s": swept,
-                                     "ideal_s": _ideal_makespans(options["sweep_tasks"], swept)}}
+    return {
+        "tasks": counts,
+        "cpu_task_ms": cpu_task_ms(),
+        "io_answer_ms": round(ANSWER_DELAY_S * 1000),
+        "forms": rows,
+        "sweep": {
+            "tasks": options["sweep_tasks"],
+            "makespan_s": swept,
+            "ideal_s": _ideal_makespans(options["sweep_tasks"], swept),
+        },
+    }
 
 
 def _ideal_makespans(tasks: int, swept: dict) -> list[dict]:
@@ -105,5 +128,6 @@ def _ideal_makespans(tasks: int, swept: dict) -> list[dict]:
 
 def rate(report: dict, form: str, runs_on: str, workload: str) -> float | None:
     """The tasks/s of one form on one side and workload, from a report."""
-    return next(row["tasks_per_s"][workload] for row in report["forms"]
-                if row["form"] == form and row["runs_on"] == runs_on)
+    return next(
+        row["tasks_per_s"][workload] for row in report["forms"] if row["form"] == form and row["runs_on"] == runs_on
+    )

@@ -117,6 +117,10 @@ def concurrency_levels(tasks: int) -> list[int]:
 
 def sweep(workload: Workload, tasks: int) -> dict[str, list[dict]]:
     """Makespan of ``tasks`` runs against concurrency, for the thread and coroutine forms."""
-    return {form: [{"concurrency": level, "makespan_s": round(FORMS[form][0](workload, tasks, level), 4)}
-                   for level in concurrency_levels(tasks)]
-            for form in SWEPT_FORMS}
+    return {
+        form: [
+            {"concurrency": level, "makespan_s": round(FORMS[form][0](workload, tasks, level), 4)}
+            for level in concurrency_levels(tasks)
+        ]
+        for form in SWEPT_FORMS
+    }

@@ -73,8 +73,13 @@ def workloads(port: int) -> dict[str, Workload]:
     return {
         "noop": Workload("no-op", noop, noop_async, "compare.noop"),
         "cpu": Workload("CPU-bound, ~5 ms loop", spin, spin_async, "compare.cpu"),
-        "io": Workload("I/O-bound, 50 ms server", functools.partial(fetch, port),
-                       functools.partial(fetch_async, port), "compare.io", (port,)),
+        "io": Workload(
+            "I/O-bound, 50 ms server",
+            functools.partial(fetch, port),
+            functools.partial(fetch_async, port),
+            "compare.io",
+            (port,),
+        ),
     }
 
 

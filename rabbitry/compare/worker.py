@@ -21,11 +21,11 @@ import tempfile
 import threading
 import time
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import TLS_CA_ENVVAR, TLS_CERT_ENVVAR, TLS_KEY_ENVVAR, URL_ENVVAR, BrokerSettings
 from rabbitry.common.topology import work_queue_names
+from rabbitry.common.transport.connect import connect
 from rabbitry.compare.tasks import Workload
 from rabbitry.producers.tasks import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
@@ -59,8 +59,9 @@ class ExecutionCounter:
         deadline = time.perf_counter() + _WAIT_S
         while os.stat(self.path).st_size < count:
             if (reason := worker_stopped()) or time.perf_counter() > deadline:
-                raise WorkerFailed(reason or f"the worker ran {os.stat(self.path).st_size} of {count} tasks "
-                                             f"in {_WAIT_S:.0f} s")
+                raise WorkerFailed(
+                    reason or f"the worker ran {os.stat(self.path).st_size} of {count} tasks in {_WAIT_S:.0f} s"
+                )
             time.sleep(0.002)
         return time.perf_counter()
 
@@ -69,8 +70,14 @@ class ExecutionCounter:
         os.unlink(self.path)
 
 
-def drive(settings: BrokerSettings, queue: str, workloads: dict[str, Workload], counts: dict[str, int],
-          suffix: str = "", worker_stopped=lambda: None) -> dict[str, float]:
+def drive(
+    settings: BrokerSettings,
+    queue: str,
+    workloads: dict[str, Workload],
+    counts: dict[str, int],
+    suffix: str = "",
+    worker_stopped=lambda: None,
+) -> dict[str, float]:
     """Submit each workload's tasks (named with ``suffix``) and time them: workload -> seconds."""
     counter, seconds = ExecutionCounter(), {}
     try:
@@ -88,15 +95,25 @@ def drive(settings: BrokerSettings, queue: str, workloads: dict[str, Workload], 
     return seconds
 
 
-def on_model(settings: BrokerSettings, workloads: dict[str, Workload], counts: dict[str, int],
-             concurrency: int | None = None) -> dict[str, float]:
+def on_model(
+    settings: BrokerSettings, workloads: dict[str, Workload], counts: dict[str, int], concurrency: int | None = None
+) -> dict[str, float]:
     """The worker form as pool threads on the in-process model: workload -> seconds."""
     queue = _queue_name()
     module = COROUTINE_TASKS if concurrency else BLOCKING_TASKS
     load_task_modules((module,))
-    pool = ThreadedWorkerPool(WorkerConfig(settings=settings, queue=queue, queue_type="classic",
-                                           processes=POOL_PROCESSES, task_modules=(module,), max_retries=0,
-                                           log_level="critical", concurrency=concurrency or 1))
+    pool = ThreadedWorkerPool(
+        WorkerConfig(
+            settings=settings,
+            queue=queue,
+            queue_type="classic",
+            processes=POOL_PROCESSES,
+            task_modules=(module,),
+            max_retries=0,
+            log_level="critical",
+            concurrency=concurrency or 1,
+        )
+    )
     outcome: dict = {}
 
     def drive_then_stop() -> None:
@@ -119,17 +136,39 @@ def on_model(settings: BrokerSettings, workloads: dict[str, Workload], counts: d
     return outcome["seconds"]
 
 
-def on_rabbitmq(settings: BrokerSettings, url: str, workloads: dict[str, Workload], counts: dict[str, int],
-                concurrency: int | None = None) -> dict[str, float]:
+def on_rabbitmq(
+    settings: BrokerSettings,
+    url: str,
+    workloads: dict[str, Workload],
+    counts: dict[str, int],
+    concurrency: int | None = None,
+) -> dict[str, float]:
     """The worker form as the ``worker`` command, a process of its own, on RabbitMQ: workload -> seconds."""
     queue = _queue_name()
-    command = [*WORKER, "--processes", str(POOL_PROCESSES), "--queue", queue, "--queue-type", "classic",
-               "--max-retries", "0", "--log-level", "warning"]
-    command += ["--tasks", COROUTINE_TASKS, "--concurrency", str(concurrency)] if concurrency else [
-        "--tasks", BLOCKING_TASKS]
+    command = [
+        *WORKER,
+        "--processes",
+        str(POOL_PROCESSES),
+        "--queue",
+        queue,
+        "--queue-type",
+        "classic",
+        "--max-retries",
+        "0",
+        "--log-level",
+        "warning",
+    ]
+    command += (
+        ["--tasks", COROUTINE_TASKS, "--concurrency", str(concurrency)] if concurrency else ["--tasks", BLOCKING_TASKS]
+    )
     with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(command, env=_worker_environment(settings, url), stdout=subprocess.DEVNULL,
-                                   stderr=errors, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=_worker_environment(settings, url),
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=True,
+        )
 
         def worker_stopped() -> str | None:
             if process.poll() is None:
@@ -148,8 +187,11 @@ def on_rabbitmq(settings: BrokerSettings, url: str, workloads: dict[str, Workloa
 
 def _worker_environment(settings: BrokerSettings, url: str) -> dict[str, str]:
     """This process's environment, naming the broker at ``url`` and ``settings``' TLS files for the worker."""
-    tls = {TLS_CA_ENVVAR: settings.tls.ca_file, TLS_CERT_ENVVAR: settings.tls.cert_file,
-           TLS_KEY_ENVVAR: settings.tls.key_file}
+    tls = {
+        TLS_CA_ENVVAR: settings.tls.ca_file,
+        TLS_CERT_ENVVAR: settings.tls.cert_file,
+        TLS_KEY_ENVVAR: settings.tls.key_file,
+    }
     return {**os.environ, URL_ENVVAR: url, **{name: path for name, path in tls.items() if path}}
 
 

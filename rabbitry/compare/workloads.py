@@ -14,20 +14,50 @@ import threading
 import time
 from collections.abc import Callable
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.transport.routing import topic_matches
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import Connection, Delivery, OutgoingMessage
+from rabbitry.common.transport.routing import topic_matches
 from rabbitry.workers.registry import load_task_modules, registry
 
 #: Binding and routing keys whose topic routing must be identical on both sides: the
 #: tutorials' patterns and the edge cases the seed article gets wrong.
-TOPIC_BINDING_KEYS = ["#", "#.#", "*", "*.*", "", "kern.*", "*.critical", "kern.#", "a.#.b", "#.b", "a.*.#",
-                      "a#", "*b", "a..b", ".", "*.#.*"]
-TOPIC_ROUTING_KEYS = ["", "kern", "kern.critical", "kern.info.extra", "app.critical", "a.b", "a.x.y.b", "b",
-                      ".", "a..b", "a#", "#", "*", "x.y.z"]
+TOPIC_BINDING_KEYS = [
+    "#",
+    "#.#",
+    "*",
+    "*.*",
+    "",
+    "kern.*",
+    "*.critical",
+    "kern.#",
+    "a.#.b",
+    "#.b",
+    "a.*.#",
+    "a#",
+    "*b",
+    "a..b",
+    ".",
+    "*.#.*",
+]
+TOPIC_ROUTING_KEYS = [
+    "",
+    "kern",
+    "kern.critical",
+    "kern.info.extra",
+    "app.critical",
+    "a.b",
+    "a.x.y.b",
+    "b",
+    ".",
+    "a..b",
+    "a#",
+    "#",
+    "*",
+    "x.y.z",
+]
 _WAIT_S = 60.0
 
 
@@ -43,8 +73,14 @@ class ConsumerThread(threading.Thread):
     (connection, delivery) and settles the delivery.
     """
 
-    def __init__(self, settings: BrokerSettings, on_delivery: Callable[[Connection, Delivery], None],
-                 queue_name: str = "", prefetch: int = 1, prepare: Callable[[Connection], str] | None = None):
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        on_delivery: Callable[[Connection, Delivery], None],
+        queue_name: str = "",
+        prefetch: int = 1,
+        prepare: Callable[[Connection], str] | None = None,
+    ):
         super().__init__(name="rabbitry-compare-consumer")
         self.settings, self.on_delivery, self.queue_name = settings, on_delivery, queue_name
         self.prefetch, self.prepare = prefetch, prepare
@@ -97,8 +133,9 @@ def _publish_all(settings: BrokerSettings, messages: list[OutgoingMessage], wind
         connection.wait_for_confirms(_WAIT_S)
 
 
-def work_queue_throughput(settings: BrokerSettings, tasks: int, consumers: int = 2, prefetch: int = 100,
-                          decode: bool = True) -> dict:
+def work_queue_throughput(
+    settings: BrokerSettings, tasks: int, consumers: int = 2, prefetch: int = 100, decode: bool = True
+) -> dict:
     """No-op tasks through a work queue, each run and acked one by one, with prefetch.
 
     With ``decode`` each task is decoded from its JSON body, as the worker
@@ -125,15 +162,24 @@ def work_queue_throughput(settings: BrokerSettings, tasks: int, consumers: int =
             done.set()
 
     try:
-        seconds = _run_consumers([ConsumerThread(settings, run_task, queue_name, prefetch)
-                                  for _ in range(consumers)], lambda: _publish_all(settings, messages), done)
+        seconds = _run_consumers(
+            [ConsumerThread(settings, run_task, queue_name, prefetch) for _ in range(consumers)],
+            lambda: _publish_all(settings, messages),
+            done,
+        )
         with connect(settings, "rabbitry-compare") as connection:
             left = connection.queue_state(queue_name).messages  # unacked tasks would be back by now
     finally:
         _delete(settings, queues=[queue_name])
-    return {"tasks": tasks, "consumers": consumers, "prefetch": prefetch, "decode": decode,
-            "seconds": round(seconds, 4),
-            "tasks_per_s": round(tasks / seconds), "left_in_queue": left}
+    return {
+        "tasks": tasks,
+        "consumers": consumers,
+        "prefetch": prefetch,
+        "decode": decode,
+        "seconds": round(seconds, 4),
+        "tasks_per_s": round(tasks / seconds),
+        "left_in_queue": left,
+    }
 
 
 def fair_dispatch(settings: BrokerSettings, tasks: int = 24, long_s: float = 0.2, short_s: float = 0.01) -> dict:
@@ -153,13 +199,20 @@ def fair_dispatch(settings: BrokerSettings, tasks: int = 24, long_s: float = 0.2
 
     messages = [OutgoingMessage(queue_name, str(d).encode()) for d in durations]
     try:
-        seconds = _run_consumers([ConsumerThread(settings, run_task, queue_name, prefetch=1) for _ in range(2)],
-                                 lambda: _publish_all(settings, messages), done)
+        seconds = _run_consumers(
+            [ConsumerThread(settings, run_task, queue_name, prefetch=1) for _ in range(2)],
+            lambda: _publish_all(settings, messages),
+            done,
+        )
     finally:
         _delete(settings, queues=[queue_name])
     ideal = max(sum(durations) / 2, max(durations))
-    return {"tasks": tasks, "makespan_s": round(seconds, 3), "ideal_s": round(ideal, 3),
-            "makespan_over_ideal": round(seconds / ideal, 3)}
+    return {
+        "tasks": tasks,
+        "makespan_s": round(seconds, 3),
+        "ideal_s": round(ideal, 3),
+        "makespan_over_ideal": round(seconds / ideal, 3),
+    }
 
 
 def fan_out(settings: BrokerSettings, subscribers: int = 4, messages: int = 5000) -> dict:
@@ -169,9 +222,13 @@ def fan_out(settings: BrokerSettings, subscribers: int = 4, messages: int = 5000
     expected = messages * subscribers
 
     def subscribe(connection: Connection) -> str:
-        names = connection.declare(Topology(
-            exchanges=(exchange,), queues=(Queue("", durable=False, exclusive=True, auto_delete=True),),
-            bindings=(Binding(exchange.name, ""),)))
+        names = connection.declare(
+            Topology(
+                exchanges=(exchange,),
+                queues=(Queue("", durable=False, exclusive=True, auto_delete=True),),
+                bindings=(Binding(exchange.name, ""),),
+            )
+        )
         return names[""]
 
     def receive(connection: Connection, delivery: Delivery) -> None:
@@ -183,12 +240,20 @@ def fan_out(settings: BrokerSettings, subscribers: int = 4, messages: int = 5000
         connection.declare(Topology(exchanges=(exchange,)))
     outgoing = [OutgoingMessage("", b"log line %d" % i, exchange.name, persistent=False) for i in range(messages)]
     try:
-        seconds = _run_consumers([ConsumerThread(settings, receive, prefetch=1000, prepare=subscribe)
-                                  for _ in range(subscribers)], lambda: _publish_all(settings, outgoing), done)
+        seconds = _run_consumers(
+            [ConsumerThread(settings, receive, prefetch=1000, prepare=subscribe) for _ in range(subscribers)],
+            lambda: _publish_all(settings, outgoing),
+            done,
+        )
     finally:
         _delete(settings, exchanges=[exchange.name])
-    return {"messages": messages, "subscribers": subscribers, "seconds": round(seconds, 4),
-            "messages_per_s": round(messages / seconds), "deliveries_per_s": round(expected / seconds)}
+    return {
+        "messages": messages,
+        "subscribers": subscribers,
+        "seconds": round(seconds, 4),
+        "messages_per_s": round(messages / seconds),
+        "deliveries_per_s": round(expected / seconds),
+    }
 
 
 def topic_routing(settings: BrokerSettings) -> dict:
@@ -199,9 +264,15 @@ def topic_routing(settings: BrokerSettings) -> dict:
     routed: dict[str, list[str]] = {}
     with connect(settings, "rabbitry-compare") as connection:
         try:
-            connection.declare(Topology(
-                exchanges=(exchange,), queues=tuple(Queue(q, durable=False) for q in queues),
-                bindings=tuple(Binding(exchange.name, q, k) for q, k in zip(queues, TOPIC_BINDING_KEYS, strict=True))))
+            connection.declare(
+                Topology(
+                    exchanges=(exchange,),
+                    queues=tuple(Queue(q, durable=False) for q in queues),
+                    bindings=tuple(
+                        Binding(exchange.name, q, k) for q, k in zip(queues, TOPIC_BINDING_KEYS, strict=True)
+                    ),
+                )
+            )
             for index, key in enumerate(TOPIC_ROUTING_KEYS):
                 connection.publish(OutgoingMessage(key, str(index).encode(), exchange.name, persistent=False))
             connection.wait_for_confirms(_WAIT_S)  # confirmed means enqueued
@@ -216,8 +287,11 @@ def topic_routing(settings: BrokerSettings) -> dict:
                 connection.delete_queue(queue_name)
             connection.delete_exchange(exchange.name)
     predicted = {b: [k for k in TOPIC_ROUTING_KEYS if topic_matches(b, k)] for b in TOPIC_BINDING_KEYS}
-    return {"cases": len(TOPIC_BINDING_KEYS) * len(TOPIC_ROUTING_KEYS), "routed": routed,
-            "agrees_with_topic_matches": routed == predicted}
+    return {
+        "cases": len(TOPIC_BINDING_KEYS) * len(TOPIC_ROUTING_KEYS),
+        "routed": routed,
+        "agrees_with_topic_matches": routed == predicted,
+    }
 
 
 def _delete(settings: BrokerSettings, queues=(), exchanges=()) -> None:

@@ -16,4 +16,5 @@ def node(extra_broker):
 
 
 _cluster3_started, cluster3 = module_resource(
-    "cluster3", RabbitCluster, "A 3-node RabbitMQ cluster of this test module's own, every node running.")
+    "cluster3", RabbitCluster, "A 3-node RabbitMQ cluster of this test module's own, every node running."
+)

@@ -16,8 +16,9 @@ def wait_for_all(expected: set[str], workers, timeout: float = 120.0) -> None:
         wait_until(lambda: succeeded_ids(*workers) >= expected, timeout, 0.2, f"{len(expected)} tasks")
     except AssertionError:
         missing = expected - succeeded_ids(*workers)
-        raise AssertionError(f"{len(missing)} of {len(expected)} tasks never succeeded, "
-                             f"e.g. {sorted(missing)[:5]}") from None
+        raise AssertionError(
+            f"{len(missing)} of {len(expected)} tasks never succeeded, e.g. {sorted(missing)[:5]}"
+        ) from None
 
 
 #: How long a BackgroundSubmitter waits for its last confirms when it is done submitting.
@@ -30,8 +31,16 @@ class BackgroundSubmitter(threading.Thread):
     ``ids`` is every task id it made, ``confirmed`` those the broker confirmed.
     """
 
-    def __init__(self, settings: BrokerSettings, queue: str, count: int, rate: float,
-                 task: str = "noop", args: list | None = None, queue_type: str = "quorum"):
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        queue: str,
+        count: int,
+        rate: float,
+        task: str = "noop",
+        args: list | None = None,
+        queue_type: str = "quorum",
+    ):
         super().__init__(name="rabbitry-tests-submitter", daemon=True)
         self.messages = [TaskMessage(task, list(args or [])) for _ in range(count)]
         self.ids = {message.id for message in self.messages}
@@ -40,9 +49,13 @@ class BackgroundSubmitter(threading.Thread):
         self._interval = 1.0 / rate
         # Patient at the end: after a crash, a quorum queue may take a while to confirm what
         # waited for it, and the tests are about nothing being lost, not about how soon.
-        self._submitter = TaskSubmitter(settings, queue, queue_type, close_timeout=CONFIRM_PATIENCE_S,
-                                        on_confirmed=lambda batch: self.confirmed.update(
-                                            m.message_id for m in batch))
+        self._submitter = TaskSubmitter(
+            settings,
+            queue,
+            queue_type,
+            close_timeout=CONFIRM_PATIENCE_S,
+            on_confirmed=lambda batch: self.confirmed.update(m.message_id for m in batch),
+        )
 
     def run(self) -> None:
         try:

@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import work_queue
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import OutgoingMessage
 from rabbitry.producers.log_handler import LogExchangeHandler
 from tests.helpers import command_path, json_lines, summary_counts, wait_until
@@ -50,20 +50,35 @@ def test_a_blocked_connection_says_why_and_closes_at_once(extra_broker, unique_n
         connection.declare(work_queue(unique_name, "classic"))
         with memory_alarm(extra_broker):
             connection.publish(OutgoingMessage(unique_name, b"held back"))
-            wait_until(lambda: connection.process_events(0.05) or connection.blocked_reason,
-                       message="the broker to block the connection")
+            wait_until(
+                lambda: connection.process_events(0.05) or connection.blocked_reason,
+                message="the broker to block the connection",
+            )
             assert "memory" in connection.blocked_reason
             connection.close()  # a graceful close would wait for the alarm to clear
             assert not connection.is_open
     cleanup(extra_broker, unique_name)
 
 
-def test_new_task_on_a_blocked_broker_says_why_at_once_and_exits_6_after_its_blocked_timeout(extra_broker,
-                                                                                              unique_name):
+def test_new_task_on_a_blocked_broker_says_why_at_once_and_exits_6_after_its_blocked_timeout(extra_broker, unique_name):
     with memory_alarm(extra_broker):
         result = subprocess.run(
-            [command_path("new-task"), "--task", "noop", "--count", "50", "--queue", unique_name,
-             "--blocked-timeout", "3"], env=node_env(extra_broker), capture_output=True, text=True, timeout=120)
+            [
+                command_path("new-task"),
+                "--task",
+                "noop",
+                "--count",
+                "50",
+                "--queue",
+                unique_name,
+                "--blocked-timeout",
+                "3",
+            ],
+            env=node_env(extra_broker),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     cleanup(extra_broker, unique_name)
 
     assert result.returncode == ExitCode.PUBLISHING_BLOCKED, result.stderr
@@ -79,7 +94,12 @@ def test_emit_log_on_a_blocked_broker_exits_6_with_its_summary(extra_broker, uni
     with memory_alarm(extra_broker):
         result = subprocess.run(
             [command_path("emit-log"), "--exchange", unique_name, "app.info", "--blocked-timeout", "2"],
-            input="one\ntwo\nthree\n", env=node_env(extra_broker), capture_output=True, text=True, timeout=120)
+            input="one\ntwo\nthree\n",
+            env=node_env(extra_broker),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     with connect(extra_broker.settings()) as connection:
         connection.delete_exchange(unique_name)
 
@@ -96,10 +116,17 @@ def test_publishing_goes_on_without_reconnecting_once_the_alarm_clears(extra_bro
     with open(stderr_path, "w") as stderr_file, memory_alarm(extra_broker):
         process = subprocess.Popen(
             [command_path("new-task"), "--task", "noop", "--count", "200", "--queue", unique_name],
-            env=node_env(extra_broker), stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+            env=node_env(extra_broker),
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            text=True,
+        )
         try:
-            wait_until(lambda: '"publishing_blocked"' in stderr_path.read_text(), timeout=60,
-                       message="new-task to say that the broker blocks it")
+            wait_until(
+                lambda: '"publishing_blocked"' in stderr_path.read_text(),
+                timeout=60,
+                message="new-task to say that the broker blocks it",
+            )
         except AssertionError:
             process.kill()
             raise
@@ -116,7 +143,8 @@ def test_publishing_goes_on_without_reconnecting_once_the_alarm_clears(extra_bro
 
 
 def test_the_log_handler_never_holds_the_application_while_the_broker_blocks_publishing(
-        extra_broker, unique_name, make_logger):
+    extra_broker, unique_name, make_logger
+):
     handler = LogExchangeHandler(extra_broker.settings(), exchange=unique_name, capacity=500, close_timeout=1)
     logger = make_logger(f"alarm-{unique_name}", handler)
     with memory_alarm(extra_broker):
@@ -134,21 +162,43 @@ def test_the_log_handler_never_holds_the_application_while_the_broker_blocks_pub
 @pytest.fixture
 def full_queue(extra_broker, unique_name):
     """A work queue on the extra node that a policy limits to 20 messages, refusing the rest."""
-    extra_broker.ctl("set_policy", f"full-{unique_name}", f"^{re.escape(unique_name)}$",
-                     '{"max-length": 20, "overflow": "reject-publish"}', "--apply-to", "queues")
+    extra_broker.ctl(
+        "set_policy",
+        f"full-{unique_name}",
+        f"^{re.escape(unique_name)}$",
+        '{"max-length": 20, "overflow": "reject-publish"}',
+        "--apply-to",
+        "queues",
+    )
     yield unique_name
     extra_broker.ctl("clear_policy", f"full-{unique_name}")
     cleanup(extra_broker, unique_name)
 
 
 @pytest.mark.parametrize("policy", ["stop", "continue"])
-def test_a_full_queue_is_an_answer_every_refused_id_is_reported_and_new_task_exits_7(extra_broker, full_queue,
-                                                                                    policy, tmp_path):
+def test_a_full_queue_is_an_answer_every_refused_id_is_reported_and_new_task_exits_7(
+    extra_broker, full_queue, policy, tmp_path
+):
     refused_file = tmp_path / "refused.txt"
     result = subprocess.run(
-        [command_path("new-task"), "--task", "noop", "--count", "3000", "--queue", full_queue,
-         "--on-refused", policy, "--refused-file", str(refused_file)],
-        env=node_env(extra_broker), capture_output=True, text=True, timeout=120)
+        [
+            command_path("new-task"),
+            "--task",
+            "noop",
+            "--count",
+            "3000",
+            "--queue",
+            full_queue,
+            "--on-refused",
+            policy,
+            "--refused-file",
+            str(refused_file),
+        ],
+        env=node_env(extra_broker),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     with connect(extra_broker.settings()) as connection:
         in_queue = set()
         while (delivery := connection.get(full_queue)) is not None:
@@ -159,7 +209,8 @@ def test_a_full_queue_is_an_answer_every_refused_id_is_reported_and_new_task_exi
     counts = summary_counts(result.stderr)
     assert queued == in_queue and refused and not refused & in_queue, (
         f"{len(queued)} printed, {len(in_queue)} in the queue, {len(refused & in_queue)} refused yet queued; "
-        f"stderr ends: {result.stderr[-1500:]}")
+        f"stderr ends: {result.stderr[-1500:]}"
+    )
     assert (counts["queued"], counts["refused"], counts["unconfirmed"]) == (len(queued), len(refused), 0)
     assert len(events(result.stderr, "publisher_reconnecting")) <= 1  # one look on a fresh channel, no more
     assert len(events(result.stderr, "queue_full")) == 1
@@ -171,9 +222,24 @@ def test_a_full_queue_is_an_answer_every_refused_id_is_reported_and_new_task_exi
 
 def test_refused_ids_go_to_standard_error_without_a_refused_file(extra_broker, full_queue):
     result = subprocess.run(
-        [command_path("new-task"), "--task", "noop", "--count", "100", "--queue", full_queue, "--queue-type",
-         "classic", "--on-refused", "continue"], env=node_env(extra_broker), capture_output=True, text=True,
-        timeout=120)
+        [
+            command_path("new-task"),
+            "--task",
+            "noop",
+            "--count",
+            "100",
+            "--queue",
+            full_queue,
+            "--queue-type",
+            "classic",
+            "--on-refused",
+            "continue",
+        ],
+        env=node_env(extra_broker),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     refused = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("refused ")]
     assert result.returncode == ExitCode.QUEUE_FULL

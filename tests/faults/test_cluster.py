@@ -25,8 +25,7 @@ def test_losing_one_node_of_three_mid_run_loses_no_task(cluster3, unique_name):
     node = NodeCommands(cluster3.urls)  # every command gets all three URLs
     try:
         workers = [node.start_worker(unique_name, "--processes", "2") for _ in range(2)]
-        submitter = BackgroundSubmitter(node.settings, unique_name, count=1000, rate=250, task="sleep",
-                                        args=[0.002])
+        submitter = BackgroundSubmitter(node.settings, unique_name, count=1000, rate=250, task="sleep", args=[0.002])
         submitter.start()
         wait_until(lambda: len(submitter.confirmed) >= 300, message="300 tasks confirmed")
 

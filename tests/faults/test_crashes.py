@@ -9,17 +9,20 @@ import pytest
 
 from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport.contract import Delivery
+from rabbitry.workers.execution import crash_limit_reached
 from tests.faults.helpers import wait_for_all
 from tests.helpers import succeeded_ids, wait_until
-from rabbitry.workers.execution import crash_limit_reached
 
 pytestmark = pytest.mark.slow
 TASKS = ("--tasks", "tests.fault_tasks")
 
 
 def test_a_killed_worker_loses_none_of_1000_tasks(node, unique_name):
-    ids = set(node.run("new-task", "--task", "sleep", "--args", "[0.004]", "--count", "1000",
-                       "--queue", unique_name, check=True).stdout.split())
+    ids = set(
+        node.run(
+            "new-task", "--task", "sleep", "--args", "[0.004]", "--count", "1000", "--queue", unique_name, check=True
+        ).stdout.split()
+    )
     assert len(ids) == 1000
     first = node.start_worker(unique_name, "--processes", "2", "--prefetch", "8")
     wait_until(lambda: len(first.events("task_succeeded")) >= 200, message="200 tasks done")
@@ -38,8 +41,9 @@ def test_a_killed_worker_loses_none_of_1000_tasks(node, unique_name):
 def test_a_pool_process_killed_mid_task_is_replaced_and_the_task_completes(node, unique_name, tmp_path):
     worker = node.start_worker(unique_name, "--processes", "2", *TASKS)
     marker = tmp_path / "killed-once"
-    (task_id,) = node.run("new-task", "--task", "kill_my_process_once", "--args", f'["{marker}"]',
-                          "--queue", unique_name, check=True).stdout.split()
+    (task_id,) = node.run(
+        "new-task", "--task", "kill_my_process_once", "--args", f'["{marker}"]', "--queue", unique_name, check=True
+    ).stdout.split()
 
     wait_for_all({task_id}, [worker])
 
@@ -52,12 +56,15 @@ def test_a_pool_process_killed_mid_task_is_replaced_and_the_task_completes(node,
 
 @pytest.mark.parametrize("queue_type", ["quorum", "classic"])
 def test_a_task_that_always_kills_its_process_is_dead_lettered_after_the_limit(node, unique_name, queue_type):
-    worker = node.start_worker(unique_name, "--processes", "1", "--queue-type", queue_type,
-                               "--delivery-limit", "3", *TASKS)
-    (task_id,) = node.run("new-task", "--task", "kill_my_process", "--queue", unique_name, "--queue-type",
-                          queue_type, check=True).stdout.split()
-    (good_id,) = node.run("new-task", "--task", "echo", "--queue", unique_name, "--queue-type", queue_type,
-                          check=True).stdout.split()
+    worker = node.start_worker(
+        unique_name, "--processes", "1", "--queue-type", queue_type, "--delivery-limit", "3", *TASKS
+    )
+    (task_id,) = node.run(
+        "new-task", "--task", "kill_my_process", "--queue", unique_name, "--queue-type", queue_type, check=True
+    ).stdout.split()
+    (good_id,) = node.run(
+        "new-task", "--task", "echo", "--queue", unique_name, "--queue-type", queue_type, check=True
+    ).stdout.split()
 
     dead = wait_until(lambda: worker.events("task_dead_lettered"), timeout=60, message="the dead letter")
     wait_for_all({good_id}, [worker])
@@ -73,8 +80,9 @@ def test_a_task_that_always_kills_its_process_is_dead_lettered_after_the_limit(n
 
 def test_a_task_over_its_time_limit_is_killed_recorded_retried_then_dead_lettered(node, unique_name):
     worker = node.start_worker(unique_name, "--processes", "1", "--time-limit", "1", "--max-retries", "1")
-    (task_id,) = node.run("new-task", "--task", "sleep", "--args", "[60]", "--queue", unique_name,
-                          check=True).stdout.split()
+    (task_id,) = node.run(
+        "new-task", "--task", "sleep", "--args", "[60]", "--queue", unique_name, check=True
+    ).stdout.split()
     (good_id,) = node.run("new-task", "--task", "noop", "--queue", unique_name, check=True).stdout.split()
 
     dead = wait_until(lambda: worker.events("task_dead_lettered"), timeout=30, message="the dead letter")
@@ -83,8 +91,10 @@ def test_a_task_over_its_time_limit_is_killed_recorded_retried_then_dead_lettere
     (failed,) = worker.events("task_failed")  # the first attempt, retried after a backoff
     assert failed["task_id"] == task_id and "TimeLimitExceeded" in failed["error"]
     assert dead[0]["task_id"] == task_id and dead[0]["reason"] == "retries_exhausted"
-    timed_out = wait_until(lambda: len(worker.events("pool_process_timed_out")) == 2
-                           and worker.events("pool_process_timed_out"), message="two time-outs")
+    timed_out = wait_until(
+        lambda: len(worker.events("pool_process_timed_out")) == 2 and worker.events("pool_process_timed_out"),
+        message="two time-outs",
+    )
     assert [(e["task_id"], e["exit_code"]) for e in timed_out] == [(task_id, 75), (task_id, 75)]
     assert worker.events("pool_process_died") == []  # a time limit is not counted as a crash
     (letter,) = node.drain(dead_letter_queue_name(unique_name))
@@ -93,8 +103,9 @@ def test_a_task_over_its_time_limit_is_killed_recorded_retried_then_dead_lettere
 
 def test_graceful_requeues_do_not_count_as_crashes():
     # A quorum queue counts every return, a worker's clean shutdown too.
-    requeued = Delivery(body=b"", routing_key="q", exchange="", delivery_tag=1, redelivered=True,
-                        headers={"x-delivery-count": 6})
+    requeued = Delivery(
+        body=b"", routing_key="q", exchange="", delivery_tag=1, redelivered=True, headers={"x-delivery-count": 6}
+    )
     assert crash_limit_reached(requeued, crashes=0, limit=5) is None
     assert crash_limit_reached(requeued, crashes=5, limit=5) is not None
     requeued.headers["x-delivery-count"] = 20
@@ -102,8 +113,11 @@ def test_graceful_requeues_do_not_count_as_crashes():
 
 
 def test_pool_processes_of_a_killed_supervisor_stop_and_the_broker_requeues_their_tasks(node, unique_name):
-    ids = set(node.run("new-task", "--task", "sleep", "--args", "[0.1]", "--count", "200", "--queue", unique_name,
-                       check=True).stdout.split())
+    ids = set(
+        node.run(
+            "new-task", "--task", "sleep", "--args", "[0.1]", "--count", "200", "--queue", unique_name, check=True
+        ).stdout.split()
+    )
     first = node.start_worker(unique_name, "--processes", "2", "--prefetch", "4")
     wait_until(lambda: len(first.events("task_succeeded")) >= 10, message="10 tasks done")
     pool = psutil.Process(first.process.pid).children()

@@ -4,9 +4,9 @@ Every command uses them with one warning line; a real mismatch stays a refusal."
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import Queue, Topology
+from rabbitry.common.transport.connect import connect
 from tests.faults.helpers import wait_for_all
 from tests.helpers import NodeCommands, json_lines
 
@@ -15,8 +15,9 @@ LIMITED_USER = ("limited", "limited-password")
 
 
 def warnings_of(result) -> list[dict]:
-    return [line for line in json_lines(result.stderr + result.stdout)
-            if line.get("event") == "using_existing_declarations"]
+    return [
+        line for line in json_lines(result.stderr + result.stdout) if line.get("event") == "using_existing_declarations"
+    ]
 
 
 def use_queue_from_every_side(node: NodeCommands, queue: str):
@@ -33,8 +34,9 @@ def use_queue_from_every_side(node: NodeCommands, queue: str):
 
 def test_a_queue_an_operator_gave_a_length_limit_is_used_as_it_is(extra_broker, unique_name):
     with connect(extra_broker.settings()) as connection:  # as an operator would, with an extra argument
-        connection.declare(Topology(queues=(Queue(unique_name, arguments={"x-queue-type": "quorum",
-                                                                           "x-max-length": 1000}),)))
+        connection.declare(
+            Topology(queues=(Queue(unique_name, arguments={"x-queue-type": "quorum", "x-max-length": 1000}),))
+        )
     with NodeCommands(extra_broker.url) as node:
         results, worker = use_queue_from_every_side(node, unique_name)
 

@@ -18,9 +18,11 @@ PIKA_STACK_TIMEOUT_S = 15
 def test_a_server_that_never_speaks_amqp_is_one_line_and_exit_3_for_every_command(unique_name):
     with SilentServer() as silent:
         node = NodeCommands(silent.url())
-        commands = (["new-task", "--queue", unique_name, "hello"],
-                    ["worker", "--queue", unique_name, "--processes", "1", "--connect-timeout", "0"],
-                    ["rabbitry", "status", "--queue", unique_name])
+        commands = (
+            ["new-task", "--queue", unique_name, "hello"],
+            ["worker", "--queue", unique_name, "--processes", "1", "--connect-timeout", "0"],
+            ["rabbitry", "status", "--queue", unique_name],
+        )
         with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:  # each waits out pika's timeout
             results = list(pool.map(lambda command: node.run(*command, timeout=90), commands))
 
@@ -42,9 +44,13 @@ def test_workers_and_publishers_wait_out_a_stalled_network_and_lose_nothing(extr
         # than pika waits for a handshake: reconnecting fails with AMQPConnectorStackTimeout.
         proxy.freeze()
         proxy.drop_connections()
-        wait_until(lambda: any("does not answer as a broker" in event["error"]
-                               for event in worker.events("broker_unreachable")),
-                   timeout=PIKA_STACK_TIMEOUT_S * 3, message="a reconnect attempt that timed out")
+        wait_until(
+            lambda: any(
+                "does not answer as a broker" in event["error"] for event in worker.events("broker_unreachable")
+            ),
+            timeout=PIKA_STACK_TIMEOUT_S * 3,
+            message="a reconnect attempt that timed out",
+        )
         proxy.thaw()
 
         submitter.finish(timeout=120)

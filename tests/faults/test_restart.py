@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from rabbitry.common.transport.connect import connect
-from rabbitry.producers.publisher import ReliablePublisher
 from rabbitry.common.topology import Queue, Topology, dead_letter_queue_name, work_queue
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import OutgoingMessage, QueueState
+from rabbitry.producers.publisher import ReliablePublisher
 from tests.faults.helpers import BackgroundSubmitter, wait_for_all
 from tests.helpers import command_path, wait_until
 
@@ -38,8 +38,7 @@ def restart_after_a_crash(broker):
 @pytest.mark.parametrize("restart", [restart_by_stop_app, restart_after_a_crash], ids=["stop_app", "kill"])
 def test_a_broker_restart_mid_run_loses_none_of_1000_tasks(extra_broker, node, unique_name, restart):
     workers = [node.start_worker(unique_name, "--processes", "2", "--prefetch", "8") for _ in range(2)]
-    submitter = BackgroundSubmitter(node.settings, unique_name, count=1000, rate=250, task="sleep",
-                                    args=[0.002])
+    submitter = BackgroundSubmitter(node.settings, unique_name, count=1000, rate=250, task="sleep", args=[0.002])
     submitter.start()
     wait_until(lambda: len(submitter.confirmed) >= 300, message="300 tasks confirmed")
 
@@ -61,8 +60,13 @@ def test_a_long_new_task_file_run_reconnects_and_confirms_every_task(extra_broke
     tasks = tmp_path / "tasks.jsonl"
     ids = [f"file-task-{number}" for number in range(count)]
     tasks.write_text("".join(f'{{"task": "noop", "id": "{task_id}"}}\n' for task_id in ids))
-    run = subprocess.Popen([command_path("new-task"), "--file", str(tasks), "--queue", unique_name], env=node.env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [command_path("new-task"), "--file", str(tasks), "--queue", unique_name],
+        env=node.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_until(lambda: (node.queue_state(unique_name) or QueueState(0, 0)).messages > 0, message="a first task")
 
     extra_broker.stop_app()
@@ -78,12 +82,16 @@ def test_a_long_new_task_file_run_reconnects_and_confirms_every_task(extra_broke
 def quorum_queue_leader(node, queue: str, action: str) -> None:
     """Stop (``"stop_server"``) or restart (``"restart_server"``) the Raft member of a quorum queue on a
     one-node broker: without it the queue has no leader, as after the loss of a node in a cluster."""
-    node.ctl("eval", f'{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"{queue}">>)), '
-                     f'{{Name, _}} = amqqueue:get_pid(Q), ok = ra:{action}(quorum_queues, {{Name, node()}}).')
+    node.ctl(
+        "eval",
+        f'{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"{queue}">>)), '
+        f"{{Name, _}} = amqqueue:get_pid(Q), ok = ra:{action}(quorum_queues, {{Name, node()}}).",
+    )
 
 
 def test_messages_a_leaderless_quorum_queue_nacks_are_published_again_and_never_reported_as_sent(
-        extra_broker, unique_name):
+    extra_broker, unique_name
+):
     quorum = Topology(queues=(Queue(unique_name, arguments={"x-queue-type": "quorum"}),))
     messages = [OutgoingMessage(unique_name, str(number).encode()) for number in range(20)]
     with ReliablePublisher(extra_broker.settings(), quorum) as publisher:
@@ -111,8 +119,7 @@ def test_messages_a_leaderless_quorum_queue_nacks_are_published_again_and_never_
         connection.delete_queue(unique_name)
 
 
-def test_declarations_right_after_a_restart_wait_for_the_queues_the_node_is_still_starting(extra_broker,
-                                                                                           unique_name):
+def test_declarations_right_after_a_restart_wait_for_the_queues_the_node_is_still_starting(extra_broker, unique_name):
     # For a moment after a node accepts connections again, its streams and quorum queues answer
     # "home node ... is down or inaccessible" (404), as a queue that is gone would not.
     stream = Queue(f"{unique_name}.stream", arguments={"x-queue-type": "stream"})

@@ -45,8 +45,9 @@ class BatchPublisher(threading.Thread):
         for size in self.sizes:
             started = time.monotonic()
             while True:
-                result = self.node.run("new-task", "--task", "noop", "--count", str(size), "--queue", self.queue,
-                                       timeout=600)
+                result = self.node.run(
+                    "new-task", "--task", "noop", "--count", str(size), "--queue", self.queue, timeout=600
+                )
                 self.exit_codes.append(result.returncode)
                 confirmed = result.stdout.split()
                 self.ids += confirmed
@@ -99,17 +100,23 @@ def test_a_soak_through_every_fault_loses_no_task(extra_broker, unique_name):
         assert not publisher.is_alive()
         ids = set(publisher.ids)
         workers = [first, second, third]
-        wait_until(lambda: ids <= set().union(*(succeeded(worker) for worker in workers)), timeout=300, interval=1,
-                   message=f"all {len(ids)} tasks to succeed")
+        wait_until(
+            lambda: ids <= set().union(*(succeeded(worker) for worker in workers)),
+            timeout=300,
+            interval=1,
+            message=f"all {len(ids)} tasks to succeed",
+        )
         exit_codes = [first.stop(), third.stop()]
 
     counts = sum((succeeded(worker) for worker in workers), Counter())
     duplicates = sum(count - 1 for count in counts.values() if count > 1)
-    print(f"\nsoak: {len(ids)} tasks confirmed, {len(ids - counts.keys())} lost, {duplicates} duplicate runs "
-          f"({len([c for c in counts.values() if c > 1])} tasks run more than once), new-task exit codes "
-          f"{dict(Counter(publisher.exit_codes))}, worker exit codes {exit_codes}, "
-          f"pool processes replaced {len(first.events('pool_process_died'))}, "
-          f"orphans stopped {len(second.events('supervisor_died'))}")
+    print(
+        f"\nsoak: {len(ids)} tasks confirmed, {len(ids - counts.keys())} lost, {duplicates} duplicate runs "
+        f"({len([c for c in counts.values() if c > 1])} tasks run more than once), new-task exit codes "
+        f"{dict(Counter(publisher.exit_codes))}, worker exit codes {exit_codes}, "
+        f"pool processes replaced {len(first.events('pool_process_died'))}, "
+        f"orphans stopped {len(second.events('supervisor_died'))}"
+    )
     assert len(ids) == TASKS and not publisher.unexpected, publisher.unexpected
     assert ids <= counts.keys()
     assert set(publisher.exit_codes) <= {ExitCode.OK, ExitCode.BROKER_UNAVAILABLE}

@@ -18,12 +18,20 @@ def test_a_named_queue_subscriber_loses_nothing_through_a_broker_restart(extra_b
     exchange = f"{unique_name}.logs"
     received = open(tmp_path / "received.jsonl", "w+")
     subscriber = subprocess.Popen(
-        [command_path("subscribe"), "--exchange", exchange, "--durable", "--queue", unique_name, "--json",
-         "app.*"], env=node.env, stdout=received, stderr=subprocess.DEVNULL)
-    emitter = subprocess.Popen([command_path("emit-log"), "--exchange", exchange, "--durable", "app.info"],
-                               env=node.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+        [command_path("subscribe"), "--exchange", exchange, "--durable", "--queue", unique_name, "--json", "app.*"],
+        env=node.env,
+        stdout=received,
+        stderr=subprocess.DEVNULL,
+    )
+    emitter = subprocess.Popen(
+        [command_path("emit-log"), "--exchange", exchange, "--durable", "app.info"],
+        env=node.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
+
         def subscribed():
             state = node.queue_state(unique_name)
             return state is not None and state.consumers > 0
@@ -54,8 +62,9 @@ def test_a_named_queue_subscriber_loses_nothing_through_a_broker_restart(extra_b
             wait_until(lambda: bodies() >= set(sent), 60, 0.2, "every message")
         except AssertionError:
             missing = set(sent) - bodies()
-            raise AssertionError(f"{len(missing)} of {MESSAGES} messages never arrived, e.g. {sorted(missing)[:5]}") \
-                from None
+            raise AssertionError(
+                f"{len(missing)} of {MESSAGES} messages never arrived, e.g. {sorted(missing)[:5]}"
+            ) from None
         assert subscriber.poll() is None  # it reconnected by itself
     finally:
         for process in (emitter, subscriber):

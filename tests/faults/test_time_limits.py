@@ -4,9 +4,9 @@ a limit below it, and a channel closed for an acknowledgement timeout is named a
 
 import pytest
 
-from rabbitry.workers.consumer_timeout import DEFAULT_CONSUMER_TIMEOUT_S, read_consumer_timeout
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.workers.consumer_timeout import DEFAULT_CONSUMER_TIMEOUT_S, read_consumer_timeout
 from tests.faults.helpers import wait_for_all
 from tests.helpers import NodeCommands, succeeded_ids, wait_until
 from tests.nodes import RabbitNode
@@ -62,8 +62,9 @@ def test_a_remote_brokers_timeout_is_assumed_to_be_the_default():
 
 def test_a_worker_without_a_time_limit_stops_a_task_before_the_consumer_timeout(node, unique_name):
     worker = node.start_worker(unique_name, "--max-retries", "0", "--processes", "1")
-    (task_id,) = node.run("new-task", "--task", "sleep", "--args", "[60]", "--queue", unique_name,
-                          check=True).stdout.split()
+    (task_id,) = node.run(
+        "new-task", "--task", "sleep", "--args", "[60]", "--queue", unique_name, check=True
+    ).stdout.split()
 
     (dead,) = wait_until(lambda: worker.events("task_dead_lettered"), timeout=60, message="the dead letter")
 
@@ -80,11 +81,17 @@ def test_a_channel_closed_for_an_acknowledgement_timeout_is_logged_by_that_cause
     # Each task fits its time limit, but the last of the prefetched ones waits unacknowledged
     # behind the others for longer than the consumer_timeout.
     worker = node.start_worker(unique_name, "--time-limit", "5", "--prefetch", "4", "--processes", "1")
-    ids = set(node.run("new-task", "--task", "sleep", "--args", "[3]", "--count", "4", "--queue", unique_name,
-                       check=True).stdout.split())
+    ids = set(
+        node.run(
+            "new-task", "--task", "sleep", "--args", "[3]", "--count", "4", "--queue", unique_name, check=True
+        ).stdout.split()
+    )
 
-    (closed,) = wait_until(lambda: worker.events("delivery_acknowledgement_timed_out")[:1], timeout=90,
-                           message="the channel closed for an acknowledgement timeout")
+    (closed,) = wait_until(
+        lambda: worker.events("delivery_acknowledgement_timed_out")[:1],
+        timeout=90,
+        message="the channel closed for an acknowledgement timeout",
+    )
     wait_for_all(ids, [worker], timeout=90)
 
     assert "consumer_timeout" in closed["error"] and "PRECONDITION_FAILED" in closed["error"]

@@ -8,15 +8,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rabbitry.common.transport.connect import connect
+import tests.fault_tasks  # noqa: F401 - registers the tasks decoded here
 from rabbitry.common.messages import JSON_CONTENT_TYPE
 from rabbitry.common.topology import dead_letter_queue_name, delay_level_names
+from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import OutgoingMessage
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER, decode, failure, header_text
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.pool_process import PoolProcess
-import tests.fault_tasks  # noqa: F401 - registers the tasks decoded here
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,8 @@ def test_header_text_is_always_utf8_within_its_limit(text, limit):
 
     assert len(made.encode()) <= limit
     if len(text.encode("utf-8", "surrogatepass")) <= limit and text.encode("utf-8", "ignore") == text.encode(
-            "utf-8", "surrogatepass"):
+        "utf-8", "surrogatepass"
+    ):
         assert made == text  # text that fits and is UTF-8 already is left alone
 
 
@@ -42,8 +43,13 @@ def test_header_text_is_always_utf8_within_its_limit(text, limit):
 def settling(_extra_broker_started):
     """A pool process's connection thread on a real connection, and the queues it settles into."""
     broker = _extra_broker_started
-    config = WorkerConfig(settings=broker.settings(), queue="unencodable", queue_type="classic",
-                          max_retries=MAX_RETRIES, task_modules=("tests.fault_tasks",))
+    config = WorkerConfig(
+        settings=broker.settings(),
+        queue="unencodable",
+        queue_type="classic",
+        max_retries=MAX_RETRIES,
+        task_modules=("tests.fault_tasks",),
+    )
     connection_thread = PoolProcess(config, 0, stop=None, ledger=CrashLedger(1)).connection_thread
     with connect(config.settings) as connection:
         connection.declare(config.topology)
@@ -63,10 +69,12 @@ def _letters_sent(connection, config):
     return letters
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
-@given(error=ANY_TEXT, args=st.lists(ANY_TEXT, max_size=3), attempt=st.integers(0, MAX_RETRIES),
-       retryable=st.booleans())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    error=ANY_TEXT, args=st.lists(ANY_TEXT, max_size=3), attempt=st.integers(0, MAX_RETRIES), retryable=st.booleans()
+)
 def test_any_error_and_arguments_settle_once_and_leave_the_work_queue(settling, error, args, attempt, retryable):
     connection_thread, connection = settling
     config = connection_thread.config
@@ -88,10 +96,19 @@ def test_any_error_and_arguments_settle_once_and_leave_the_work_queue(settling, 
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_an_error_naming_a_file_that_is_not_utf8_is_retried_then_dead_lettered_once(node, unique_name, queue_type):
-    worker = node.start_worker(unique_name, "--processes", "1", "--queue-type", queue_type, "--max-retries", "1",
-                               *TASKS)
-    (task_id,) = node.run("new-task", "--task", "fail_on_a_file_name_that_is_not_utf8_then_retry", "--queue",
-                          unique_name, "--queue-type", queue_type, check=True).stdout.split()
+    worker = node.start_worker(
+        unique_name, "--processes", "1", "--queue-type", queue_type, "--max-retries", "1", *TASKS
+    )
+    (task_id,) = node.run(
+        "new-task",
+        "--task",
+        "fail_on_a_file_name_that_is_not_utf8_then_retry",
+        "--queue",
+        unique_name,
+        "--queue-type",
+        queue_type,
+        check=True,
+    ).stdout.split()
 
     (dead,) = wait_until(lambda: worker.events("task_dead_lettered"), message="the dead letter")
     (letter,) = wait_until(lambda: node.drain(dead_letter_queue_name(unique_name)), message="the letter")
