@@ -4,7 +4,7 @@ import these."""
 
 from bench.benchlib import COUNTER_PATH, mark_executed
 from rabbitry.compare.server import call_async
-from rabbitry.task import task
+from rabbitry.tasks import task
 
 
 @task

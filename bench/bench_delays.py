@@ -27,10 +27,10 @@ import tempfile
 import time
 
 from bench.benchlib import save
+from rabbitry.common.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import delay_level_names
-from rabbitry.common.transport.connect import connect
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 from tests.nodes import RabbitNode
 
 QUEUE = "bench.delays"

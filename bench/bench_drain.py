@@ -38,7 +38,7 @@ from bench.benchlib import AMQP_URL, delete_queues, fmt, queue_state, save, summ
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.compare.worker import stop_worker
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 
 QUEUE = "bench.drain"
 LEAN_PREFETCH = 200

@@ -31,7 +31,7 @@ from bench.bench_work_queue import BIN, start, stop
 from bench.benchlib import AMQP_URL, delete_queues, fmt, raw_channel, save, summarize
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 
 LATENCY_LOG = os.environ.setdefault("BENCH_LATENCY", "/tmp/rabbitry-bench-latency")
 

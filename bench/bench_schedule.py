@@ -22,10 +22,10 @@ import time
 import uuid
 
 from bench.benchlib import delete_queues, save
+from rabbitry.common.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name, schedule_lease_queue, schedule_ledger_queue
-from rabbitry.common.transport.connect import connect
 
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 

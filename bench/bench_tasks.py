@@ -5,7 +5,7 @@ import time
 
 from bench.benchlib import COUNTER_PATH, mark_executed
 from rabbitry.compare.server import call
-from rabbitry.task import task
+from rabbitry.tasks import task
 
 FAIR_LOG = "/tmp/rabbitry-bench-fair"
 

@@ -50,7 +50,7 @@ from bench.benchlib import (
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.compare.worker import stop_worker as stop
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)

@@ -10,6 +10,7 @@ sees a traceback, nor a usage block, for a mistake they can make.
 
 import dataclasses
 import functools
+from typing import BinaryIO, TextIO
 
 import click
 
@@ -37,6 +38,18 @@ from rabbitry.common.topology import (
     log_exchange,
 )
 from rabbitry.common.transport.routing import check_routing_key
+
+
+def text_stream(name: str) -> TextIO:
+    """Standard ``stdin``, ``stdout`` or ``stderr`` as click opens it, with its error handling."""
+    # click 8.5 deprecates get_text_stream (to go in click 9) and serves it through a module
+    # __getattr__, which mypy reads as returning object; before 8.5 it is typed.
+    return click.get_text_stream(name)  # type: ignore[operator,unused-ignore]
+
+
+def binary_stream(name: str) -> BinaryIO:
+    """Standard ``stdin``, ``stdout`` or ``stderr`` as bytes, as click opens it."""
+    return click.get_binary_stream(name)  # type: ignore[operator,unused-ignore]  # as text_stream
 
 
 class CommandFailed(click.ClickException):
@@ -291,8 +304,7 @@ def logging_options(stream: str = "stderr"):
         )
         @functools.wraps(func)
         def wrapper(*args, log_format, log_level, **kwargs):
-            # click 8.5 deprecates get_text_stream and serves it through a module __getattr__ (-> object).
-            configure_logging(log_format, log_level, click.get_text_stream(stream))  # type: ignore[operator]
+            configure_logging(log_format, log_level, text_stream(stream))
             return func(*args, log_format=log_format, log_level=log_level, **kwargs)
 
         return wrapper

@@ -22,7 +22,7 @@ from typing import Any
 from rabbitry.common.delays import delay_route, delay_seconds
 from rabbitry.common.errors import MessageError, MessageTooLarge
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
-from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES, check_short_string
+from rabbitry.common.transport.wire_limits import MAX_SHORT_STRING_BYTES, check_short_string
 
 FORMAT_VERSION = 1
 JSON_CONTENT_TYPE = "application/json"

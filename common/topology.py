@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rabbitry.common.errors import ConfigurationError
-from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES
 from rabbitry.common.transport.routing import check_routing_key
+from rabbitry.common.transport.wire_limits import MAX_SHORT_STRING_BYTES
 
 DEFAULT_TASK_QUEUE = "task_queue"
 QUEUE_TYPES = ("quorum", "classic")

@@ -1,6 +1,6 @@
 """Submitting tasks from asyncio programs (FastAPI, aiohttp, ...), never blocking the event loop.
 
-:class:`AsyncTaskSubmitter` is a :class:`~rabbitry.producers.tasks.TaskSubmitter`
+:class:`AsyncTaskSubmitter` is a :class:`~rabbitry.producers.submitter.TaskSubmitter`
 seen from a coroutine: the same I/O thread owns the connection, so the two
 behave alike (prompt publishing, confirms, reconnecting, direct reply-to
 results) on RabbitMQ and on the in-process broker. Handing a task over is a
@@ -16,7 +16,7 @@ from typing import Any
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.producers.handles import TaskHandle
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 
 
 class AsyncTaskHandle:

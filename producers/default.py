@@ -3,7 +3,7 @@
 Its settings are the ones the commands read: ``AMQP_URL`` and the
 ``AMQP_TLS_*`` files. It asks for results, so that ``task.delay(...).get()``
 works. Every thread of the process shares it (a
-:class:`~rabbitry.producers.tasks.TaskSubmitter` is safe to share), and so
+:class:`~rabbitry.producers.submitter.TaskSubmitter` is safe to share), and so
 do coroutines, through ``task.delay_async``; a forked child process makes
 its own, and at exit each is closed.
 """
@@ -19,7 +19,7 @@ from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from rabbitry.producers.aio import AsyncTaskHandle, AsyncTaskSubmitter
 from rabbitry.producers.handles import TaskHandle
 from rabbitry.producers.metrics import SubmitterMetrics
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 
 _lock = threading.Lock()
 _submitters: dict[str, TaskSubmitter] = {}

@@ -24,6 +24,7 @@ import structlog
 
 from rabbitry.common.cli import (
     RabbitryCommand,
+    binary_stream,
     blocked_timeout_option,
     broker_options,
     log_exchange_options,
@@ -154,7 +155,7 @@ def emit_log(settings, words, exchange, require_route, app_id, log_format, log_l
 def _stream_lines(emitter: LogEmitter, routing_key: str, report: FailureReport) -> bool:
     """Publish each line of standard input; return True if Ctrl-C ended the stream."""
     try:
-        for batch in line_batches(click.get_binary_stream("stdin").fileno()):  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
+        for batch in line_batches(binary_stream("stdin").fileno()):
             for line in batch:
                 if line:  # blank lines carry nothing worth a message
                     emitter.emit(routing_key, line)

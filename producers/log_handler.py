@@ -47,7 +47,7 @@ import structlog
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import log_exchange
-from rabbitry.common.transport.limits import MAX_SHORT_STRING_BYTES
+from rabbitry.common.transport.wire_limits import MAX_SHORT_STRING_BYTES
 from rabbitry.producers.log_emitter import LogEmitter
 
 log = structlog.get_logger("rabbitry.log_handler")

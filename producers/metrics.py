@@ -17,7 +17,7 @@ CONFIRM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class SubmitterMetrics:
-    """The counters and histogram a :class:`~rabbitry.producers.tasks.TaskSubmitter` records into,
+    """The counters and histogram a :class:`~rabbitry.producers.submitter.TaskSubmitter` records into,
     labelled by work queue; one instance serves every submitter of a program."""
 
     def __init__(self, registry=None):

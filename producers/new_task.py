@@ -24,6 +24,7 @@ from rabbitry.common.cli import (
     broker_options,
     logging_options,
     queue_type_option,
+    text_stream,
     work_queue_option,
 )
 from rabbitry.common.delays import due_time, parse_duration, parse_time
@@ -205,13 +206,13 @@ def new_task(
             message.to_outgoing(queue)  # refuse arguments that are not JSON, or too big, or too late, before sending
     total = len(messages) if isinstance(messages, list) else count
     if wait:  # each task asks for its result, and each result is printed (docs/results.md)
-        waited = queue_and_wait(settings, queue, queue_type, messages, timeout, click.get_text_stream("stdout"))  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
+        waited = queue_and_wait(settings, queue, queue_type, messages, timeout, text_stream("stdout"))
         if not waited.all_succeeded:
             click.echo(f"new-task: {waited.summary()}", err=True)
             raise SystemExit(int(ExitCode.FAILURE))
         return
 
-    out = click.get_text_stream("stdout")  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
+    out = text_stream("stdout")
     account, stop, error = BatchAccount(planned=total), threading.Event(), None
     output_closed: list[bool] = []
 

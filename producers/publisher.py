@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import structlog
 
+from rabbitry.common.connect import connect_with_retry
 from rabbitry.common.errors import ConfirmTimeout, ConnectionLost, Interrupted, PublishingBlocked, RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
-from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.transport.contract import Connection, OutgoingMessage, PublishFailure, QueueState
 
 log = structlog.get_logger("rabbitry.publisher")

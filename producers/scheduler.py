@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 import structlog
 
+from rabbitry.common.connect import connect, connect_with_retry
 from rabbitry.common.errors import ConnectionLost, RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import schedule_lease_queue, schedule_ledger_queue, schedule_queues, work_queue
-from rabbitry.common.transport.connect import connect, connect_with_retry
 from rabbitry.common.transport.contract import Connection, Delivery, OutgoingMessage
 from rabbitry.producers.periodic import Plan, Schedule, ScheduleEntry, plan
 

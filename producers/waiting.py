@@ -10,7 +10,7 @@ from rabbitry.common.errors import RabbitryError
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.producers.handles import TaskFailed, TaskHandle
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 
 
 @dataclass

@@ -10,22 +10,18 @@ What an application imports is here, and only here::
     resize.delay("cat.png", width=400)   # a worker runs it: worker --queue images --tasks myapp.tasks
 
 Everything else (``rabbitry.common``, ``rabbitry.workers``, ...) is internal
-and may change. Apart from ``task`` and ``Task``, the names below are imported
-only when first used, so importing ``rabbitry`` (and running ``rabbitry
---help``) stays quick.
+and may change. The names below are imported only when first used, so
+importing ``rabbitry`` (and running ``rabbitry --help``) stays quick.
 """
 
 import importlib
 
-# Imported now, not when first used: the module rabbitry.task shares the decorator's name, and
-# a later import of the module would set the package's attribute ``task`` to the module.
-from rabbitry.task import Task as Task
-from rabbitry.task import task as task
-
 #: Public name -> the module that defines it.
 _EXPORTS = {
     # Tasks
-    "TaskSubmitter": "rabbitry.producers.tasks",
+    "task": "rabbitry.tasks",
+    "Task": "rabbitry.tasks",
+    "TaskSubmitter": "rabbitry.producers.submitter",
     "AsyncTaskSubmitter": "rabbitry.producers.aio",
     "TaskHandle": "rabbitry.producers.handles",
     "TaskFailed": "rabbitry.producers.handles",
@@ -54,7 +50,7 @@ _EXPORTS = {
     "MessageError": "rabbitry.common.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "Task", "task"])
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):

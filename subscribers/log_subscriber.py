@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
+from rabbitry.common.connect import connect, connect_with_retry
 from rabbitry.common.errors import ConfigurationError, ConnectionLost
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
-from rabbitry.common.transport.connect import connect, connect_with_retry
 from rabbitry.common.transport.contract import Connection, Delivery
 from rabbitry.common.transport.routing import check_routing_key, literal_wildcards
 
@@ -120,7 +120,7 @@ class LogSubscriber:
         ``after_round`` is called after each round of deliveries (to flush output, say).
 
         The first connection fails at once if the broker is down; later ones
-        are retried with backoff (see :func:`common.broker.connect_with_retry`).
+        are retried with backoff (see :func:`rabbitry.common.connect.connect_with_retry`).
         """
         stop = stop or threading.Event()
         self._after_round = after_round or (lambda: None)

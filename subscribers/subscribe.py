@@ -34,6 +34,7 @@ from rabbitry.common.cli import (
     log_exchange_options,
     logging_options,
     management_url_option,
+    text_stream,
 )
 from rabbitry.common.errors import ConfigurationError, ManagementUnavailable, NotBound
 from rabbitry.subscribers.history_subscriber import HistoryProgress, HistorySubscriber
@@ -170,7 +171,7 @@ def subscribe(
     now = time.time()
     start = _parsed(parse_since, since, now, "--since")
     end = _parsed(parse_until, until, now, "--until")
-    progress = ProgressLine(click.get_text_stream("stderr")) if since and sys.stderr.isatty() else None  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
+    progress = ProgressLine(text_stream("stderr")) if since and sys.stderr.isatty() else None
     try:
         if start is not None:
             subscriber: LogSubscriber = HistorySubscriber(
@@ -182,7 +183,7 @@ def subscribe(
         raise click.BadParameter(str(error), param_hint="--unbind" if unbind and not queue else "BINDING_KEY") from None
     if unbind:
         check_unbind(settings, exchange, queue, subscriber.unbind, management_url)
-    out = click.get_text_stream("stdout")  # type: ignore[operator]  # click 8.5 deprecates it: a module __getattr__
+    out = text_stream("stdout")
     color = out.isatty() and "NO_COLOR" not in os.environ
     stop = threading.Event()
     _stop_on_signals(stop)

@@ -3,7 +3,7 @@
 import os
 import signal
 
-from rabbitry.task import task
+from rabbitry.tasks import task
 
 
 class PermanentError(Exception):

@@ -13,9 +13,9 @@ import time
 import pika
 from pika import spec
 
+from rabbitry.common.connect import connect
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Queue, Topology, log_exchange
-from rabbitry.common.transport.connect import connect
 
 BIN = os.path.dirname(sys.executable)
 

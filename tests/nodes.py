@@ -38,9 +38,9 @@ from pathlib import Path
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings, TlsSettings
-from rabbitry.common.transport.connect import connect
 
 RABBITMQ_USER = "rabbitmq"
 #: Where the server scripts live; the first that exists is used.

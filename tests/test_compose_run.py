@@ -10,9 +10,9 @@ import json
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
-from rabbitry.common.transport.connect import connect
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.messages import TaskMessage
-from rabbitry.common.transport.connect import connect
-from rabbitry.task import Task
+from rabbitry.tasks import Task
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import Disposition, failure
 from rabbitry.workers.ledger import CrashLedger

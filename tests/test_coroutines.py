@@ -12,12 +12,12 @@ import uuid
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name
-from rabbitry.common.transport.connect import connect
 from rabbitry.compare.server import SlowServer
 from rabbitry.producers.handles import TaskFailed
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules

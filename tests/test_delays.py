@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rabbitry.common.connect import connect
 from rabbitry.common.delays import (
     MAX_DELAY_S,
     delay_route,
@@ -29,7 +30,6 @@ from rabbitry.common.topology import (
     delay_level_names,
     work_queue,
 )
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.routing import binding_matches
 from tests.helpers import NodeCommands, wait_until
 

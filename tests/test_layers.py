@@ -57,7 +57,7 @@ UPPER = (
     "rabbitry.commands",
     "rabbitry.compare",
     "rabbitry.cli",
-    "rabbitry.task",
+    "rabbitry.tasks",
     "rabbitry.plots",
 )
 
@@ -69,7 +69,7 @@ def test_the_source_tree_is_read_whole():
         "rabbitry.common.local.broker",
         "rabbitry.common.transport.contract",
         "rabbitry.workers.pool",
-        "rabbitry.task",
+        "rabbitry.tasks",
     } <= set(ALL)
     assert len(ALL) > 80
 
@@ -80,6 +80,30 @@ def test_no_module_of_common_imports_from_a_layer_above_it(module):
         f"line {line}: {name}" for line, name in imports(ALL[module]) if any(within(name, upper) for upper in UPPER)
     ]
     assert upward == []
+
+
+#: Within common: what each folder may not import (the contract knows neither transport).
+SIDEWAYS = {
+    "rabbitry.common.transport": (
+        "rabbitry.common.amqp",
+        "rabbitry.common.local",
+        "rabbitry.common.logs",
+        "rabbitry.common.connect",
+    ),
+    "rabbitry.common.amqp": ("rabbitry.common.local", "rabbitry.common.connect"),
+    "rabbitry.common.local": ("rabbitry.common.amqp", "rabbitry.common.connect"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(name for name in ALL if any(within(name, folder) for folder in SIDEWAYS)))
+def test_the_contract_knows_neither_transport_and_neither_transport_knows_the_other(module):
+    (folder,) = [folder for folder in SIDEWAYS if within(module, folder)]
+    crossing = [
+        f"line {line}: {name}"
+        for line, name in imports(ALL[module])
+        if any(within(name, forbidden) for forbidden in SIDEWAYS[folder])
+    ]
+    assert crossing == []
 
 
 @pytest.mark.parametrize("module", sorted(ALL))

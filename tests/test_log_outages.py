@@ -7,8 +7,8 @@ These tests stop and start an extra RabbitMQ node of this module's own
 import subprocess
 import tempfile
 
+from rabbitry.common.connect import connect
 from rabbitry.common.topology import log_exchange
-from rabbitry.common.transport.connect import connect
 from rabbitry.producers.log_emitter import LogEmitter
 from rabbitry.producers.log_handler import LogExchangeHandler
 from tests.helpers import bind_everything, command_path, drain, json_lines, wait_until

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.transport.contract import Delivery
-from rabbitry.task import Task
+from rabbitry.tasks import Task
 from rabbitry.workers import execution, metrics
 from rabbitry.workers.config import WorkerConfig
 from tests.helpers import run_command, wait_until

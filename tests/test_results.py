@@ -10,16 +10,16 @@ import uuid
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name
-from rabbitry.common.transport.connect import connect
 from rabbitry.producers import default as default_submitter
 from rabbitry.producers.aio import AsyncTaskSubmitter
 from rabbitry.producers.handles import ResultLost, ResultNotRequested, TaskFailed
-from rabbitry.producers.tasks import TaskSubmitter
-from rabbitry.task import task
+from rabbitry.producers.submitter import TaskSubmitter
+from rabbitry.tasks import task
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules

@@ -13,6 +13,7 @@ import uuid
 import pytest
 import structlog
 
+from rabbitry.common.connect import connect
 from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
@@ -22,7 +23,6 @@ from rabbitry.common.topology import (
     schedule_ledger_queue,
     schedule_queues,
 )
-from rabbitry.common.transport.connect import connect
 from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Schedule, ScheduleEntry
 from rabbitry.producers.scheduler import TICK_HEADER, Scheduler
 from tests.helpers import command_path, wait_until

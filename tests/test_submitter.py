@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from rabbitry.common.errors import Unroutable
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.producers.tasks import SubmitterClosed, TaskSubmitter
+from rabbitry.producers.submitter import SubmitterClosed, TaskSubmitter
 from tests.helpers import wait_until
 
 
@@ -104,7 +104,7 @@ def test_a_program_that_exits_without_closing_its_submitter_still_queues_its_tas
     program = textwrap.dedent(f"""
         from rabbitry.common.messages import TaskMessage
         from rabbitry.common.settings import BrokerSettings
-        from rabbitry.producers.tasks import TaskSubmitter
+        from rabbitry.producers.submitter import TaskSubmitter
 
         submitter = TaskSubmitter(BrokerSettings.from_url({broker_url!r}), {work_queue_name!r}, "classic")
         submitter.connect().submit(TaskMessage("noop"))

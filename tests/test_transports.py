@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import BrokerRefused, Unencodable
 from rabbitry.common.local.connection import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, ExchangeBinding, Queue, Topology
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import QueueState
-from rabbitry.common.transport.limits import SHORT_STRING_FIELDS
+from rabbitry.common.transport.wire_limits import SHORT_STRING_FIELDS
 from tests.helpers import WorkerProcess, json_lines, run_command, wait_until
 from tests.transport_helpers import Inbox, get_within, message, publish_all
 

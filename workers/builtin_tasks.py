@@ -2,7 +2,7 @@
 
 import time
 
-from rabbitry.task import task
+from rabbitry.tasks import task
 
 
 class TaskFailed(Exception):

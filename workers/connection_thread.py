@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import structlog
 
+from rabbitry.common.connect import connect_with_retry
 from rabbitry.common.errors import (
     AcknowledgementTimedOut,
     BrokerRefused,
@@ -27,7 +28,6 @@ from rabbitry.common.errors import (
     RabbitryError,
     Unencodable,
 )
-from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.common.transport.contract import UNPUBLISHABLE, Connection, Delivery, OutgoingMessage
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig

@@ -42,7 +42,7 @@ log = structlog.get_logger("rabbitry.worker")
 #: reports callbacks over 0.1 s; a loaded machine needs more slack).
 BLOCKED_LOOP_WARNING_S = 0.5
 #: The longest a finished coroutine waits for the connection thread to be asked to ack it.
-FLUSH_AFTER_S = 0.002
+WAKE_AFTER_S = 0.002
 #: How often the loop notes that it runs, and cancels coroutines past their time limit.
 BEAT_S = 0.05
 
@@ -114,7 +114,7 @@ class CoroutineTasks:
         #: When each running coroutine's time limit is up (monotonic), and those cancelled for it.
         self._deadlines: dict[asyncio.Task, float] = {}
         self._over_limit: set[asyncio.Task] = set()
-        self._flush_armed = False
+        self._wake_armed = False
         self._loop_seen = time.monotonic()
         self._blocked_reported = False
         self.acks = Acknowledgements()
@@ -172,11 +172,11 @@ class CoroutineTasks:
             return
         generation, deliveries = batch
         for delivery in deliveries:
-            admitted = self._loop.create_task(self._settle(generation, delivery))
+            admitted = self._loop.create_task(self._run_one(generation, delivery))
             self._admitted.add(admitted)
             admitted.add_done_callback(self._admitted.discard)
 
-    async def _settle(self, generation: int, delivery: Delivery) -> None:
+    async def _run_one(self, generation: int, delivery: Delivery) -> None:
         handover = self._handover
         async with self._slots:
             if not handover.begin(generation):
@@ -187,19 +187,19 @@ class CoroutineTasks:
                 except Exception as error:  # a fault of the worker's (run_coroutine_task catches the task's own)
                     disposition = self._tasks.worker_error(delivery, error)
                 handover.finished(generation, disposition)
-                self._flush_soon()
+                self._wake_soon()
             finally:
                 handover.end()
 
-    def _flush_soon(self) -> None:
-        """Have the connection thread settle what is done within FLUSH_AFTER_S: coroutines finish
+    def _wake_soon(self) -> None:
+        """Have the connection thread settle what is done within WAKE_AFTER_S: coroutines finish
         in any order, each acked as soon as it can be, and one wake-up serves all that end meanwhile."""
-        if not self._flush_armed:
-            self._flush_armed = True
-            self._loop.call_later(FLUSH_AFTER_S, self._ask_for_flush)
+        if not self._wake_armed:
+            self._wake_armed = True
+            self._loop.call_later(WAKE_AFTER_S, self._wake_connection_thread)
 
-    def _ask_for_flush(self) -> None:
-        self._flush_armed = False
+    def _wake_connection_thread(self) -> None:
+        self._wake_armed = False
         self._handover.wake()
 
     async def _execute(self, generation: int, delivery: Delivery) -> Disposition:

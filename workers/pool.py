@@ -8,8 +8,8 @@ from typing import Protocol
 
 import structlog
 
+from rabbitry.common.connect import connect_with_retry
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
-from rabbitry.common.transport.connect import connect_with_retry
 from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.connection_thread import EXIT_TIME_LIMIT

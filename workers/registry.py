@@ -1,6 +1,6 @@
 """The task registry: the only code a message can make a worker run.
 
-Each :func:`rabbitry.task` adds its :class:`~rabbitry.task.Task` here by name;
+Each :func:`rabbitry.task` adds its :class:`~rabbitry.tasks.Task` here by name;
 a worker imports its task modules (:func:`load_task_modules`), and runs a
 message's task only if a module registered it.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from rabbitry.common.errors import ConfigurationError, DuplicateTask, UnknownTask
 
 if TYPE_CHECKING:
-    from rabbitry.task import Task
+    from rabbitry.tasks import Task
 
 
 def _defined_at(function: Callable) -> tuple[str, str]:

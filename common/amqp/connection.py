@@ -37,7 +37,7 @@ from rabbitry.common.errors import (
 )
 from rabbitry.common.settings import BrokerSettings, mask_url
 from rabbitry.common.topology import Topology, existing_may_serve
-from rabbitry.common.transport import limits as amqp_limits
+from rabbitry.common.transport import wire_limits
 from rabbitry.common.transport.contract import (
     UNPUBLISHABLE,
     Connection,
@@ -284,7 +284,7 @@ class AmqpConnection(Connection):
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
-        amqp_limits.check_topology(topology)
+        wire_limits.check_topology(topology)
         existing: dict[str, str] = {}
         with translated("declaring the topology"):
             names = self._once_queues_started(lambda: self._declare_all(topology, existing))
@@ -400,10 +400,10 @@ class AmqpConnection(Connection):
                 self._connection.process_data_events(0)
 
     def check_publishable(self, message: OutgoingMessage) -> None:
-        amqp_limits.check_message(message)
+        wire_limits.check_message(message)
         with translated("encoding a message"):
             size = len(b"".join(_properties(message).encode()))
-        amqp_limits.check_content_header(size, pika_internals.frame_max(self._connection))
+        wire_limits.check_content_header(size, pika_internals.frame_max(self._connection))
 
     @property
     def unconfirmed(self) -> int:

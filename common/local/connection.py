@@ -31,7 +31,7 @@ from collections.abc import Callable
 from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
 from rabbitry.common.local.broker import LocalBroker
 from rabbitry.common.local.dead_letters import REJECTED
-from rabbitry.common.local.outbox import ACK, DEAD_LETTER, REQUEUE, Acknowledgement, Publish
+from rabbitry.common.local.outbox import ACK, DEAD_LETTER, REQUEUE, AckOrReject, Publish
 from rabbitry.common.local.queue import Consumer, Envelope, LocalQueue
 from rabbitry.common.local.refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused
 from rabbitry.common.local.reply_to import (
@@ -54,7 +54,7 @@ from rabbitry.common.transport.contract import (
     PublishOutcomes,
     QueueState,
 )
-from rabbitry.common.transport.limits import check_message, check_topology, may_be_too_long
+from rabbitry.common.transport.wire_limits import check_message, check_topology, may_be_too_long
 
 _brokers: dict[str, LocalBroker] = {}
 _brokers_lock = threading.Lock()
@@ -115,7 +115,7 @@ class LocalConnection(Connection):
         self._consumers: dict[str, Consumer] = {}
         self._consumer_numbers = itertools.count(1)
         # Publishes, acks and rejects sent but not yet read by the broker, in order.
-        self._outbox: list[Publish | Acknowledgement] = []
+        self._outbox: list[Publish | AckOrReject] = []
         self._unsent = 0  # publishes in the outbox
         self._publish_outcomes = PublishOutcomes()
         self._reply_address: str | None = None  # while consuming direct reply-to
@@ -196,7 +196,7 @@ class LocalConnection(Connection):
 
     def take_unconfirmed(self) -> list[tuple[OutgoingMessage, bool]]:
         unsent = [(sent.message, sent.mandatory) for sent in self._outbox if type(sent) is Publish]
-        self._outbox = [sent for sent in self._outbox if type(sent) is Acknowledgement]
+        self._outbox = [sent for sent in self._outbox if type(sent) is AckOrReject]
         self._unsent = 0
         return unsent
 
@@ -267,12 +267,12 @@ class LocalConnection(Connection):
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         if not self._open:  # _check_open(), inline on every message's path
             raise ConnectionLost(_CLOSED)
-        self._outbox.append(Acknowledgement(delivery_tag, multiple, ACK))
+        self._outbox.append(AckOrReject(delivery_tag, multiple, ACK))
 
     def reject(self, delivery_tag: int, requeue: bool = True) -> None:
         if not self._open:  # _check_open(), inline on every message's path
             raise ConnectionLost(_CLOSED)
-        self._outbox.append(Acknowledgement(delivery_tag, False, REQUEUE if requeue else DEAD_LETTER))
+        self._outbox.append(AckOrReject(delivery_tag, False, REQUEUE if requeue else DEAD_LETTER))
 
     def _send_locked(self) -> None:
         """Carry out, in order, the publishes, acks and rejects buffered since the last call.

@@ -1,6 +1,6 @@
 """What an in-process connection sends its broker, as frames on a socket: publishes, acks, rejects.
 
-A connection buffers them as :class:`Publish` and :class:`Acknowledgement` and sends
+A connection buffers them as :class:`Publish` and :class:`AckOrReject` and sends
 them to the broker in order, in batches, under the broker's lock.
 """
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from rabbitry.common.transport.contract import OutgoingMessage
 
-#: What an :class:`Acknowledgement` does with its deliveries.
+#: What an :class:`AckOrReject` does with its deliveries.
 ACK, REQUEUE, DEAD_LETTER = "ack", "requeue", "dead-letter"
 
 
@@ -21,7 +21,7 @@ class Publish:
 
 
 @dataclass(slots=True)
-class Acknowledgement:
+class AckOrReject:
     """A basic.ack or basic.reject (a negative acknowledgement) on its way to the broker."""
 
     delivery_tag: int  # with ``multiple``, 0 stands for every outstanding delivery, as in AMQP

@@ -154,7 +154,7 @@ class Connection(abc.ABC):
         """Raise :class:`~common.errors.Unencodable` if this transport cannot carry ``message``.
 
         Both transports refuse a short-string field that is over 255 bytes or
-        not UTF-8 (:func:`rabbitry.common.transport.limits.check_message`); RabbitMQ also
+        not UTF-8 (:func:`rabbitry.common.transport.wire_limits.check_message`); RabbitMQ also
         refuses headers of a type AMQP lacks, or too large for one frame.
         :meth:`publish` finds it out too, but only as the message goes out, or
         on RabbitMQ, for a header too large for one frame, by losing the

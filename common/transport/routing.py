@@ -8,7 +8,7 @@ words at all, so ``#`` matches it and ``*`` does not.
 """
 
 from rabbitry.common.errors import InvalidRoutingKey
-from rabbitry.common.transport.limits import check_short_string
+from rabbitry.common.transport.wire_limits import check_short_string
 
 
 def _words(key: str) -> list[str]:

@@ -22,6 +22,7 @@ import structlog
 
 from rabbitry import plots
 from rabbitry.common.cli import RabbitryCommand, broker_options, json_option
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.logs.history import retain
@@ -29,14 +30,13 @@ from rabbitry.common.messages import TaskMessage
 from rabbitry.common.retention import Retention
 from rabbitry.common.settings import LOCAL_URL, BrokerSettings
 from rabbitry.common.topology import Exchange, dead_letter_queue_name, history_stream_name
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.routing import binding_matches
 from rabbitry.producers.log_emitter import LogEmitter
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 from rabbitry.subscribers.history_subscriber import HistorySubscriber
 from rabbitry.subscribers.log_subscriber import LogSubscriber
 from rabbitry.subscribers.since import parse_since
-from rabbitry.task import task
+from rabbitry.tasks import task
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import ThreadedWorkerPool

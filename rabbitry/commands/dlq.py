@@ -19,10 +19,10 @@ from collections.abc import Callable
 import click
 
 from rabbitry.common.cli import RabbitryCommand, RabbitryGroup, broker_options, json_option, work_queue_option
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import ConfigurationError, ExitCode, MessageError, RabbitryError
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS, Connection, Delivery, OutgoingMessage
 from rabbitry.workers.execution import ERROR_HEADER, LEFT_OUT_HEADER, QUEUE_HEADER, REASON_HEADER, TASK_HEADER
 

@@ -24,11 +24,11 @@ from rabbitry.common.cli import (
     logging_options,
     management_url_option,
 )
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import ConfigurationError, ManagementUnavailable
 from rabbitry.common.logs.history import retain as retain_history
 from rabbitry.common.retention import Retention, parse_size
 from rabbitry.common.topology import history_stream_name
-from rabbitry.common.transport.connect import connect
 
 
 @click.group(cls=RabbitryGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,9 +3,9 @@
 import click
 
 from rabbitry.common.cli import RabbitryCommand, RabbitryGroup, broker_options, check_work_queue
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import ConfigurationError, ExitCode, RabbitryError
 from rabbitry.common.topology import work_queue_names
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import QueueState
 
 

@@ -15,9 +15,9 @@ from rabbitry.common.cli import (
     management_url_option,
     work_queue_option,
 )
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import BrokerUnavailable
 from rabbitry.common.topology import DELAY_LEVEL_PREFIX, DELAY_UNROUTED, delay_level_names, work_queue_names
-from rabbitry.common.transport.connect import connect
 
 
 @click.command()

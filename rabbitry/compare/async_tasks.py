@@ -7,7 +7,7 @@ with ``_async`` appended.
 """
 
 from rabbitry.compare.tasks import fetch_async, mark_executed, noop_async, spin_async
-from rabbitry.task import task
+from rabbitry.tasks import task
 
 
 @task(name="compare.noop_async")

@@ -19,10 +19,10 @@ import click
 
 from rabbitry import plots
 from rabbitry.common.cli import RabbitryCommand, broker_options, json_option
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.common.transport.connect import connect
 from rabbitry.compare import concurrency as compare_concurrency
 from rabbitry.compare import workloads
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from rabbitry.compare.server import call, call_async
-from rabbitry.task import task
+from rabbitry.tasks import task
 
 #: Steps of the CPU-bound loop: about 5 ms of one core on the 2-core VM of docs/benchmarks.md.
 CPU_LOOP_STEPS = 55_000

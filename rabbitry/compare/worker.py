@@ -21,13 +21,13 @@ import tempfile
 import threading
 import time
 
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import TLS_CA_ENVVAR, TLS_CERT_ENVVAR, TLS_KEY_ENVVAR, URL_ENVVAR, BrokerSettings
 from rabbitry.common.topology import work_queue_names
-from rabbitry.common.transport.connect import connect
 from rabbitry.compare.tasks import Workload
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import ThreadedWorkerPool

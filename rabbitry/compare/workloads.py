@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from rabbitry.common.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import Connection, Delivery, OutgoingMessage
 from rabbitry.common.transport.routing import topic_matches
 from rabbitry.workers.registry import load_task_modules, registry

@@ -6,7 +6,7 @@ import time
 
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
-from rabbitry.producers.tasks import TaskSubmitter
+from rabbitry.producers.submitter import TaskSubmitter
 from tests.helpers import succeeded_ids, wait_until
 
 

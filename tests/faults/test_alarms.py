@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import work_queue
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import OutgoingMessage
 from rabbitry.producers.log_handler import LogExchangeHandler
 from tests.helpers import command_path, json_lines, summary_counts, wait_until

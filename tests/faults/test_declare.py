@@ -4,9 +4,9 @@ Every command uses them with one warning line; a real mismatch stays a refusal."
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import Queue, Topology
-from rabbitry.common.transport.connect import connect
 from tests.faults.helpers import wait_for_all
 from tests.helpers import NodeCommands, json_lines
 

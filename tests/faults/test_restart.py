@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from rabbitry.common.connect import connect
 from rabbitry.common.topology import Queue, Topology, dead_letter_queue_name, work_queue
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import OutgoingMessage, QueueState
 from rabbitry.producers.publisher import ReliablePublisher
 from tests.faults.helpers import BackgroundSubmitter, wait_for_all

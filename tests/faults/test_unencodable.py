@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.fault_tasks  # noqa: F401 - registers the tasks decoded here
+from rabbitry.common.connect import connect
 from rabbitry.common.messages import JSON_CONTENT_TYPE
 from rabbitry.common.topology import dead_letter_queue_name, delay_level_names
-from rabbitry.common.transport.connect import connect
 from rabbitry.common.transport.contract import OutgoingMessage
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER, decode, failure, header_text
