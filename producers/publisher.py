@@ -123,8 +123,9 @@ class ReliablePublisher:
     def publish(self, message: OutgoingMessage, mandatory: bool = False) -> None:
         """Publish one message; waits only when the confirm window is full."""
         try:
-            self._live.publish(message, mandatory)
-            if self._live.unconfirmed >= self.window:
+            connection = self._live
+            connection.publish(message, mandatory)
+            if connection.unconfirmed >= self.window:
                 # Wait for half the window only, so the pipeline never runs dry.
                 failed = self._wait_for_confirms(down_to=self.window // 2)
                 self._failures.extend(self._publish_nacked_again(failed))
