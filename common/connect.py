@@ -26,7 +26,7 @@ def connect(settings: BrokerSettings, name: str = "rabbitry") -> Connection:
         from rabbitry.common.local.connection import connect_local
 
         return connect_local(settings)
-    from rabbitry.common.amqp.connection import open_connection
+    from rabbitry.common.amqp.opening import open_connection
 
     return open_connection(settings, name)
 
