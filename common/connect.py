@@ -23,10 +23,10 @@ def connect(settings: BrokerSettings, name: str = "rabbitry") -> Connection:
     Raises BrokerUnavailable or BrokerRefused with a one-line reason.
     """
     if settings.is_local:
-        from rabbitry.common.local.connection import connect_local
+        from rabbitry.common.local.registry import connect_local
 
         return connect_local(settings)
-    from rabbitry.common.amqp.connection import open_connection
+    from rabbitry.common.amqp.opening import open_connection
 
     return open_connection(settings, name)
 

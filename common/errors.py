@@ -1,7 +1,7 @@
 """rabbitry's exception hierarchy and the CLI's exit codes.
 
-pika's exceptions never leave :mod:`rabbitry.common.amqp.connection`; they are translated into
-these, so callers handle one family of errors whatever the transport.
+pika's exceptions never leave :mod:`rabbitry.common.amqp`; they are translated into these
+(by :mod:`rabbitry.common.amqp.translation`), so callers handle one family of errors whatever the transport.
 """
 
 import enum

@@ -15,7 +15,7 @@ import pytest
 
 from rabbitry.common.connect import connect
 from rabbitry.common.errors import RabbitryError
-from rabbitry.common.local.connection import broker_name, forget_broker
+from rabbitry.common.local.registry import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DELAY_DELIVERY_EXCHANGE, DELAY_UNROUTED, dead_letter_queue_name, delay_level_names
 from tests.helpers import WorkerProcess, rabbitmq_image, run_command

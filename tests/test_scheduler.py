@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from rabbitry.common.connect import connect
-from rabbitry.common.local.connection import broker_name, forget_broker
+from rabbitry.common.local.registry import broker_name, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import (

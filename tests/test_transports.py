@@ -13,7 +13,7 @@ import pytest
 
 from rabbitry.common.connect import connect
 from rabbitry.common.errors import BrokerRefused, Unencodable
-from rabbitry.common.local.connection import broker_name, forget_broker
+from rabbitry.common.local.registry import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, ExchangeBinding, Queue, Topology
 from rabbitry.common.transport.contract import QueueState

@@ -6,7 +6,7 @@ import uuid
 
 import pika
 
-from rabbitry.common.local.connection import broker_name, forget_broker
+from rabbitry.common.local.registry import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS

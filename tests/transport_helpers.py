@@ -5,7 +5,7 @@ collects a consumer's deliveries."""
 import time
 
 from rabbitry.common.connect import connect
-from rabbitry.common.local.connection import broker_name, forget_broker
+from rabbitry.common.local.registry import broker_name, forget_broker
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
 from rabbitry.common.transport.contract import OutgoingMessage

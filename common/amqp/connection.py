@@ -1,7 +1,9 @@
 """The RabbitMQ transport: :class:`common.transport.Connection` over pika.
 
-Every pika exception is translated here (see :func:`translated`), so none
-leaves this module.
+:class:`AmqpConnection` wraps one pika ``BlockingConnection`` and its channel.
+Every pika exception is translated where it leaves a call (with
+:func:`~rabbitry.common.amqp.translation.translated`), so none leaves this
+module; opening the connection is in :mod:`rabbitry.common.amqp.opening`.
 
 Publishing is pipelined: pika's ``BlockingChannel`` waits for each confirm
 in turn when confirms are on, so publishes and confirms go through the
@@ -11,31 +13,17 @@ delivery tag as in pika's asynchronous publisher example.
 """
 
 import contextlib
-import ssl
 import time
-import urllib.parse
-from typing import TypeGuard
 
 import pika
 import pika.exceptions as pika_errors
 import structlog
-from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQPConnectorStackTimeout
 from pika.spec import Basic
 
 from rabbitry.common.amqp import pika_internals
 from rabbitry.common.amqp.frames import decode_frame
-from rabbitry.common.errors import (
-    AcknowledgementTimedOut,
-    BrokerRefused,
-    BrokerUnavailable,
-    ConfirmTimeout,
-    ConnectionLost,
-    ConsumerCancelled,
-    PublishingBlocked,
-    RabbitryError,
-    Unencodable,
-)
-from rabbitry.common.settings import BrokerSettings, mask_url
+from rabbitry.common.amqp.translation import QUEUE_START_WAIT_S, channel_closure, queue_not_started, translated
+from rabbitry.common.errors import ConfirmTimeout, ConnectionLost, ConsumerCancelled, Unencodable
 from rabbitry.common.topology import Topology, existing_may_serve
 from rabbitry.common.transport import wire_limits
 from rabbitry.common.transport.contract import (
@@ -52,167 +40,9 @@ from rabbitry.common.transport.contract import (
 _FLUSH_EVERY = 64
 #: Slice in which a blocking wait does I/O: short, so confirms are seen promptly.
 _WAIT_SLICE_S = 0.002
-#: How long a declaration waits for durable queues the node is still starting: for a moment
-#: after a restarted node accepts connections, its streams and quorum queues answer
-#: "home node ... is down or inaccessible", as they do while their node is down in a cluster.
-QUEUE_START_WAIT_S = 30.0
-
-_REFUSED = (
-    pika_errors.ProbableAuthenticationError,
-    pika_errors.ProbableAccessDeniedError,
-    pika_errors.AuthenticationError,
-)
-#: What pika raises when it cannot encode a message (a property over 255 bytes, a header
-#: of a type AMQP lacks, text that is not UTF-8); it has sent nothing of it by then.
-_UNENCODABLE = (pika_errors.ShortStringTooLong, pika_errors.UnsupportedAMQPFieldException, UnicodeEncodeError)
 #: Queues and exchanges this process uses as they were declared elsewhere: it warns once of each.
 _USED_AS_THEY_EXIST: set[str] = set()
 log = structlog.get_logger("rabbitry.amqp")
-
-#: Everything pika raises while a connection is being opened: its own errors, socket and
-#: TLS errors, and the connection workflow's, such as a server that accepts TCP but never
-#: completes the AMQP handshake (AMQPConnectorStackTimeout), which are not AMQPErrors.
-_CONNECTING = (pika_errors.AMQPError, AMQPConnectorException, OSError)
-_LOST = (
-    pika_errors.AMQPConnectionError,
-    pika_errors.ConnectionWrongStateError,
-    pika_errors.ChannelWrongStateError,
-    pika_errors.StreamLostError,
-    pika_errors.ChannelClosed,
-    OSError,
-)
-
-
-def translate(error: BaseException, where: str = "") -> RabbitryError:
-    """The rabbitry error that stands for a pika (or socket) error."""
-    prefix = f"{where}: " if where else ""
-    if isinstance(error, _UNENCODABLE):
-        return Unencodable(f"{prefix}cannot be encoded for AMQP: {type(error).__name__}")
-    if isinstance(error, _REFUSED):
-        return BrokerRefused(f"{prefix}the broker refused the login (check user, password and vhost)")
-    if _queue_not_started(error):
-        return ConnectionLost(f"{prefix}{error.reply_text} (waited {QUEUE_START_WAIT_S:g} s for it)")
-    if isinstance(error, pika_errors.ChannelClosedByBroker):
-        return BrokerRefused(f"{prefix}the broker refused: {error.reply_text} ({error.reply_code})")
-    if isinstance(error, pika_errors.ConnectionBlockedTimeout):
-        return PublishingBlocked(f"{prefix}the broker blocked publishing for longer than the blocked timeout")
-    if isinstance(error, pika_errors.ConnectionClosedByBroker):
-        return ConnectionLost(f"{prefix}the broker closed the connection: {error.reply_text} ({error.reply_code})")
-    if isinstance(error, pika_errors.AMQPConnectionError) and error.args and isinstance(error.args[0], BaseException):
-        return translate(error.args[0], where)
-    detail = str(error) or type(error).__name__
-    return ConnectionLost(f"{prefix}connection lost: {mask_url(detail)}")
-
-
-def _queue_not_started(error: BaseException) -> TypeGuard[pika_errors.ChannelClosedByBroker]:
-    """Whether the broker closed a channel because a durable queue's process is not running (yet)."""
-    return (
-        isinstance(error, pika_errors.ChannelClosedByBroker)
-        and error.reply_code == 404
-        and "is down or inaccessible" in str(error.reply_text)
-    )
-
-
-def channel_closure(reason: BaseException) -> ConnectionLost | None:
-    """The error that names why the broker closed a channel under a consumer, when the
-    cause is one a consumer must know by name: a delivery-acknowledgement timeout."""
-    if (
-        isinstance(reason, pika_errors.ChannelClosedByBroker)
-        and reason.reply_code == 406
-        and "delivery acknowledgement" in str(reason.reply_text)
-    ):
-        return AcknowledgementTimedOut(
-            "the broker closed the channel: a delivery stayed unacknowledged past its consumer_timeout, and "
-            f"the broker requeues what the channel held ({reason.reply_text})"
-        )
-    return None
-
-
-@contextlib.contextmanager
-def translated(where: str = ""):
-    """Re-raise any pika or socket error as the matching RabbitryError."""
-    try:
-        yield
-    except (pika_errors.AMQPError, OSError, UnicodeEncodeError) as error:
-        raise translate(error, where) from None
-
-
-def connection_parameters(settings: BrokerSettings, url: str, name: str) -> pika.URLParameters:
-    """pika parameters for one of the configured URLs."""
-    try:
-        params = pika.URLParameters(url)
-    except Exception as error:  # pika raises plain ValueError/TypeError/KeyError here
-        raise BrokerUnavailable(f"bad broker URL {mask_url(url)!r}: {error}") from None
-    if "heartbeat" not in urllib.parse.urlsplit(url).query:
-        params.heartbeat = settings.heartbeat
-    params.connection_attempts = settings.connection_attempts
-    params.socket_timeout = 5
-    # pika drops a connection blocked for longer (ConnectionBlockedTimeout, see translate).
-    blocked = settings.blocked_timeout
-    params.blocked_connection_timeout = None if blocked is None or blocked == float("inf") else blocked
-    params.client_properties = {"connection_name": name, "product": "rabbitry"}
-    if urllib.parse.urlsplit(url).scheme == "amqps":
-        tls = settings.tls
-        context = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.cert_file:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
-        if not tls.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        params.ssl_options = pika.SSLOptions(context, params.host)
-    return params
-
-
-def open_connection(settings: BrokerSettings, name: str = "rabbitry") -> "AmqpConnection":
-    """Connect to the first configured URL that answers.
-
-    Raises BrokerRefused when a broker answered but said no (bad login), and
-    BrokerUnavailable when none answered.
-    """
-    failures = []
-    for url in settings.urls:
-        params = connection_parameters(settings, url, name)
-        try:
-            return AmqpConnection(pika.BlockingConnection(params), url)
-        except _REFUSED:
-            raise BrokerRefused(
-                f"the broker at {mask_url(url)} refused the login (check user, password and vhost)"
-            ) from None
-        except _CONNECTING as error:
-            failures.append(f"{mask_url(url)} ({_reason(error, tls=params.ssl_options is not None)})")
-    raise BrokerUnavailable("cannot reach the broker at " + ", ".join(failures))
-
-
-def _reason(error: BaseException, tls: bool = False) -> str:
-    """The root cause of a connection failure, in a few words."""
-    while True:
-        if (
-            isinstance(error, pika_errors.AMQPConnectionError)
-            and error.args
-            and isinstance(error.args[0], BaseException)
-        ):
-            error = error.args[0]
-        elif isinstance(cause := getattr(error, "exception", None), BaseException):
-            error = cause  # pika's connection-workflow wrappers
-        else:
-            break
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    if isinstance(error, AMQPConnectorStackTimeout):
-        return (
-            "no AMQP handshake within the connection timeout: the server accepts TCP but does not "
-            "answer as a broker (a frozen node, a stalled proxy, or not a RabbitMQ port)"
-        )
-    if isinstance(error, pika_errors.IncompatibleProtocolError) and tls:
-        # TLS 1.3 reports a refused (or missing) client certificate only by closing.
-        return (
-            "the broker closed the connection during the handshake: check the client certificate "
-            "and key (--tls-cert-file, --tls-key-file)"
-        )
-    if isinstance(error, pika_errors.IncompatibleProtocolError):
-        return "not an AMQP 0-9-1 server, or it closed the connection during the handshake"
-    text = str(error) or type(error).__name__
-    return mask_url(text.replace("\n", " "))
 
 
 def _properties(message: OutgoingMessage) -> pika.BasicProperties:
@@ -345,7 +175,7 @@ class AmqpConnection(Connection):
             try:
                 return operation()
             except pika_errors.ChannelClosedByBroker as error:
-                if not _queue_not_started(error) or time.monotonic() + pause > deadline:
+                if not queue_not_started(error) or time.monotonic() + pause > deadline:
                     raise
                 log.debug("waiting_for_queue_to_start", detail=error.reply_text)
             self._connection.sleep(pause)
@@ -524,7 +354,7 @@ class AmqpConnection(Connection):
             try:
                 result = self._once_queues_started(inspect, reopen=False)
             except pika_errors.ChannelClosedByBroker as error:
-                if error.reply_code == 404 and not _queue_not_started(error):
+                if error.reply_code == 404 and not queue_not_started(error):
                     return None
                 raise
         return QueueState(result.method.message_count, result.method.consumer_count)

@@ -1,10 +1,10 @@
 """The in-process transport: :class:`common.transport.Connection` without a server.
 
 ``local://`` selects it (``local://name`` picks a named broker, so a process
-can hold several). Producers, workers and subscribers run on it unchanged,
-as threads of one process: it is rabbitry's embedded default when no
-RabbitMQ is around, the fast double in tests, and the in-process side of
-``rabbitry compare``.
+can hold several: :mod:`rabbitry.common.local.registry` keeps them).
+Producers, workers and subscribers run on it unchanged, as threads of one
+process: it is rabbitry's embedded default when no RabbitMQ is around, the
+fast double in tests, and the in-process side of ``rabbitry compare``.
 
 Like a pika connection, a :class:`LocalConnection` belongs to the thread
 that uses it. The broker hands it deliveries through a ``queue.SimpleQueue``
@@ -24,8 +24,6 @@ sends it is in :mod:`rabbitry.common.local.outbox`.
 import contextlib
 import itertools
 import queue
-import threading
-import urllib.parse
 from collections.abc import Callable
 
 from rabbitry.common.errors import BrokerRefused, ConnectionLost, Unencodable
@@ -43,7 +41,6 @@ from rabbitry.common.local.reply_to import (
 )
 from rabbitry.common.local.stream import STREAM_OFFSET, check_stream_consumer
 from rabbitry.common.replies import DIRECT_REPLY_TO
-from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Topology
 from rabbitry.common.transport.contract import (
     UNPUBLISHABLE,
@@ -55,39 +52,6 @@ from rabbitry.common.transport.contract import (
     QueueState,
 )
 from rabbitry.common.transport.wire_limits import check_message, check_topology, may_be_too_long
-
-_brokers: dict[str, LocalBroker] = {}
-_brokers_lock = threading.Lock()
-
-
-def broker_named(name: str = "") -> LocalBroker:
-    """The process's in-process broker called ``name``, created on first use."""
-    with _brokers_lock:
-        broker = _brokers.get(name)
-        if broker is None:
-            broker = _brokers[name] = LocalBroker(name)
-        return broker
-
-
-def forget_broker(name: str = "") -> None:
-    """Drop the broker called ``name`` with everything it holds, as a restart of a
-    server that keeps nothing on disk would. Its open connections stop working."""
-    with _brokers_lock:
-        broker = _brokers.pop(name, None)
-    if broker is not None:
-        broker.close()
-
-
-def broker_name(url: str) -> str:
-    """The broker name in a ``local://name`` URL ('' for plain ``local://``)."""
-    parsed = urllib.parse.urlsplit(url)
-    return parsed.netloc or parsed.path.strip("/")
-
-
-def connect_local(settings: BrokerSettings, name: str = "rabbitry") -> "LocalConnection":
-    """A connection to the in-process broker that ``settings`` names."""
-    return LocalConnection(broker_named(broker_name(settings.urls[0])), name)
-
 
 #: Publishes buffered before they are sent to the broker in one go (as rabbitry.common.amqp.connection flushes).
 _SEND_EVERY = 64
