@@ -16,7 +16,6 @@ import os
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 
 import structlog
@@ -27,6 +26,7 @@ from rabbitry.common.replies import DIRECT_REPLY_TO, read_reply
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, work_queue
 from rabbitry.common.transport.contract import Connection, Delivery, OutgoingMessage, PublishFailure
+from rabbitry.producers.awaited_replies import AwaitedReplies
 from rabbitry.producers.handles import ResultLost, TaskCompletion, TaskHandle
 from rabbitry.producers.metrics import SubmitterMetrics
 from rabbitry.producers.publisher import DEFAULT_WINDOW, ReliablePublisher
@@ -95,8 +95,7 @@ class TaskSubmitter:
         # id(message) -> (message, its handle's completion, when submitted), from submit() until
         # the broker confirms or refuses it.
         self._in_flight: dict[int, tuple[OutgoingMessage, TaskCompletion, float]] = {}
-        # Held weakly, as only its handle holds it: a reply nobody can read is dropped.
-        self._awaiting_reply: weakref.WeakValueDictionary[str, TaskCompletion] = weakref.WeakValueDictionary()
+        self._awaiting_reply = AwaitedReplies()
         self._failures: list[PublishFailure] = []  # since the last flush
         self._wake_pending = False
         self._closing = False
@@ -212,7 +211,7 @@ class TaskSubmitter:
                 raise self._error
             self._in_flight[id(outgoing)] = (outgoing, completion, time.monotonic())
             if self.results:
-                self._awaiting_reply[message.id] = completion
+                self._awaiting_reply.expect(completion)
             self._submissions.append(outgoing)
             if self._metrics is not None:
                 self._metrics.submitted.inc()
@@ -332,10 +331,7 @@ class TaskSubmitter:
             # Replies to tasks confirmed on the lost connection had only that connection to go to.
             lost = ResultLost("the connection that was to carry this task's reply was lost")
             with self._lock:
-                for task_id, completion in list(self._awaiting_reply.items()):
-                    if completion.confirmed:
-                        del self._awaiting_reply[task_id]
-                        completion.lose_result(lost)
+                self._awaiting_reply.lose_confirmed(lost)
                 self._changed.notify_all()
 
     def _confirmed(self, messages: list[OutgoingMessage]) -> None:
@@ -369,7 +365,7 @@ class TaskSubmitter:
                 completion.refuse(
                     error(f"task {completion.task_id} not queued: {failure.reason} (queue {self.queue!r})")
                 )
-                self._awaiting_reply.pop(completion.task_id, None)
+                self._awaiting_reply.forget(completion.task_id)
                 refused.append(completion)
             self._failures += failures
             self._changed.notify_all()
@@ -378,10 +374,9 @@ class TaskSubmitter:
     def _replied(self, delivery: Delivery) -> None:
         outcome = read_reply(delivery)
         with self._lock:
-            completion = self._awaiting_reply.pop(outcome.task_id, None)
+            completion = self._awaiting_reply.answer(outcome)
             if completion is None:
                 return  # its caller dropped the handle: nobody waits for this result
-            completion.answer(outcome)
             self._changed.notify_all()
         completion.tell_watchers()
 
@@ -393,12 +388,7 @@ class TaskSubmitter:
             completion.refuse(error)
         self._in_flight.clear()
         self._submissions.clear()
-        lost = lost or ResultLost(f"no reply can come: {error}")
-        for completion in list(self._awaiting_reply.values()):
-            if not completion.ready:
-                completion.lose_result(lost)
-                completions.append(completion)
-        self._awaiting_reply.clear()
+        completions += self._awaiting_reply.lose_all(lost or ResultLost(f"no reply can come: {error}"))
         self._changed.notify_all()
         for completion in completions:
             completion.tell_watchers()
