@@ -1,5 +1,6 @@
 """Opening connections: pick the transport by URL, and reconnect with backoff."""
 
+import dataclasses
 import random
 import threading
 import time
@@ -29,6 +30,18 @@ def connect(settings: BrokerSettings, name: str = "rabbitry") -> Connection:
     from rabbitry.common.amqp.opening import open_connection
 
     return open_connection(settings, name)
+
+
+def probe(settings: BrokerSettings, name: str = "rabbitry-probe") -> BrokerSettings:
+    """Whether the broker ``settings`` name answers: connect once, close at once.
+
+    Returns ``settings`` with ``reconnect_for=0``, so that what runs on them
+    fails at once if that broker goes away rather than waiting for it. Raises
+    BrokerUnavailable (or BrokerRefused) with a one-line reason if it does not answer.
+    """
+    settings = dataclasses.replace(settings, reconnect_for=0)
+    connect(settings, name).close()
+    return settings
 
 
 def backoff_delays(first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_CAP_S):

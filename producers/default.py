@@ -45,8 +45,8 @@ def instrument(registry=None) -> SubmitterMetrics:
     metrics = SubmitterMetrics(registry)
     with _lock:
         _metrics = metrics
-        for queue, opened in _submitters.items():
-            opened._metrics = metrics.for_queue(queue)
+        for opened in _submitters.values():
+            opened.instrument(metrics)
     return metrics
 
 

@@ -32,6 +32,54 @@ class ResultNotRequested(ConfigurationError):
     """``get()`` on a task submitted without asking for its result."""
 
 
+class TaskCompletion:
+    """The submitter's side of one :class:`TaskHandle`: its state, and the steps that complete it.
+
+    The submitter makes one per task, hands it to the handle, and keeps it (not
+    the handle) while the task is in flight or awaits its reply; its I/O
+    thread calls these methods holding the lock under ``changed``, then
+    notifies ``changed`` and calls :meth:`tell_watchers` outside it. Users meet
+    only the handle.
+    """
+
+    __slots__ = ("task_id", "changed", "confirmed", "error", "outcome", "result_error", "watchers", "__weakref__")
+
+    def __init__(self, task_id: str, changed: threading.Condition):
+        self.task_id = task_id
+        self.changed = changed  # the submitter's: notified whenever a task is confirmed, refused or answered
+        self.confirmed = False
+        self.error: RabbitryError | None = None  # why the broker did not take the task
+        self.outcome: TaskOutcome | None = None
+        self.result_error: RabbitryError | None = None  # why no reply can come
+        self.watchers: list[Callable[[], None]] = []
+
+    @property
+    def ready(self) -> bool:
+        """True once the result (or the failure that replaces it) is here."""
+        return self.error is not None or self.outcome is not None or self.result_error is not None
+
+    def confirm(self) -> None:
+        """The broker confirmed the task: it is queued."""
+        self.confirmed = True
+
+    def refuse(self, error: RabbitryError) -> None:
+        """The broker did not take the task (or it never reached it), for ``error``."""
+        self.error = error
+
+    def answer(self, outcome: TaskOutcome) -> None:
+        """The task's reply came."""
+        self.outcome = outcome
+
+    def lose_result(self, error: RabbitryError) -> None:
+        """No reply can come any more, for ``error``."""
+        self.result_error = error
+
+    def tell_watchers(self) -> None:
+        """Call each watcher the handle was given (see :meth:`TaskHandle.watch`)."""
+        for watcher in self.watchers:
+            watcher()
+
+
 class TaskHandle:
     """A submitted task: its id, the broker's confirm, and its result if one was asked for.
 
@@ -40,43 +88,29 @@ class TaskHandle:
     ``submit()`` used to return keeps working.
     """
 
-    __slots__ = (
-        "id",
-        "wants_result",
-        "_changed",
-        "_confirmed",
-        "_error",
-        "_outcome",
-        "_result_error",
-        "_watchers",
-        "__weakref__",
-    )
+    __slots__ = ("id", "wants_result", "_completion", "_changed", "__weakref__")
 
-    def __init__(self, task_id: str, changed: threading.Condition, wants_result: bool = False):
-        self.id = task_id
+    def __init__(self, completion: TaskCompletion, wants_result: bool = False):
+        self.id = completion.task_id
         self.wants_result = wants_result
-        self._changed = changed  # the submitter's: notified whenever a handle settles
-        self._confirmed = False
-        self._error: RabbitryError | None = None  # why the broker did not take the task
-        self._outcome: TaskOutcome | None = None
-        self._result_error: RabbitryError | None = None  # why no reply can come
-        self._watchers: list[Callable[[], None]] = []
+        self._completion = completion  # the submitter completes it; the handle only reads it
+        self._changed = completion.changed
 
     # -- what the caller asks ---------------------------------------------------
     @property
     def confirmed(self) -> bool:
         """True once the broker confirmed the task is queued."""
-        return self._confirmed
+        return self._completion.confirmed
 
     @property
     def settled(self) -> bool:
         """True once the broker confirmed the task or refused it."""
-        return self._confirmed or self._error is not None
+        return self._completion.confirmed or self._completion.error is not None
 
     @property
     def ready(self) -> bool:
         """True once the result (or the failure that replaces it) is here."""
-        return self._error is not None or self._outcome is not None or self._result_error is not None
+        return self._completion.ready
 
     def wait_confirmed(self, timeout: float | None = None) -> "TaskHandle":
         """Block until the broker confirmed the task; raise PublishFailed/Unroutable if it refused it,
@@ -84,8 +118,8 @@ class TaskHandle:
         with self._changed:
             if not self._changed.wait_for(lambda: self.settled, timeout):
                 raise TimeoutError(f"task {self.id} was not confirmed within {timeout:g} s")
-        if self._error is not None:
-            raise self._error
+        if self._completion.error is not None:
+            raise self._completion.error
         return self
 
     def get(self, timeout: float | None = None) -> Any:
@@ -106,39 +140,27 @@ class TaskHandle:
 
     def outcome(self) -> Any:
         """The result if it is here (see :meth:`get`), without waiting."""
-        for error in (self._error, self._result_error):
+        completion = self._completion
+        for error in (completion.error, completion.result_error):
             if error is not None:
                 raise error
-        if self._outcome is None:
+        if completion.outcome is None:
             raise TimeoutError(f"no result for task {self.id} yet")
-        if not self._outcome.succeeded:
-            raise TaskFailed(self._outcome)
-        return self._outcome.value
+        if not completion.outcome.succeeded:
+            raise TaskFailed(completion.outcome)
+        return completion.outcome.value
 
-    # -- what the submitter's I/O thread tells it (holding the submitter's lock) --
     def watch(self, watcher: Callable[[], None]) -> None:
         """Call ``watcher`` (from the submitter's I/O thread) whenever this handle changes."""
-        self._watchers.append(watcher)
-
-    def _settle(self, error: RabbitryError | None = None) -> None:
-        if error is None:
-            self._confirmed = True
-        else:
-            self._error = error
-
-    def _answer(self, outcome: TaskOutcome | None = None, error: RabbitryError | None = None) -> None:
-        self._outcome, self._result_error = outcome, error
-
-    def _tell_watchers(self) -> None:
-        for watcher in self._watchers:
-            watcher()
+        self._completion.watchers.append(watcher)
 
     # -- behaving as the id string ---------------------------------------------
     def __str__(self) -> str:
         return self.id
 
     def __repr__(self) -> str:
-        state = "failed" if self._error else "confirmed" if self._confirmed else "pending"
+        completion = self._completion
+        state = "failed" if completion.error else "confirmed" if completion.confirmed else "pending"
         return f"<TaskHandle {self.id} {state}>"
 
     def __eq__(self, other) -> bool:

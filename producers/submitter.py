@@ -16,7 +16,6 @@ import os
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 
 import structlog
@@ -27,7 +26,8 @@ from rabbitry.common.replies import DIRECT_REPLY_TO, read_reply
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, work_queue
 from rabbitry.common.transport.contract import Connection, Delivery, OutgoingMessage, PublishFailure
-from rabbitry.producers.handles import ResultLost, TaskHandle
+from rabbitry.producers.awaited_replies import AwaitedReplies
+from rabbitry.producers.handles import ResultLost, TaskCompletion, TaskHandle
 from rabbitry.producers.metrics import SubmitterMetrics
 from rabbitry.producers.publisher import DEFAULT_WINDOW, ReliablePublisher
 
@@ -90,11 +90,12 @@ class TaskSubmitter:
         self._on_confirmed = on_confirmed
         self._metrics = metrics.for_queue(queue) if metrics is not None else None
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # notified whenever a handle settles
+        self._changed = threading.Condition(self._lock)  # notified whenever a task is confirmed, refused or answered
         self._submissions: collections.deque[OutgoingMessage] = collections.deque()
-        # id(message) -> (message, handle, when submitted), from submit() until the broker settles it.
-        self._in_flight: dict[int, tuple[OutgoingMessage, TaskHandle, float]] = {}
-        self._awaiting_reply: weakref.WeakValueDictionary[str, TaskHandle] = weakref.WeakValueDictionary()
+        # id(message) -> (message, its handle's completion, when submitted), from submit() until
+        # the broker confirms or refuses it.
+        self._in_flight: dict[int, tuple[OutgoingMessage, TaskCompletion, float]] = {}
+        self._awaiting_reply = AwaitedReplies()
         self._failures: list[PublishFailure] = []  # since the last flush
         self._wake_pending = False
         self._closing = False
@@ -132,7 +133,7 @@ class TaskSubmitter:
             target=self._run, args=(self._publisher, started), name="rabbitry-submitter-io", daemon=True
         )
         self._thread.start()
-        self._lock.release()  # the I/O thread settles handles under this lock while it connects
+        self._lock.release()  # the I/O thread completes handles under this lock while it connects
         try:
             started.wait()
         finally:
@@ -187,11 +188,16 @@ class TaskSubmitter:
         finally:
             self.close()
 
+    def instrument(self, metrics: SubmitterMetrics) -> None:
+        """Count this submitter's tasks on ``metrics`` from now on, as the ``metrics`` argument does from the start."""
+        self._metrics = metrics.for_queue(self.queue)
+
     # -- submitting (any thread) -------------------------------------------------
     def submit(self, message: TaskMessage) -> TaskHandle:
         """Queue one task, without waiting for the broker; return its handle."""
         outgoing = message.to_outgoing(self.queue, self.max_message_bytes)  # a bad task raises here
-        handle = TaskHandle(message.id, self._changed, self.results)
+        completion = TaskCompletion(message.id, self._changed)
+        handle = TaskHandle(completion, self.results)
         if self.results:
             outgoing.reply_to, outgoing.correlation_id = DIRECT_REPLY_TO, message.id
         with self._lock:
@@ -203,9 +209,9 @@ class TaskSubmitter:
                 self._changed.wait_for(lambda: len(self._in_flight) < self.max_unconfirmed or self._error)
             if self._error is not None:
                 raise self._error
-            self._in_flight[id(outgoing)] = (outgoing, handle, time.monotonic())
+            self._in_flight[id(outgoing)] = (outgoing, completion, time.monotonic())
             if self.results:
-                self._awaiting_reply[message.id] = handle
+                self._awaiting_reply.expect(completion)
             self._submissions.append(outgoing)
             if self._metrics is not None:
                 self._metrics.submitted.inc()
@@ -325,76 +331,70 @@ class TaskSubmitter:
             # Replies to tasks confirmed on the lost connection had only that connection to go to.
             lost = ResultLost("the connection that was to carry this task's reply was lost")
             with self._lock:
-                for task_id, handle in list(self._awaiting_reply.items()):
-                    if handle.confirmed:
-                        del self._awaiting_reply[task_id]
-                        handle._answer(error=lost)
+                self._awaiting_reply.lose_confirmed(lost)
                 self._changed.notify_all()
 
     def _confirmed(self, messages: list[OutgoingMessage]) -> None:
-        settled, now, metrics = [], time.monotonic(), self._metrics
+        confirmed, now, metrics = [], time.monotonic(), self._metrics
         with self._lock:
             for message in messages:
-                _, handle, submitted_at = self._in_flight.pop(id(message), (None, None, 0.0))
-                if handle is not None:  # None: already given up on by close()
-                    handle._settle()
-                    settled.append(handle)
+                _, completion, submitted_at = self._in_flight.pop(id(message), (None, None, 0.0))
+                if completion is not None:  # None: already given up on by close()
+                    completion.confirm()
+                    confirmed.append(completion)
                     if metrics is not None:
                         metrics.confirmed.inc()
                         metrics.confirm_latency.observe(now - submitted_at)
             self._changed.notify_all()
-        self._tell_watchers(settled)
+        self._tell_watchers(confirmed)
         if self._on_confirmed is not None:
             self._on_confirmed(messages)
 
     def _refused(self, failures: list[PublishFailure]) -> None:
         if not failures:
             return
-        settled = []
+        refused = []
         with self._lock:
             for failure in failures:
-                _, handle, _ = self._in_flight.pop(id(failure.message), (None, None, None))
-                if handle is None:
+                _, completion, _ = self._in_flight.pop(id(failure.message), (None, None, None))
+                if completion is None:
                     continue
                 if self._metrics is not None:
                     self._metrics.refused(failure.reason)
                 error = Unroutable if failure.reason == "unroutable" else PublishFailed
-                handle._settle(error(f"task {handle.id} not queued: {failure.reason} (queue {self.queue!r})"))
-                self._awaiting_reply.pop(handle.id, None)
-                settled.append(handle)
+                completion.refuse(
+                    error(f"task {completion.task_id} not queued: {failure.reason} (queue {self.queue!r})")
+                )
+                self._awaiting_reply.forget(completion.task_id)
+                refused.append(completion)
             self._failures += failures
             self._changed.notify_all()
-        self._tell_watchers(settled)
+        self._tell_watchers(refused)
 
     def _replied(self, delivery: Delivery) -> None:
         outcome = read_reply(delivery)
         with self._lock:
-            handle = self._awaiting_reply.pop(outcome.task_id, None)
-            if handle is None:
+            completion = self._awaiting_reply.answer(outcome)
+            if completion is None:
                 return  # its caller dropped the handle: nobody waits for this result
-            handle._answer(outcome)
             self._changed.notify_all()
-        handle._tell_watchers()
+        completion.tell_watchers()
 
     def _fail_everything_locked(self, error: RabbitryError, lost: ResultLost | None = None) -> None:
-        """Settle every handle still waiting: unconfirmed with ``error``, awaiting a reply with ``lost``."""
-        handles = [handle for _, handle, _ in self._in_flight.values()]
-        for handle in handles:
-            handle._settle(error)
+        """Complete every handle still waiting: unconfirmed ones refused with ``error``, those awaiting
+        a reply with ``lost``."""
+        completions = [completion for _, completion, _ in self._in_flight.values()]
+        for completion in completions:
+            completion.refuse(error)
         self._in_flight.clear()
         self._submissions.clear()
-        lost = lost or ResultLost(f"no reply can come: {error}")
-        for handle in list(self._awaiting_reply.values()):
-            if not handle.ready:
-                handle._answer(error=lost)
-                handles.append(handle)
-        self._awaiting_reply.clear()
+        completions += self._awaiting_reply.lose_all(lost or ResultLost(f"no reply can come: {error}"))
         self._changed.notify_all()
-        for handle in handles:
-            handle._tell_watchers()
+        for completion in completions:
+            completion.tell_watchers()
 
     @staticmethod
-    def _tell_watchers(handles: list[TaskHandle]) -> None:
-        for handle in handles:
-            if handle._watchers:
-                handle._tell_watchers()
+    def _tell_watchers(completions: list[TaskCompletion]) -> None:
+        for completion in completions:
+            if completion.watchers:
+                completion.tell_watchers()

@@ -130,6 +130,41 @@ def test_only_the_adapter_reaches_pikas_private_attributes(module):
     assert reached == []
 
 
+#: The standard library's own privates that are its documented way to do a thing.
+STDLIB_PRIVATES = {"os._exit", "sys._getframe"}
+
+
+def module_level_names(tree: ast.Module) -> set[str]:
+    """The names a module binds at its top level: assignments, functions and classes."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names.update(target.id for target in targets if isinstance(target, ast.Name))
+    return names
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(name for name in ALL if within(name, "rabbitry.producers") or within(name, "rabbitry.workers")),
+)
+def test_no_producer_or_worker_module_reaches_another_objects_private_members(module):
+    tree = ast.parse(ALL[module].read_text())
+    own_privates = {name for name in module_level_names(tree) if name.startswith("_")}
+    reached = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Name) and (owner.id in ("self", "cls") or owner.id in own_privates):
+            continue
+        if ast.unparse(node) in STDLIB_PRIVATES:
+            continue
+        reached.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert reached == []
+
+
 @pytest.mark.parametrize(
     "folder",
     [

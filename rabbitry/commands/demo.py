@@ -9,7 +9,6 @@ name it declares is its own (``rabbitry.demo.<run>.…``) and is deleted at
 the end, so it never disturbs other users of the broker.
 """
 
-import dataclasses
 import json
 import secrets
 import sys
@@ -22,7 +21,7 @@ import structlog
 
 from rabbitry import plots
 from rabbitry.common.cli import RabbitryCommand, broker_options, json_option
-from rabbitry.common.connect import connect
+from rabbitry.common.connect import connect, probe
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.logs.history import retain
@@ -118,9 +117,8 @@ def choose_broker(broker: str, settings: BrokerSettings) -> tuple[BrokerSettings
     RabbitMQ at ``settings`` if it answers, else the in-process model."""
     if settings.is_local:  # --broker local, or --url local://
         return settings, f"rabbitry demo: running on the in-process model ({settings.describe()})"
-    settings = dataclasses.replace(settings, reconnect_for=0)
     try:
-        connect(settings, "rabbitry-demo-probe").close()
+        settings = probe(settings, "rabbitry-demo-probe")
     except BrokerUnavailable as error:
         if broker == "amqp":
             raise

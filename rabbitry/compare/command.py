@@ -9,7 +9,6 @@ makespan against concurrency. ``--json`` prints it for machines, ``--plot``
 draws it. These are the numbers behind the README's performance section.
 """
 
-import dataclasses
 import json
 import secrets
 import statistics
@@ -19,7 +18,7 @@ import click
 
 from rabbitry import plots
 from rabbitry.common.cli import RabbitryCommand, broker_options, json_option
-from rabbitry.common.connect import connect
+from rabbitry.common.connect import probe
 from rabbitry.common.errors import BrokerUnavailable, ExitCode
 from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.settings import BrokerSettings
@@ -45,9 +44,8 @@ ideal = ceil(tasks / concurrency) x {io_answer_ms} ms.
 
 def rabbitmq_settings(settings: BrokerSettings) -> tuple[BrokerSettings | None, str]:
     """``settings`` if the RabbitMQ they name answers, and a line saying whether it does."""
-    settings = dataclasses.replace(settings, reconnect_for=0)
     try:
-        connect(settings, "rabbitry-compare-probe").close()
+        settings = probe(settings, "rabbitry-compare-probe")
     except BrokerUnavailable as error:
         return None, f"RabbitMQ: not reachable ({error}); its column stays empty"
     return settings, f"RabbitMQ: {settings.describe()}"
