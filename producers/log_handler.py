@@ -52,16 +52,15 @@ import weakref
 
 import structlog
 
+# The background thread connects with these two; imported here, in the importing thread, so that
+# the thread never imports anything itself, which can stall while the interpreter is exiting.
+import rabbitry.common.amqp.opening  # noqa: F401
+import rabbitry.common.local.registry  # noqa: F401
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import log_exchange
 from rabbitry.common.transport.wire_limits import MAX_SHORT_STRING_BYTES
 from rabbitry.producers.log_emitter import LogEmitter
-
-# The background thread connects with these; imported here, in the importing thread, so that
-# the thread never imports anything itself, which can stall while the interpreter is exiting.
-import rabbitry.common.amqp.opening  # noqa: E402, F401, I001
-import rabbitry.common.local.registry  # noqa: E402, F401
 
 log = structlog.get_logger("rabbitry.log_handler")
 
