@@ -32,7 +32,7 @@ from rabbitry.common.errors import ConfigurationError, ExitCode, Interrupted, Me
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from rabbitry.producers.task_batch import ON_REFUSED, BatchAccount, TaskBatch, outcome
-from rabbitry.producers.waiting import queue_and_wait
+from rabbitry.producers.waiting import Waited, queue_and_wait
 
 log = structlog.get_logger("rabbitry.new_task")
 
@@ -206,10 +206,7 @@ def new_task(
             message.to_outgoing(queue)  # refuse arguments that are not JSON, or too big, or too late, before sending
     total = len(messages) if isinstance(messages, list) else count
     if wait:  # each task asks for its result, and each result is printed (docs/results.md)
-        waited = queue_and_wait(settings, queue, queue_type, messages, timeout, text_stream("stdout"))
-        if not waited.all_succeeded:
-            click.echo(f"new-task: {waited.summary()}", err=True)
-            raise SystemExit(int(ExitCode.FAILURE))
+        _queue_and_wait(settings, queue, queue_type, messages, total, timeout, quiet)
         return
 
     out = text_stream("stdout")
@@ -267,6 +264,40 @@ def new_task(
             detail="the in-process broker lives inside this command alone, so these "
             "tasks end with it; run producers and workers in one process, as `rabbitry demo` does",
         )
+    click.get_current_context().exit(int(code))
+
+
+def _queue_and_wait(settings, queue, queue_type, messages, total, timeout, quiet) -> None:
+    """``new-task --wait``: queue, print each result, then the summary; exit as docs/new-task.md says."""
+    waited, wake = Waited(planned=total), threading.Event()
+    with CtrlC(wake) as ctrl_c:
+        interrupted = lambda: ctrl_c.count > 0  # noqa: E731
+        error = None
+        try:
+            queue_and_wait(
+                settings,
+                queue,
+                queue_type,
+                messages,
+                timeout,
+                text_stream("stdout"),
+                waited,
+                wake,
+                interrupted,
+                close_timeout=INTERRUPT_GRACE_S,
+            )
+        except RabbitryError as failure:
+            error = failure
+    if ctrl_c.count:
+        code = ExitCode.INTERRUPTED
+        click.echo("Interrupted.", err=True)
+    elif error is not None:
+        code = error.exit_code
+        click.echo(f"Error: {error}", err=True)
+    else:
+        code = ExitCode.OK if waited.all_succeeded else ExitCode.FAILURE
+    if code or not quiet:
+        click.echo(waited.summary(), err=True)
     click.get_current_context().exit(int(code))
 
 
