@@ -27,7 +27,8 @@ from rabbitry.common.cli import (
     text_stream,
     work_queue_option,
 )
-from rabbitry.common.delays import due_time, parse_duration, parse_time
+from rabbitry.common.delays import due_time, parse_time
+from rabbitry.common.durations import parse_duration
 from rabbitry.common.errors import ConfigurationError, ExitCode, Interrupted, MessageError, RabbitryError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
@@ -60,23 +61,31 @@ def _json_option(kind: type, what: str):
 def read_task_file(path: str, eta: float | None = None) -> list[TaskMessage]:
     """Parse a JSON-lines file of ``{"task": …, "args": […], "kwargs": {…}}``, all before sending any;
     each task is due at ``eta`` (None: now)."""
-    messages = []
-    with click.open_file(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                data = parse_json(line.encode())
-                message = TaskMessage.from_dict(
-                    {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data} | {"eta": eta}
-                    if isinstance(data, dict)
-                    else data
-                )
-                message.to_outgoing(DEFAULT_TASK_QUEUE)  # too big, or due too late? refuse the file before sending
-                messages.append(message)
-            except (ValueError, MessageError) as error:
-                raise click.BadParameter(f"line {number}: {error}", param_hint="'--file'") from None
-    return messages
+    try:
+        with click.open_file(path, "rb") as lines:
+            return [_task_line(line, number, eta) for number, line in enumerate(lines, 1) if line.strip()]
+    except OSError as error:  # missing, a folder, not readable
+        raise click.BadParameter(
+            f"cannot read {click.format_filename(path)!r}: {error.strerror}", param_hint="'--file'"
+        ) from None
+
+
+def _task_line(line: bytes, number: int, eta: float | None) -> TaskMessage:
+    """The task on line ``number`` of a ``--file``, checked as it will be sent."""
+    try:
+        line.decode()
+        data = parse_json(line)
+        message = TaskMessage.from_dict(
+            {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data} | {"eta": eta}
+            if isinstance(data, dict)
+            else data
+        )
+        message.to_outgoing(DEFAULT_TASK_QUEUE)  # too big, or due too late? refuse the file before sending
+        return message
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"line {number}: not valid UTF-8", param_hint="'--file'") from None
+    except (ValueError, MessageError) as error:
+        raise click.BadParameter(f"line {number}: {error}", param_hint="'--file'") from None
 
 
 def _time_option(parse):
