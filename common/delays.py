@@ -10,27 +10,31 @@ The functions here are pure: they decide the route, the transport carries it.
 """
 
 import datetime
-import re
+import math
 import time
 
-from rabbitry.common.errors import ConfigurationError, MessageError
+# parse_duration lives in common/durations.py; read here too by code written when it lived here.
+from rabbitry.common.durations import parse_duration as parse_duration
+from rabbitry.common.errors import ConfigurationError, InvalidDelay
 from rabbitry.common.topology import DELAY_LEVELS, delay_level_name
 
 #: The longest delay the levels can hold, in seconds (97 days).
 MAX_DELAY_S = 2**DELAY_LEVELS - 1
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
-_UNIT_S = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def delay_seconds(delay_s: float) -> int:
     """The whole seconds the levels hold for a delay of ``delay_s``: rounded to the nearest,
-    so a delayed task starts within half a second of its due time, plus the broker's hops."""
-    seconds = int(delay_s + 0.5)
-    if seconds > MAX_DELAY_S:
-        raise MessageError(
-            f"a delay can be at most {MAX_DELAY_S:,} s ({MAX_DELAY_S / 86400:.0f} days), not {delay_s:,.0f} s"
+    so a delayed task starts within half a second of its due time, plus the broker's hops.
+    A delay in the past is 0; raises InvalidDelay for one that is not finite or too long."""
+    if not delay_s < MAX_DELAY_S + 0.5:  # NaN and infinity fail this too
+        raise InvalidDelay(
+            f"a delay can be at most {MAX_DELAY_S:,} s ({MAX_DELAY_S / 86400:.0f} days), not {_seconds(delay_s)}"
         )
-    return max(seconds, 0)
+    return max(int(delay_s + 0.5), 0)
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:,.0f} s" if math.isfinite(seconds) else repr(seconds)
 
 
 def delay_route(seconds: int, queue: str) -> tuple[str, str]:
@@ -45,22 +49,6 @@ def levels_of(seconds: int) -> list[int]:
     return [level for level in range(DELAY_LEVELS) if seconds >> level & 1]
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``90s``, ``10m``, ``24h``, ``7d``, ``2w``, ``1h30m`` or a bare ``90``.
-
-    Raises ConfigurationError for anything else, negative durations included.
-    """
-    compact = text.strip().lower().replace(" ", "")
-    try:
-        return float(compact)  # bare seconds
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(compact)
-    if not compact or "".join(number + unit for number, unit in parts) != compact:
-        raise ConfigurationError(f"{text!r} is not a duration: write it as 90s, 10m, 24h, 7d or 1h30m")
-    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
-
-
 def parse_time(text: str, naive_is_local: bool = False) -> float:
     """The POSIX time of an ISO 8601 date and time, such as ``2026-12-01T09:00:00Z``.
 
@@ -71,11 +59,11 @@ def parse_time(text: str, naive_is_local: bool = False) -> float:
     """
     try:
         moment = datetime.datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError:
+        if naive_is_local and moment.tzinfo is None:
+            moment = moment.astimezone()
+        return as_posix_time(moment)
+    except (ValueError, OverflowError):  # not a time; or one at the edge of the calendar, past it in UTC
         raise ConfigurationError(f"{text!r} is not an ISO 8601 time: write it as 2026-12-01T09:00:00Z") from None
-    if naive_is_local and moment.tzinfo is None:
-        moment = moment.astimezone()
-    return as_posix_time(moment)
 
 
 def as_posix_time(moment: datetime.datetime) -> float:
@@ -93,16 +81,30 @@ def due_time(
     """The POSIX time a task asked to run ``delay`` from ``now``, or at ``eta``, is due; None for now.
 
     ``delay`` is seconds or a timedelta, ``eta`` a POSIX time or a datetime
-    (naive: UTC). Giving both, or a negative delay, is a ConfigurationError.
+    (naive: UTC). Anything else, both at once, a negative delay, or a task due
+    more than :data:`MAX_DELAY_S` from now, raises :class:`InvalidDelay`, the one
+    error of a bad delay (a ValueError, and a ConfigurationError).
     """
     if delay is not None and eta is not None:
-        raise ConfigurationError("give a delay or an eta, not both")
+        raise InvalidDelay("give a delay or an eta, not both")
     now = time.time() if now is None else now
     if delay is not None:
-        seconds = delay.total_seconds() if isinstance(delay, datetime.timedelta) else float(delay)
-        if not seconds >= 0:
-            raise ConfigurationError(f"a delay must be a number of seconds, at least 0, not {delay!r}")
-        return now + seconds
-    if eta is not None:
-        return as_posix_time(eta) if isinstance(eta, datetime.datetime) else float(eta)
-    return None
+        seconds = _number(delay.total_seconds() if isinstance(delay, datetime.timedelta) else delay)
+        if seconds is None or not seconds >= 0:
+            raise InvalidDelay(f"a delay must be a number of seconds, at least 0, not {delay!r}")
+        due = now + seconds
+    elif eta is not None:
+        due = as_posix_time(eta) if isinstance(eta, datetime.datetime) else _number(eta)  # type: ignore[assignment]
+        if due is None or not math.isfinite(due):
+            raise InvalidDelay(f"an eta must be a datetime or a POSIX time, not {eta!r}")
+    else:
+        return None
+    delay_seconds(due - now)  # raises for a task due too late for the levels to hold
+    return due
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float if it is a real number (not a bool, not text), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)

@@ -148,6 +148,15 @@ class MessageTooLarge(MessageError):
     """A message exceeds the configured size limit."""
 
 
+class InvalidDelay(ConfigurationError, MessageError, ValueError):
+    """A delay or eta rabbitry cannot hold: not a number, negative, not finite, beyond
+    :data:`~rabbitry.common.delays.MAX_DELAY_S` (97 days), or both a delay and an eta.
+
+    The one error a bad delay raises, from ``delay()``, ``TaskSubmitter.submit`` and the
+    rest of the Python API; a ValueError, and a ConfigurationError (exit status 2).
+    """
+
+
 class UnknownTask(RabbitryError):
     """A message names a task that no registered module provides."""
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rabbitry.common.delays import delay_route, delay_seconds
-from rabbitry.common.errors import MessageError, MessageTooLarge
+from rabbitry.common.errors import InvalidDelay, MessageError, MessageTooLarge
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS, Delivery, OutgoingMessage, new_message_id
 from rabbitry.common.transport.wire_limits import MAX_SHORT_STRING_BYTES, check_short_string
 
@@ -38,6 +38,24 @@ MAX_TASK_NAME_BYTES = MAX_SHORT_STRING_BYTES
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # scan_once is set by JSONDecoder.__init__, and typeshed does not declare it.
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def check_task_name(task: Any) -> str:
+    """``task`` if it names a task, else MessageError: the one check of a task name, made by the
+    producer before it sends a task and by the worker on each one it receives."""
+    if not isinstance(task, str) or not task:
+        raise MessageError("field 'task' must be a non-empty string")
+    check_short_string(task, "task name", MessageError)
+    return task
+
+
+def check_eta(eta: Any) -> float | None:
+    """``eta`` as a float if it is a finite number or None; InvalidDelay (a MessageError) if not."""
+    if eta is None:
+        return None
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
+        raise InvalidDelay("field 'eta' must be a number (a POSIX time)")
+    return float(eta)
 
 
 def parse_json(body: bytes) -> Any:
@@ -79,8 +97,10 @@ class TaskMessage:
     eta: float | None = None
 
     def encode(self, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
-        """The JSON body; raises MessageError if it cannot be encoded or is too big."""
-        check_short_string(self.task, "task name", MessageError)
+        """The JSON body; raises MessageError if it cannot be encoded or is too big, or if the
+        worker would refuse it (the same checks as :meth:`from_dict`)."""
+        check_task_name(self.task)
+        check_eta(self.eta)
         # Seconds to the millisecond: all a creation time needs, in a short number to parse.
         created_at = round(self.created_at, 3)
         fields = {
@@ -171,9 +191,7 @@ class TaskMessage:
         if version != FORMAT_VERSION:
             raise MessageError(f"unsupported message format version {version!r}")
         task, args, kwargs = data.get("task"), data.get("args", []), data.get("kwargs", {})
-        if not isinstance(task, str) or not task:
-            raise MessageError("field 'task' must be a non-empty string")
-        check_short_string(task, "task name", MessageError)
+        task = check_task_name(task)
         if not isinstance(args, list):
             raise MessageError("field 'args' must be a JSON array")
         if not isinstance(kwargs, dict):
@@ -184,11 +202,9 @@ class TaskMessage:
         created_at = data["created_at"] if "created_at" in data else time.time()
         if not isinstance(created_at, (int, float)) or not math.isfinite(created_at):
             raise MessageError("field 'created_at' must be a number")
-        eta = data.get("eta")
-        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta)):
-            raise MessageError("field 'eta' must be a number (a POSIX time)")
+        eta = check_eta(data.get("eta"))
         task_id = data.get("id") or default_id or new_message_id()
         if not isinstance(task_id, str):
             raise MessageError("field 'id' must be a string")
         check_short_string(task_id, "task id", MessageError)
-        return cls(task, args, kwargs, task_id, attempt, float(created_at), None if eta is None else float(eta))
+        return cls(task, args, kwargs, task_id, attempt, float(created_at), eta)

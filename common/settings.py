@@ -32,6 +32,10 @@ def split_urls(value: str) -> tuple[str, ...]:
     if not urls:
         raise ConfigurationError("no broker URL given")
     for url in urls:
+        try:
+            url.encode()
+        except UnicodeEncodeError:  # a lone surrogate: a byte of a command line that is not UTF-8
+            raise ConfigurationError(f"bad broker URL {mask_url(url)!r}: not valid UTF-8") from None
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in SCHEMES:
             raise ConfigurationError(

@@ -33,17 +33,29 @@ keeps its connection and waits for the alarm to clear, however long, without
 reconnecting or publishing anything twice. ``close()`` still returns within
 ``close_timeout`` (and a short grace): it counts what was left in
 :attr:`~LogExchangeHandler.unsent` and drops the blocked connection.
+
+**At exit** the handler closes itself from an :mod:`atexit` hook, which runs
+before the one :func:`logging.shutdown` registered, so a short script that
+logs and exits still delivers its records; what ``close`` could not send is
+counted in :attr:`~LogExchangeHandler.unsent` and said in one line on stderr.
 """
 
+import atexit
 import collections
 import dataclasses
 import logging
 import math
+import sys
 import threading
 import time
+import weakref
 
 import structlog
 
+# The background thread connects with these two; imported here, in the importing thread, so that
+# the thread never imports anything itself, which can stall while the interpreter is exiting.
+import rabbitry.common.amqp.opening  # noqa: F401
+import rabbitry.common.local.registry  # noqa: F401
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import log_exchange
@@ -107,6 +119,9 @@ class LogExchangeHandler(logging.Handler):
         # logging.shutdown() closes every handler at exit, and close() flushes and stops the thread.
         self._thread = threading.Thread(target=self._run, name="rabbitry-log-handler", daemon=True)
         self._thread.start()
+        # logging.shutdown() also closes the handler at exit, but from its own atexit hook,
+        # registered when logging was imported and so run last; this one runs before it.
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     @property
     def published(self) -> int:
@@ -114,10 +129,18 @@ class LogExchangeHandler(logging.Handler):
         return self._emitter.confirmed if self._emitter else 0
 
     # -- application threads ----------------------------------------------
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Take a record, unless it comes from the handler's own thread (pika's logging).
+
+        Refused before the handler's lock is taken: ``logging.shutdown`` holds that lock while
+        it waits in :meth:`close` for the thread, so the thread must never ask for it.
+        """
+        if record.thread == self._thread.ident:
+            return False
+        return super().handle(record)
+
     def emit(self, record: logging.LogRecord) -> None:
         """Buffer the record for the background thread; never waits, never raises."""
-        if record.thread == self._thread.ident:
-            return  # pika's own logging, from the publishing thread: publishing it would loop
         if len(self._buffer) >= self.capacity or self._closing.is_set():
             self.dropped += 1  # under the handler's lock: emit calls never overlap
             return
@@ -141,7 +164,10 @@ class LogExchangeHandler(logging.Handler):
         return route
 
     def close(self) -> None:
-        """Publish what is buffered and wait for its confirms, for at most ``close_timeout``."""
+        """Publish what is buffered and wait for its confirms, for at most ``close_timeout``.
+
+        What could not be sent by then is counted in :attr:`unsent`.
+        """
         if not self._closing.is_set():
             self._close_deadline = time.monotonic() + self.close_timeout
             self._closing.set()
@@ -150,7 +176,14 @@ class LogExchangeHandler(logging.Handler):
             if self._thread.is_alive():  # the broker is away: give up on it
                 self._stop.set()
                 self._thread.join(_STOP_GRACE_S)
+            if self._thread.is_alive():  # still stuck: count from here what it holds
+                self.unsent = self._holding()
         super().close()
+
+    def _holding(self) -> int:
+        """Records buffered, or published and not yet confirmed."""
+        emitter = self._emitter
+        return len(self._buffer) + (emitter.emitted - emitter.confirmed if emitter else 0)
 
     # -- the background thread --------------------------------------------
     def _run(self) -> None:
@@ -177,7 +210,7 @@ class LogExchangeHandler(logging.Handler):
             if not self._stop.is_set():
                 log.error("log_handler_stopped", error=str(error), buffered=len(self._buffer))
         finally:
-            self.unsent = len(self._buffer) + (emitter.emitted - emitter.confirmed)
+            self.unsent = self._holding()
             emitter.close()
 
     def _publish_buffered(self, emitter: LogEmitter) -> None:
@@ -193,6 +226,20 @@ class LogExchangeHandler(logging.Handler):
                 timestamp=created,
             )
             buffer.popleft()  # only once handed over: a record in hand when the connection drops is kept
+
+
+def _close_at_exit(handler_ref: "weakref.ref[LogExchangeHandler]") -> None:
+    """Close a handler still alive at exit, and say on stderr what it could not send."""
+    handler = handler_ref()
+    if handler is None or handler._closing.is_set():
+        return
+    handler.close()
+    if handler.unsent:
+        print(
+            f"rabbitry: {handler.unsent} log record(s) not sent to {handler.exchange.name!r}: "
+            f"no broker confirmed them within {handler.close_timeout:g} s",
+            file=sys.stderr,
+        )
 
 
 def _cut(text: str, limit: int) -> str:

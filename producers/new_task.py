@@ -27,12 +27,13 @@ from rabbitry.common.cli import (
     text_stream,
     work_queue_option,
 )
-from rabbitry.common.delays import due_time, parse_duration, parse_time
+from rabbitry.common.delays import due_time, parse_time
+from rabbitry.common.durations import parse_duration
 from rabbitry.common.errors import ConfigurationError, ExitCode, Interrupted, MessageError, RabbitryError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from rabbitry.producers.task_batch import ON_REFUSED, BatchAccount, TaskBatch, outcome
-from rabbitry.producers.waiting import queue_and_wait
+from rabbitry.producers.waiting import Waited, queue_and_wait
 
 log = structlog.get_logger("rabbitry.new_task")
 
@@ -60,23 +61,31 @@ def _json_option(kind: type, what: str):
 def read_task_file(path: str, eta: float | None = None) -> list[TaskMessage]:
     """Parse a JSON-lines file of ``{"task": …, "args": […], "kwargs": {…}}``, all before sending any;
     each task is due at ``eta`` (None: now)."""
-    messages = []
-    with click.open_file(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                data = parse_json(line.encode())
-                message = TaskMessage.from_dict(
-                    {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data} | {"eta": eta}
-                    if isinstance(data, dict)
-                    else data
-                )
-                message.to_outgoing(DEFAULT_TASK_QUEUE)  # too big, or due too late? refuse the file before sending
-                messages.append(message)
-            except (ValueError, MessageError) as error:
-                raise click.BadParameter(f"line {number}: {error}", param_hint="'--file'") from None
-    return messages
+    try:
+        with click.open_file(path, "rb") as lines:
+            return [_task_line(line, number, eta) for number, line in enumerate(lines, 1) if line.strip()]
+    except OSError as error:  # missing, a folder, not readable
+        raise click.BadParameter(
+            f"cannot read {click.format_filename(path)!r}: {error.strerror}", param_hint="'--file'"
+        ) from None
+
+
+def _task_line(line: bytes, number: int, eta: float | None) -> TaskMessage:
+    """The task on line ``number`` of a ``--file``, checked as it will be sent."""
+    try:
+        line.decode()
+        data = parse_json(line)
+        message = TaskMessage.from_dict(
+            {key: data[key] for key in ("task", "args", "kwargs", "id") if key in data} | {"eta": eta}
+            if isinstance(data, dict)
+            else data
+        )
+        message.to_outgoing(DEFAULT_TASK_QUEUE)  # too big, or due too late? refuse the file before sending
+        return message
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"line {number}: not valid UTF-8", param_hint="'--file'") from None
+    except (ValueError, MessageError) as error:
+        raise click.BadParameter(f"line {number}: {error}", param_hint="'--file'") from None
 
 
 def _time_option(parse):
@@ -206,10 +215,7 @@ def new_task(
             message.to_outgoing(queue)  # refuse arguments that are not JSON, or too big, or too late, before sending
     total = len(messages) if isinstance(messages, list) else count
     if wait:  # each task asks for its result, and each result is printed (docs/results.md)
-        waited = queue_and_wait(settings, queue, queue_type, messages, timeout, text_stream("stdout"))
-        if not waited.all_succeeded:
-            click.echo(f"new-task: {waited.summary()}", err=True)
-            raise SystemExit(int(ExitCode.FAILURE))
+        _queue_and_wait(settings, queue, queue_type, messages, total, timeout, quiet)
         return
 
     out = text_stream("stdout")
@@ -267,6 +273,40 @@ def new_task(
             detail="the in-process broker lives inside this command alone, so these "
             "tasks end with it; run producers and workers in one process, as `rabbitry demo` does",
         )
+    click.get_current_context().exit(int(code))
+
+
+def _queue_and_wait(settings, queue, queue_type, messages, total, timeout, quiet) -> None:
+    """``new-task --wait``: queue, print each result, then the summary; exit as docs/new-task.md says."""
+    waited, wake = Waited(planned=total), threading.Event()
+    with CtrlC(wake) as ctrl_c:
+        interrupted = lambda: ctrl_c.count > 0  # noqa: E731
+        error = None
+        try:
+            queue_and_wait(
+                settings,
+                queue,
+                queue_type,
+                messages,
+                timeout,
+                text_stream("stdout"),
+                waited,
+                wake,
+                interrupted,
+                close_timeout=INTERRUPT_GRACE_S,
+            )
+        except RabbitryError as failure:
+            error = failure
+    if ctrl_c.count:
+        code = ExitCode.INTERRUPTED
+        click.echo("Interrupted.", err=True)
+    elif error is not None:
+        code = error.exit_code
+        click.echo(f"Error: {error}", err=True)
+    else:
+        code = ExitCode.OK if waited.all_succeeded else ExitCode.FAILURE
+    if code or not quiet:
+        click.echo(waited.summary(), err=True)
     click.get_current_context().exit(int(code))
 
 

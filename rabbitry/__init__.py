@@ -48,6 +48,7 @@ _EXPORTS = {
     "PublishFailed": "rabbitry.common.errors",
     "Unroutable": "rabbitry.common.errors",
     "MessageError": "rabbitry.common.errors",
+    "InvalidDelay": "rabbitry.common.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,7 +11,8 @@ time it is now.
 import datetime
 from dataclasses import dataclass
 
-from rabbitry.common.delays import parse_duration, parse_time
+from rabbitry.common.delays import parse_time
+from rabbitry.common.durations import parse_duration
 from rabbitry.common.errors import ConfigurationError
 
 #: How much earlier than ``--since`` the stream is asked to start. RabbitMQ finds a timestamp
@@ -36,7 +37,7 @@ class StartPoint:
 
 
 def duration_seconds(text: str) -> float | None:
-    """Seconds in ``30s``, ``10m``, ``1h30m`` (:func:`rabbitry.common.delays.parse_duration`); None if
+    """Seconds in ``30s``, ``10m``, ``1h30m`` (:func:`rabbitry.common.durations.parse_duration`); None if
     ``text`` is not a duration."""
     try:
         return parse_duration(text)
@@ -67,7 +68,8 @@ def parse_since(text: str, now: float) -> StartPoint:
     if since > now:
         raise ConfigurationError(f"{text!r} is in the future: history starts in the past")
     # Whole seconds, as AMQP timestamps are.
-    lookup = datetime.datetime.fromtimestamp(int(since) - LOOKUP_MARGIN_S, datetime.UTC)
+    # Nothing a stream holds is older than 1970: a start before it is the stream's beginning.
+    lookup = datetime.datetime.fromtimestamp(max(int(since) - LOOKUP_MARGIN_S, 0), datetime.UTC)
     return StartPoint(lookup, since)
 
 

@@ -1,6 +1,7 @@
 """Bad input gets one clear line and a non-zero exit status, never a traceback."""
 
 import json
+import os
 
 import pytest
 
@@ -139,3 +140,73 @@ def test_a_usage_mistake_is_one_line_that_names_the_help_to_read(run, command, h
     assert result.stderr.startswith("Error: ")
     assert fragment in result.stderr
     assert f"(try '{help_command} --help')" in result.stderr
+
+
+NOT_UTF8 = os.fsdecode(b"\xff")  # a byte of a command line that is not UTF-8, as Python hands it over
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["new-task", "--delay", "inf", "hello"], "'--delay'"),
+        (["new-task", "--delay", "1e400", "hello"], "'--delay'"),
+        (["new-task", "--delay", "nan", "hello"], "'--delay'"),
+        (["subscribe", "#", "--since", "nan"], "--since"),
+        (["subscribe", "#", "--since", "inf"], "--since"),
+        (["subscribe", "#", "--since", "1e308"], "--since"),
+        (["subscribe", "#", "--since", "999999w"], "--since"),
+        (["subscribe", "#", "--since", "0001-01-01T00:00:00"], "--since"),
+        (["subscribe", "#", "--since", "1m", "--until", "inf"], "--until"),
+        (["new-task", "--file", "/nonexistent/tasks.jsonl"], "No such file or directory"),
+        (["new-task", "--url", f"amqp://guest:g{NOT_UTF8}x@127.0.0.1:1/", "hello"], "not valid UTF-8"),
+        (["rabbitry", "logs", "retain", "--max-age", "inf"], "--max-age"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_exit_status_2_never_a_traceback(run, args, fragment):
+    assert_one_line_error(run(*args), ExitCode.USAGE, fragment)
+
+
+def test_an_empty_task_name_is_refused_by_the_producer_as_the_worker_would(run, work_queue_name, connection):
+    result = run("new-task", "--task", "", "--queue", work_queue_name)
+
+    assert_one_line_error(result, ExitCode.USAGE, "field 'task' must be a non-empty string")
+    assert connection.queue_state(work_queue_name) is None
+
+
+def test_a_file_of_tasks_that_is_not_utf8_is_refused_naming_its_line(run, tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_bytes(b'{"task": "noop"}\n{"task": "no\xffop"}\n')
+
+    assert_one_line_error(run("new-task", "--file", str(tasks)), ExitCode.USAGE, "'--file'", "line 2: not valid UTF-8")
+
+
+def test_a_schedule_file_that_is_not_utf8_is_refused_by_check(run, tmp_path):
+    schedule = tmp_path / "schedule.toml"
+    schedule.write_bytes(b'name = "caf\xe9"\n')
+
+    assert_one_line_error(run("rabbitry", "schedule", "--check", str(schedule)), ExitCode.USAGE, "not UTF-8")
+
+
+DURATION_OPTIONS = {
+    "--delay": ["new-task", "hello", "--delay"],
+    "--since": ["subscribe", "#", "--since"],
+    "--until": ["subscribe", "#", "--since", "first", "--until"],
+    "--max-age": ["rabbitry", "logs", "retain", "--max-age"],
+}
+
+
+@pytest.mark.parametrize("duration", ["30", "1.5", "30s", "5m", "2h", "7d", "1w", "1h30m", " 2m 5s ", "7D", "12h"])
+@pytest.mark.parametrize("option", DURATION_OPTIONS)
+def test_one_duration_syntax_is_read_by_delay_since_until_and_max_age(run, option, duration):
+    # Each command reads its options before it connects: with no broker to reach, exit 3 says the duration was taken.
+    result = run(*DURATION_OPTIONS[option], duration, "--url", DOWN)
+
+    assert_one_line_error(result, ExitCode.BROKER_UNAVAILABLE, "cannot reach the broker")
+
+
+@pytest.mark.parametrize("duration", ["soon", "-5s", "inf", "1e400", "999999w", "5x"])
+@pytest.mark.parametrize("option", DURATION_OPTIONS)
+def test_what_is_not_a_duration_is_refused_alike_by_delay_since_until_and_max_age(run, option, duration):
+    result = run(*DURATION_OPTIONS[option], duration, "--url", DOWN)
+
+    assert_one_line_error(result, ExitCode.USAGE, option)

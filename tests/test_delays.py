@@ -3,12 +3,14 @@ times as people write them, and delayed tasks on both transports and across a br
 
 import datetime
 import json
+import math
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rabbitry
 from rabbitry.common.connect import connect
 from rabbitry.common.delays import (
     MAX_DELAY_S,
@@ -19,7 +21,8 @@ from rabbitry.common.delays import (
     parse_duration,
     parse_time,
 )
-from rabbitry.common.errors import ConfigurationError, MessageError
+from rabbitry.common.durations import rabbitmq_age
+from rabbitry.common.errors import ConfigurationError, InvalidDelay, MessageError
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import (
     DELAY_DELIVERY_EXCHANGE,
@@ -231,3 +234,58 @@ def test_the_delivery_exchange_and_unrouted_queue_are_durable_parts_of_every_wor
         for queue in topology.queues
         if queue.name.startswith("rabbitry.delay.")
     )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"delay": math.inf},
+        {"delay": math.nan},
+        {"delay": 1e400},
+        {"delay": -1},
+        {"delay": "10m"},
+        {"delay": object()},
+        {"delay": True},
+        {"delay": datetime.timedelta(days=200)},
+        {"delay": MAX_DELAY_S + 1},
+        {"eta": math.inf},
+        {"eta": "tomorrow"},
+        {"eta": time.time() + 200 * 86400},
+        {"delay": 1, "eta": 2},
+    ],
+    ids=repr,
+)
+def test_every_bad_delay_raises_the_one_documented_error(options):
+    with pytest.raises(rabbitry.InvalidDelay) as raised:
+        due_time(**options)
+    assert isinstance(raised.value, ValueError) and raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize("eta", [math.inf, math.nan, time.time() + 200 * 86400])
+def test_a_message_due_when_no_level_can_hold_it_raises_the_same_error(eta):
+    with pytest.raises(InvalidDelay):
+        TaskMessage("noop", eta=eta).to_outgoing("q")
+    with pytest.raises(InvalidDelay):
+        delay_seconds(eta - time.time())
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "1e400", "-1", "999999w", "1e308"])
+def test_a_duration_is_finite_not_negative_and_at_most_a_hundred_years(text):
+    with pytest.raises(ConfigurationError, match="duration"):
+        parse_duration(text)
+
+
+def test_rabbitmq_reads_a_max_age_written_in_its_own_units():
+    assert [rabbitmq_age(text) for text in ("7D", "7d", "1w", "12h", "1h30m", "3600", "1.5", "1M", "1Y")] == [
+        "7D",
+        "7D",
+        "7D",
+        "12h",
+        "90m",
+        "1h",
+        "2s",
+        "1M",
+        "1Y",
+    ]
+    with pytest.raises(ConfigurationError, match="at least 1s"):
+        rabbitmq_age("0.2")

@@ -4,12 +4,17 @@ Its behaviour through a broker outage is in ``test_log_outages.py``.
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import structlog
 
+from rabbitry.common.topology import Binding, Queue, Topology, log_exchange
 from rabbitry.producers.log_handler import LogExchangeHandler
-from tests.helpers import bind_everything, drain, wait_until
+from tests.helpers import REPOSITORY, bind_everything, drain, wait_until
+from tests.test_docs import PYTHON_BLOCK
 
 
 @pytest.fixture
@@ -113,3 +118,43 @@ def test_a_full_buffer_drops_the_newest_records_and_counts_them(make_logger):
     assert handler.unsent == 10
     logger.error("after close")
     assert handler.dropped == 16
+
+
+def the_docs_handler_example() -> str:
+    """The first example of docs/logs.md's handler section, as a script."""
+    page = (Path(REPOSITORY) / "docs" / "logs.md").read_text()
+    section = page.split("## From a Python application: `LogExchangeHandler`", 1)[1]
+    return PYTHON_BLOCK.findall(section)[0]
+
+
+def run_script(source: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``source`` as a script with this Python; fail if it has not exited within ``timeout``."""
+    return subprocess.run(
+        [sys.executable, "-c", source], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPOSITORY
+    )
+
+
+def test_a_script_that_logs_and_exits_delivers_its_record(unique_name, connection, cli_env):
+    queue = f"{unique_name}.kern"
+    connection.declare(
+        Topology(
+            exchanges=(log_exchange("topic"),),
+            queues=(Queue(queue),),
+            bindings=(Binding("topic_logs", queue, "kern.critical"),),
+        )
+    )
+    try:
+        result = run_script(the_docs_handler_example(), cli_env)
+        assert result.returncode == 0, result.stderr
+        bodies = [d.body for d in drain(connection, queue)]
+        assert b"A critical kernel error" in bodies
+        assert "not sent" not in result.stderr
+    finally:
+        connection.delete_queue(queue)
+
+
+def test_a_script_that_logs_with_the_broker_away_exits_and_says_what_it_could_not_send(cli_env):
+    away = dict(cli_env, AMQP_URL="amqp://guest:guest@127.0.0.1:1/")  # nothing listens on port 1
+    result = run_script(the_docs_handler_example(), away)
+    assert result.returncode == 0, result.stderr
+    assert "rabbitry: 1 log record(s) not sent to 'topic_logs'" in result.stderr

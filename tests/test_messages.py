@@ -122,3 +122,13 @@ def test_arguments_nested_too_deeply_to_encode_are_a_message_error():
         args = [args]
     with pytest.raises(MessageError, match="nested too deeply"):
         TaskMessage("echo", args).encode()
+
+
+@pytest.mark.parametrize("name", ["", "é" * 128, 42, None])
+def test_the_producer_refuses_a_task_name_exactly_as_the_worker_does(name):
+    with pytest.raises(MessageError) as sent:
+        TaskMessage(name).encode()  # type: ignore[arg-type]
+    with pytest.raises(MessageError) as received:
+        TaskMessage.from_dict({"task": name})
+
+    assert str(sent.value) == str(received.value)

@@ -1,5 +1,6 @@
 """new-task as a command people pipe and interrupt: ids, the progress bar, Ctrl-C and the summary line."""
 
+import json
 import os
 import pty
 import re
@@ -101,6 +102,36 @@ def test_ctrl_c_prints_the_id_of_every_confirmed_task_then_the_summary_and_exits
     assert set(printed) <= in_queue
     assert len(in_queue - set(printed)) <= counts["unconfirmed"]
     assert counts["not_sent"] > 0 and counts["refused"] == 0
+    assert "Traceback" not in stderr and "Aborted!" not in stderr
+
+
+def test_ctrl_c_during_wait_prints_the_id_then_interrupted_and_the_summary_and_exits_130(
+    cli_env, work_queue_name, connection
+):
+    process = subprocess.Popen(
+        [command_path("new-task"), "--task", "noop", "--wait", "--queue", work_queue_name, "--queue-type", "classic"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env,
+        text=True,
+    )
+    try:  # no worker consumes the queue: the task waits there, and new-task for its result
+        wait_until(
+            lambda: (state := connection.queue_state(work_queue_name)) is not None and state.messages == 1,
+            message="the task to be queued",
+        )
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    queued = connection.get(work_queue_name)
+
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert json.loads(stdout) == {"id": queued.message_id, "status": "interrupted"}
+    assert stderr.strip().splitlines()[-2:] == [
+        "Interrupted.",
+        "summary: 1 queued, 0 not sent; 0 succeeded, 0 failed, 0 timed out, 1 interrupted",
+    ]
     assert "Traceback" not in stderr and "Aborted!" not in stderr
 
 

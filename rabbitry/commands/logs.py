@@ -25,6 +25,7 @@ from rabbitry.common.cli import (
     management_url_option,
 )
 from rabbitry.common.connect import connect
+from rabbitry.common.durations import rabbitmq_age
 from rabbitry.common.errors import ConfigurationError, ManagementUnavailable
 from rabbitry.common.logs.history import retain as retain_history
 from rabbitry.common.retention import Retention, parse_size
@@ -43,13 +44,23 @@ def _size(ctx, param, value):
         raise click.BadParameter(str(error), ctx=ctx, param=param) from None
 
 
+def _age(ctx, param, value):
+    """``--max-age`` in any duration form (common/durations.py), written as RabbitMQ reads an x-max-age."""
+    try:
+        return None if value is None else rabbitmq_age(value)
+    except ConfigurationError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+
 @logs.command()
 @click.argument("keys", nargs=-1, metavar="[KEY]...")
 @log_exchange_options
 @click.option(
     "--max-age",
-    metavar="AGE",
-    help="Drop lines older than AGE: a number and Y, M (months), D, h, m (minutes) or s, as in 7D or 12h.",
+    metavar="DURATION",
+    callback=_age,
+    help="Drop lines older than DURATION: 7d, 12h, 1w, 1h30m, 3600, or as RabbitMQ writes it, "
+    "with Y, M (months), D, h, m (minutes) or s: 7D.",
 )
 @click.option("--max-bytes", metavar="SIZE", callback=_size, help="Keep at most SIZE: 1GB, 500MB, 64MiB, bytes.")
 @click.option(

@@ -28,7 +28,12 @@ _SHOWN_TICKS = 3
 @logging_options()
 def schedule(settings, schedule_file, name, check, log_format, log_level):
     """Queue the tasks of the schedule in FILE (TOML) on time, each tick exactly once."""
-    loaded = load_schedule(schedule_file, name)
+    try:
+        loaded = load_schedule(schedule_file, name)
+    except UnicodeDecodeError as error:  # TOML is UTF-8: tomllib lets a decoding error out as it is
+        raise ConfigurationError(
+            f"schedule {click.format_filename(schedule_file)} is not valid TOML: not UTF-8 at byte {error.start}"
+        ) from None
     if check:
         now = datetime.datetime.now(datetime.UTC).timestamp()
         click.echo(f"schedule {loaded.name!r}: {len(loaded.entries)} entries")
