@@ -22,6 +22,7 @@ from rabbitry.common.cli import (
     RabbitryCommand,
     blocked_timeout_option,
     broker_options,
+    error_message,
     logging_options,
     queue_type_option,
     text_stream,
@@ -258,7 +259,7 @@ def new_task(
     if ctrl_c.count:
         click.echo("Interrupted.", err=True)
     elif error is not None:
-        click.echo(f"Error: {error}", err=True)
+        click.echo(f"Error: {error_message(error, click.get_current_context())}", err=True)
     if code or not quiet:
         click.echo(account.summary(), err=True)
     if settings.is_local:
