@@ -11,6 +11,8 @@ import functools
 import importlib
 import re
 import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,12 @@ MADE_BY_A_RUN = {"bench/results/"}
 SUBMODULES = ("common", "producers", "workers", "subscribers", "commands", "compare", "cli", "task", "plots")
 
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+SHELL_BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
+TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
+#: The application the examples stand for: the reader's own package, as in "# myapp/tasks.py".
+READERS_APPLICATION = "myapp"
+#: The commands ``pip install`` puts into a virtual environment's bin/.
+INSTALLED_COMMANDS = ("worker", "new-task", "emit-log", "subscribe", "rabbitry")
 CITED_PATH = re.compile(rf"(?<![\w./-])((?:{'|'.join(CITED_FOLDERS)})/[\w./*-]*)")
 DOTTED_NAME = re.compile(rf"(?<![\w.])rabbitry\.((?:{'|'.join(SUBMODULES)})(?:\.\w+)*)")
 LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
@@ -169,3 +177,88 @@ def test_the_readme_layout_names_every_folder_of_the_repository():
 
     assert sorted(expected - named) == [], "folders missing from README.md's layout table"
     assert sorted(named - folders) == [], "folders in README.md's layout table that are not in the repository"
+
+
+def readme_section(title: str) -> str:
+    """The text of README.md's section ``## title``, up to the next section."""
+    return (ROOT / "README.md").read_text().split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def tasks_defined(source: str) -> set[str]:
+    """The names of the functions a block declares as tasks with ``@task`` or ``@task(...)``."""
+    defined = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in node.decorator_list:
+                called = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if isinstance(called, ast.Name) and called.id == "task":
+                    defined.add(node.name)
+    return defined
+
+
+def tasks_named(text: str) -> set[str]:
+    """The tasks a text queues: ``--task NAME``, a schedule's ``task = "NAME"``, ``NAME.delay(...)``."""
+    return (
+        set(re.findall(r"--task[ =](\w+)", text))
+        | set(re.findall(r'^task = "(\w+)"', text, re.MULTILINE))
+        | set(re.findall(r"(\w+)\.(?:delay|send|send_with_options|delay_async)\(", text))
+    )
+
+
+def test_the_readme_quickstart_queues_only_tasks_it_defines_or_that_are_built_in():
+    from rabbitry.workers import builtin_tasks
+    from rabbitry.workers.registry import registry
+
+    quickstart = readme_section("Quickstart")
+    defined = {name for block in PYTHON_BLOCK.findall(quickstart) for name in tasks_defined(block)}
+    built_in = {registered.name for registered in registry if registered.function.__module__ == builtin_tasks.__name__}
+
+    named = tasks_named(quickstart)
+    assert named, "the quickstart queues no task?"
+    assert sorted(named - defined - built_in) == [], "tasks the quickstart queues that nothing defines"
+
+
+def test_the_readme_activates_its_virtual_environment_before_running_a_command_by_its_bare_name():
+    readme = (ROOT / "README.md").read_text()
+    activation = re.search(r"^.*(?:\. |source )\.venv/bin/activate", readme, re.MULTILINE)
+    bare = re.search(rf"^(?:{'|'.join(INSTALLED_COMMANDS)}) ", "\n".join(SHELL_BLOCK.findall(readme)), re.MULTILINE)
+
+    assert bare is not None
+    assert activation is not None, "README.md runs the commands by their bare names, but never activates .venv"
+    first_bare_line = bare.group(0)
+    assert activation.start() < readme.index("\n" + first_bare_line), "README.md activates .venv too late"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_schedule_a_page_shows_passes_rabbitry_schedule_check(page, tmp_path):
+    from click.testing import CliRunner
+
+    from rabbitry.cli import rabbitry as rabbitry_command
+
+    schedules = [block for block in TOML_BLOCK.findall(page.read_text()) if "[[entry]]" in block]
+    for number, block in enumerate(schedules):
+        path = tmp_path / f"schedule-{number}.toml"
+        path.write_text(block)
+        result = CliRunner().invoke(rabbitry_command, ["schedule", "--check", str(path)])
+        assert result.exit_code == 0, (block, result.output)
+
+
+def installed_with_rabbitry() -> set[str]:
+    """The import names of rabbitry's own dependencies (their distributions' names, normalised)."""
+    required = metadata.requires("rabbitry") or []
+    names = {
+        re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+        for requirement in required
+        if "extra ==" not in requirement
+    }
+    return {name.lower().replace("-", "_") for name in names}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_library_an_example_imports_comes_with_rabbitry_or_the_page_says_to_pip_install_it(page):
+    text = page.read_text()
+    known = {"rabbitry", READERS_APPLICATION, *sys.stdlib_module_names, *installed_with_rabbitry()}
+    imported = {module.split(".")[0] for block in python_blocks(page) for module, _names in imports_of(block)}
+
+    unnamed = sorted(name for name in imported - known if f"pip install {name}" not in text)
+    assert unnamed == [], "libraries an example imports that neither rabbitry installs nor the page names"
