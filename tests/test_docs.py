@@ -3,7 +3,11 @@ modules they cite exist, and the API page lists every public name.
 
 A doc example is code, so it is read as code here: every ``python`` block of README.md and
 docs/*.md must parse, import from ``rabbitry`` alone (an application sees nothing else as
-stable), and use only names of ``rabbitry.__all__``. Nothing here needs a broker.
+stable), and use only names of ``rabbitry.__all__``; so must the examples in the package's
+docstrings, which help() shows. A library an example imports comes with rabbitry, or the page
+says to ``pip install`` it. The README's quickstart activates its virtual environment before it
+runs a command, queues only tasks it defines or that are built in, and every schedule a page
+shows passes ``rabbitry schedule --check``. Nothing here needs a broker.
 """
 
 import ast
@@ -262,3 +266,31 @@ def test_every_library_an_example_imports_comes_with_rabbitry_or_the_page_says_t
 
     unnamed = sorted(name for name in imported - known if f"pip install {name}" not in text)
     assert unnamed == [], "libraries an example imports that neither rabbitry installs nor the page names"
+
+
+#: The package's source folders: their docstrings' examples are read as the docs' are.
+SOURCE_FOLDERS = ("rabbitry", "common", "producers", "workers", "subscribers")
+#: An import of an internal module, in an example (``>>>`` prompt or not).
+INTERNAL_IMPORT = re.compile(r"^\s*(?:>>> )?(?:from (rabbitry\.[\w.]+) import|import (rabbitry\.[\w.]+))", re.MULTILINE)
+
+
+def docstrings(path: Path) -> list[str]:
+    """The docstrings of a module, its classes and its functions."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            docstring = ast.get_docstring(node)
+            if docstring:
+                found.append(docstring)
+    return found
+
+
+def test_every_example_in_a_docstring_imports_from_rabbitry_alone():
+    # help() and the source show these examples too: the same rule as the docs' own.
+    wrong = []
+    for folder in SOURCE_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for docstring in docstrings(path):
+                for match in INTERNAL_IMPORT.finditer(docstring):
+                    wrong.append(f"{path.relative_to(ROOT)}: imports {match.group(1) or match.group(2)}")
+    assert wrong == [], "examples that import internal modules: import from rabbitry only"
