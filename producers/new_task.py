@@ -32,6 +32,7 @@ from rabbitry.common.delays import due_time, parse_duration, parse_time
 from rabbitry.common.errors import ConfigurationError, ExitCode, Interrupted, MessageError, RabbitryError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
+from rabbitry.producers.progress import ProgressBar
 from rabbitry.producers.task_batch import ON_REFUSED, BatchAccount, TaskBatch, outcome
 from rabbitry.producers.waiting import queue_and_wait
 
@@ -310,7 +311,7 @@ class CtrlC:
 def _progress_bar(total: int, quiet: bool):
     """A progress bar on standard error if it is a terminal, unless the ids are printed on that same terminal."""
     if total > 1 and sys.stderr.isatty() and (quiet or not _same_terminal(sys.stdout, sys.stderr)):
-        return click.progressbar(length=total, label="queueing", file=sys.stderr)
+        return ProgressBar(total, sys.stderr)
     return contextlib.nullcontext()
 
 
