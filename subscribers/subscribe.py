@@ -102,7 +102,8 @@ def _parsed(parse, text: str | None, now: float, option: str):
     "--unbind",
     multiple=True,
     metavar="KEY",
-    help="Remove the binding KEY from the --queue (repeatable), then subscribe with what is left.",
+    help="Remove the binding KEY from the --queue (repeatable), then subscribe with what is left; "
+    "its last key only with a BINDING_KEY to bind in its place.",
 )
 @click.option(
     "--since",
