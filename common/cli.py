@@ -4,8 +4,10 @@ Options that several commands take are declared once here, each with its
 environment variable shown in ``--help``, and applied by decorators, as in rq. A
 RabbitryError raised by a command becomes one ``Error: …`` line on standard
 error and the error's exit code, and so does a usage mistake (an unknown
-option, a missing argument, a bad value), with ExitCode.USAGE; a user never
-sees a traceback, nor a usage block, for a mistake they can make.
+option, a missing argument, a bad value), with ExitCode.USAGE. A usage mistake,
+click's or a RabbitryError of ExitCode.USAGE, ends as click's own do, with
+``Try '<command> --help' for help.``; a user never sees a traceback, nor a
+usage block, for a mistake they can make.
 """
 
 import dataclasses
@@ -52,11 +54,29 @@ def binary_stream(name: str) -> BinaryIO:
     return click.get_binary_stream(name)  # type: ignore[operator,unused-ignore]  # as text_stream
 
 
-class CommandFailed(click.ClickException):
-    """A RabbitryError, shown as one line with the error's own exit code."""
+def help_hint(ctx: click.Context) -> str:
+    """click's own pointer to the help of the command at hand: ``Try 'worker --help' for help.``"""
+    help_option = max(ctx.help_option_names, key=len, default="--help")
+    return f"Try '{ctx.command_path} {help_option}' for help."
 
-    def __init__(self, error: RabbitryError):
-        super().__init__(str(error))
+
+def with_help_hint(message: str, ctx: click.Context) -> str:
+    """A usage mistake's one line: the message, then :func:`help_hint`."""
+    message = message.rstrip()
+    return f"{message}{'' if message.endswith(('.', '!', '?')) else '.'} {help_hint(ctx)}"
+
+
+def error_message(error: RabbitryError, ctx: click.Context) -> str:
+    """What the ``Error:`` line of a RabbitryError says: a usage mistake (ExitCode.USAGE, bad input)
+    also names the help to read."""
+    return with_help_hint(str(error), ctx) if error.exit_code == ExitCode.USAGE else str(error)
+
+
+class CommandFailed(click.ClickException):
+    """A RabbitryError, shown as one line (:func:`error_message`) with the error's own exit code."""
+
+    def __init__(self, error: RabbitryError, ctx: click.Context):
+        super().__init__(error_message(error, ctx))
         # click declares exit_code a ClassVar; this one is the RabbitryError's own.
         self.exit_code = int(error.exit_code)  # type: ignore[misc]
 
@@ -67,9 +87,7 @@ class UsageMistake(click.ClickException):
     exit_code = int(ExitCode.USAGE)
 
     def __init__(self, error: click.UsageError, ctx: click.Context):
-        ctx = error.ctx or ctx
-        help_option = max(ctx.help_option_names, key=len, default="--help")
-        super().__init__(f"{error.format_message()} (try '{ctx.command_path} {help_option}')")
+        super().__init__(with_help_hint(error.format_message(), error.ctx or ctx))
 
 
 #: click 8.2+ shows a group's help through this usage error when it is given no arguments.
@@ -91,7 +109,7 @@ class _OneLineErrors(click.Command):
         try:
             return super().invoke(ctx)
         except RabbitryError as error:
-            raise CommandFailed(error) from None
+            raise CommandFailed(error, ctx) from None
         except click.UsageError as error:
             if isinstance(error, _SHOWS_HELP):
                 raise

@@ -3,7 +3,7 @@
 ::
 
     import logging
-    from rabbitry.producers.log_handler import LogExchangeHandler
+    from rabbitry import LogExchangeHandler
 
     logging.getLogger().addHandler(LogExchangeHandler("amqp://guest:guest@localhost:5672/"))
     logging.getLogger("kern").critical("A critical kernel error")   # routing key kern.critical

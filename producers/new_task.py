@@ -22,6 +22,7 @@ from rabbitry.common.cli import (
     RabbitryCommand,
     blocked_timeout_option,
     broker_options,
+    error_message,
     logging_options,
     queue_type_option,
     text_stream,
@@ -32,6 +33,7 @@ from rabbitry.common.durations import parse_duration
 from rabbitry.common.errors import ConfigurationError, ExitCode, Interrupted, MessageError, RabbitryError
 from rabbitry.common.messages import PLAIN_TEXT_TASK, TaskMessage, parse_json
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
+from rabbitry.producers.progress import ProgressBar
 from rabbitry.producers.task_batch import ON_REFUSED, BatchAccount, TaskBatch, outcome
 from rabbitry.producers.waiting import Waited, queue_and_wait
 
@@ -264,7 +266,7 @@ def new_task(
     if ctrl_c.count:
         click.echo("Interrupted.", err=True)
     elif error is not None:
-        click.echo(f"Error: {error}", err=True)
+        click.echo(f"Error: {error_message(error, click.get_current_context())}", err=True)
     if code or not quiet:
         click.echo(account.summary(), err=True)
     if settings.is_local:
@@ -349,7 +351,7 @@ class CtrlC:
 def _progress_bar(total: int, quiet: bool):
     """A progress bar on standard error if it is a terminal, unless the ids are printed on that same terminal."""
     if total > 1 and sys.stderr.isatty() and (quiet or not _same_terminal(sys.stdout, sys.stderr)):
-        return click.progressbar(length=total, label="queueing", file=sys.stderr)
+        return ProgressBar(total, sys.stderr)
     return contextlib.nullcontext()
 
 

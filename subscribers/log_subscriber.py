@@ -19,6 +19,7 @@ from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import Binding, Exchange, Queue, Topology
 from rabbitry.common.transport.contract import Connection, Delivery
 from rabbitry.common.transport.routing import check_routing_key, literal_wildcards
+from rabbitry.subscribers.bindings import BoundKeys, check_unbind, read_binding_keys
 
 log = structlog.get_logger("rabbitry.subscriber")
 
@@ -75,6 +76,7 @@ class LogSubscriber:
         prefetch: int = DEFAULT_PREFETCH,
         name: str = "rabbitry-subscribe",
         unbind: Iterable[str] = (),
+        management_url: str | None = None,
     ):
         self.settings = settings
         self.exchange = exchange
@@ -87,6 +89,10 @@ class LogSubscriber:
         if self.unbind and not queue:
             raise ConfigurationError("only a named queue keeps bindings to remove: give --queue NAME")
         self.queue = queue
+        #: Where RabbitMQ's management API is, to read a named queue's bindings (None: beside the broker).
+        self.management_url = management_url
+        #: The unbinding is checked once, before it is done; after a reconnect it is only done again.
+        self._unbind_checked = False
         self.prefetch = prefetch
         self.name = name
         self.received = 0
@@ -150,11 +156,14 @@ class LogSubscriber:
             raise ConfigurationError(
                 f"queue {self.queue!r} does not exist: give the binding keys to subscribe it with, such as 'kern.*'"
             )
+        if self.unbind and not self._unbind_checked:
+            self._check_unbind(connection)
         names = connection.declare(self.topology())
         queue = names[self.queue or ""]  # the topology declares this queue
         for key in self.unbind:  # again after a reconnect too: unbinding what is not bound changes nothing
             connection.unbind(self.exchange.name, queue, key)
             log.info("unbound", exchange=self.exchange.name, queue=queue, binding_key=key)
+        bindings = self._bindings_now(connection, queue)
 
         def on_delivery(delivery: Delivery) -> None:
             if done():
@@ -170,9 +179,35 @@ class LogSubscriber:
             exchange=self.exchange.name,
             exchange_type=self.exchange.type,
             queue=queue,
-            binding_keys=[key for key in self.binding_keys if self.exchange.type != "fanout"],
+            binding_keys=None if bindings.keys is None else list(bindings.keys),
             **({"resumed": True} if self.resuming else {}),
+            **({"binding_keys_unknown": bindings.unknown_because} if bindings.keys is None else {}),
         )
+
+    def _check_unbind(self, connection: Connection) -> None:
+        """Refuse, before anything changes, to unbind a key the queue is not bound with, or its last one."""
+        assert self.queue is not None  # unbinding needs a named queue (checked in __init__)
+        bound = read_binding_keys(connection, self.settings, self.exchange.name, self.queue, self.management_url)
+        if bound.keys is None:
+            log.warning(
+                "unbind_unchecked",
+                queue=self.queue,
+                binding_keys=list(self.unbind),
+                detail=f"cannot check that the keys are bound, nor that the queue keeps another: "
+                f"{bound.unknown_because}. If these were its last keys, this subscriber receives nothing",
+            )
+        else:
+            check_unbind(self.exchange.name, self.queue, bound.keys, self.unbind, self.binding_keys)
+        self._unbind_checked = True
+
+    def _bindings_now(self, connection: Connection, queue: str) -> BoundKeys:
+        """The keys the subscription's queue is bound with now: a named queue may have more than
+        this subscriber gave (a resumed one has only those), and they are read for what they are."""
+        if self.exchange.type == "fanout":
+            return BoundKeys(())  # fanout routes by no key: its one binding's key is empty
+        if not self.queue:
+            return BoundKeys(self.binding_keys)  # the broker named the queue, for this subscriber alone
+        return read_binding_keys(connection, self.settings, self.exchange.name, queue, self.management_url)
 
     def _consume(self, connection: Connection, on_message, stop, count, idle_timeout) -> None:
         def done() -> bool:

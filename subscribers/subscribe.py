@@ -25,7 +25,6 @@ import time
 import click
 import structlog
 
-from rabbitry.common.amqp.management import ManagementApi
 from rabbitry.common.cli import (
     RabbitryCommand,
     broker_options,
@@ -36,7 +35,7 @@ from rabbitry.common.cli import (
     management_url_option,
     text_stream,
 )
-from rabbitry.common.errors import ConfigurationError, ManagementUnavailable, NotBound
+from rabbitry.common.errors import ConfigurationError
 from rabbitry.subscribers.history_subscriber import HistoryProgress, HistorySubscriber
 from rabbitry.subscribers.log_subscriber import LogSubscriber
 from rabbitry.subscribers.output import json_line, readable_line
@@ -77,25 +76,6 @@ class ProgressLine:
             self.stream.flush()
 
 
-def check_unbind(settings, exchange, queue: str, keys: tuple[str, ...], management_url: str | None) -> None:
-    """NotBound for a key the queue is not bound with, as the management API tells; without the API,
-    say that it could not be checked (unbinding a key that is not bound changes nothing)."""
-    if settings.is_local:
-        return
-    try:
-        bound = ManagementApi.for_broker(settings.urls[0], management_url).binding_keys(exchange.name, queue)
-    except ManagementUnavailable as error:
-        log.warning("unbind_unchecked", detail=f"cannot check that the keys are bound: {error}")
-        return
-    missing = [key for key in keys if key not in bound]
-    if missing:
-        raise NotBound(
-            f"queue {queue!r} is not bound to exchange {exchange.name!r} with "
-            f"{', '.join(repr(k) for k in missing)}; "
-            f"its keys: {', '.join(repr(k) for k in bound) or 'none'}"
-        )
-
-
 def _parsed(parse, text: str | None, now: float, option: str):
     """``parse(text, now)``, a bad value being click's one-line usage error for ``option``."""
     if text is None:
@@ -122,7 +102,8 @@ def _parsed(parse, text: str | None, now: float, option: str):
     "--unbind",
     multiple=True,
     metavar="KEY",
-    help="Remove the binding KEY from the --queue (repeatable), then subscribe with what is left.",
+    help="Remove the binding KEY from the --queue (repeatable), then subscribe with what is left; "
+    "its last key only with a BINDING_KEY to bind in its place.",
 )
 @click.option(
     "--since",
@@ -143,7 +124,7 @@ def _parsed(parse, text: str | None, now: float, option: str):
     metavar="SECONDS",
     help="Exit after SECONDS without a message (with --since: after the replay).",
 )
-@management_url_option(", to check that --unbind keys are bound")
+@management_url_option(", to read a named queue's bindings and check that --unbind keys are bound")
 @broker_options
 @logging_options()
 def subscribe(
@@ -178,11 +159,11 @@ def subscribe(
                 settings, exchange, binding_keys, start=start, until=end, on_progress=progress
             )
         else:
-            subscriber = LogSubscriber(settings, exchange, binding_keys, queue=queue, unbind=unbind)
+            subscriber = LogSubscriber(
+                settings, exchange, binding_keys, queue=queue, unbind=unbind, management_url=management_url
+            )
     except ConfigurationError as error:
         raise click.BadParameter(str(error), param_hint="--unbind" if unbind and not queue else "BINDING_KEY") from None
-    if unbind:
-        check_unbind(settings, exchange, queue, subscriber.unbind, management_url)
     out = text_stream("stdout")
     color = out.isatty() and "NO_COLOR" not in os.environ
     stop = threading.Event()

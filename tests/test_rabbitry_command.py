@@ -57,4 +57,7 @@ def test_deleting_a_work_queue_that_is_not_there_is_a_one_line_error(run, unique
     result = run("rabbitry", "queue", "delete", unique_name, "--broker", broker)
 
     assert result.returncode == ExitCode.USAGE
-    assert result.stderr.strip() == f"Error: there is no work queue '{unique_name}', nor its dead-letter queue"
+    assert result.stderr.strip() == (
+        f"Error: there is no work queue '{unique_name}', nor its dead-letter queue. "
+        "Try 'rabbitry queue delete --help' for help."
+    )

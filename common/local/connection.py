@@ -228,6 +228,12 @@ class LocalConnection(Connection):
         with self._locked():
             self.broker.unbind_locked(exchange, queue, routing_key, self)
 
+    def binding_keys(self, exchange: str, queue: str) -> list[str] | None:
+        self._check_open()
+        with self._locked():
+            found = self.broker.exchanges.get(exchange)
+            return [] if found is None else found.binding_keys(queue)
+
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         if not self._open:  # _check_open(), inline on every message's path
             raise ConnectionLost(_CLOSED)

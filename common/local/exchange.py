@@ -109,6 +109,10 @@ class LocalExchange:
             self.bindings.remove(bound)
             self._route_cache.clear()
 
+    def binding_keys(self, queue: str) -> list[str]:
+        """The keys ``queue`` is bound under, in the order they were bound."""
+        return [bound.binding_key for bound in self.bindings if bound.queue == queue]
+
     def binds(self, queue: str) -> bool:
         """Whether ``queue`` is bound to this exchange."""
         return any(bound.queue == queue for bound in self.bindings)

@@ -213,6 +213,11 @@ class Connection(abc.ABC):
         """Remove the binding of ``queue`` to ``exchange`` under ``routing_key``
         (nothing happens if there is no such binding, as in RabbitMQ)."""
 
+    def binding_keys(self, exchange: str, queue: str) -> list[str] | None:
+        """The keys ``queue`` is bound to ``exchange`` with, or None where the transport cannot
+        tell: AMQP 0-9-1 has no way to list bindings (RabbitMQ's management API has)."""
+        return None
+
     @abc.abstractmethod
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         """Acknowledge a delivery (and every earlier one with ``multiple``)."""
