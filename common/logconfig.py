@@ -16,6 +16,7 @@ from typing import TextIO
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 from rabbitry.common.settings import mask_url
 
@@ -89,6 +90,11 @@ def discard_output(stream: TextIO) -> None:
         pass
 
 
+#: An ``exc_info`` as a structured ``exception``: type, value and frames (file, line, function),
+#: without the frames' local variables, which may hold a task's arguments and secrets.
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+
+
 def configure_logging(
     log_format: str = "auto", level: str = "info", stream: TextIO | None = None, cache: bool = False
 ) -> None:
@@ -112,7 +118,7 @@ def configure_logging(
     if log_format == "console":
         renderer: list[structlog.typing.Processor] = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     else:
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_to_json)]
+        renderer = [_DICT_TRACEBACKS, structlog.processors.JSONRenderer(serializer=_to_json)]
     structlog.configure(
         processors=shared + renderer,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
