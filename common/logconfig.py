@@ -5,15 +5,18 @@ whichever ``--log-format`` asks for. Each process configures its own logging
 (pool children included): configured loggers do not survive a fork cleanly.
 """
 
+import errno
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from typing import TextIO
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 from rabbitry.common.settings import mask_url
 
@@ -51,6 +54,47 @@ def _mask_secrets(_logger, _method, event_dict):
     return event_dict
 
 
+class _OutputLogger(structlog.WriteLogger):
+    """structlog's WriteLogger, which a lost output cannot stop.
+
+    Writing to a pipe whose reader is gone (Ctrl-C on ``worker | tee log`` kills ``tee`` too)
+    raises BrokenPipeError, and a terminal that went away EIO: raised in whatever code logged,
+    that would end a signal handler, a task thread or a shutdown half-way. The line is dropped
+    instead, and a stream whose reader is gone is pointed at /dev/null for good (see
+    :func:`discard_output`), so nothing written to it later fails either.
+    """
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            try:
+                self._write(message + "\n")
+                self._flush()
+            except (OSError, ValueError) as error:  # ValueError: the stream was closed
+                if isinstance(error, BrokenPipeError) or getattr(error, "errno", None) == errno.EIO:
+                    discard_output(self._file)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def discard_output(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, and drop what its buffer still holds."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+        stream.flush()  # the lines the reader never took, into /dev/null
+    except (OSError, ValueError):  # no descriptor (not a real file), or closed: it takes no more writes anyway
+        pass
+
+
+#: An ``exc_info`` as a structured ``exception``: type, value and frames (file, line, function),
+#: without the frames' local variables, which may hold a task's arguments and secrets.
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+
+
 def configure_logging(
     log_format: str = "auto", level: str = "info", stream: TextIO | None = None, cache: bool = False
 ) -> None:
@@ -74,13 +118,13 @@ def configure_logging(
     if log_format == "console":
         renderer: list[structlog.typing.Processor] = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     else:
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_to_json)]
+        renderer = [_DICT_TRACEBACKS, structlog.processors.JSONRenderer(serializer=_to_json)]
     structlog.configure(
         processors=shared + renderer,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # One write() per line: pool processes share the stream, and print()'s
         # separate write of the newline let their lines run together.
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=lambda *_name: _OutputLogger(stream),
         cache_logger_on_first_use=cache,
     )
     # pika logs through the stdlib; keep its chatter out unless it matters.

@@ -9,6 +9,7 @@ mocks pika or RabbitMQ.
 import contextlib
 import logging
 import os
+import sys
 import uuid
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from rabbitry.common.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.local.registry import broker_name, forget_broker
+from rabbitry.common.logconfig import configure_logging
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DELAY_DELIVERY_EXCHANGE, DELAY_UNROUTED, dead_letter_queue_name, delay_level_names
 from tests.helpers import WorkerProcess, rabbitmq_image, run_command
@@ -24,6 +26,14 @@ from tests.transport_helpers import Transport
 #: extra_broker, tls_broker and management_broker: RabbitMQ nodes of a test module's own;
 #: docker, rabbitry_image and compose_project: compose.yaml run for real.
 pytest_plugins = ("tests.nodes", "tests.compose_project")
+
+
+def pytest_configure(config):
+    """rabbitry code run in the tests' own process (in-process pools, submitters) logs as its
+    commands do, from info up: unconfigured, structlog prints every level, debug included, to
+    the standard output it found when first imported, which a run of pytest shows."""
+    configure_logging("console", "info", sys.stderr)
+
 
 NO_BROKER = (
     "no RabbitMQ broker for the tests: set RABBITMQ_URL (for example "

@@ -111,6 +111,7 @@ def test_the_metrics_endpoint_listens_on_loopback_unless_told_otherwise(start_wo
 
     [serving] = worker.events("metrics_serving")
     assert serving["url"] == f"http://127.0.0.1:{port}/metrics"
+    assert not worker.events("metrics_on_every_interface")
     assert total(scrape(port), "rabbitry_worker_info", processes="1") == 1
 
 
@@ -195,3 +196,35 @@ def test_a_task_is_counted_before_its_line_is_written(monkeypatch, function, max
 
     assert [line["event"] for line in lines if line["log_level"] != "debug"] == [event]
     assert recorder.counted_after and all(written == 0 for _, written in recorder.counted_after), recorder.counted_after
+
+
+def listens_on(process: psutil.Process, port: int) -> bool:
+    """Whether ``process`` holds a socket listening on ``port``."""
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in process.net_connections("tcp"))
+
+
+def test_the_pool_processes_do_not_hold_the_metrics_endpoints_socket(start_worker, work_queue_name):
+    port = free_port()
+    worker = start_worker(work_queue_name, "--processes", "2", "--metrics-port", str(port))
+
+    supervisor = psutil.Process(worker.process.pid)
+    pool = supervisor.children()
+    assert len(pool) == 2 and listens_on(supervisor, port)
+    assert not any(listens_on(process, port) for process in pool)
+
+
+def test_metrics_served_on_every_interface_are_logged_as_a_warning(start_worker, work_queue_name):
+    port = free_port()
+    worker = start_worker(work_queue_name, "--processes", "1", "--metrics-host", "0.0.0.0", "--metrics-port", str(port))
+
+    [warning] = worker.events("metrics_on_every_interface")
+    assert warning["level"] == "warning" and warning["host"] == "0.0.0.0" and warning["port"] == port
+    assert total(scrape(port), "rabbitry_worker_info", processes="1") == 1
+
+
+@pytest.mark.parametrize(
+    "host, every",
+    [("0.0.0.0", True), ("::", True), ("[::]", True), ("", True), ("127.0.0.1", False), ("10.0.0.5", False)],
+)
+def test_only_a_wildcard_address_counts_as_every_interface(host, every):
+    assert metrics.serves_every_interface(host) is every

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import random
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -110,8 +109,10 @@ def dead_letter(
     error: str,
     task: str | None = None,
     task_id: str | None = None,
+    exception: BaseException | None = None,
 ) -> Disposition:
-    """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers."""
+    """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers;
+    the line logged carries ``exception``'s traceback, if given (the task's own exception)."""
     metrics.recorder.task_settled(task, metrics.DEAD_LETTERED, reason)  # counted before its line: see _returned
     log.error(
         "task_dead_lettered",
@@ -120,6 +121,7 @@ def dead_letter(
         reason=reason,
         error=error,
         redelivered=delivery.redelivered,
+        exc_info=exception,
     )
     headers = {REASON_HEADER: reason, ERROR_HEADER: header_text(error), QUEUE_HEADER: config.queue}
     if task:
@@ -144,13 +146,15 @@ def failure(
     error: str,
     retryable: bool = True,
     duration_s: float | None = None,
+    exception: BaseException | None = None,
 ) -> Disposition:
-    """A failed attempt: retry it after a backoff, or dead-letter it when retries are spent."""
+    """A failed attempt: retry it after a backoff, or dead-letter it when retries are spent.
+    ``exception``, what the task raised, has its traceback logged with the line."""
     if not retryable:
-        return dead_letter(delivery, config, "not_retryable", error, message.task, message.id)
+        return dead_letter(delivery, config, "not_retryable", error, message.task, message.id, exception)
     max_retries = config.max_retries_for(message.task)
     if message.attempt >= max_retries:
-        return dead_letter(delivery, config, "retries_exhausted", error, message.task, message.id)
+        return dead_letter(delivery, config, "retries_exhausted", error, message.task, message.id, exception)
     delay_s = max(1.0, retry_delay_s(message.attempt) * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
     now = time.time()
     retry = TaskMessage(
@@ -166,7 +170,13 @@ def failure(
         outgoing = retry.to_outgoing(config.queue, config.max_message_bytes, now)  # into the delay levels
     except MessageError as unsendable:  # arguments that came in but cannot go out again, such as a lone surrogate
         return dead_letter(
-            delivery, config, "not_retryable", f"{error} (cannot be retried: {unsendable})", message.task, message.id
+            delivery,
+            config,
+            "not_retryable",
+            f"{error} (cannot be retried: {unsendable})",
+            message.task,
+            message.id,
+            exception,
         )
     metrics.recorder.task_settled(message.task, metrics.RETRIED)
     log.warning(
@@ -178,6 +188,7 @@ def failure(
         duration_s=duration_s,
         retry_in_s=round(delay_s, 3),
         redelivered=delivery.redelivered,
+        exc_info=exception,  # the traceback: readable on a console, a list of frames in JSON
     )
     outgoing.headers = {ERROR_HEADER: header_text(error)}
     # The final attempt answers the caller, so the retry asks for the reply as the task did.
@@ -221,12 +232,14 @@ def decode(delivery: Delivery, config: WorkerConfig):
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class TaskRun:
-    """How one run of a task ended: its return value, or its error ("Type: message")."""
+    """How one run of a task ended: its return value, or its error ("Type: message") and the
+    exception itself, whose traceback the line of the failure shows."""
 
     duration_s: float
     value: Any = None
     error: str | None = None
     retryable: bool = True
+    exception: BaseException | None = None
 
 
 def run_task(delivery: Delivery, message: TaskMessage, task) -> TaskRun:
@@ -266,8 +279,12 @@ async def run_coroutine_task(
 def _raised(message: TaskMessage, task, error: Exception, started: float) -> TaskRun:
     duration = time.perf_counter() - started
     metrics.recorder.task_ran(message.task, duration)
-    log.debug("task_traceback", task_id=message.id, traceback=traceback.format_exc())
-    return TaskRun(duration, error=f"{type(error).__name__}: {error}", retryable=not isinstance(error, task.dont_retry))
+    return TaskRun(
+        duration,
+        error=f"{type(error).__name__}: {error}",
+        retryable=not isinstance(error, task.dont_retry),
+        exception=error,
+    )
 
 
 def _returned(delivery: Delivery, message: TaskMessage, result: Any, started: float) -> TaskRun:

@@ -19,6 +19,7 @@ so the scraped counters and the log lines agree exactly.
 
 import os
 import shutil
+import socket
 import tempfile
 
 import structlog
@@ -31,6 +32,8 @@ log = structlog.get_logger("rabbitry.worker")
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 #: The ``outcome`` label of ``rabbitry_tasks_total``.
 SUCCEEDED, RETRIED, DEAD_LETTERED = "succeeded", "retried", "dead_lettered"
+#: The addresses that listen on every interface of the machine, IPv4 and IPv6.
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
 
 
 class NoMetrics:
@@ -116,12 +119,35 @@ class WorkerMetrics(NoMetrics):
 recorder: NoMetrics = NoMetrics()
 
 
+#: The listening sockets of the endpoints this process serves, which no process forked from it keeps.
+_listening: list[socket.socket] = []
+
+
+def _close_inherited_endpoints() -> None:
+    """In a process just forked (a pool process): close its copies of the endpoints' listening
+    sockets. Kept, they would outlive a killed supervisor in pool processes still finishing their
+    tasks: the port could not be bound again, and scrapes would wait, never answered, in a
+    backlog nobody reads."""
+    for listening in _listening:
+        listening.close()
+    _listening.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_endpoints)
+
+
+def serves_every_interface(host: str) -> bool:
+    """Whether an endpoint on ``host`` can be reached from every network this machine is on."""
+    return host.strip("[]") in EVERY_INTERFACE
+
+
 class MetricsServer:
     """The supervisor's side: the multiprocess folder, and the HTTP endpoint that sums it."""
 
     def __init__(self, folder: str, server, thread):
         self.folder = folder
         self._server, self._thread = server, thread
+        _listening.append(server.socket)
 
     @property
     def port(self) -> int:
@@ -134,6 +160,8 @@ class MetricsServer:
         multiprocess.mark_process_dead(pid, self.folder)
 
     def close(self) -> None:
+        if self._server.socket in _listening:
+            _listening.remove(self._server.socket)
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -175,4 +203,12 @@ def enable_metrics(queue: str, host: str, port: int, info: dict[str, str]) -> Me
     recorder = WorkerMetrics(queue)
     serving = MetricsServer(folder, server, thread)
     log.info("metrics_serving", url=f"http://{host}:{serving.port}/metrics")
+    if serves_every_interface(host):
+        log.warning(
+            "metrics_on_every_interface",
+            host=host,
+            port=serving.port,
+            detail="anyone who can reach this machine can read the metrics (queue and task names); "
+            "--metrics-host 127.0.0.1 keeps them to this machine",
+        )
     return serving

@@ -59,6 +59,7 @@ class WorkerPool:
         self._ledger = CrashLedger(config.processes, self._context)
         self._processes: list[ProcessLike | None] = [None] * config.processes
         self._signals = 0
+        self._signal: signal.Signals | None = None  # the last one received
         self._metrics_server: metrics.MetricsServer | None = None
         self.exit_code = ExitCode.OK
 
@@ -92,6 +93,7 @@ class WorkerPool:
     def _run(self) -> int:
         self.check_broker()
         if self._stop.is_set():  # by a signal, while waiting for the broker
+            self._log_stopping()
             return int(self.exit_code)
         log.info(
             "worker_started",
@@ -108,8 +110,10 @@ class WorkerPool:
                 self._start(index)
             while not self._stop.wait(_SUPERVISE_EVERY_S):
                 self._supervise()
+            self._log_stopping()
             self._shutdown()
         finally:
+            self._shared_stop.set()  # whatever went wrong here, the pool processes stop too
             if self._metrics_server is not None:
                 self._metrics_server.close()
         log.info("worker_stopped", exit_code=int(self.exit_code))
@@ -119,13 +123,18 @@ class WorkerPool:
         """Ask the pool to stop gracefully (thread-safe)."""
         self._stop.set()
 
+    def _log_stopping(self) -> None:
+        if self._signal is not None:
+            log.info("worker_stopping", signal=self._signal.name)
+
     def _on_signal(self, signum, _frame) -> None:
+        # Nothing is written here: a handler runs between two bytecodes of the main thread, maybe
+        # in the middle of its own write to the same stream (a reentrant write raises, a second
+        # take of the logger's lock never returns). The main thread logs the stop.
         self._signals += 1
-        if self._signals == 1:
-            log.info("worker_stopping", signal=signal.Signals(signum).name)
-            self._stop.set()
-        else:
-            log.warning("worker_stopping_now", signal=signal.Signals(signum).name)
+        self._signal = signal.Signals(signum)
+        self._stop.set()
+        if self._signals > 1:
             for process in self._processes:
                 if process is not None and process.is_alive():
                     process.kill()
@@ -182,6 +191,13 @@ class WorkerPool:
 
     def _shutdown(self) -> None:
         self._shared_stop.set()
+        told = False
+        for process in self._processes:
+            while process is not None and process.is_alive():
+                process.join(_SUPERVISE_EVERY_S)
+                if self._signals > 1 and not told:  # a second signal: the handler killed them
+                    log.warning("worker_stopping_now", signal=self._signal.name if self._signal else None)
+                    told = True
         for process in self._processes:
             if process is not None:
                 process.join()

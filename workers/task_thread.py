@@ -119,7 +119,9 @@ class TaskThread:
         """What becomes of a delivery whose task ran: acked (and answered), retried or dead-lettered."""
         if run.error is None:
             return succeeded(delivery, message, run.value)
-        return failure(delivery, message, self.config, run.error, run.retryable, round(run.duration_s, 6))
+        return failure(
+            delivery, message, self.config, run.error, run.retryable, round(run.duration_s, 6), run.exception
+        )
 
     def worker_error(self, delivery: Delivery, error: Exception) -> Disposition:
         """A fault of the worker's own: logged, and the delivery kept in the dead-letter queue."""
