@@ -163,6 +163,11 @@ class LogExchangeHandler(logging.Handler):
         self._routes[(record.name, record.levelno)] = route
         return route
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._closing.is_set()
+
     def close(self) -> None:
         """Publish what is buffered and wait for its confirms, for at most ``close_timeout``.
 
@@ -231,7 +236,7 @@ class LogExchangeHandler(logging.Handler):
 def _close_at_exit(handler_ref: "weakref.ref[LogExchangeHandler]") -> None:
     """Close a handler still alive at exit, and say on stderr what it could not send."""
     handler = handler_ref()
-    if handler is None or handler._closing.is_set():
+    if handler is None or handler.closing:
         return
     handler.close()
     if handler.unsent:
