@@ -5,6 +5,7 @@ pool members as threads of the test process (as ``local://`` runs them).
 """
 
 import asyncio
+import os
 import threading
 import uuid
 
@@ -24,7 +25,8 @@ from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
-from tests.helpers import json_lines
+from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER
+from tests.helpers import json_lines, wait_until
 
 _attempts: dict[str, int] = {}
 
@@ -47,6 +49,15 @@ def flaky(key: str) -> str:
     if _attempts[key] == 1:
         raise ConnectionError("first attempt fails")
     return f"attempt {_attempts[key]}"
+
+
+class FileUnreadable(Exception):
+    """Raised by results.read_file, naming a file whose name is not UTF-8."""
+
+
+@task(name="results.read_file", dont_retry=(FileUnreadable,))
+def read_file() -> None:
+    raise FileUnreadable(f"cannot read {os.fsdecode(b'/data/in-' + bytes([0xFF]))}")  # a lone surrogate
 
 
 @task(name="results.always_fails")
@@ -134,6 +145,23 @@ def test_a_dead_lettered_task_raises_task_failed_with_the_remote_error(submitter
         handle.get(timeout=10)
     assert (failed.value.error_type, failed.value.error_message) == ("ImageMissing", "no such image: missing.png")
     assert failed.value.reason == "not_retryable"
+
+
+def test_an_error_naming_a_file_that_is_not_utf8_is_dead_lettered_and_raised_with_its_real_reason(
+    settings, queue, submitter
+):
+    handle = submitter.submit(TaskMessage("results.read_file"))
+
+    with pytest.raises(TaskFailed) as failed:
+        handle.get(timeout=10)
+    with connect(settings, "rabbitry-tests") as connection:
+        letter = wait_until(lambda: connection.get(dead_letter_queue_name(queue)), message="the dead letter")
+        connection.ack(letter.delivery_tag)
+
+    assert failed.value.reason == "not_retryable"
+    assert (failed.value.error_type, failed.value.error_message) == ("FileUnreadable", "cannot read /data/in-\\udcff")
+    assert letter.headers[REASON_HEADER] == "not_retryable"
+    assert letter.headers[ERROR_HEADER] == "FileUnreadable: cannot read /data/in-\\udcff"
 
 
 def test_a_task_whose_retries_are_spent_reports_the_last_error(submitter):
