@@ -15,6 +15,7 @@ task is never lost between the work queue and where it goes next.
 
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -44,6 +45,11 @@ EXIT_TIME_LIMIT = 75
 #: How often the connection thread wakes up to check stop and time limits.
 _TICK_S = 0.1
 _CONFIRM_TIMEOUT_S = 30.0
+#: How long a graceful stop goes on settling what the task thread finished (publishing its retries
+#: and dead letters, waiting for their confirms, acking): well within the 30 s a container is given
+#: to stop (compose.yaml's stop_grace_period). What is left then is not logged as done, and the
+#: broker requeues it when the connection closes.
+STOP_SETTLING_S = 20.0
 
 
 class ConnectionThread:
@@ -72,6 +78,7 @@ class ConnectionThread:
         self._shared_stop = shared_stop  # the whole pool's, set by the supervisor
         self._enforces_time_limits = enforces_time_limits
         self._settling = False  # in settle_outbox: the serve loop calls it, and a wait for confirms may call back
+        self._settle_until: float | None = None  # on a graceful stop: when to leave the rest to the broker
         #: Hands a batch of deliveries (or None, to stop) over to the task thread.
         self.hand_over = handover.hand_over if coroutines is None else coroutines.hand_over
 
@@ -151,7 +158,18 @@ class ConnectionThread:
         while not handover.wait_until_idle(_TICK_S):
             connection.process_events(0)
             self._enforce_time_limit()
-        self.settle_outbox()
+        self._settle_until = time.monotonic() + STOP_SETTLING_S
+        try:
+            self.settle_outbox()
+        finally:
+            self._settle_until = None
+        if outbox:
+            log.warning(
+                "settling_cut_short",
+                unsettled=len(outbox),
+                detail=f"not settled within {STOP_SETTLING_S:g} s of stopping: the broker requeues them",
+            )
+            outbox.clear()
 
     def _consume(self, connection: Connection, on_delivery: Callable[[Delivery], None], prefetch: int) -> str:
         self._handover.ack_every = max(1, prefetch // 4)
@@ -180,7 +198,10 @@ class ConnectionThread:
         ack_up_to = None
         succeeded = []  # with coroutines, which finish in any order
         replied = False
+        settle_until = self._settle_until
         while outbox:
+            if settle_until is not None and time.monotonic() > settle_until:
+                break
             generation, disposition = outbox.popleft()
             if generation != current:
                 continue  # from a channel that is gone: the broker redelivers it
@@ -255,6 +276,8 @@ class ConnectionThread:
             connection.reject(disposition.delivery.delivery_tag, requeue=True)
         else:
             connection.ack(disposition.delivery.delivery_tag)
+            if disposition.announce is not None:
+                disposition.announce()  # confirmed and acked: only now is it done
 
     def _fallback(self, disposition: Disposition, failed: OutgoingMessage, why: str) -> OutgoingMessage | None:
         """The plainer form to publish after ``failed``; None (the delivery dropped) if there is none."""
