@@ -26,11 +26,13 @@ from rabbitry.common.errors import (
     BrokerRefused,
     ConnectionLost,
     ExitCode,
+    MessageRefused,
     RabbitryError,
     Unencodable,
 )
 from rabbitry.common.transport.contract import UNPUBLISHABLE, Connection, Delivery, OutgoingMessage
 from rabbitry.workers import metrics
+from rabbitry.workers.broker_limits import ASSUMED_MAX_MESSAGE_SIZE, within_limit
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.coroutines import CoroutineTasks
 from rabbitry.workers.execution import REASON_HEADER, UNPUBLISHABLE_REASON, Disposition, failure
@@ -79,6 +81,8 @@ class ConnectionThread:
         self._enforces_time_limits = enforces_time_limits
         self._settling = False  # in settle_outbox: the serve loop calls it, and a wait for confirms may call back
         self._settle_until: float | None = None  # on a graceful stop: when to leave the rest to the broker
+        #: The largest body the broker takes: its max_message_size once it has refused a message.
+        self.max_message_size = ASSUMED_MAX_MESSAGE_SIZE
         #: Hands a batch of deliveries (or None, to stop) over to the task thread.
         self.hand_over = handover.hand_over if coroutines is None else coroutines.hand_over
 
@@ -103,6 +107,16 @@ class ConnectionThread:
                 except ConnectionLost as error:
                     metrics.recorder.connection_lost()
                     log.warning("connection_lost", error=str(error))
+                except MessageRefused as error:
+                    metrics.recorder.connection_lost()
+                    self.max_message_size = error.max_size
+                    log.error(
+                        "message_refused",
+                        error=str(error),
+                        max_message_size=error.max_size,
+                        detail="the broker closed the channel and requeues what it held; from now on a result "
+                        "over its max_message_size is dead-lettered as result_too_large",
+                    )
                 finally:
                     self._handover.channel_gone()  # whatever the old channel held will be redelivered
                     connection.close()
@@ -205,6 +219,8 @@ class ConnectionThread:
             generation, disposition = outbox.popleft()
             if generation != current:
                 continue  # from a channel that is gone: the broker redelivers it
+            if disposition.reply is not None and len(disposition.reply.body) > self.max_message_size:
+                disposition = within_limit(disposition, self.config, self.max_message_size)
             if disposition.publish is None and coroutines is not None:
                 succeeded.append(disposition.delivery.delivery_tag)
             elif disposition.publish is None:
