@@ -22,10 +22,10 @@ from rabbitry.producers.handles import ResultLost, ResultNotRequested, TaskFaile
 from rabbitry.producers.submitter import TaskSubmitter
 from rabbitry.tasks import task
 from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
-from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER
 from tests.helpers import json_lines, wait_until
 
 _attempts: dict[str, int] = {}
