@@ -103,7 +103,12 @@ class BrokerRefused(RabbitryError):
     exit_code = ExitCode.BROKER_REFUSED
 
 
-class MessageRefused(BrokerRefused):
+class ChannelClosed(BrokerRefused):
+    """The broker refused something sent on a channel (a publish, an ack) and closed the channel:
+    what the channel held unacknowledged goes back to its queues. A consumer may connect again."""
+
+
+class MessageRefused(ChannelClosed):
     """The broker refused a published message as larger than its ``max_message_size``, and
     closed the channel: what the channel held unacknowledged goes back to its queues.
 

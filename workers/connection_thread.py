@@ -24,6 +24,7 @@ from rabbitry.common.connect import connect_with_retry
 from rabbitry.common.errors import (
     AcknowledgementTimedOut,
     BrokerRefused,
+    ChannelClosed,
     ConnectionLost,
     ExitCode,
     MessageRefused,
@@ -117,6 +118,9 @@ class ConnectionThread:
                         detail="the broker closed the channel and requeues what it held; from now on a result "
                         "over its max_message_size is dead-lettered as result_too_large",
                     )
+                except ChannelClosed as error:  # not a fault of the worker's settings: connect again
+                    metrics.recorder.connection_lost()
+                    log.error("channel_closed", error=str(error))
                 finally:
                     self._handover.channel_gone()  # whatever the old channel held will be redelivered
                     connection.close()

@@ -14,6 +14,7 @@ import pika.exceptions as pika_errors
 from rabbitry.common.errors import (
     AcknowledgementTimedOut,
     BrokerRefused,
+    ChannelClosed,
     ConnectionLost,
     MessageRefused,
     PublishingBlocked,
@@ -76,8 +77,8 @@ def channel_closure(reason: BaseException) -> RabbitryError | None:
 
     A consumer must know some causes by name: a delivery-acknowledgement
     timeout, and a message refused as over the broker's ``max_message_size``
-    (the same message would be refused again). Any other closure is a lost
-    channel, to connect again from.
+    (the same message would be refused again). Any other closure refuses
+    something sent on the channel: a consumer may connect again.
     """
     if not isinstance(reason, pika_errors.ChannelClosedByBroker):
         return None
@@ -89,7 +90,7 @@ def channel_closure(reason: BaseException) -> RabbitryError | None:
         )
     if code == 406 and (too_large := _TOO_LARGE.search(text)):
         return MessageRefused(f"the broker refused a message: {text} ({code})", max_size=int(too_large[2]))
-    return ConnectionLost(f"the broker closed the channel: {text} ({code})")
+    return ChannelClosed(f"the broker closed the channel: {text} ({code})")
 
 
 @contextlib.contextmanager
