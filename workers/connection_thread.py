@@ -10,7 +10,11 @@ process was given none (:mod:`workers.prefetch`), and ends the process over a
 plain task past its time limit.
 
 A retry or a dead letter is acked only once the broker has confirmed it, so a
-task is never lost between the work queue and where it goes next.
+task is never lost between the work queue and where it goes next; its log line
+(``task_failed``, ``task_dead_lettered``) is written only then. A channel the
+broker closes is noticed at the next call, and the thread connects again; a
+refused reply teaches it the broker's ``max_message_size``
+(:mod:`workers.broker_limits`).
 """
 
 import os

@@ -2,7 +2,8 @@
 
 :func:`run_task` never raises: every outcome (success, a retry, a dead
 letter) is a :class:`Disposition` that the pool process carries out on its
-connection thread, and one log line.
+connection thread, and one log line (a retry's or dead letter's written by the
+connection thread once the broker has confirmed it: :attr:`Disposition.announce`).
 """
 
 import asyncio
