@@ -26,6 +26,11 @@ def test_a_sigterm_during_a_burst_of_dead_letters_leaves_each_task_once_and_ever
 
     assert worker.stop(timeout=60) == 0  # SIGTERM: a graceful stop
 
+    # The broker puts back what the closed channels held as it notices they are gone.
+    wait_until(
+        lambda: node.queue_state(unique_name).messages + node.queue_state(dead_letter_queue).messages >= TASKS,
+        message="every task back in a queue",
+    )
     logged = {event["task_id"] for event in worker.events("task_dead_lettered")}
     waiting = [delivery.message_id for delivery in node.drain(unique_name)]
     dead = [letter.message_id for letter in node.drain(dead_letter_queue)]
