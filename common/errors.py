@@ -103,6 +103,23 @@ class BrokerRefused(RabbitryError):
     exit_code = ExitCode.BROKER_REFUSED
 
 
+class ChannelClosed(BrokerRefused):
+    """The broker refused something sent on a channel (a publish, an ack) and closed the channel:
+    what the channel held unacknowledged goes back to its queues. A consumer may connect again."""
+
+
+class MessageRefused(ChannelClosed):
+    """The broker refused a published message as larger than its ``max_message_size``, and
+    closed the channel: what the channel held unacknowledged goes back to its queues.
+
+    ``max_size`` is the broker's limit, from its refusal; the same message is refused again.
+    """
+
+    def __init__(self, message: str, max_size: int):
+        super().__init__(message)
+        self.max_size = max_size
+
+
 class PublishFailed(RabbitryError):
     """The broker nacked a message, or it was not confirmed in time."""
 

@@ -69,7 +69,18 @@ def failure_reply(delivery: Delivery, task_id: str | None, reason: str, error: s
     """The reply saying the task was dead-lettered, if the caller asked for one."""
     if not delivery.reply_to:
         return None
-    return _reply(delivery, task_id or delivery.message_id or "", {"status": FAILED, "reason": reason, "error": error})
+    fields = {"status": FAILED, "reason": utf8_text(reason), "error": utf8_text(error)}
+    return _reply(delivery, task_id or delivery.message_id or "", fields)
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (as from a file name that is not UTF-8)
+    escaped as ``\\udcff``, as the worker escapes it in a dead letter's headers."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def _reply(delivery: Delivery, task_id: str, fields: dict) -> OutgoingMessage:

@@ -192,7 +192,9 @@ def test_a_task_is_counted_before_its_line_is_written(monkeypatch, function, max
         monkeypatch.setattr(metrics, "recorder", recorder)
         run = execution.run_task(delivery, message, Task(function, "t"))
         if run.error:
-            execution.failure(delivery, message, config, run.error)
+            disposition = execution.failure(delivery, message, config, run.error)
+            assert disposition.announce is not None
+            disposition.announce()  # as the connection thread does, once the broker confirmed it
 
     assert [line["event"] for line in lines if line["log_level"] != "debug"] == [event]
     assert recorder.counted_after and all(written == 0 for _, written in recorder.counted_after), recorder.counted_after

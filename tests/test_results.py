@@ -5,6 +5,7 @@ pool members as threads of the test process (as ``local://`` runs them).
 """
 
 import asyncio
+import os
 import threading
 import uuid
 
@@ -12,6 +13,7 @@ import pytest
 
 from rabbitry.common.connect import connect
 from rabbitry.common.errors import ExitCode
+from rabbitry.common.local.registry import broker_name, broker_named, forget_broker
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name
@@ -21,10 +23,11 @@ from rabbitry.producers.handles import ResultLost, ResultNotRequested, TaskFaile
 from rabbitry.producers.submitter import TaskSubmitter
 from rabbitry.tasks import task
 from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
-from tests.helpers import json_lines
+from tests.helpers import json_lines, wait_until
 
 _attempts: dict[str, int] = {}
 
@@ -47,6 +50,20 @@ def flaky(key: str) -> str:
     if _attempts[key] == 1:
         raise ConnectionError("first attempt fails")
     return f"attempt {_attempts[key]}"
+
+
+class FileUnreadable(Exception):
+    """Raised by results.read_file, naming a file whose name is not UTF-8."""
+
+
+@task(name="results.read_file", dont_retry=(FileUnreadable,))
+def read_file() -> None:
+    raise FileUnreadable(f"cannot read {os.fsdecode(b'/data/in-' + bytes([0xFF]))}")  # a lone surrogate
+
+
+@task(name="results.text_of")
+def text_of(size: int) -> str:
+    return "x" * size
 
 
 @task(name="results.always_fails")
@@ -134,6 +151,47 @@ def test_a_dead_lettered_task_raises_task_failed_with_the_remote_error(submitter
         handle.get(timeout=10)
     assert (failed.value.error_type, failed.value.error_message) == ("ImageMissing", "no such image: missing.png")
     assert failed.value.reason == "not_retryable"
+
+
+def test_an_error_naming_a_file_that_is_not_utf8_is_dead_lettered_and_raised_with_its_real_reason(
+    settings, queue, submitter
+):
+    handle = submitter.submit(TaskMessage("results.read_file"))
+
+    with pytest.raises(TaskFailed) as failed:
+        handle.get(timeout=10)
+    with connect(settings, "rabbitry-tests") as connection:
+        letter = wait_until(lambda: connection.get(dead_letter_queue_name(queue)), message="the dead letter")
+        connection.ack(letter.delivery_tag)
+
+    assert failed.value.reason == "not_retryable"
+    assert (failed.value.error_type, failed.value.error_message) == ("FileUnreadable", "cannot read /data/in-\\udcff")
+    assert letter.headers[REASON_HEADER] == "not_retryable"
+    assert letter.headers[ERROR_HEADER] == "FileUnreadable: cannot read /data/in-\\udcff"
+
+
+def test_a_result_over_the_in_process_brokers_max_message_size_is_dead_lettered_and_its_caller_told(unique_name):
+    settings = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
+    broker_named(broker_name(settings.urls[0])).max_message_size = 4000  # refused as RabbitMQ refuses it
+    worker = InProcessWorker(settings, unique_name, processes=1).start()
+    try:
+        with TaskSubmitter(settings, unique_name, "classic", results=True) as submitter:
+            too_large = submitter.submit(TaskMessage("results.text_of", [5000]))
+            with pytest.raises(TaskFailed) as failed:
+                too_large.get(timeout=10)
+            after = submitter.submit(TaskMessage("echo", ["after"])).get(timeout=10)
+        with connect(settings, "rabbitry-tests") as connection:
+            letter = connection.get(dead_letter_queue_name(unique_name))
+            assert connection.get(dead_letter_queue_name(unique_name)) is None  # once, not looped
+    finally:
+        worker.stop()
+        forget_broker(broker_name(settings.urls[0]))
+
+    assert failed.value.reason == "result_too_large"
+    assert "max_message_size of 4000 bytes" in failed.value.error_message
+    assert letter is not None and letter.message_id == too_large.id
+    assert letter.headers[REASON_HEADER] == "result_too_large"
+    assert after == ["after"]  # the worker goes on
 
 
 def test_a_task_whose_retries_are_spent_reports_the_last_error(submitter):

@@ -10,11 +10,16 @@ process was given none (:mod:`workers.prefetch`), and ends the process over a
 plain task past its time limit.
 
 A retry or a dead letter is acked only once the broker has confirmed it, so a
-task is never lost between the work queue and where it goes next.
+task is never lost between the work queue and where it goes next; its log line
+(``task_failed``, ``task_dead_lettered``) is written only then. A channel the
+broker closes is noticed at the next call, and the thread connects again; a
+refused reply teaches it the broker's ``max_message_size``
+(:mod:`workers.broker_limits`).
 """
 
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -23,13 +28,16 @@ from rabbitry.common.connect import connect_with_retry
 from rabbitry.common.errors import (
     AcknowledgementTimedOut,
     BrokerRefused,
+    ChannelClosed,
     ConnectionLost,
     ExitCode,
+    MessageRefused,
     RabbitryError,
     Unencodable,
 )
 from rabbitry.common.transport.contract import UNPUBLISHABLE, Connection, Delivery, OutgoingMessage
 from rabbitry.workers import metrics
+from rabbitry.workers.broker_limits import ASSUMED_MAX_MESSAGE_SIZE, within_limit
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.coroutines import CoroutineTasks
 from rabbitry.workers.execution import REASON_HEADER, UNPUBLISHABLE_REASON, Disposition, failure
@@ -44,6 +52,11 @@ EXIT_TIME_LIMIT = 75
 #: How often the connection thread wakes up to check stop and time limits.
 _TICK_S = 0.1
 _CONFIRM_TIMEOUT_S = 30.0
+#: How long a graceful stop goes on settling what the task thread finished (publishing its retries
+#: and dead letters, waiting for their confirms, acking): well within the 30 s a container is given
+#: to stop (compose.yaml's stop_grace_period). What is left then is not logged as done, and the
+#: broker requeues it when the connection closes.
+STOP_SETTLING_S = 20.0
 
 
 class ConnectionThread:
@@ -72,6 +85,9 @@ class ConnectionThread:
         self._shared_stop = shared_stop  # the whole pool's, set by the supervisor
         self._enforces_time_limits = enforces_time_limits
         self._settling = False  # in settle_outbox: the serve loop calls it, and a wait for confirms may call back
+        self._settle_until: float | None = None  # on a graceful stop: when to leave the rest to the broker
+        #: The largest body the broker takes: its max_message_size once it has refused a message.
+        self.max_message_size = ASSUMED_MAX_MESSAGE_SIZE
         #: Hands a batch of deliveries (or None, to stop) over to the task thread.
         self.hand_over = handover.hand_over if coroutines is None else coroutines.hand_over
 
@@ -96,6 +112,19 @@ class ConnectionThread:
                 except ConnectionLost as error:
                     metrics.recorder.connection_lost()
                     log.warning("connection_lost", error=str(error))
+                except MessageRefused as error:
+                    metrics.recorder.connection_lost()
+                    self.max_message_size = error.max_size
+                    log.error(
+                        "message_refused",
+                        error=str(error),
+                        max_message_size=error.max_size,
+                        detail="the broker closed the channel and requeues what it held; from now on a result "
+                        "over its max_message_size is dead-lettered as result_too_large",
+                    )
+                except ChannelClosed as error:  # not a fault of the worker's settings: connect again
+                    metrics.recorder.connection_lost()
+                    log.error("channel_closed", error=str(error))
                 finally:
                     self._handover.channel_gone()  # whatever the old channel held will be redelivered
                     connection.close()
@@ -151,7 +180,18 @@ class ConnectionThread:
         while not handover.wait_until_idle(_TICK_S):
             connection.process_events(0)
             self._enforce_time_limit()
-        self.settle_outbox()
+        self._settle_until = time.monotonic() + STOP_SETTLING_S
+        try:
+            self.settle_outbox()
+        finally:
+            self._settle_until = None
+        if outbox:
+            log.warning(
+                "settling_cut_short",
+                unsettled=len(outbox),
+                detail=f"not settled within {STOP_SETTLING_S:g} s of stopping: the broker requeues them",
+            )
+            outbox.clear()
 
     def _consume(self, connection: Connection, on_delivery: Callable[[Delivery], None], prefetch: int) -> str:
         self._handover.ack_every = max(1, prefetch // 4)
@@ -180,10 +220,15 @@ class ConnectionThread:
         ack_up_to = None
         succeeded = []  # with coroutines, which finish in any order
         replied = False
+        settle_until = self._settle_until
         while outbox:
+            if settle_until is not None and time.monotonic() > settle_until:
+                break
             generation, disposition = outbox.popleft()
             if generation != current:
                 continue  # from a channel that is gone: the broker redelivers it
+            if disposition.reply is not None and len(disposition.reply.body) > self.max_message_size:
+                disposition = within_limit(disposition, self.config, self.max_message_size)
             if disposition.publish is None and coroutines is not None:
                 succeeded.append(disposition.delivery.delivery_tag)
             elif disposition.publish is None:
@@ -255,6 +300,8 @@ class ConnectionThread:
             connection.reject(disposition.delivery.delivery_tag, requeue=True)
         else:
             connection.ack(disposition.delivery.delivery_tag)
+            if disposition.announce is not None:
+                disposition.announce()  # confirmed and acked: only now is it done
 
     def _fallback(self, disposition: Disposition, failed: OutgoingMessage, why: str) -> OutgoingMessage | None:
         """The plainer form to publish after ``failed``; None (the delivery dropped) if there is none."""

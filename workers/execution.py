@@ -2,11 +2,13 @@
 
 :func:`run_task` never raises: every outcome (success, a retry, a dead
 letter) is a :class:`Disposition` that the pool process carries out on its
-connection thread, and one log line.
+connection thread, and one log line (a retry's or dead letter's written by the
+connection thread once the broker has confirmed it: :attr:`Disposition.announce`).
 """
 
 import asyncio
 import dataclasses
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -62,6 +64,9 @@ class Disposition:
     #: The headers rabbitry gave ``publish``, when it also carries the delivery's own.
     own_headers: dict | None = None
     reply: OutgoingMessage | None = None
+    #: Writes the line saying ``publish`` is done (``task_dead_lettered``, ``task_failed``): called
+    #: once the broker has confirmed it and the delivery is acked, so no line runs ahead of the broker.
+    announce: Callable[[], object] | None = None
 
     def without_delivery_headers(self, why: str) -> OutgoingMessage:
         """``publish`` without the delivery's own headers, if it carries them, and with a note
@@ -114,7 +119,8 @@ def dead_letter(
     """Send ``delivery`` to the dead-letter queue with ``reason`` and ``error`` in its headers;
     the line logged carries ``exception``'s traceback, if given (the task's own exception)."""
     metrics.recorder.task_settled(task, metrics.DEAD_LETTERED, reason)  # counted before its line: see _returned
-    log.error(
+    announce = functools.partial(
+        log.error,
         "task_dead_lettered",
         task_id=task_id or delivery.message_id,
         task=task,
@@ -131,6 +137,7 @@ def dead_letter(
         delivery.republished(routing_key=config.queue, exchange=DEAD_LETTER_EXCHANGE, headers=headers),
         headers,
         reply=failure_reply(delivery, task_id, reason, error),
+        announce=announce,
     )
 
 
@@ -179,7 +186,8 @@ def failure(
             exception,
         )
     metrics.recorder.task_settled(message.task, metrics.RETRIED)
-    log.warning(
+    announce = functools.partial(
+        log.warning,
         "task_failed",
         task_id=message.id,
         task=message.task,
@@ -193,7 +201,7 @@ def failure(
     outgoing.headers = {ERROR_HEADER: header_text(error)}
     # The final attempt answers the caller, so the retry asks for the reply as the task did.
     outgoing.reply_to, outgoing.correlation_id = delivery.reply_to, delivery.correlation_id
-    return Disposition(delivery, outgoing)
+    return Disposition(delivery, outgoing, announce=announce)
 
 
 def crash_limit_reached(delivery: Delivery, crashes: int, limit: int) -> str | None:

@@ -23,7 +23,7 @@ from pika.spec import Basic
 from rabbitry.common.amqp import pika_internals
 from rabbitry.common.amqp.frames import decode_frame
 from rabbitry.common.amqp.translation import QUEUE_START_WAIT_S, channel_closure, queue_not_started, translated
-from rabbitry.common.errors import ConfirmTimeout, ConnectionLost, ConsumerCancelled, Unencodable
+from rabbitry.common.errors import ConfirmTimeout, ConnectionLost, ConsumerCancelled, RabbitryError, Unencodable
 from rabbitry.common.topology import Topology, existing_may_serve
 from rabbitry.common.transport import wire_limits
 from rabbitry.common.transport.contract import (
@@ -97,7 +97,8 @@ class AmqpConnection(Connection):
         self._unflushed = 0
         self._watching_cancels = False
         self._cancelled_consumer: str | None = None
-        self._closure: ConnectionLost | None = None
+        #: Why the broker closed the channel, raised by the next call that needs it.
+        self._closure: RabbitryError | None = None
 
     def _open_channel(self) -> None:
         """Open the channel, in confirm mode; at start, and again after a refused declare closed it."""
@@ -111,6 +112,7 @@ class AmqpConnection(Connection):
             while not confirm_selected:
                 self._connection.process_data_events(_WAIT_SLICE_S)
         self._next_delivery_tag = 1
+        self._closure = None
 
     # -- declaring ---------------------------------------------------------
     def declare(self, topology: Topology) -> dict[str, str]:
@@ -214,6 +216,8 @@ class AmqpConnection(Connection):
                     message.exchange, message.routing_key, message.body, properties, mandatory
                 )
         except ConnectionLost:
+            if self._closure is not None:  # the broker closed the channel before: say why
+                raise self._closure from None
             raise
         except BaseException as error:
             del self._outstanding[tag]  # refused outright: it will never be confirmed
@@ -262,8 +266,10 @@ class AmqpConnection(Connection):
 
     def wait_for_confirms(self, timeout: float | None = None, down_to: int = 0) -> list[PublishFailure]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with translated("waiting for publisher confirms"):
+        with self._consumer_translated("waiting for publisher confirms"):
             while len(self._outstanding) > down_to:
+                if self._closure is not None:  # nothing more will be confirmed on this channel
+                    raise self._closure
                 if deadline is not None and time.monotonic() > deadline:
                     raise ConfirmTimeout(f"{len(self._outstanding)} messages not confirmed within {timeout:g} s")
                 self._connection.process_data_events(_WAIT_SLICE_S)
@@ -319,9 +325,10 @@ class AmqpConnection(Connection):
                 raise self._closure from None
             raise
 
-    def _on_channel_closed(self, _channel, reason) -> None:
+    def _on_channel_closed(self, channel, reason) -> None:
         # Inside pika's I/O loop, like a cancel: noted here, raised from process_events.
-        self._closure = channel_closure(reason)
+        if channel is self._async_channel:  # not one closed and replaced already
+            self._closure = channel_closure(reason)
 
     def _on_consumer_cancelled(self, method_frame) -> None:
         # Called from inside pika's I/O loop, where raising would break it:

@@ -6,6 +6,7 @@ none leaves the folder and a user sees one clear line, not pika's traceback.
 """
 
 import contextlib
+import re
 from typing import TypeGuard
 
 import pika.exceptions as pika_errors
@@ -13,7 +14,9 @@ import pika.exceptions as pika_errors
 from rabbitry.common.errors import (
     AcknowledgementTimedOut,
     BrokerRefused,
+    ChannelClosed,
     ConnectionLost,
+    MessageRefused,
     PublishingBlocked,
     RabbitryError,
     Unencodable,
@@ -34,6 +37,9 @@ LOGIN_REFUSED = (
 #: What pika raises when it cannot encode a message (a property over 255 bytes, a header
 #: of a type AMQP lacks, text that is not UTF-8); it has sent nothing of it by then.
 _UNENCODABLE = (pika_errors.ShortStringTooLong, pika_errors.UnsupportedAMQPFieldException, UnicodeEncodeError)
+#: How RabbitMQ words its refusal of a message over its ``max_message_size`` ("configured" unless
+#: the limit is its hard maximum).
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than (?:configured )?max size (\d+)")
 
 
 def translate(error: BaseException, where: str = "") -> RabbitryError:
@@ -66,19 +72,25 @@ def queue_not_started(error: BaseException) -> TypeGuard[pika_errors.ChannelClos
     )
 
 
-def channel_closure(reason: BaseException) -> ConnectionLost | None:
-    """The error that names why the broker closed a channel under a consumer, when the
-    cause is one a consumer must know by name: a delivery-acknowledgement timeout."""
-    if (
-        isinstance(reason, pika_errors.ChannelClosedByBroker)
-        and reason.reply_code == 406
-        and "delivery acknowledgement" in str(reason.reply_text)
-    ):
+def channel_closure(reason: BaseException) -> RabbitryError | None:
+    """The error that says why the broker closed a channel (None if the client closed it).
+
+    A consumer must know some causes by name: a delivery-acknowledgement
+    timeout, and a message refused as over the broker's ``max_message_size``
+    (the same message would be refused again). Any other closure refuses
+    something sent on the channel: a consumer may connect again.
+    """
+    if not isinstance(reason, pika_errors.ChannelClosedByBroker):
+        return None
+    text, code = str(reason.reply_text), reason.reply_code
+    if code == 406 and "delivery acknowledgement" in text:
         return AcknowledgementTimedOut(
             "the broker closed the channel: a delivery stayed unacknowledged past its consumer_timeout, and "
-            f"the broker requeues what the channel held ({reason.reply_text})"
+            f"the broker requeues what the channel held ({text})"
         )
-    return None
+    if code == 406 and (too_large := _TOO_LARGE.search(text)):
+        return MessageRefused(f"the broker refused a message: {text} ({code})", max_size=int(too_large[2]))
+    return ChannelClosed(f"the broker closed the channel: {text} ({code})")
 
 
 @contextlib.contextmanager

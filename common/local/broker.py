@@ -50,6 +50,9 @@ class LocalBroker:
         self.queues: dict[str, LocalQueue] = {}
         #: Direct reply-to: each address and the consumer it belongs to (see rabbitry.common.local.reply_to).
         self.reply_consumers: dict[str, Consumer] = {}
+        #: The largest message body the broker takes, as RabbitMQ's ``max_message_size``; None: any.
+        #: A larger one is refused as RabbitMQ refuses it, by closing the connection's channel.
+        self.max_message_size: int | None = None
         self._expiry = ExpiryTimer(self.lock, self._expire_head_locked, f"local-broker-expiry{name}")
 
     # -- declaring ---------------------------------------------------------

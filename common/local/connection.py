@@ -31,7 +31,7 @@ from rabbitry.common.local.broker import LocalBroker
 from rabbitry.common.local.dead_letters import REJECTED
 from rabbitry.common.local.outbox import ACK, DEAD_LETTER, REQUEUE, AckOrReject, Publish
 from rabbitry.common.local.queue import Consumer, Envelope, LocalQueue
-from rabbitry.common.local.refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused
+from rabbitry.common.local.refusals import ACCESS_REFUSED, PRECONDITION_FAILED, refused, too_large
 from rabbitry.common.local.reply_to import (
     add_reply_consumer_locked,
     addressed,
@@ -256,10 +256,13 @@ class LocalConnection(Connection):
         outbox, self._outbox = self._outbox, []
         self._unsent = 0
         broker, unacked, confirmed = self.broker, self._unacked, self._publish_outcomes.confirmed
+        max_size = broker.max_message_size
         touched: dict[LocalQueue, None] = {}
         for sent in outbox:
             if isinstance(sent, Publish):
                 message = sent.message
+                if max_size is not None and len(message.body) > max_size:
+                    raise too_large(len(message.body), max_size)  # what follows it is never read
                 if not self._route_locked(message) and sent.mandatory:
                     self._publish_outcomes.failed.append(PublishFailure(message, "unroutable"))
                 else:

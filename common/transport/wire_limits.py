@@ -102,3 +102,9 @@ def check_content_header(properties_bytes: int, frame_max: int) -> None:
         raise Unencodable(
             f"its properties and headers take {properties_bytes} bytes, more than one {frame_max}-byte frame can carry"
         )
+
+
+#: The largest message body RabbitMQ takes whatever its ``max_message_size`` says (512 MiB);
+#: its default is 128 MiB up to 3.13 and 16 MiB from 4.0. A body over the broker's limit is
+#: refused by closing the channel it came on.
+RABBITMQ_MAX_MESSAGE_SIZE = 512 * 1024 * 1024
