@@ -10,6 +10,7 @@ import signal
 import threading
 import uuid
 
+import psutil
 import pytest
 
 from rabbitry.common.connect import connect
@@ -138,6 +139,53 @@ def test_sigterm_lets_the_running_coroutines_finish_and_leaves_the_others_in_the
     assert len({line["task_id"] for line in done}) == len(done)
     with connect(broker_settings) as connection:
         assert connection.queue_state(work_queue_name).messages == 100 - len(done)  # nothing lost
+
+
+def test_a_coroutine_that_ignores_its_cancellation_ends_its_process_and_is_dead_lettered_past_its_crash_limit(
+    start_worker, broker_settings, work_queue_name, tmp_path
+):
+    worker = start_worker(
+        work_queue_name, "--processes", "1", "--concurrency", "4", "--delivery-limit", "2", *TASKS
+    )
+    marker = tmp_path / "attempts"
+    stubborn = TaskMessage("coro.stubborn", [str(marker)])  # its own time limit: 1 s
+    others = [TaskMessage("coro.wait", [4]) for _ in range(2)]  # still running when the process ends
+    submit(broker_settings, work_queue_name, [stubborn, *others])
+    wait_until(lambda: len(succeeded(worker)) == 2, 90, 0.1, "the other coroutines done")
+    wait_until(lambda: worker.events("task_dead_lettered"), 90, 0.1, "the stubborn task dead-lettered")
+
+    ignored = worker.events("task_ignored_cancellation")
+    assert len(ignored) == 2 and {line["task_id"] for line in ignored} == {stubborn.id}
+    died = worker.events("pool_process_died")
+    assert [(line["task_id"], line["crashes"]) for line in died] == [(stubborn.id, 1), (stubborn.id, 2)]
+    assert marker.read_text() == "started\n" * 2  # run twice, then dead-lettered without a third run
+    assert {line["task_id"] for line in succeeded(worker)} == {other.id for other in others}
+    assert all(line["redelivered"] for line in succeeded(worker))  # they were running when it ended
+    with connect(broker_settings) as connection:
+        [letter] = [d for d in iter(lambda: connection.get(dead_letter_queue_name(work_queue_name)), None)]
+        connection.ack(letter.delivery_tag)
+        assert connection.queue_state(work_queue_name).messages == 0
+    assert letter.message_id == stubborn.id and letter.headers["x-rabbitry-reason"] == "delivery_limit"
+
+
+def test_sigterm_stops_a_worker_whose_coroutine_ignores_its_cancellation_and_leaves_no_pool_process(
+    start_worker, broker_settings, work_queue_name, tmp_path
+):
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "4", "--time-limit", "2", *TASKS)
+    marker = tmp_path / "attempts"
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.stubborn", [str(marker)])])
+    wait_until(lambda: marker.exists(), 30, 0.05, "the stubborn task started")
+    pool_processes = psutil.Process(worker.process.pid).children()
+    assert pool_processes
+
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(60) == 0  # its time limit, the grace, and the process is ended
+    gone, alive = psutil.wait_procs(pool_processes, timeout=30)
+    assert alive == []
+    with connect(broker_settings) as connection:
+        wait_until(lambda: connection.queue_state(work_queue_name).messages == 1, 30, 0.1, "the task back")
+    [ignored] = worker.events("task_ignored_cancellation")
+    assert ignored["task"] == "coro.stubborn"
 
 
 # -- on both transports, with the pool members as threads of this process ------------------------

@@ -7,7 +7,13 @@ at a time. Deliveries come from the connection thread, in batches, through
 order. An ``async def`` task is awaited on the loop and cancelled past its
 time limit (then failed, as a sync task over its limit is): the loop's beat
 looks for coroutines past their deadline every BEAT_S, which costs far less
-than a timer per task. A plain
+than a timer per task. A coroutine that does not end within
+CANCEL_GRACE_S of its cancellation (one that catches ``CancelledError`` and
+goes on) is treated as a plain task over its limit would be: the process
+ends, with EXIT_CANCELLATION_IGNORED, and the broker redelivers the
+coroutines it was running; the supervisor counts a crash against the one
+that would not stop (the crash ledger names it), so that past
+``--delivery-limit`` it is dead-lettered instead of run again. A plain
 function runs on a thread of its own, one at a time as in a pool without
 coroutines, so it does not stop the loop; one over its time limit still
 ends the process, and the broker redelivers the coroutines it was running.
@@ -25,6 +31,8 @@ import asyncio
 import collections
 import concurrent.futures
 import contextvars
+import os
+import sys
 import time
 
 import structlog
@@ -45,6 +53,11 @@ BLOCKED_LOOP_WARNING_S = 0.5
 WAKE_AFTER_S = 0.002
 #: How often the loop notes that it runs, and cancels coroutines past their time limit.
 BEAT_S = 0.05
+#: How long a coroutine cancelled over its time limit has to end before its process is ended.
+CANCEL_GRACE_S = 1.0
+#: A pool process that ended itself over a coroutine that would not stop exits with this code
+#: (not EXIT_TIME_LIMIT: nothing was recorded, so the supervisor counts a crash of that task).
+EXIT_CANCELLATION_IGNORED = 76
 
 
 class Acknowledgements:
@@ -98,11 +111,14 @@ class Acknowledgements:
 class CoroutineTasks:
     """Runs a pool process's tasks on an event loop, up to ``config.concurrency`` at a time."""
 
-    def __init__(self, config: WorkerConfig, index: int, handover: Handover, tasks: TaskThread):
+    def __init__(
+        self, config: WorkerConfig, index: int, handover: Handover, tasks: TaskThread, ends_process: bool = True
+    ):
         self.config = config
         self.index = index
         self._handover = handover
         self._tasks = tasks  # what every delivery goes through, and the plain functions among them
+        self._ends_process = ends_process  # False for a pool thread, which cannot end alone
         self._loop = asyncio.new_event_loop()
         self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rabbitry-sync-task")
         self._slots = asyncio.Semaphore(config.concurrency)
@@ -111,9 +127,11 @@ class CoroutineTasks:
         self._admitted: set[asyncio.Task] = set()
         #: The coroutine tasks running now (by their delivery) and their names, for the blocked-loop warning.
         self._running: dict[int, str] = {}
-        #: When each running coroutine's time limit is up (monotonic), and those cancelled for it.
+        #: When each running coroutine's time limit is up (monotonic); those cancelled for it, and when.
         self._deadlines: dict[asyncio.Task, float] = {}
-        self._over_limit: set[asyncio.Task] = set()
+        self._over_limit: dict[asyncio.Task, float] = {}
+        #: The task id and name of each coroutine with a time limit, to name one that will not stop.
+        self._limited: dict[asyncio.Task, tuple[str, str]] = {}
         self._wake_armed = False
         self._loop_seen = time.monotonic()
         self._blocked_reported = False
@@ -157,14 +175,37 @@ class CoroutineTasks:
             self._loop_seen = now = time.monotonic()
             for running, deadline in self._deadlines.items():
                 if deadline <= now and running not in self._over_limit:
-                    self._over_limit.add(running)
+                    self._over_limit[running] = now
                     running.cancel()
+            for running, cancelled_at in list(self._over_limit.items()):
+                if now - cancelled_at >= CANCEL_GRACE_S:
+                    self._cancellation_ignored(running, now - cancelled_at)
             await asyncio.sleep(BEAT_S)
         # What is left had not started (after a graceful stop) or will not be acked: the broker
         # delivers it again once this process's connection closes.
         for admitted in list(self._admitted):
             admitted.cancel()
         await asyncio.gather(*self._admitted, return_exceptions=True)
+
+    def _cancellation_ignored(self, running: asyncio.Task, since_s: float) -> None:
+        """A coroutine cancelled over its time limit goes on: end the process, as for a plain task
+        over its limit, and have the supervisor count a crash against it. A pool thread cannot end
+        alone: it only says so, once."""
+        task_id, name = self._limited[running]
+        log.error(
+            "task_ignored_cancellation",
+            task_id=task_id,
+            task=name,
+            cancelled_s_ago=round(since_s, 3),
+            detail="cancelled over its time limit, it did not stop (it catches CancelledError and goes on)"
+            + (": ending this pool process; the broker redelivers its tasks" if self._ends_process else ""),
+        )
+        if not self._ends_process:
+            self._over_limit[running] = float("inf")  # said once; it runs on, as a plain task over its limit would here
+            return
+        self._tasks.blame(task_id)
+        sys.stdout.flush()
+        os._exit(EXIT_CANCELLATION_IGNORED)
 
     def _admit(self, batch: Batch) -> None:
         if batch is None:
@@ -217,6 +258,7 @@ class CoroutineTasks:
         time_limit = self.config.time_limit_for(message.task)
         if time_limit is not None:
             self._deadlines[current] = time.monotonic() + time_limit
+            self._limited[current] = (message.id, message.task)
         recorder = metrics.recorder
         recorder.task_started()
         try:
@@ -227,5 +269,6 @@ class CoroutineTasks:
             recorder.task_ended()
             del self._running[id(delivery)]
             self._deadlines.pop(current, None)
-            self._over_limit.discard(current)
+            self._limited.pop(current, None)
+            self._over_limit.pop(current, None)
         return tasks.outcome(delivery, message, run)

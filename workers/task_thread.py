@@ -115,6 +115,11 @@ class TaskThread:
             self._prefetch.ran(run.duration_s)
         return self.outcome(delivery, message, run)
 
+    def blame(self, task_id: str) -> None:
+        """Name ``task_id`` as the task this process runs, for the supervisor to count a crash
+        against it: the process is about to end over it."""
+        self._ledger.set_running(self.index, task_id)
+
     def outcome(self, delivery: Delivery, message: TaskMessage, run: TaskRun) -> Disposition:
         """What becomes of a delivery whose task ran: acked (and answered), retried or dead-lettered."""
         if run.error is None:
