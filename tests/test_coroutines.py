@@ -54,6 +54,19 @@ def test_async_tasks_run_up_to_concurrency_at_once_in_each_process_and_dispatch_
         assert connection.queue_state(work_queue_name).messages == 0  # every one acked
 
 
+def test_a_backlog_queued_before_a_coroutine_worker_starts_is_shared_between_its_processes(
+    start_worker, broker_settings, work_queue_name
+):
+    # Without --prefetch, a process holds about 0.1 s of work for each coroutine slot, and at least
+    # one delivery for each: here, where a task takes 0.3 s, the 10 it can run, not hundreds.
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.wait", [0.3]) for _ in range(200)])
+    worker = start_worker(work_queue_name, "--processes", "2", "--concurrency", "10", *TASKS)
+    wait_until(lambda: len(succeeded(worker)) == 200, 60, 0.2, "200 tasks done")
+
+    per_process = collections.Counter(line["pool_process"] for line in succeeded(worker))
+    assert max(per_process.values()) <= 0.6 * 200, per_process
+
+
 def test_plain_tasks_in_a_coroutine_worker_still_run_one_at_a_time_beside_the_coroutines(
     start_worker, broker_settings, work_queue_name
 ):

@@ -271,4 +271,5 @@ class CoroutineTasks:
             self._deadlines.pop(current, None)
             self._limited.pop(current, None)
             self._over_limit.pop(current, None)
+        tasks.timed(run)
         return tasks.outcome(delivery, message, run)

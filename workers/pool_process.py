@@ -48,7 +48,7 @@ class PoolProcess:
         self._stop = threading.Event()
         #: Where the two threads meet.
         self.handover = Handover()
-        prefetch = AdaptivePrefetch() if config.adapts_prefetch else None
+        prefetch = AdaptivePrefetch(config.concurrency) if config.adapts_prefetch else None
         #: Runs plain tasks, on the task thread (or, with coroutines, on a thread beside the loop).
         self.tasks = TaskThread(config, index, self.handover, ledger, prefetch)
         #: The event loop side, when this process runs coroutines; None runs tasks one at a time.

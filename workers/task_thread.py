@@ -55,7 +55,7 @@ class TaskThread:
         self.index = index
         self._handover = handover
         self._ledger = ledger
-        self._prefetch = prefetch  # told how long each plain task ran, when the process chooses its own
+        self._prefetch = prefetch  # told how long each task ran, when the process chooses its own
         #: The plain task running now: its channel's generation, delivery, message and monotonic start.
         self._running: tuple[int, Delivery, TaskMessage, float] | None = None
 
@@ -111,9 +111,13 @@ class TaskThread:
             recorder.task_ended()
             self._running = None
             self._ledger.set_running(self.index, None)
+        self.timed(run)
+        return self.outcome(delivery, message, run)
+
+    def timed(self, run: TaskRun) -> None:
+        """Tell the prefetch this process chooses, if it does, how long a task ran."""
         if self._prefetch is not None:
             self._prefetch.ran(run.duration_s)
-        return self.outcome(delivery, message, run)
 
     def blame(self, task_id: str) -> None:
         """Name ``task_id`` as the task this process runs, for the supervisor to count a crash
