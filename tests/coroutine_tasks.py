@@ -79,3 +79,9 @@ async def stubborn(marker: str) -> None:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             pass
+
+
+@task(name="coro.large_result")
+def large_result(count: int) -> list[int]:
+    """A plain function with a large return value, which takes a while to encode."""
+    return list(range(count))

@@ -12,16 +12,22 @@ import uuid
 
 import psutil
 import pytest
+from structlog.testing import capture_logs
 
 from rabbitry.common.connect import connect
 from rabbitry.common.messages import TaskMessage
+from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.common.transport.contract import Delivery
 from rabbitry.compare.server import SlowServer
 from rabbitry.producers.handles import TaskFailed
 from rabbitry.producers.submitter import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.coroutines import CoroutineTasks
+from rabbitry.workers.handover import Handover
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
+from rabbitry.workers.task_thread import TaskThread
 from rabbitry.workers.threaded import PoolThread
 from tests.helpers import wait_until
 
@@ -118,8 +124,42 @@ def test_a_blocking_call_in_an_async_task_is_reported_and_heartbeats_go_on(
     wait_until(lambda: succeeded(worker), 30, 0.1, "the blocking task done")
 
     [warning] = worker.events("event_loop_blocked")
-    assert warning["running"] == ["coro.block_the_loop"]
+    assert warning["running"] == ["coro.block_the_loop"] and warning["cause"] == "async_task_blocked"
+    assert warning["hint"].startswith("an async task made a blocking call")
     assert not worker.events("connection_lost")  # 4 s without the loop, heartbeats every second
+
+
+def test_a_plain_task_encoding_a_large_result_is_not_reported_as_a_blocking_async_task():
+    # Encoding the 3,000,000 numbers of its reply keeps the interpreter lock on the plain tasks'
+    # thread for a while: the loop cannot run, and no async task is to blame.
+    load_task_modules(("tests.coroutine_tasks",))
+    config = WorkerConfig(settings=BrokerSettings.from_url(f"local://{uuid.uuid4().hex}"), concurrency=2)
+    handover = Handover()
+    coroutines = CoroutineTasks(config, 0, handover, TaskThread(config, 0, handover, CrashLedger(1), None))
+    loop = threading.Thread(target=coroutines.run)
+    loop.start()
+    with capture_logs() as logs:
+        # The stall is seen only if the watcher runs before the loop once the lock is let go: it
+        # watches more often than the connection thread does, and the task runs up to 5 times.
+        for tag in range(1, 6):
+            outgoing = TaskMessage("coro.large_result", [3_000_000]).to_outgoing("tasks")
+            delivery = Delivery(
+                outgoing.body, "tasks", "", tag, content_type=outgoing.content_type, reply_to="amq.rabbitmq.reply-to"
+            )
+            coroutines.hand_over((handover.generation, [delivery]))
+            wait_until(lambda: coroutines.watch() or handover.outbox, 60, 0.001, "the task done")
+            handover.outbox.clear()
+            if any(line["event"] == "event_loop_blocked" for line in logs):
+                break
+        coroutines.hand_over(None)
+        loop.join(30)
+
+    warnings = [line for line in logs if line["event"] == "event_loop_blocked"]
+    assert warnings
+    for warning in warnings:
+        assert "async task made a blocking call" not in warning["hint"], warning
+        assert warning["cause"] == "plain_task_held_the_interpreter", warning
+        assert warning["running"] == [] and warning["plain_task"] == "coro.large_result"
 
 
 def test_tasks_finished_behind_a_long_one_are_acked_at_once_and_the_long_one_only_when_done(
@@ -157,9 +197,7 @@ def test_sigterm_lets_the_running_coroutines_finish_and_leaves_the_others_in_the
 def test_a_coroutine_that_ignores_its_cancellation_ends_its_process_and_is_dead_lettered_past_its_crash_limit(
     start_worker, broker_settings, work_queue_name, tmp_path
 ):
-    worker = start_worker(
-        work_queue_name, "--processes", "1", "--concurrency", "4", "--delivery-limit", "2", *TASKS
-    )
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "4", "--delivery-limit", "2", *TASKS)
     marker = tmp_path / "attempts"
     stubborn = TaskMessage("coro.stubborn", [str(marker)])  # its own time limit: 1 s
     others = [TaskMessage("coro.wait", [4]) for _ in range(2)]  # still running when the process ends

@@ -24,7 +24,8 @@ finished behind a task still running one by one.
 The connection stays on the connection thread, so a coroutine that blocks
 the loop (``time.sleep``, a blocking HTTP client) does not stop heartbeats;
 the connection thread logs ``event_loop_blocked`` once the loop has not run
-for BLOCKED_LOOP_WARNING_S, naming the tasks it was running.
+for BLOCKED_LOOP_WARNING_S, naming the tasks it was running and what kept
+the loop from running (see :mod:`workers.loop_stall`).
 """
 
 import asyncio
@@ -42,6 +43,7 @@ from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import Disposition, run_coroutine_task
 from rabbitry.workers.handover import Batch, Handover
+from rabbitry.workers.loop_stall import cpu_seconds, stall_cause, this_thread_clock, used
 from rabbitry.workers.task_thread import TaskThread
 
 log = structlog.get_logger("rabbitry.worker")
@@ -120,7 +122,9 @@ class CoroutineTasks:
         self._tasks = tasks  # what every delivery goes through, and the plain functions among them
         self._ends_process = ends_process  # False for a pool thread, which cannot end alone
         self._loop = asyncio.new_event_loop()
-        self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rabbitry-sync-task")
+        self._sync_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="rabbitry-sync-task", initializer=self._note_sync_thread
+        )
         self._slots = asyncio.Semaphore(config.concurrency)
         self._stopped = False
         #: Every task admitted and not yet settled: the loop itself keeps only weak references.
@@ -133,7 +137,12 @@ class CoroutineTasks:
         #: The task id and name of each coroutine with a time limit, to name one that will not stop.
         self._limited: dict[asyncio.Task, tuple[str, str]] = {}
         self._wake_armed = False
-        self._loop_seen = time.monotonic()
+        self._loop_seen = self._watched_at = time.monotonic()
+        #: The CPU clocks of the loop's thread and of the plain tasks' thread, and their readings
+        #: when the loop last ran: what they used meanwhile says why it did not run.
+        self._loop_clock: int | None = None
+        self._sync_clock: int | None = None
+        self._cpu_seen: tuple[float | None, float | None] = (None, None)
         self._blocked_reported = False
         self.acks = Acknowledgements()
 
@@ -147,17 +156,28 @@ class CoroutineTasks:
 
     def watch(self) -> None:
         """Log once per stall when the loop has been blocked too long (called every tick)."""
-        blocked_s = time.monotonic() - self._loop_seen
+        now = time.monotonic()
+        blocked_s, watcher_held_s = now - self._loop_seen, now - self._watched_at
+        self._watched_at = now
         if blocked_s < BLOCKED_LOOP_WARNING_S:
             self._blocked_reported = False
         elif not self._blocked_reported:
             self._blocked_reported = True
+            running = sorted(set(self._running.values()))
+            loop_cpu_seen, sync_cpu_seen = self._cpu_seen
+            plain_task = self._tasks.last_plain_task
+            loop_cpu_s = used(cpu_seconds(self._loop_clock), loop_cpu_seen)
+            plain_cpu_s = used(cpu_seconds(self._sync_clock), sync_cpu_seen)
+            why = stall_cause(blocked_s, watcher_held_s, loop_cpu_s, plain_cpu_s, running, plain_task)
             log.warning(
                 "event_loop_blocked",
                 blocked_s=round(blocked_s, 3),
-                running=sorted(set(self._running.values())),
-                hint="an async task made a blocking call: await an async library, or "
-                "`await asyncio.to_thread(...)` the blocking part",
+                loop_cpu_s=round(loop_cpu_s, 3),
+                plain_cpu_s=round(plain_cpu_s, 3),
+                running=running,
+                plain_task=plain_task,
+                cause=why.cause,
+                hint=why.hint,
             )
 
     # -- task thread -------------------------------------------------------
@@ -165,13 +185,18 @@ class CoroutineTasks:
         """The task thread: run the loop until :meth:`hand_over` gives it None."""
         structlog.contextvars.bind_contextvars(pool_process=self.index)
         asyncio.set_event_loop(self._loop)
+        self._loop_clock = this_thread_clock()
         try:
             self._loop.run_until_complete(self._beat())
         finally:
             self._sync_thread.shutdown(wait=False)  # the loop stays open: a plain task may still end on it
 
+    def _note_sync_thread(self) -> None:
+        self._sync_clock = this_thread_clock()
+
     async def _beat(self) -> None:
         while not self._stopped:
+            self._cpu_seen = (cpu_seconds(self._loop_clock), cpu_seconds(self._sync_clock))
             self._loop_seen = now = time.monotonic()
             for running, deadline in self._deadlines.items():
                 if deadline <= now and running not in self._over_limit:

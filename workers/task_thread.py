@@ -58,6 +58,8 @@ class TaskThread:
         self._prefetch = prefetch  # told how long each task ran, when the process chooses its own
         #: The plain task running now: its channel's generation, delivery, message and monotonic start.
         self._running: tuple[int, Delivery, TaskMessage, float] | None = None
+        #: The name of the plain task running now, or of the last one: the loop's watch names it.
+        self.last_plain_task: str | None = None
 
     def run(self) -> None:
         """The task thread: run the batches handed over, until given None."""
@@ -103,6 +105,7 @@ class TaskThread:
         """Run a plain function task: the one this process runs at a time, under its time limit."""
         self._ledger.set_running(self.index, message.id)
         self._running = (generation, delivery, message, time.monotonic())
+        self.last_plain_task = message.task
         recorder = metrics.recorder
         recorder.task_started()
         try:
