@@ -66,3 +66,22 @@ async def refuse() -> None:
 async def wait(seconds: float) -> None:
     """Hold a slot of the loop for ``seconds``."""
     await asyncio.sleep(seconds)
+
+
+@task(name="coro.stubborn", time_limit=1)
+async def stubborn(marker: str) -> None:
+    """Catch every cancellation and wait on: a coroutine its time limit cannot stop. Each attempt
+    appends a line to ``marker``."""
+    with open(marker, "a") as note:
+        note.write("started\n")
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+
+@task(name="coro.large_result")
+def large_result(count: int) -> list[int]:
+    """A plain function with a large return value, which takes a while to encode."""
+    return list(range(count))

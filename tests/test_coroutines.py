@@ -10,17 +10,24 @@ import signal
 import threading
 import uuid
 
+import psutil
 import pytest
+from structlog.testing import capture_logs
 
 from rabbitry.common.connect import connect
 from rabbitry.common.messages import TaskMessage
+from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import dead_letter_queue_name
+from rabbitry.common.transport.contract import Delivery
 from rabbitry.compare.server import SlowServer
 from rabbitry.producers.handles import TaskFailed
 from rabbitry.producers.submitter import TaskSubmitter
 from rabbitry.workers.config import WorkerConfig
+from rabbitry.workers.coroutines import CoroutineTasks
+from rabbitry.workers.handover import Handover
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
+from rabbitry.workers.task_thread import TaskThread
 from rabbitry.workers.threaded import PoolThread
 from tests.helpers import wait_until
 
@@ -51,6 +58,19 @@ def test_async_tasks_run_up_to_concurrency_at_once_in_each_process_and_dispatch_
     assert max(per_process.values()) <= 0.6 * 300, per_process
     with connect(broker_settings) as connection:
         assert connection.queue_state(work_queue_name).messages == 0  # every one acked
+
+
+def test_a_backlog_queued_before_a_coroutine_worker_starts_is_shared_between_its_processes(
+    start_worker, broker_settings, work_queue_name
+):
+    # Without --prefetch, a process holds about 0.1 s of work for each coroutine slot, and at least
+    # one delivery for each: here, where a task takes 0.3 s, the 10 it can run, not hundreds.
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.wait", [0.3]) for _ in range(200)])
+    worker = start_worker(work_queue_name, "--processes", "2", "--concurrency", "10", *TASKS)
+    wait_until(lambda: len(succeeded(worker)) == 200, 60, 0.2, "200 tasks done")
+
+    per_process = collections.Counter(line["pool_process"] for line in succeeded(worker))
+    assert max(per_process.values()) <= 0.6 * 200, per_process
 
 
 def test_plain_tasks_in_a_coroutine_worker_still_run_one_at_a_time_beside_the_coroutines(
@@ -104,8 +124,42 @@ def test_a_blocking_call_in_an_async_task_is_reported_and_heartbeats_go_on(
     wait_until(lambda: succeeded(worker), 30, 0.1, "the blocking task done")
 
     [warning] = worker.events("event_loop_blocked")
-    assert warning["running"] == ["coro.block_the_loop"]
+    assert warning["running"] == ["coro.block_the_loop"] and warning["cause"] == "async_task_blocked"
+    assert warning["hint"].startswith("an async task made a blocking call")
     assert not worker.events("connection_lost")  # 4 s without the loop, heartbeats every second
+
+
+def test_a_plain_task_encoding_a_large_result_is_not_reported_as_a_blocking_async_task():
+    # Encoding the 3,000,000 numbers of its reply keeps the interpreter lock on the plain tasks'
+    # thread for a while: the loop cannot run, and no async task is to blame.
+    load_task_modules(("tests.coroutine_tasks",))
+    config = WorkerConfig(settings=BrokerSettings.from_url(f"local://{uuid.uuid4().hex}"), concurrency=2)
+    handover = Handover()
+    coroutines = CoroutineTasks(config, 0, handover, TaskThread(config, 0, handover, CrashLedger(1), None))
+    loop = threading.Thread(target=coroutines.run)
+    loop.start()
+    with capture_logs() as logs:
+        # The stall is seen only if the watcher runs before the loop once the lock is let go: it
+        # watches more often than the connection thread does, and the task runs up to 5 times.
+        for tag in range(1, 6):
+            outgoing = TaskMessage("coro.large_result", [3_000_000]).to_outgoing("tasks")
+            delivery = Delivery(
+                outgoing.body, "tasks", "", tag, content_type=outgoing.content_type, reply_to="amq.rabbitmq.reply-to"
+            )
+            coroutines.hand_over((handover.generation, [delivery]))
+            wait_until(lambda: coroutines.watch() or handover.outbox, 60, 0.001, "the task done")
+            handover.outbox.clear()
+            if any(line["event"] == "event_loop_blocked" for line in logs):
+                break
+        coroutines.hand_over(None)
+        loop.join(30)
+
+    warnings = [line for line in logs if line["event"] == "event_loop_blocked"]
+    assert warnings
+    for warning in warnings:
+        assert "async task made a blocking call" not in warning["hint"], warning
+        assert warning["cause"] == "plain_task_held_the_interpreter", warning
+        assert warning["running"] == [] and warning["plain_task"] == "coro.large_result"
 
 
 def test_tasks_finished_behind_a_long_one_are_acked_at_once_and_the_long_one_only_when_done(
@@ -138,6 +192,51 @@ def test_sigterm_lets_the_running_coroutines_finish_and_leaves_the_others_in_the
     assert len({line["task_id"] for line in done}) == len(done)
     with connect(broker_settings) as connection:
         assert connection.queue_state(work_queue_name).messages == 100 - len(done)  # nothing lost
+
+
+def test_a_coroutine_that_ignores_its_cancellation_ends_its_process_and_is_dead_lettered_past_its_crash_limit(
+    start_worker, broker_settings, work_queue_name, tmp_path
+):
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "4", "--delivery-limit", "2", *TASKS)
+    marker = tmp_path / "attempts"
+    stubborn = TaskMessage("coro.stubborn", [str(marker)])  # its own time limit: 1 s
+    others = [TaskMessage("coro.wait", [4]) for _ in range(2)]  # still running when the process ends
+    submit(broker_settings, work_queue_name, [stubborn, *others])
+    wait_until(lambda: len(succeeded(worker)) == 2, 90, 0.1, "the other coroutines done")
+    wait_until(lambda: worker.events("task_dead_lettered"), 90, 0.1, "the stubborn task dead-lettered")
+
+    ignored = worker.events("task_ignored_cancellation")
+    assert len(ignored) == 2 and {line["task_id"] for line in ignored} == {stubborn.id}
+    died = worker.events("pool_process_died")
+    assert [(line["task_id"], line["crashes"]) for line in died] == [(stubborn.id, 1), (stubborn.id, 2)]
+    assert marker.read_text() == "started\n" * 2  # run twice, then dead-lettered without a third run
+    assert {line["task_id"] for line in succeeded(worker)} == {other.id for other in others}
+    assert all(line["redelivered"] for line in succeeded(worker))  # they were running when it ended
+    with connect(broker_settings) as connection:
+        [letter] = [d for d in iter(lambda: connection.get(dead_letter_queue_name(work_queue_name)), None)]
+        connection.ack(letter.delivery_tag)
+        assert connection.queue_state(work_queue_name).messages == 0
+    assert letter.message_id == stubborn.id and letter.headers["x-rabbitry-reason"] == "delivery_limit"
+
+
+def test_sigterm_stops_a_worker_whose_coroutine_ignores_its_cancellation_and_leaves_no_pool_process(
+    start_worker, broker_settings, work_queue_name, tmp_path
+):
+    worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "4", "--time-limit", "2", *TASKS)
+    marker = tmp_path / "attempts"
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.stubborn", [str(marker)])])
+    wait_until(lambda: marker.exists(), 30, 0.05, "the stubborn task started")
+    pool_processes = psutil.Process(worker.process.pid).children()
+    assert pool_processes
+
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(60) == 0  # its time limit, the grace, and the process is ended
+    gone, alive = psutil.wait_procs(pool_processes, timeout=30)
+    assert alive == []
+    with connect(broker_settings) as connection:
+        wait_until(lambda: connection.queue_state(work_queue_name).messages == 1, 30, 0.1, "the task back")
+    [ignored] = worker.events("task_ignored_cancellation")
+    assert ignored["task"] == "coro.stubborn"
 
 
 # -- on both transports, with the pool members as threads of this process ------------------------

@@ -13,7 +13,6 @@ from rabbitry.workers.config import (
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_METRICS_HOST,
-    DEFAULT_PREFETCH,
     WorkerConfig,
 )
 from rabbitry.workers.registry import load_task_modules, registry
@@ -39,8 +38,8 @@ log = structlog.get_logger("rabbitry.worker")
     default=None,
     help="Unacknowledged tasks each pool process may hold, running or waiting. "
     "1 is perfectly fair dispatch; more is faster for short tasks  [default: about 0.1 s of "
-    f"work, from 1 for long tasks to 256 for short ones; {DEFAULT_PREFETCH} per coroutine with "
-    "--concurrency]",
+    "work, from 1 for long tasks to 256 for short ones; with --concurrency C, C times that, "
+    "and at least C]",
 )
 @click.option(
     "--concurrency",

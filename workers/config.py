@@ -7,9 +7,6 @@ from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_QUEUE_TYPE, DEFAULT_TASK_QUEUE, Topology, work_queue
 from rabbitry.workers.registry import registry
 
-#: The prefetch of each coroutine slot when --prefetch is not given (a pool process running
-#: tasks one at a time chooses its own then: see workers/prefetch.py).
-DEFAULT_PREFETCH = 16
 #: The most unacknowledged deliveries a channel's prefetch can allow (a 16-bit count in AMQP).
 MAX_PREFETCH = 65535
 DEFAULT_MAX_RETRIES = 3
@@ -70,15 +67,14 @@ class WorkerConfig:
     @property
     def channel_prefetch(self) -> int:
         """The prefetch of each pool process's channel: ``prefetch`` for every coroutine it may run
-        (at most AMQP's 65,535); where the process chooses its own, the one it starts with."""
-        if self.adapts_prefetch:
-            return 1
-        return min((self.prefetch or DEFAULT_PREFETCH) * self.concurrency, MAX_PREFETCH)
+        (at most AMQP's 65,535); where the process chooses its own, the one it starts with, one
+        delivery for each task it may run at a time."""
+        return min((self.prefetch or 1) * self.concurrency, MAX_PREFETCH)
 
     @property
     def adapts_prefetch(self) -> bool:
-        """Whether each pool process chooses its own prefetch: no --prefetch, and tasks one at a time."""
-        return self.prefetch is None and not self.uses_coroutines
+        """Whether each pool process chooses its own prefetch (see workers/prefetch.py): no --prefetch."""
+        return self.prefetch is None
 
     @property
     def uses_coroutines(self) -> bool:

@@ -7,7 +7,13 @@ at a time. Deliveries come from the connection thread, in batches, through
 order. An ``async def`` task is awaited on the loop and cancelled past its
 time limit (then failed, as a sync task over its limit is): the loop's beat
 looks for coroutines past their deadline every BEAT_S, which costs far less
-than a timer per task. A plain
+than a timer per task. A coroutine that does not end within
+CANCEL_GRACE_S of its cancellation (one that catches ``CancelledError`` and
+goes on) is treated as a plain task over its limit would be: the process
+ends, with EXIT_CANCELLATION_IGNORED, and the broker redelivers the
+coroutines it was running; the supervisor counts a crash against the one
+that would not stop (the crash ledger names it), so that past
+``--delivery-limit`` it is dead-lettered instead of run again. A plain
 function runs on a thread of its own, one at a time as in a pool without
 coroutines, so it does not stop the loop; one over its time limit still
 ends the process, and the broker redelivers the coroutines it was running.
@@ -18,13 +24,16 @@ finished behind a task still running one by one.
 The connection stays on the connection thread, so a coroutine that blocks
 the loop (``time.sleep``, a blocking HTTP client) does not stop heartbeats;
 the connection thread logs ``event_loop_blocked`` once the loop has not run
-for BLOCKED_LOOP_WARNING_S, naming the tasks it was running.
+for BLOCKED_LOOP_WARNING_S, naming the tasks it was running and what kept
+the loop from running (see :mod:`workers.loop_stall`).
 """
 
 import asyncio
 import collections
 import concurrent.futures
 import contextvars
+import os
+import sys
 import time
 
 import structlog
@@ -34,6 +43,7 @@ from rabbitry.workers import metrics
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.execution import Disposition, run_coroutine_task
 from rabbitry.workers.handover import Batch, Handover
+from rabbitry.workers.loop_stall import cpu_seconds, stall_cause, this_thread_clock, used
 from rabbitry.workers.task_thread import TaskThread
 
 log = structlog.get_logger("rabbitry.worker")
@@ -45,6 +55,11 @@ BLOCKED_LOOP_WARNING_S = 0.5
 WAKE_AFTER_S = 0.002
 #: How often the loop notes that it runs, and cancels coroutines past their time limit.
 BEAT_S = 0.05
+#: How long a coroutine cancelled over its time limit has to end before its process is ended.
+CANCEL_GRACE_S = 1.0
+#: A pool process that ended itself over a coroutine that would not stop exits with this code
+#: (not EXIT_TIME_LIMIT: nothing was recorded, so the supervisor counts a crash of that task).
+EXIT_CANCELLATION_IGNORED = 76
 
 
 class Acknowledgements:
@@ -98,24 +113,36 @@ class Acknowledgements:
 class CoroutineTasks:
     """Runs a pool process's tasks on an event loop, up to ``config.concurrency`` at a time."""
 
-    def __init__(self, config: WorkerConfig, index: int, handover: Handover, tasks: TaskThread):
+    def __init__(
+        self, config: WorkerConfig, index: int, handover: Handover, tasks: TaskThread, ends_process: bool = True
+    ):
         self.config = config
         self.index = index
         self._handover = handover
         self._tasks = tasks  # what every delivery goes through, and the plain functions among them
+        self._ends_process = ends_process  # False for a pool thread, which cannot end alone
         self._loop = asyncio.new_event_loop()
-        self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rabbitry-sync-task")
+        self._sync_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="rabbitry-sync-task", initializer=self._note_sync_thread
+        )
         self._slots = asyncio.Semaphore(config.concurrency)
         self._stopped = False
         #: Every task admitted and not yet settled: the loop itself keeps only weak references.
         self._admitted: set[asyncio.Task] = set()
         #: The coroutine tasks running now (by their delivery) and their names, for the blocked-loop warning.
         self._running: dict[int, str] = {}
-        #: When each running coroutine's time limit is up (monotonic), and those cancelled for it.
+        #: When each running coroutine's time limit is up (monotonic); those cancelled for it, and when.
         self._deadlines: dict[asyncio.Task, float] = {}
-        self._over_limit: set[asyncio.Task] = set()
+        self._over_limit: dict[asyncio.Task, float] = {}
+        #: The task id and name of each coroutine with a time limit, to name one that will not stop.
+        self._limited: dict[asyncio.Task, tuple[str, str]] = {}
         self._wake_armed = False
-        self._loop_seen = time.monotonic()
+        self._loop_seen = self._watched_at = time.monotonic()
+        #: The CPU clocks of the loop's thread and of the plain tasks' thread, and their readings
+        #: when the loop last ran: what they used meanwhile says why it did not run.
+        self._loop_clock: int | None = None
+        self._sync_clock: int | None = None
+        self._cpu_seen: tuple[float | None, float | None] = (None, None)
         self._blocked_reported = False
         self.acks = Acknowledgements()
 
@@ -129,17 +156,28 @@ class CoroutineTasks:
 
     def watch(self) -> None:
         """Log once per stall when the loop has been blocked too long (called every tick)."""
-        blocked_s = time.monotonic() - self._loop_seen
+        now = time.monotonic()
+        blocked_s, watcher_held_s = now - self._loop_seen, now - self._watched_at
+        self._watched_at = now
         if blocked_s < BLOCKED_LOOP_WARNING_S:
             self._blocked_reported = False
         elif not self._blocked_reported:
             self._blocked_reported = True
+            running = sorted(set(self._running.values()))
+            loop_cpu_seen, sync_cpu_seen = self._cpu_seen
+            plain_task = self._tasks.last_plain_task
+            loop_cpu_s = used(cpu_seconds(self._loop_clock), loop_cpu_seen)
+            plain_cpu_s = used(cpu_seconds(self._sync_clock), sync_cpu_seen)
+            why = stall_cause(blocked_s, watcher_held_s, loop_cpu_s, plain_cpu_s, running, plain_task)
             log.warning(
                 "event_loop_blocked",
                 blocked_s=round(blocked_s, 3),
-                running=sorted(set(self._running.values())),
-                hint="an async task made a blocking call: await an async library, or "
-                "`await asyncio.to_thread(...)` the blocking part",
+                loop_cpu_s=round(loop_cpu_s, 3),
+                plain_cpu_s=round(plain_cpu_s, 3),
+                running=running,
+                plain_task=plain_task,
+                cause=why.cause,
+                hint=why.hint,
             )
 
     # -- task thread -------------------------------------------------------
@@ -147,24 +185,52 @@ class CoroutineTasks:
         """The task thread: run the loop until :meth:`hand_over` gives it None."""
         structlog.contextvars.bind_contextvars(pool_process=self.index)
         asyncio.set_event_loop(self._loop)
+        self._loop_clock = this_thread_clock()
         try:
             self._loop.run_until_complete(self._beat())
         finally:
             self._sync_thread.shutdown(wait=False)  # the loop stays open: a plain task may still end on it
 
+    def _note_sync_thread(self) -> None:
+        self._sync_clock = this_thread_clock()
+
     async def _beat(self) -> None:
         while not self._stopped:
+            self._cpu_seen = (cpu_seconds(self._loop_clock), cpu_seconds(self._sync_clock))
             self._loop_seen = now = time.monotonic()
             for running, deadline in self._deadlines.items():
                 if deadline <= now and running not in self._over_limit:
-                    self._over_limit.add(running)
+                    self._over_limit[running] = now
                     running.cancel()
+            for running, cancelled_at in list(self._over_limit.items()):
+                if now - cancelled_at >= CANCEL_GRACE_S:
+                    self._cancellation_ignored(running, now - cancelled_at)
             await asyncio.sleep(BEAT_S)
         # What is left had not started (after a graceful stop) or will not be acked: the broker
         # delivers it again once this process's connection closes.
         for admitted in list(self._admitted):
             admitted.cancel()
         await asyncio.gather(*self._admitted, return_exceptions=True)
+
+    def _cancellation_ignored(self, running: asyncio.Task, since_s: float) -> None:
+        """A coroutine cancelled over its time limit goes on: end the process, as for a plain task
+        over its limit, and have the supervisor count a crash against it. A pool thread cannot end
+        alone: it only says so, once."""
+        task_id, name = self._limited[running]
+        log.error(
+            "task_ignored_cancellation",
+            task_id=task_id,
+            task=name,
+            cancelled_s_ago=round(since_s, 3),
+            detail="cancelled over its time limit, it did not stop (it catches CancelledError and goes on)"
+            + (": ending this pool process; the broker redelivers its tasks" if self._ends_process else ""),
+        )
+        if not self._ends_process:
+            self._over_limit[running] = float("inf")  # said once; it runs on, as a plain task over its limit would here
+            return
+        self._tasks.blame(task_id)
+        sys.stdout.flush()
+        os._exit(EXIT_CANCELLATION_IGNORED)
 
     def _admit(self, batch: Batch) -> None:
         if batch is None:
@@ -217,6 +283,7 @@ class CoroutineTasks:
         time_limit = self.config.time_limit_for(message.task)
         if time_limit is not None:
             self._deadlines[current] = time.monotonic() + time_limit
+            self._limited[current] = (message.id, message.task)
         recorder = metrics.recorder
         recorder.task_started()
         try:
@@ -227,5 +294,7 @@ class CoroutineTasks:
             recorder.task_ended()
             del self._running[id(delivery)]
             self._deadlines.pop(current, None)
-            self._over_limit.discard(current)
+            self._limited.pop(current, None)
+            self._over_limit.pop(current, None)
+        tasks.timed(run)
         return tasks.outcome(delivery, message, run)

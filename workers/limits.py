@@ -12,7 +12,7 @@ import structlog
 
 from rabbitry.common.errors import ConfigurationError
 from rabbitry.common.transport.contract import Connection
-from rabbitry.workers.config import DEFAULT_PREFETCH, WorkerConfig
+from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.consumer_timeout import ConsumerTimeout, read_consumer_timeout
 from rabbitry.workers.registry import registry
 
@@ -70,7 +70,7 @@ def check_time_limit(config: WorkerConfig, connection: Connection) -> float | No
         )
     limit, described, setting = longest_time_limit(config)
     # A process that chooses its own prefetch holds about 0.1 s of work (workers/prefetch.py).
-    held = None if config.adapts_prefetch else config.prefetch or DEFAULT_PREFETCH
+    held = None if config.adapts_prefetch else config.prefetch
     if limit is None:
         return default
     if limit >= timeout.seconds:

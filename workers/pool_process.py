@@ -48,11 +48,15 @@ class PoolProcess:
         self._stop = threading.Event()
         #: Where the two threads meet.
         self.handover = Handover()
-        prefetch = AdaptivePrefetch() if config.adapts_prefetch else None
+        prefetch = AdaptivePrefetch(config.concurrency) if config.adapts_prefetch else None
         #: Runs plain tasks, on the task thread (or, with coroutines, on a thread beside the loop).
         self.tasks = TaskThread(config, index, self.handover, ledger, prefetch)
         #: The event loop side, when this process runs coroutines; None runs tasks one at a time.
-        self.coroutines = CoroutineTasks(config, index, self.handover, self.tasks) if config.uses_coroutines else None
+        self.coroutines = (
+            CoroutineTasks(config, index, self.handover, self.tasks, self.enforces_time_limits)
+            if config.uses_coroutines
+            else None
+        )
         #: The main thread's work: the connection.
         self.connection_thread = ConnectionThread(
             config, self.handover, self.tasks, self.coroutines, prefetch, self._stop, stop, self.enforces_time_limits

@@ -16,6 +16,13 @@ it goes back to 1 and measures again: what comes next is taken fairly until
 it shows it is short, and a process that just ran short tasks does not take
 a batch of long ones at once.
 
+A process running coroutines has ``slots`` of them (``--concurrency``) and
+runs that many tasks at a time, so it holds ``slots`` times the window:
+never fewer than ``slots`` deliveries, which it starts with and goes back to
+(the fair minimum, as 1 is for one slot), and never more than MOST unless
+``slots`` is more. A coroutine worker facing a backlog then holds what it can
+run, and its sibling processes get the rest.
+
 It changes only when the right prefetch is at least twice or under half the
 one it has, up at most once every UP_INTERVAL_S and down at most once every
 DOWN_INTERVAL_S, so that a mix of task lengths does not keep it moving. RabbitMQ applies a consumer's prefetch
@@ -55,8 +62,10 @@ class AdaptivePrefetch:
     connection thread; they share a bounded deque, safe across threads.
     """
 
-    def __init__(self):
-        self.prefetch = 1
+    def __init__(self, slots: int = 1):
+        #: Tasks run at a time: the least prefetch there is, and how many windows it may hold.
+        self.slots = slots
+        self.prefetch = slots
         self.tasks = 0
         self._recent: collections.deque[float] = collections.deque(maxlen=RECENT)
         self._changed_at = float("-inf")
@@ -76,20 +85,21 @@ class AdaptivePrefetch:
     def change(self, now: float | None = None) -> int | None:
         """The new prefetch to ask for, or None to keep the one there is."""
         now = time.monotonic() if now is None else now
-        if self.prefetch > 1 and now - self._ended_at >= QUIET_S:
-            self.prefetch, self.tasks, self._changed_at = 1, 0, now
+        slots = self.slots
+        if self.prefetch > slots and now - self._ended_at >= QUIET_S:
+            self.prefetch, self.tasks, self._changed_at = slots, 0, now
             self._recent.clear()
-            return 1
+            return slots
         if self.tasks < FIRST_AFTER:
             return None
-        right = WINDOW_S / max(self.longest_s, 1e-6)
-        if right >= self.prefetch * 2 and self.prefetch < MOST:
+        right = slots * WINDOW_S / max(self.longest_s, 1e-6)
+        if right >= self.prefetch * 2 and self.prefetch < max(MOST, slots):
             interval = UP_INTERVAL_S
         elif right < self.prefetch / 2:
             interval = DOWN_INTERVAL_S
         else:
             return None
-        prefetch = power_of_two_at_most(right)
+        prefetch = max(slots, power_of_two_at_most(right))
         if prefetch == self.prefetch or now - self._changed_at < interval:
             return None
         self.prefetch, self._changed_at = prefetch, now

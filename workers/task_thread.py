@@ -55,9 +55,11 @@ class TaskThread:
         self.index = index
         self._handover = handover
         self._ledger = ledger
-        self._prefetch = prefetch  # told how long each plain task ran, when the process chooses its own
+        self._prefetch = prefetch  # told how long each task ran, when the process chooses its own
         #: The plain task running now: its channel's generation, delivery, message and monotonic start.
         self._running: tuple[int, Delivery, TaskMessage, float] | None = None
+        #: The name of the plain task running now, or of the last one: the loop's watch names it.
+        self.last_plain_task: str | None = None
 
     def run(self) -> None:
         """The task thread: run the batches handed over, until given None."""
@@ -103,6 +105,7 @@ class TaskThread:
         """Run a plain function task: the one this process runs at a time, under its time limit."""
         self._ledger.set_running(self.index, message.id)
         self._running = (generation, delivery, message, time.monotonic())
+        self.last_plain_task = message.task
         recorder = metrics.recorder
         recorder.task_started()
         try:
@@ -111,9 +114,18 @@ class TaskThread:
             recorder.task_ended()
             self._running = None
             self._ledger.set_running(self.index, None)
+        self.timed(run)
+        return self.outcome(delivery, message, run)
+
+    def timed(self, run: TaskRun) -> None:
+        """Tell the prefetch this process chooses, if it does, how long a task ran."""
         if self._prefetch is not None:
             self._prefetch.ran(run.duration_s)
-        return self.outcome(delivery, message, run)
+
+    def blame(self, task_id: str) -> None:
+        """Name ``task_id`` as the task this process runs, for the supervisor to count a crash
+        against it: the process is about to end over it."""
+        self._ledger.set_running(self.index, task_id)
 
     def outcome(self, delivery: Delivery, message: TaskMessage, run: TaskRun) -> Disposition:
         """What becomes of a delivery whose task ran: acked (and answered), retried or dead-lettered."""
