@@ -1,5 +1,5 @@
-"""Delayed tasks across a graceful broker restart (``rabbitmqctl stop``): none lost, none early, each
-queued once, and none later than the outage plus the node's dead-letter confirm timeout.
+"""Delayed tasks across a graceful broker restart (``rabbitmqctl stop``): none lost, none early, none
+queued more than twice, and none later than the outage plus the node's dead-letter confirm timeout.
 
 A delay level moves a message on with the quorum queue's at-least-once dead-letter worker. A
 message it was moving when the node stopped is sent again only once its confirm is
@@ -72,6 +72,8 @@ def test_delayed_tasks_are_late_after_a_graceful_restart_by_no_more_than_the_out
         f"{len(twice)} twice"
     )
     assert arrived.keys() == due.keys()  # none lost, none unknown
-    assert twice == {}  # each once
+    # A hop is at least once: one a level handed on as the node stopped, without recording it, is handed
+    # on again, and that task is queued twice (docs/delays.md). Its first copy keeps the bound.
+    assert all(len(times) == 2 for times in twice.values()), twice
     assert lateness[0] >= -ROUNDING_S  # none early
     assert lateness[-1] <= outage + CONFIRM_TIMEOUT_S + MARGIN_S
