@@ -8,7 +8,7 @@ expression or at a fixed interval::
     [[entry]]
     name = "nightly-report"
     task = "build_report"
-    cron = "0 2 * * *"              # croniter's syntax, read in the entry's time zone (DST: cron_ticks)
+    cron = "0 2 * * *"              # croniter's syntax, in the entry's time zone (DST nights: cron_ticks)
     timezone = "Europe/Berlin"      # IANA; UTC if not given
     args = ["daily"]
     kwargs = {}

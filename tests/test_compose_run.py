@@ -13,6 +13,7 @@ import pytest
 from rabbitry.common.connect import connect
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
+from tests.compose_project import ComposeProject
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,10 @@ def succeeded_task_ids(project, containers: list[str]) -> collections.Counter:
     )
 
 
-def test_compose_refuses_to_start_without_a_password_and_publishes_on_loopback_unless_told(compose_project):
-    unset = compose_project(RABBITMQ_DEFAULT_PASS=None, RABBITMQ_PORT=None, RABBITMQ_MANAGEMENT_PORT=None)
+def test_compose_refuses_to_start_without_a_password_and_publishes_on_loopback_unless_told(docker, compose_project):
+    # Not a compose_project: one that can neither start nor be taken down. `config` reads the file as
+    # `up` does (and fails as it does), and starts nothing.
+    unset = ComposeProject(docker, "rabbitry-test-no-password", {"RABBITMQ_DEFAULT_PASS": None})
     refused = unset.compose("config", check=False)
     assert refused.returncode != 0
     assert "RABBITMQ_DEFAULT_PASS" in refused.stderr and "openssl rand -hex 16" in refused.stderr
