@@ -8,7 +8,7 @@ expression or at a fixed interval::
     [[entry]]
     name = "nightly-report"
     task = "build_report"
-    cron = "0 2 * * *"              # croniter's syntax, read in the entry's time zone
+    cron = "0 2 * * *"              # croniter's syntax, in the entry's time zone (DST nights: cron_ticks)
     timezone = "Europe/Berlin"      # IANA; UTC if not given
     args = ["daily"]
     kwargs = {}
@@ -38,6 +38,7 @@ from rabbitry.common.errors import ConfigurationError, MessageError
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE, check_work_queue_name
 from rabbitry.common.transport.routing import check_routing_key
+from rabbitry.producers import cron_ticks
 
 DEFAULT_SCHEDULE_NAME = "default"
 #: A tick that falls due while no scheduler can queue it at once (a takeover, a pause) is
@@ -76,17 +77,14 @@ class ScheduleEntry:
         if self.every_s is not None:
             return (self._index(after, self.every_s) + 1) * self.every_s
         assert self.cron is not None  # an entry has cron or every_s, one of them
-        start = datetime.datetime.fromtimestamp(after, self.zone)
-        return croniter(self.cron, start).get_next(datetime.datetime).timestamp()
+        return cron_ticks.next_tick(self.cron, self.zone, after)
 
     def previous_tick(self, at_or_before: float) -> float:
         """The last tick at or before POSIX time ``at_or_before``."""
         if self.every_s is not None:
             return self._index(at_or_before, self.every_s) * self.every_s
         assert self.cron is not None  # an entry has cron or every_s, one of them
-        # croniter's get_prev is strictly before its start: start just after, so a tick at the instant counts.
-        start = datetime.datetime.fromtimestamp(at_or_before, self.zone) + datetime.timedelta(microseconds=1)
-        return croniter(self.cron, start).get_prev(datetime.datetime).timestamp()
+        return cron_ticks.previous_tick(self.cron, self.zone, at_or_before)
 
     def count_ticks(self, after: float, until: float) -> int:
         """How many ticks fall in (``after``, ``until``], counted up to a cap for cron entries."""
@@ -140,11 +138,11 @@ def plan(entry: ScheduleEntry, after: float, now: float, grace: float = LATE_TIC
     """
     late_from = now - grace
     first = entry.next_tick(after)
-    if first > now:
+    if first > now or first <= after:  # none due, or ticks that do not advance: nothing to queue
         return Plan()
-    ticks = []
+    ticks: list[float] = []
     tick = first if first >= late_from else entry.next_tick(late_from - _EPSILON_S)
-    while tick <= now:
+    while tick <= now and (not ticks or tick > ticks[-1]):  # each tick once, and never a loop on one
         ticks.append(tick)
         tick = entry.next_tick(tick)
     if first > late_from - _EPSILON_S:  # on time, as the loop above counts it: nothing missed

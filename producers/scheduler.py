@@ -42,6 +42,9 @@ _TICK_S = 0.1
 _LEASE_CHECK_S = 5.0
 #: How long a tick's confirm is awaited before the connection is given up on.
 _CONFIRM_TIMEOUT_S = 30.0
+#: How long a leader waits when the next tick it computes is not ahead of now (a fault in the
+#: ticks): it waits, and says so, rather than compute the same tick again at once, forever.
+_NOT_AHEAD_PAUSE_S = 1.0
 
 
 def utc_text(moment: float) -> str:
@@ -148,8 +151,24 @@ class Scheduler:
                     connection, entry, plan(entry, after[entry.name], now), after[entry.name], now
                 )
             due = min(entry.next_tick(after[entry.name]) for entry in schedule.entries)
+            if due <= now:  # every tick due by now was dealt with: one not ahead is a fault in the ticks
+                log.error(
+                    "schedule_next_tick_not_ahead",
+                    schedule=schedule.name,
+                    next_tick=utc_text(due),
+                    now=utc_text(now),
+                    detail=f"waiting {_NOT_AHEAD_PAUSE_S:g} s rather than computing it again at once",
+                )
+                self._pause(connection, _NOT_AHEAD_PAUSE_S)
+                continue
             while not self.stop.is_set() and (wait := due - self.clock()) > 0:
                 connection.process_events(min(wait, _TICK_S))
+
+    def _pause(self, connection: Connection, seconds: float) -> None:
+        """Serve the connection for ``seconds`` of monotonic time, or until ``stop``."""
+        until = time.monotonic() + seconds
+        while not self.stop.is_set() and (wait := until - time.monotonic()) > 0:
+            connection.process_events(min(wait, _TICK_S))
 
     def _last_queued(self, connection: Connection, entry: ScheduleEntry) -> float | None:
         """The tick the entry's ledger holds (the last queued), or None if it never ran."""

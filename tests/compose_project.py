@@ -22,6 +22,7 @@ Fixtures (made available to every test module by ``conftest.py``):
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -85,10 +86,11 @@ def docker_run(docker: str, *args: str, timeout: float = 300, check: bool = True
 class ComposeProject:
     """compose.yaml under a project name of its own, every profile enabled, services started by name."""
 
-    def __init__(self, docker: str, name: str, variables: dict[str, str]):
+    def __init__(self, docker: str, name: str, variables: dict[str, str | None]):
         self.docker = docker
         self.name = name
-        self.env = {**os.environ, **variables}
+        environment = {**os.environ, **variables}
+        self.env = {key: value for key, value in environment.items() if value is not None}
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         """``docker compose -p NAME --profile ... ARGS``, with the project's variables."""
@@ -195,7 +197,9 @@ def docker() -> str:
 def rabbitry_image(docker):
     """The rabbitry image, built once for the whole run from compose.yaml's rabbitry-image service."""
     tag = f"rabbitry-test:{RUN_ID}"
-    project = ComposeProject(docker, f"rabbitry-test-{RUN_ID}-build", {"RABBITRY_IMAGE": tag})
+    # Compose reads the whole file, the broker's required password too, even to build one image.
+    variables = {"RABBITRY_IMAGE": tag, "RABBITMQ_DEFAULT_PASS": "unused-by-the-build"}
+    project = ComposeProject(docker, f"rabbitry-test-{RUN_ID}-build", variables)
     project.compose("build", "rabbitry-image", timeout=900)
     yield tag
     docker_run(docker, "image", "rm", tag, check=False)
@@ -205,18 +209,19 @@ def rabbitry_image(docker):
 def compose_project(docker, rabbitry_image):
     """Make :class:`ComposeProject`\\ s running this run's image; each is taken down, and checked gone.
 
-    Keyword arguments are variables for compose.yaml (what a user puts in .env);
-    JSON logs and ports on ephemeral loopback ports are the default.
+    Keyword arguments are variables for compose.yaml (what a user puts in .env; None: unset);
+    JSON logs, ports on ephemeral loopback ports and a password of the project's own are the default.
     """
     projects = []
 
-    def make(**variables: str) -> ComposeProject:
+    def make(**variables: str | None) -> ComposeProject:
         name = f"rabbitry-test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
         defaults = {
             "RABBITRY_IMAGE": rabbitry_image,
             "RABBITRY_LOG_FORMAT": "json",
             "RABBITMQ_PORT": "127.0.0.1:",
             "RABBITMQ_MANAGEMENT_PORT": "127.0.0.1:",
+            "RABBITMQ_DEFAULT_PASS": secrets.token_hex(16),
         }
         project = ComposeProject(docker, name, {**defaults, **variables})
         projects.append(project)

@@ -189,12 +189,19 @@ class RabbitNode:
     """One extra RabbitMQ node on ports of its own, started as the rabbitmq user.
 
     ``config`` adds ``rabbitmq.conf`` lines (``{"consumer_timeout": 60000}``);
+    ``rabbit_env`` sets ``rabbit`` application settings rabbitmq.conf has no key for, in
+    ``advanced.config`` (``{"dead_letter_worker_publisher_confirm_timeout": 5000}``: integers);
     ``tls`` adds a TLS listener that requires a client certificate; ``management``
     enables the management plugin on a port of its own (``management_url``).
     """
 
     def __init__(
-        self, prefix: str = "t", tls: bool = False, config: dict[str, object] | None = None, management: bool = False
+        self,
+        prefix: str = "t",
+        tls: bool = False,
+        config: dict[str, object] | None = None,
+        management: bool = False,
+        rabbit_env: dict[str, int] | None = None,
     ):
         reap_stale_nodes()
         self.name = f"{prefix}-{uuid.uuid4().hex[:6]}@localhost"
@@ -203,6 +210,7 @@ class RabbitNode:
         self.tls_port = free_port() if tls else None
         self.management_port = free_port() if management else None
         self.config = dict(config or {})
+        self.rabbit_env = dict(rabbit_env or {})
         self.directory = NODES_ROOT / self.name.split("@")[0]
         self.tls_files: TlsFiles | None = None
         self._process: subprocess.Popen | None = None
@@ -374,6 +382,8 @@ class RabbitNode:
             lines += [f"management.tcp.port = {self.management_port}", "management.tcp.ip = 127.0.0.1"]
         lines += [f"{key} = {value}" for key, value in self.config.items()]
         (self.directory / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
+        settings = ", ".join(f"{{{key}, {int(value)}}}" for key, value in self.rabbit_env.items())
+        (self.directory / "advanced.config").write_text(f"[{{rabbit, [{settings}]}}].\n")
         plugins = "rabbitmq_management" if self.management_port else ""
         (self.directory / "enabled_plugins").write_text(f"[{plugins}].\n")
         (self.directory / "rabbitmq-env.conf").write_text("")  # not the system's env file
@@ -392,6 +402,7 @@ class RabbitNode:
             "RABBITMQ_LOG_BASE": f"{base}/log",
             "RABBITMQ_PID_FILE": f"{base}/node.pid",
             "RABBITMQ_CONFIG_FILE": f"{base}/rabbitmq.conf",
+            "RABBITMQ_ADVANCED_CONFIG_FILE": f"{base}/advanced.config",
             "RABBITMQ_ENABLED_PLUGINS_FILE": f"{base}/enabled_plugins",
             "RABBITMQ_CONF_ENV_FILE": f"{base}/rabbitmq-env.conf",
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",

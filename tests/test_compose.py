@@ -83,15 +83,36 @@ def test_the_images_are_chosen_by_variables_and_rabbitry_s_is_built_once():
         assert IMAGE_SERVICE in service["depends_on"], name  # so that `up SERVICE` builds it first
 
 
-def test_no_password_is_written_into_compose_yaml():
+def test_no_password_is_written_into_compose_yaml_and_the_broker_s_is_required():
     compose = compose_file()
     user = "${RABBITMQ_DEFAULT_USER:-rabbitry}"
-    password = "${RABBITMQ_DEFAULT_PASS:-rabbitry}"
     for name, service in rabbitry_services(compose).items():
         for url in service["environment"]["AMQP_URL"].split(","):
-            assert urlsplit(url.strip()).netloc.rpartition("@")[0] == f"{user}:{password}", name
+            assert urlsplit(url.strip()).netloc.rpartition("@")[0] == f"{user}:${{RABBITMQ_DEFAULT_PASS}}", name
     for name, broker in brokers(compose).items():
-        assert broker["environment"]["RABBITMQ_DEFAULT_PASS"] == password, name
+        assert broker["environment"]["RABBITMQ_DEFAULT_PASS"].startswith("${RABBITMQ_DEFAULT_PASS:?"), name
+    assert not re.search(r"_PASS\w*:-", COMPOSE_FILE.read_text())  # no default password anywhere
+
+
+#: A published port as compose.yaml may write it: on 127.0.0.1, unless a variable says otherwise.
+LOOPBACK_PORT = re.compile(r"^(127\.0\.0\.1:\$\{\w+:-\d+\}|\$\{\w+:-127\.0\.0\.1:\d+\}):\d+$")
+
+
+def test_every_published_port_is_on_loopback_unless_the_operator_says_otherwise():
+    ports = {name: service["ports"] for name, service in compose_file()["services"].items() if "ports" in service}
+    assert "rabbitmq" in ports and "rabbitmq-1" in ports
+    for name, published in ports.items():
+        for port in published:
+            assert LOOPBACK_PORT.match(port), f"{name}: {port}"
+
+
+def test_the_brokers_send_a_delayed_task_on_within_seconds_of_a_restart():
+    compose = compose_file()
+    advanced = compose["configs"]["broker-advanced"]["content"]
+    assert "{dead_letter_worker_publisher_confirm_timeout, 5000}" in advanced
+    for name, broker in brokers(compose).items():
+        targets = {config["source"]: config["target"] for config in broker["configs"]}
+        assert targets["broker-advanced"] == "/etc/rabbitmq/advanced.config", name
 
 
 def test_every_command_is_a_rabbitry_command_that_accepts_its_options():
@@ -117,7 +138,6 @@ def test_the_metrics_profile_scrapes_every_worker_on_its_metrics_port_and_the_br
     assert command[command.index("--metrics-host") + 1] == "0.0.0.0"  # reachable on the compose network
     for service in ("prometheus", "grafana"):
         assert compose["services"][service]["profiles"] == ["metrics"]
-        assert all(p.startswith("127.0.0.1:") for p in compose["services"][service]["ports"])  # loopback only
     for config in compose["configs"].values():
         assert "file" not in config or (COMPOSE_FILE.parent / config["file"]).is_file(), config
 

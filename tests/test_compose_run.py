@@ -13,6 +13,7 @@ import pytest
 from rabbitry.common.connect import connect
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
+from tests.compose_project import ComposeProject
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -21,12 +22,14 @@ pytestmark = pytest.mark.slow
 PATIENCE = 180
 #: The broker user compose.yaml gives its brokers when .env sets none.
 DEMO_USER = "rabbitry"
+CONFIRM_TIMEOUT = "dead_letter_worker_publisher_confirm_timeout"
 
 
 def published_broker(project) -> BrokerSettings:
     """Settings for the work-queue broker through its published port (it moves when the broker restarts)."""
     address = project.published("rabbitmq", 5672)
-    return BrokerSettings.from_url(f"amqp://{DEMO_USER}:{DEMO_USER}@{address}/%2F", reconnect_for=10.0)
+    password = project.env["RABBITMQ_DEFAULT_PASS"]
+    return BrokerSettings.from_url(f"amqp://{DEMO_USER}:{password}@{address}/%2F", reconnect_for=10.0)
 
 
 def queue_state(settings: BrokerSettings, queue: str):
@@ -40,9 +43,29 @@ def succeeded_task_ids(project, containers: list[str]) -> collections.Counter:
     )
 
 
+def test_compose_refuses_to_start_without_a_password_and_publishes_on_loopback_unless_told(docker, compose_project):
+    # Not a compose_project: one that can neither start nor be taken down. `config` reads the file as
+    # `up` does (and fails as it does), and starts nothing.
+    unset = ComposeProject(docker, "rabbitry-test-no-password", {"RABBITMQ_DEFAULT_PASS": None})
+    refused = unset.compose("config", check=False)
+    assert refused.returncode != 0
+    assert "RABBITMQ_DEFAULT_PASS" in refused.stderr and "openssl rand -hex 16" in refused.stderr
+
+    chosen = compose_project(RABBITMQ_PORT=None, RABBITMQ_MANAGEMENT_PORT=None).config()
+    published = [(name, port) for name, service in chosen["services"].items() for port in service.get("ports", [])]
+    assert published and all(port["host_ip"] == "127.0.0.1" for _, port in published), published
+    opened = compose_project(RABBITMQ_PORT="0.0.0.0:5672").config()  # an operator's choice
+    assert {port["host_ip"] for port in opened["services"]["rabbitmq"]["ports"] if port["target"] == 5672} == {
+        "0.0.0.0"
+    }
+
+
 def test_the_work_queue_keeps_queued_tasks_over_a_broker_restart_and_spreads_them_over_three_workers(compose_project):
     project = compose_project()
     project.up("rabbitmq")
+    # The broker sends a delayed task on after a restart within 5 s, not RabbitMQ's 180 s (docs/delays.md).
+    setting = project.exec("rabbitmq", "rabbitmqctl", "eval", f"application:get_env(rabbit, {CONFIRM_TIMEOUT}).")
+    assert setting.strip() == "{ok,5000}"
     queued = project.run("new-task").split()
     assert len(queued) == len(set(queued)) > 3
 
