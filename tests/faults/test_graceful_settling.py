@@ -20,7 +20,11 @@ def test_a_sigterm_during_a_burst_of_dead_letters_leaves_each_task_once_and_ever
     worker = node.start_worker(unique_name, "--processes", "2", "--max-retries", "0")
     dead_letter_queue = dead_letter_queue_name(unique_name)
     for share in (10, 5):  # while the burst goes on, a line logged is a letter the broker holds
-        wait_until(lambda share=share: len(worker.events("task_dead_lettered")) >= TASKS // share, message="a share")
+        wait_until(
+            lambda share=share: len(worker.events("task_dead_lettered")) >= TASKS // share,
+            timeout=120,
+            message="a share",
+        )
         logged_by_now = len(worker.events("task_dead_lettered"))
         assert node.queue_state(dead_letter_queue).messages >= logged_by_now
 
@@ -29,6 +33,7 @@ def test_a_sigterm_during_a_burst_of_dead_letters_leaves_each_task_once_and_ever
     # The broker puts back what the closed channels held as it notices they are gone.
     wait_until(
         lambda: node.queue_state(unique_name).messages + node.queue_state(dead_letter_queue).messages >= TASKS,
+        timeout=120,
         message="every task back in a queue",
     )
     logged = {event["task_id"] for event in worker.events("task_dead_lettered")}
