@@ -302,5 +302,6 @@ def test_the_scheduler_across_the_fall_back_night_queues_the_repeated_time_once_
                 name,
                 dead_letter_queue_name(name),
                 f"{name}-witness",
+                dead_letter_queue_name(f"{name}-witness"),
             ]:
                 connection.delete_queue(queue)
