@@ -7,6 +7,7 @@ mocks pika or RabbitMQ.
 """
 
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -33,6 +34,36 @@ def pytest_configure(config):
     commands do, from info up: unconfigured, structlog prints every level, debug included, to
     the standard output it found when first imported, which a run of pytest shows."""
     configure_logging("console", "info", sys.stderr)
+
+
+#: The fixtures that start RabbitMQ nodes or Docker containers of a test's own (tests/nodes.py,
+#: tests/faults/conftest.py, tests/compose_project.py); the classes a test may start nodes with itself.
+STARTS_ITS_OWN = frozenset({"extra_broker", "tls_broker", "management_broker", "node", "cluster3", "docker"})
+STARTS_NODES_ITSELF = ("RabbitNode(", "RabbitCluster(")
+
+
+def _starts_its_own(item: pytest.Item) -> bool:
+    if STARTS_ITS_OWN.intersection(getattr(item, "fixturenames", ())):
+        return True
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function is not None else ""
+    except (OSError, TypeError):
+        source = ""
+    return any(start in source for start in STARTS_NODES_ITSELF)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` means "starts RabbitMQ nodes or Docker containers of its own", exactly: every
+    test that does is marked here, and one marked by hand that does not stops the run."""
+    wrong = []
+    for item in items:
+        if _starts_its_own(item):
+            item.add_marker(pytest.mark.slow)
+        elif item.get_closest_marker("slow") is not None:
+            wrong.append(item.nodeid)
+    if wrong:
+        raise pytest.UsageError("marked slow but starts no node or container:\n  " + "\n  ".join(wrong))
 
 
 NO_BROKER = (

@@ -8,15 +8,11 @@ the reason, where no Docker engine or Compose v2 answers.
 import collections
 import json
 
-import pytest
-
 from rabbitry.common.connect import connect
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from tests.compose_project import ComposeProject
 from tests.helpers import wait_until
-
-pytestmark = pytest.mark.slow
 
 #: What a test waits for at most: the machine may be busy, and the brokers boot in containers.
 PATIENCE = 180

@@ -14,7 +14,6 @@ from rabbitry.producers.publisher import ReliablePublisher
 from tests.faults.helpers import BackgroundSubmitter, wait_for_all
 from tests.helpers import command_path, wait_until
 
-pytestmark = pytest.mark.slow
 #: Workers must be consuming again this soon after the broker is back.
 RESUME_WITHIN_S = 10.0
 

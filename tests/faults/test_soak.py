@@ -14,13 +14,11 @@ import time
 from collections import Counter
 
 import psutil
-import pytest
 
 from rabbitry.common.errors import ExitCode
 from tests.faults.proxy import FreezableProxy
 from tests.helpers import NodeCommands, wait_until
 
-pytestmark = pytest.mark.slow
 TASKS = int(os.environ.get("RABBITRY_SOAK_TASKS", "5000"))
 #: Tasks are queued in this many new-task runs, spread over the faults.
 BATCHES = 20

@@ -5,11 +5,8 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from tests.helpers import NodeCommands, command_path, json_lines, wait_until
 
-pytestmark = pytest.mark.slow
 MESSAGES = 400
 
 

@@ -11,7 +11,6 @@ from tests.faults.helpers import wait_for_all
 from tests.helpers import NodeCommands, succeeded_ids, wait_until
 from tests.nodes import RabbitNode
 
-pytestmark = pytest.mark.slow
 CONSUMER_TIMEOUT_S = 8
 
 
