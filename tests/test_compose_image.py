@@ -10,9 +10,14 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.compose_project import RUN_ID, docker_run
 from tests.helpers import BIN
 from tests.prerequisites import missing
+
+#: The first test that asks for the image builds it.
+pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
