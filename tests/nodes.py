@@ -49,8 +49,22 @@ _SCRIPT_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin", "/opt/ra
 #: Every node's directory sits under here, so stale ones can be found and reaped.
 NODES_ROOT = Path(tempfile.gettempdir()) / "rabbitry-test-nodes"
 #: Ports for extra nodes are picked at random in this range (below the
-#: ephemeral range, and away from the shared broker's 5672/15672/25672).
+#: ephemeral range, and away from the shared broker's 5672/15672/25672); each of
+#: pytest-xdist's workers (gw0, gw1, ...) picks from a slice of its own.
 _PORT_RANGE = (21000, 24999)
+_PORT_SLICES = 4
+
+
+def _port_range() -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return _PORT_RANGE
+    low, high = _PORT_RANGE
+    size = (high - low + 1) // _PORT_SLICES
+    start = low + (int(worker[2:]) % _PORT_SLICES) * size
+    return start, start + size - 1
+
+
 START_TIMEOUT_S = 60.0
 _CTL_TIMEOUT_S = 60.0
 _ports_lock = threading.Lock()
@@ -107,7 +121,7 @@ def free_port() -> int:
     """A port nothing listens on, not handed out before in this process."""
     with _ports_lock:
         while True:
-            port = random.randint(*_PORT_RANGE)
+            port = random.randint(*_port_range())
             if port not in _ports_taken and _port_is_free(port):
                 _ports_taken.add(port)
                 return port
