@@ -202,6 +202,11 @@ def new_task(
         raise click.UsageError("--file takes the tasks from the file: give no task on the command line")
     if delay is not None and eta is not None:
         raise click.UsageError("give --delay or --eta, not both")
+    if wait and settings.is_local:  # no worker reaches this command's own broker: the wait could only time out
+        raise click.UsageError(
+            "--wait waits for a worker's results, and no worker can reach the in-process broker of one "
+            "command: give a RabbitMQ --url, or submit from Python beside an in-process worker"
+        )
     due = due_time(delay, eta)
     if task_file:
         messages: Iterable[TaskMessage] = read_task_file(task_file, due)

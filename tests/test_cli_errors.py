@@ -213,3 +213,35 @@ def test_what_is_not_a_duration_is_refused_alike_by_delay_since_until_and_max_ag
     result = run(*DURATION_OPTIONS[option], duration, "--url", DOWN)
 
     assert_one_line_error(result, ExitCode.USAGE, option)
+
+
+SCHEDULE = '[[entry]]\nname = "beat"\ntask = "noop"\nevery = "1h"\n'
+
+
+@pytest.mark.parametrize(
+    "command, fragment",
+    [
+        (["rabbitry", "compare", "--url", "local://"], "compare runs the in-process model beside RabbitMQ"),
+        (["rabbitry", "compare", "--url", "local://named"], "compare runs the in-process model beside RabbitMQ"),
+        (["rabbitry", "compare", "--broker", "local"], "compare runs the in-process model beside RabbitMQ"),
+        (["rabbitry", "schedule", "{schedule}", "--broker", "local"], "run the scheduler against RabbitMQ"),
+        (["rabbitry", "beat", "{schedule}", "--url", "local://"], "run the scheduler against RabbitMQ"),
+        (["worker", "--broker", "local", "--time-limit", "5"], "--time-limit needs pool processes"),
+        (["new-task", "--broker", "local", "--wait", "--task", "noop"], "--wait waits for a worker's results"),
+    ],
+)
+def test_a_command_refuses_at_once_the_in_process_broker_it_cannot_use(run, tmp_path, command, fragment):
+    # Each of these once waited on the in-process broker for what could never come (compare for 120 s,
+    # new-task --wait for its --timeout); the bound below is the test's, not a figure it asserts.
+    schedule = tmp_path / "schedule.toml"
+    schedule.write_text(SCHEDULE)
+
+    result = run(*[str(schedule) if word == "{schedule}" else word for word in command], timeout=30)
+
+    assert_one_line_error(result, ExitCode.USAGE, fragment)
+
+
+def test_logs_subscriptions_refuses_the_in_process_broker_for_want_of_a_management_api(run):
+    result = run("rabbitry", "logs", "subscriptions", "--broker", "local", timeout=30)
+
+    assert_one_line_error(result, ExitCode.MANAGEMENT_UNAVAILABLE, "the in-process model has no management API")
