@@ -299,9 +299,16 @@ def test_a_single_active_consumer_queue_delivers_to_one_consumer_then_to_the_nex
     got_first.settle_quietly()
     assert got_first.bodies() == ["token"] and got_second.bodies() == []  # "spare" waits: prefetch 1
 
-    first.close()  # the active consumer goes: the next one is active, and the token is back in the queue
+    # Closing cancels the consumer first: the next one is active at once and takes what is ready,
+    # while the token it held comes back only as its channel closes, behind "spare" (prefetch 1).
+    first.close()
     got_second.wait_for(1)
-    assert got_second.bodies()[0] in ("token", "spare")
+    got_second.settle_quietly()
+    (spare,) = got_second.deliveries
+    assert spare.body == b"spare" and not spare.redelivered
+    second.ack(spare.delivery_tag)
+    got_second.wait_for(2)
+    assert got_second.bodies() == ["spare", "token"] and got_second.deliveries[1].redelivered
 
 
 def test_a_quorum_queue_counts_redeliveries(transport):
