@@ -3,7 +3,9 @@
 import json
 import os
 
-from tests.helpers import run_command
+from rabbitry.common.connect import connect
+from rabbitry.common.topology import dead_letter_queue_name, history_stream_name
+from tests.helpers import json_lines, run_command
 
 #: A URL where no broker answers, so ``--broker auto`` must fall back to the model.
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
@@ -13,26 +15,52 @@ def demo(*args, env=None):
     return run_command(["rabbitry", "demo", *args], env={**os.environ, **(env or {})})
 
 
-def test_the_demo_runs_on_the_in_process_model_and_its_summary_adds_up():
-    result = demo("--broker", "local", "--json")
+#: Who must receive what, by the tutorials' routing rules: the test's own table, not the demo's.
+RECEIVED = {
+    "fanout": {"screen": ["deploy started", "hello all"], "archive": ["deploy started", "hello all"]},
+    "direct": {"errors only": ["error"], "info and up": ["error", "info", "warning"]},
+    "topic": {
+        "kern.*": ["kern.critical", "kern.info"],
+        "*.critical": ["app.critical", "kern.critical"],
+        "kern.* *.critical": ["app.critical", "kern.critical", "kern.info"],
+        "#": ["app.critical", "app.info", "auth.warning", "kern.critical", "kern.info"],
+    },
+}
 
+
+def assert_the_demo_did_its_work(result) -> dict:
+    """Check a ``demo --json --verbose`` run by what its worker's lines say it did and by what its
+    subscribers received, never by its own verdict; return its summary."""
     assert result.returncode == 0, result.stderr
-    assert "in-process model" in result.stderr
+    lines = json_lines(result.stderr)
+    succeeded = [line for line in lines if line.get("event") == "task_succeeded"]
+    (dead,) = [line for line in lines if line.get("event") == "task_dead_lettered"]
+    ids = {line["task_id"] for line in succeeded}
+    assert len(succeeded) == len(ids) == 16 and {line["task"] for line in succeeded} == {"demo.work"}
+    assert dead["task"] == "fail" and dead["task_id"] not in ids
+    assert [line for line in lines if line.get("event") == "task_failed"] == []
+    long_tasks = [line["pool_process"] for line in succeeded if line["result"] == 0.4]
+    assert sorted(set(long_tasks)) == [0, 1]  # with prefetch 1 no member hoards the long tasks
+
     summary = json.loads(result.stdout)
-    tasks, logs = summary["tasks"], summary["logs"]
-    assert summary["ok"] is True
-    assert (tasks["submitted"], tasks["succeeded"], tasks["dead_lettered"]) == (17, 16, 1)
-    members = tasks["pool_members"].values()
-    assert sum(m["tasks"] for m in members) == 16
-    assert all(m["long_tasks"] >= 1 for m in members)  # with prefetch 1 no member hoards the long tasks
-    topic = logs["exchanges"]["topic"]
-    assert sorted(topic["kern.*"]["received"]) == ["kern.critical", "kern.info"]
-    assert sorted(topic["*.critical"]["received"]) == ["app.critical", "kern.critical"]
-    assert sorted(topic["kern.* *.critical"]["received"]) == ["app.critical", "kern.critical", "kern.info"]
-    assert len(topic["#"]["received"]) == 5
-    assert logs["exchanges"]["direct"]["errors only"]["received"] == ["error"]
-    assert all(len(s["received"]) == 2 for s in logs["exchanges"]["fanout"].values())
-    assert logs["unroutable"] == ["direct:debug"]
+    received = {
+        kind: {name: sorted(got["received"]) for name, got in subscribers.items()}
+        for kind, subscribers in summary["logs"]["exchanges"].items()
+    }
+    assert received == RECEIVED
+    assert summary["logs"]["history"]["replayed"] == ["kern.critical", "kern.info"]
+    assert summary["logs"]["unroutable"] == ["direct:debug"]
+    tasks = summary["tasks"]
+    assert (tasks["submitted"], tasks["succeeded"], tasks["dead_lettered"]) == (17, 16, 1)  # as observed
+    return summary
+
+
+def test_the_demo_runs_on_the_in_process_model_and_does_what_it_says():
+    result = demo("--broker", "local", "--json", "--verbose")
+
+    assert "in-process model" in result.stderr.splitlines()[0]
+    summary = assert_the_demo_did_its_work(result)
+    assert summary["broker"] == "the in-process model"
 
 
 def test_with_no_broker_reachable_auto_says_so_and_uses_the_model():
@@ -45,13 +73,17 @@ def test_with_no_broker_reachable_auto_says_so_and_uses_the_model():
     assert rest[-1].startswith("Done in") and rest[-1].endswith("on the in-process model.")
 
 
-def test_with_rabbitmq_reachable_auto_runs_on_it(broker_url):
-    result = demo("--json", env={"AMQP_URL": broker_url})
+def test_with_rabbitmq_reachable_auto_runs_on_it_and_leaves_nothing_behind(broker_url, broker_settings):
+    result = demo("--json", "--verbose", env={"AMQP_URL": broker_url})
 
-    assert result.returncode == 0, result.stderr
-    assert "running on RabbitMQ" in result.stderr
-    summary = json.loads(result.stdout)
-    assert summary["broker"] == "RabbitMQ" and summary["ok"] is True
+    assert "running on RabbitMQ" in result.stderr.splitlines()[0]
+    summary = assert_the_demo_did_its_work(result)
+    assert summary["broker"] == "RabbitMQ"
+    work_queue = summary["tasks"]["queue"]
+    history = history_stream_name(work_queue.removesuffix(".tasks") + ".topic")
+    with connect(broker_settings, "rabbitry-tests-demo") as connection:
+        for queue in (work_queue, dead_letter_queue_name(work_queue), history):
+            assert connection.queue_state(queue) is None, queue
 
 
 def test_asking_for_rabbitmq_when_none_answers_is_one_clear_error():

@@ -4,8 +4,11 @@ import json
 import os
 import pty
 import re
+import select
 import signal
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -17,9 +20,14 @@ TASK_ID = re.compile(rb"[0-9a-f]{32}")
 DOWN = "amqp://guest:guest@127.0.0.1:1/%2F"
 
 
-def run_on_a_terminal(args: list[str], env: dict, stdout=None) -> tuple[int, bytes]:
+#: How long a command of these tests may take to end, or to print what a test reads, on a loaded machine.
+PATIENCE_S = 60.0
+
+
+def run_on_a_terminal(args: list[str], env: dict, stdout=None, timeout: float = PATIENCE_S) -> tuple[int, bytes]:
     """Run a command with a pseudo-terminal as its standard error (and output, unless ``stdout`` is
-    given), as a user's shell does; return its exit code and what the terminal received."""
+    given), as a user's shell does; return its exit code and what the terminal received. A command
+    that has not ended within ``timeout`` seconds is killed, and the test fails."""
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [command_path(args[0]), *args[1:]],
@@ -30,16 +38,38 @@ def run_on_a_terminal(args: list[str], env: dict, stdout=None) -> tuple[int, byt
     )
     os.close(terminal)
     received = b""
-    while True:
-        try:
-            chunk = os.read(controller, 1 << 16)
-        except OSError:  # EIO: the command ended and closed the terminal
-            break
-        if not chunk:
-            break
-        received += chunk
-    os.close(controller)
-    return process.wait(60), received
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                process.kill()
+                raise AssertionError(f"{args[0]} did not end within {timeout} s; its terminal got {received[-300:]!r}")
+            if not select.select([controller], [], [], remaining)[0]:
+                continue
+            try:
+                chunk = os.read(controller, 1 << 16)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        os.close(controller)
+    return process.wait(timeout), received
+
+
+def first_lines(process: subprocess.Popen, count: int, timeout: float = PATIENCE_S) -> list[bytes]:
+    """The first ``count`` lines of ``process``'s output, read as ``head`` reads them. A process that has
+    not printed them within ``timeout`` seconds is killed (which ends the read), and the test fails."""
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout.readline() for _ in range(count)), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        process.kill()
+        raise AssertionError(f"{count} lines not printed within {timeout} s; got {lines!r}")
+    return lines
 
 
 def test_on_a_terminal_the_ids_are_never_drawn_over_by_the_progress_bar(cli_env, work_queue_name):
@@ -152,7 +182,7 @@ def test_a_closed_output_stops_the_queueing_and_still_ends_with_the_summary(cli_
         stderr=subprocess.PIPE,
         env=cli_env,
     )
-    first = [process.stdout.readline() for _ in range(2)]  # as `new-task … | head -2` reads
+    first = first_lines(process, 2)  # as `new-task … | head -2` reads
     process.stdout.close()
     stderr = process.communicate(timeout=60)[1].decode()
 

@@ -2,6 +2,7 @@
 errors a task declares not retryable; the attempt count travelling with the message."""
 
 import json
+import os
 import time
 
 import pytest
@@ -57,32 +58,59 @@ def test_each_retry_carries_its_attempt_and_a_jittered_due_time_into_the_delay_l
     assert len(delays) > 1  # jittered, so retries of many tasks do not come back all at once
 
 
-def test_a_failing_task_waits_in_the_broker_then_succeeds_on_a_later_attempt(
-    run, start_fault_worker, work_queue_name, connection, tmp_path
-):
-    worker = start_fault_worker(work_queue_name, "--max-retries", "3")
-    marker = tmp_path / "runs"
-    task_id = run(
-        "new-task",
-        "--task",
-        "fail_until",
-        "--args",
-        json.dumps([str(marker), 2]),
-        "--queue",
-        work_queue_name,
-        check=True,
-    ).stdout.strip()
+#: A task module of the test's own: a task that holds its pool process until a file appears.
+HOLDING_TASKS = """
+import os, time
+from rabbitry.tasks import task
 
-    # The first retry is held by the broker, in the 1 s delay level, not in the worker.
-    wait_until(
-        lambda: connection.queue_state(delay_level_name(0)).messages >= 1, message="the retry in its delay level"
+@task
+def hold_until(started: str, release: str) -> None:
+    open(started, "w").close()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
+"""
+
+
+def test_a_failing_task_waits_in_the_broker_then_succeeds_on_a_later_attempt(
+    run, start_worker, work_queue_name, connection, tmp_path
+):
+    marker, started, release = (tmp_path / name for name in ("runs", "started", "release"))
+
+    def submit(task, *args):
+        command = ("new-task", "--task", task, "--args", json.dumps(args), "--queue", work_queue_name)
+        return run(*command, check=True).stdout.strip()
+
+    task_id = submit("fail_until", str(marker), 2)
+    submit("hold_until", str(started), str(release))  # next in line: once the first fails, the worker is busy
+    (tmp_path / "holding_tasks.py").write_text(HOLDING_TASKS)
+    worker = start_worker(
+        work_queue_name,
+        *("--processes", "1", "--prefetch", "1", "--max-retries", "3", *FAULT_TASKS, "--tasks", "holding_tasks"),
+        env={"PYTHONPATH": f"{REPOSITORY}{os.pathsep}{tmp_path}"},
     )
-    done = wait_until(lambda: worker.events("task_succeeded"), timeout=20)
+    try:
+        wait_until(lambda: worker.events("task_failed"), message="the first failure")
+        wait_until(started.exists, message="the worker to hold its only process")
+
+        # The worker can take nothing now: the retry comes back to the work queue from the broker,
+        # through the 1 s delay level, by itself.
+        wait_until(lambda: connection.queue_state(work_queue_name).messages == 1, message="the retry")
+        retry = connection.get(work_queue_name)
+        assert retry.message_id == task_id and json.loads(retry.body)["attempt"] == 1
+        assert [death["queue"] for death in retry.headers["x-death"]] == [delay_level_name(0)]
+        connection.reject(retry.delivery_tag, requeue=True)
+        wait_until(lambda: connection.queue_state(work_queue_name).messages == 1, message="the retry put back")
+    finally:
+        release.touch()
+    wait_until(lambda: len(worker.events("task_succeeded")) == 2, 60, message="the hold and the third attempt")
+    done = worker.events("task_succeeded")
 
     failed = worker.events("task_failed")
     assert [(e["task_id"], e["attempt"]) for e in failed] == [(task_id, 0), (task_id, 1)]
     assert 0.75 <= failed[0]["retry_in_s"] <= 1.25 and 1.5 <= failed[1]["retry_in_s"] <= 2.5
-    assert done[0]["task_id"] == task_id and done[0]["attempt"] == 2
+    assert [(e["task_id"], e["attempt"]) for e in done if e["task"] == "fail_until"] == [(task_id, 2)]
+    assert marker.read_text() == "xxx"  # three runs
     assert connection.queue_state(dead_letter_queue_name(work_queue_name)).messages == 0
 
 

@@ -27,16 +27,72 @@ def test_interval_ticks_fall_on_whole_multiples_of_the_interval():
     assert every_minute.count_ticks(at(2026, 12, 4, 9), at(2026, 12, 4, 10)) == 60
 
 
-def test_cron_ticks_are_read_in_the_entrys_time_zone_across_a_dst_change():
+def test_cron_ticks_are_read_in_the_entrys_time_zone_in_winter_and_in_summer():
     nightly = ScheduleEntry("n", "report", cron="0 2 * * *", timezone="Europe/Berlin")
 
     winter = nightly.next_tick(at(2026, 12, 4, 12))
     summer = nightly.next_tick(at(2026, 7, 4, 12))
 
-    assert datetime.datetime.fromtimestamp(winter, UTC).hour == 1  # 02:00 CET
-    assert datetime.datetime.fromtimestamp(summer, UTC).hour == 0  # 02:00 CEST
+    assert winter == at(2026, 12, 5, 1)  # 02:00 CET
+    assert summer == at(2026, 7, 5, 0)  # 02:00 CEST
     assert nightly.previous_tick(winter) == winter
     assert nightly.count_ticks(winter, winter + 7 * 86400) == 7
+
+
+def ticks_from(entry: ScheduleEntry, after: float, count: int) -> list[float]:
+    ticks = [entry.next_tick(after)]
+    while len(ticks) < count:
+        ticks.append(entry.next_tick(ticks[-1]))
+    return ticks
+
+
+def test_cron_ticks_across_the_spring_gap_run_once_at_the_first_instant_after_it():
+    # New York, 2026-03-08: at 02:00 EST (07:00 UTC) the clocks go forward to 03:00 EDT.
+    nightly = ScheduleEntry("n", "report", cron="30 2 * * *", timezone="America/New_York")
+
+    ticks = ticks_from(nightly, at(2026, 3, 6, 12), 4)
+
+    assert ticks == [
+        at(2026, 3, 7, 7, 30),  # 02:30 EST
+        at(2026, 3, 8, 7, 0),  # 02:30 does not occur: 03:00 EDT, the first instant after the gap
+        at(2026, 3, 9, 6, 30),  # 02:30 EDT
+        at(2026, 3, 10, 6, 30),
+    ]
+    assert [nightly.previous_tick(tick) for tick in ticks] == ticks
+    assert nightly.previous_tick(at(2026, 3, 8, 6, 59)) == ticks[0]  # 01:59 EST: the night's tick is still ahead
+    assert nightly.count_ticks(at(2026, 3, 5, 12), at(2026, 3, 12, 12)) == 7  # one a night, the short one too
+
+
+def test_cron_ticks_across_the_autumn_overlap_run_once_at_the_first_occurrence():
+    # New York, 2026-11-01: at 02:00 EDT (06:00 UTC) the clocks go back to 01:00 EST, so 01:00-01:59 occurs twice.
+    nightly = ScheduleEntry("n", "report", cron="30 1 * * *", timezone="America/New_York")
+
+    ticks = ticks_from(nightly, at(2026, 10, 30, 12), 3)
+
+    assert ticks == [
+        at(2026, 10, 31, 5, 30),  # 01:30 EDT
+        at(2026, 11, 1, 5, 30),  # 01:30 EDT, the first occurrence; not again at 01:30 EST (06:30 UTC)
+        at(2026, 11, 2, 6, 30),  # 01:30 EST
+    ]
+    second_occurrence = at(2026, 11, 1, 6, 30)
+    assert nightly.next_tick(second_occurrence - 1) == ticks[2]
+    assert nightly.previous_tick(second_occurrence) == ticks[1]
+    assert nightly.count_ticks(at(2026, 11, 1, 4), at(2026, 11, 2, 4)) == 1  # midnight to midnight, 25 hours
+
+
+def test_an_hourly_cron_in_london_ticks_23_times_on_the_short_day_and_24_on_the_long_one():
+    hourly = ScheduleEntry("h", "report", cron="0 * * * *", timezone="Europe/London")
+
+    # 2026-03-29: at 01:00 GMT the clocks go forward to 02:00 BST; local midnight to midnight is 23 hours.
+    # 01:00 does not occur and ticks with 02:00 BST, the first instant after the gap: one tick an hour.
+    spring = ticks_from(hourly, at(2026, 3, 29, 0), 23)
+    assert spring == [at(2026, 3, 29, hour) for hour in range(1, 24)]
+    assert hourly.count_ticks(at(2026, 3, 29, 0), at(2026, 3, 29, 23)) == 23
+    # 2026-10-25: at 02:00 BST the clocks go back to 01:00 GMT; the day is 25 hours and the wall
+    # clock reads 01:00 twice (00:00 and 01:00 UTC): it ticks at the first, so 24 ticks, not 25.
+    autumn = ticks_from(hourly, at(2026, 10, 24, 23), 24)
+    assert autumn == [at(2026, 10, 25, 0)] + [at(2026, 10, 25, hour) for hour in range(2, 24)] + [at(2026, 10, 26, 0)]
+    assert hourly.count_ticks(at(2026, 10, 24, 23), at(2026, 10, 26, 0)) == 24
 
 
 @settings(max_examples=200, deadline=None)

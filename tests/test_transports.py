@@ -19,7 +19,7 @@ from rabbitry.common.topology import Binding, Exchange, ExchangeBinding, Queue, 
 from rabbitry.common.transport.contract import QueueState
 from rabbitry.common.transport.wire_limits import SHORT_STRING_FIELDS
 from tests.helpers import WorkerProcess, json_lines, run_command, wait_until
-from tests.transport_helpers import Inbox, get_within, message, publish_all
+from tests.transport_helpers import Inbox, Transport, get_within, message, publish_all
 
 
 def drain(connection, queue: str) -> list[str]:
@@ -299,9 +299,16 @@ def test_a_single_active_consumer_queue_delivers_to_one_consumer_then_to_the_nex
     got_first.settle_quietly()
     assert got_first.bodies() == ["token"] and got_second.bodies() == []  # "spare" waits: prefetch 1
 
-    first.close()  # the active consumer goes: the next one is active, and the token is back in the queue
+    # Closing cancels the consumer first: the next one is active at once and takes what is ready,
+    # while the token it held comes back only as its channel closes, behind "spare" (prefetch 1).
+    first.close()
     got_second.wait_for(1)
-    assert got_second.bodies()[0] in ("token", "spare")
+    got_second.settle_quietly()
+    (spare,) = got_second.deliveries
+    assert spare.body == b"spare" and not spare.redelivered
+    second.ack(spare.delivery_tag)
+    got_second.wait_for(2)
+    assert got_second.bodies() == ["spare", "token"] and got_second.deliveries[1].redelivered
 
 
 def test_a_quorum_queue_counts_redeliveries(transport):
@@ -429,28 +436,56 @@ def test_a_queue_ttl_dead_letters_what_waits_too_long(transport):
     assert connection.queue_state(short).messages == 0
 
 
-def test_durability_across_a_restart_differs_by_design(transport):
-    """RabbitMQ keeps durable queues and persistent messages across a restart; the
-    in-process model keeps nothing when its process (or broker) goes away.
+@pytest.mark.slow
+def test_rabbitmq_keeps_durable_queues_and_persistent_messages_across_a_restart(extra_broker, unique_name):
+    """A node of the test's own is stopped and started again (the shared broker never is): a
+    durable classic queue comes back with its persistent message alone, a transient queue not at all."""
+    transport = Transport(extra_broker.settings(), unique_name)
+    try:
+        connection = transport.connect()
+        durable, transient = transport.name("durable"), transport.name("transient")
+        transport.declare(
+            connection,
+            queues=[Queue(durable, arguments={"x-queue-type": "classic"}), Queue(transient, durable=False)],
+        )
+        failures = publish_all(
+            connection,
+            [
+                message(durable, "keep me", persistent=True),
+                message(durable, "lose me", persistent=False),
+                message(transient, "lose me too", persistent=True),
+            ],
+        )
+        assert failures == []
+        assert connection.queue_state(durable).messages == 2 and connection.queue_state(transient).messages == 1
 
-    The shared RabbitMQ is never restarted by tests, so on that side the test
-    checks what a restart relies on: the queue is durable and the message is
-    persistent. On the model, dropping the broker is its restart.
-    """
-    connection = transport.connect()
-    queue = transport.name("durable")
-    transport.declare(connection, queues=[Queue(queue, durable=True)])
-    publish_all(connection, [message(queue, "keep me", persistent=True)])
-    delivery = get_within(connection, queue)
-    connection.reject(delivery.delivery_tag, requeue=True)
+        extra_broker.restart()
 
-    if transport.kind == "amqp":
-        assert delivery.persistent
-        transport.declare(connection, queues=[Queue(queue, durable=True)])  # equivalent: it is durable
-        assert connection.queue_state(queue).messages == 1
-    else:
-        transport.forget_everything()
-        assert transport.connect().queue_state(queue) is None
+        after = transport.connect()
+        assert drain(after, durable) == ["keep me"]
+        assert after.queue_state(transient) is None
+    finally:
+        transport.cleanup()
+
+
+def test_the_in_process_broker_keeps_durable_queues_while_it_lives_and_nothing_across_a_restart():
+    """By design the model keeps everything in memory (docs/in-process.md): a durable queue and its
+    messages outlive every connection, but a restart, which drops the broker, keeps nothing."""
+    settings = BrokerSettings.from_url(f"local://{uuid.uuid4().hex}")
+    name = broker_name(settings.urls[0])
+    try:
+        with connect(settings) as connection:
+            connection.declare(Topology(queues=(Queue("durable"),)))
+            assert publish_all(connection, [message("durable", "keep me", persistent=True)]) == []
+        with connect(settings) as connection:  # every connection closed: the broker still holds it
+            assert connection.queue_state("durable") == QueueState(messages=1, consumers=0)
+
+        forget_broker(name)  # the restart of a server that keeps nothing on disk
+
+        with connect(settings) as connection:  # the same URL, a broker made afresh
+            assert connection.queue_state("durable") is None
+    finally:
+        forget_broker(name)
 
 
 def test_a_cancelled_consumer_gets_nothing_more(transport):

@@ -319,6 +319,8 @@ class LocalBroker:
             queue.consumers.remove(consumer)
         if queue.auto_delete and not queue.consumers and not queue.deleted:
             self.delete_queue_locked(queue.name)
+        elif queue.single_active and not queue.deleted:
+            self.dispatch_locked(queue)  # the next consumer is the active one, at once, as in RabbitMQ
 
     def close(self) -> None:
         """Stop the expiry thread; the broker's state is dropped with the object."""

@@ -33,8 +33,14 @@ def test_a_killed_worker_loses_none_of_1000_tasks(node, unique_name):
 
     wait_for_all(ids, [first, second])
     assert node.queue_state(unique_name).messages == 0
-    assert second.events("task_succeeded")[0]["redelivered"] in (True, False)
-    assert any(e["redelivered"] for e in second.events("task_succeeded"))  # what the first held
+    done_by_second = second.events("task_succeeded")
+    redone = {e["task_id"] for e in done_by_second if e["redelivered"]}
+    fresh = {e["task_id"] for e in done_by_second if not e["redelivered"]}
+    # What the first held unacknowledged came back marked redelivered: at least one task, at most
+    # the prefetch of its two pool processes; a task it had finished, if run again, is among them.
+    assert 0 < len(redone) <= 2 * 8
+    assert not fresh & done_by_first
+    assert fresh | redone | done_by_first == ids
 
 
 def test_a_pool_process_killed_mid_task_is_replaced_and_the_task_completes(node, unique_name, tmp_path):
