@@ -29,6 +29,7 @@ from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.task_thread import TaskThread
 from rabbitry.workers.threaded import PoolThread
+from tests.heartbeat_witness import HEARTBEAT_S, SilentConnection, witness_heartbeat
 from tests.helpers import wait_until
 
 TASKS = ("--tasks", "tests.coroutine_tasks")
@@ -116,17 +117,32 @@ def test_an_async_task_over_its_time_limit_is_cancelled_and_dead_lettered_while_
 
 
 def test_a_blocking_call_in_an_async_task_is_reported_and_heartbeats_go_on(
-    start_worker, broker_settings, broker_url, work_queue_name
+    start_worker, broker_settings, broker_url, work_queue_name, tmp_path
 ):
-    url = broker_url.rstrip("/") + "/%2F?heartbeat=1"
+    # The task blocks the loop until released, and it is released only once the broker has
+    # dropped a connection that sent nothing since the loop was blocked. A heartbeat of 3 s
+    # lets the connection thread stall for up to 4.5 s of a loaded machine's time.
+    url = broker_url.rstrip("/") + f"/%2F?heartbeat={HEARTBEAT_S}"
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "2", *TASKS, env={"AMQP_URL": url})
-    submit(broker_settings, work_queue_name, [TaskMessage("coro.block_the_loop", [4.0])])
+    release = tmp_path / "release"
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.block_the_loop_until", [str(release)])])
+    wait_until(lambda: worker.events("event_loop_blocked"), 30, 0.1, "the blocked loop reported")
+    with SilentConnection(broker_url, witness_heartbeat(HEARTBEAT_S)) as witness:
+        wait_until(witness.dropped, 60, 0.1, "the broker to drop a silent connection")
+    release.touch()
     wait_until(lambda: succeeded(worker), 30, 0.1, "the blocking task done")
+    # A dropped connection is noticed when the worker next uses it, which may be after the task's
+    # line: stopping settles the task and cancels the consumer on that connection.
+    assert worker.stop() == 0
 
     [warning] = worker.events("event_loop_blocked")
-    assert warning["running"] == ["coro.block_the_loop"] and warning["cause"] == "async_task_blocked"
+    assert warning["running"] == ["coro.block_the_loop_until"] and warning["cause"] == "async_task_blocked"
     assert warning["hint"].startswith("an async task made a blocking call")
-    assert not worker.events("connection_lost")  # 4 s without the loop, heartbeats every second
+    [done] = succeeded(worker)
+    assert done["redelivered"] is False
+    assert not worker.events("connection_lost")
+    with connect(broker_settings) as connection:
+        assert connection.queue_state(work_queue_name).messages == 0  # acked, not put back
 
 
 def test_a_plain_task_encoding_a_large_result_is_not_reported_as_a_blocking_async_task():
