@@ -126,10 +126,12 @@ def test_a_blocking_call_in_an_async_task_is_reported_and_heartbeats_go_on(
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "2", *TASKS, env={"AMQP_URL": url})
     release = tmp_path / "release"
     submit(broker_settings, work_queue_name, [TaskMessage("coro.block_the_loop_until", [str(release)])])
-    wait_until(lambda: worker.events("event_loop_blocked"), 30, 0.1, "the blocked loop reported")
-    with SilentConnection(broker_url, witness_heartbeat(HEARTBEAT_S)) as witness:
-        wait_until(witness.dropped, 60, 0.1, "the broker to drop a silent connection")
-    release.touch()
+    try:
+        wait_until(lambda: worker.events("event_loop_blocked"), 30, 0.1, "the blocked loop reported")
+        with SilentConnection(broker_url, witness_heartbeat(HEARTBEAT_S)) as witness:
+            wait_until(witness.dropped, 60, 0.1, "the broker to drop a silent connection")
+    finally:
+        release.touch()
     wait_until(lambda: succeeded(worker), 30, 0.1, "the blocking task done")
     # A dropped connection is noticed when the worker next uses it, which may be after the task's
     # line: stopping settles the task and cancels the consumer on that connection.

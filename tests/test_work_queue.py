@@ -182,10 +182,12 @@ def test_heartbeats_keep_flowing_while_a_long_task_runs(
     queued = run(
         "new-task", "--task", "hold_until_released", "--args", arguments, "--queue", work_queue_name, check=True
     )
-    wait_until((tmp_path / "started").exists, message="the task to start")
-    with SilentConnection(broker_url, witness_heartbeat(HEARTBEAT_S)) as witness:
-        wait_until(witness.dropped, timeout=60, interval=0.1, message="the broker to drop a silent connection")
-    (tmp_path / "release").touch()
+    try:
+        wait_until((tmp_path / "started").exists, message="the task to start")
+        with SilentConnection(broker_url, witness_heartbeat(HEARTBEAT_S)) as witness:
+            wait_until(witness.dropped, timeout=60, interval=0.1, message="the broker to drop a silent connection")
+    finally:
+        (tmp_path / "release").touch()
     wait_until(lambda: worker.events("task_succeeded"), timeout=30, message="the task done")
     # A dropped connection is noticed when the worker next uses it, which may be after the task's
     # line: stopping settles the task and cancels the consumer on that connection.
