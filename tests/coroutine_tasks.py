@@ -94,3 +94,11 @@ async def block_the_loop_until(release: str) -> str:
     while not os.path.exists(release):
         time.sleep(0.05)
     return "released"
+
+
+@task(name="coro.wait_for_release")
+async def wait_for_release(release: str, seconds: float = 0.0) -> None:
+    """Hold a slot of the loop, without blocking it, until the file ``release`` exists; then ``seconds`` more."""
+    while not os.path.exists(release):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(seconds)

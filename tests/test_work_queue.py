@@ -140,8 +140,8 @@ def test_tasks_whose_headers_cannot_be_read_or_sent_again_are_dead_lettered_and_
 
 def test_sigterm_with_tasks_in_flight_loses_nothing(run, start_worker, work_queue_name, connection):
     ids = run(
-        "new-task", "--task", "sleep", "--args", "[0.5]", "--count", "12", "--queue", work_queue_name, check=True
-    ).stdout.split()
+        "new-task", "--task", "sleep", "--args", "[1]", "--count", "12", "--queue", work_queue_name, check=True
+    ).stdout.split()  # 6 s of work for 2 processes: the stop comes 5 s before the first could have run them all
     first = start_worker(work_queue_name, "--processes", "2", "--prefetch", "3")
     wait_until(lambda: first.events("task_succeeded"), message="a first task")
 
