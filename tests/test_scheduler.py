@@ -129,7 +129,14 @@ def test_a_tick_missed_while_no_scheduler_ran_is_caught_up_once_or_skipped_with_
         ScheduleEntry("caught", "noop", every_s=every, queue=schedule_name, catch_up=True),
         ScheduleEntry("missed", "noop", every_s=every, queue=schedule_name),
     )
-    last_run = entries[0].previous_tick(time.time() - 100)  # the last ticks queued, long before this scheduler
+    # The scheduler's clock is shifted so that it starts half a period from the latest missed
+    # tick (over LATE_TICK_GRACE_S late): that tick is the same if it takes up to 5 s to lead.
+    offset = (every / 2 - (time.time() - LATE_TICK_GRACE_S) % every) % every
+
+    def clock() -> float:
+        return time.time() + offset
+
+    last_run = entries[0].previous_tick(clock() - 100)  # the last ticks queued, long before this scheduler
     with connect(broker_settings) as connection:
         connection.declare(schedule_queues(schedule_name, [entry.name for entry in entries]))
         for entry in entries:
@@ -139,9 +146,9 @@ def test_a_tick_missed_while_no_scheduler_ran_is_caught_up_once_or_skipped_with_
             ledger.headers = {TICK_HEADER: round(last_run * 1000)}
             connection.publish(ledger)
         assert not connection.wait_for_confirms(10)
-    scheduler = Scheduler(broker_settings, Schedule(schedule_name, entries))
+    scheduler = Scheduler(broker_settings, Schedule(schedule_name, entries), clock=clock)
 
-    started = time.time()
+    started = clock()
     with structlog.testing.capture_logs() as logs:
         thread = threading.Thread(target=scheduler.run)
         thread.start()
