@@ -4,6 +4,7 @@ The I/O ones talk to :class:`rabbitry.compare.server.SlowServer` on 127.0.0.1: r
 """
 
 import asyncio
+import os
 import time
 
 from rabbitry import task
@@ -85,3 +86,19 @@ async def stubborn(marker: str) -> None:
 def large_result(count: int) -> list[int]:
     """A plain function with a large return value, which takes a while to encode."""
     return list(range(count))
+
+
+@task(name="coro.block_the_loop_until")
+async def block_the_loop_until(release: str) -> str:
+    """The same mistake, for as long as the test needs: blocks the loop until the file ``release`` exists."""
+    while not os.path.exists(release):
+        time.sleep(0.05)
+    return "released"
+
+
+@task(name="coro.wait_for_release")
+async def wait_for_release(release: str, seconds: float = 0.0) -> None:
+    """Hold a slot of the loop, without blocking it, until the file ``release`` exists; then ``seconds`` more."""
+    while not os.path.exists(release):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(seconds)

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 from rabbitry.tasks import task
 
@@ -59,3 +60,12 @@ def fail_on_a_file_name_that_is_not_utf8_then_retry():
 @task
 def take_any_arguments(*args, **kwargs):
     """Accept whatever it is given (tests that decide the outcome themselves)."""
+
+
+@task
+def hold_until_released(folder: str) -> str:
+    """Leave ``started`` in ``folder``, then block its thread until a file ``release`` appears there."""
+    open(os.path.join(folder, "started"), "w").close()
+    while not os.path.exists(os.path.join(folder, "release")):
+        time.sleep(0.05)
+    return "released"

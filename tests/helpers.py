@@ -313,20 +313,25 @@ def summary_counts(stderr: str) -> dict[str, int]:
     }
 
 
+#: The long ones of queue_uneven_tasks: fair dispatch gives each process every other long task
+#: only while the other runs the 3 short tasks between two of them in less time than this.
+LONG_TASK_S = 1.0
+
+
 def queue_uneven_tasks(run, queue: str, folder) -> int:
-    """Queue 24 sleep tasks, every 4th 0.4 s and the others 0.01 s; return how many."""
+    """Queue 24 sleep tasks, every 4th LONG_TASK_S long and the others 0.01 s; return how many."""
     tasks = folder / "tasks.jsonl"
     tasks.write_text(
-        "".join(json.dumps({"task": "sleep", "args": [0.4 if i % 4 == 0 else 0.01]}) + "\n" for i in range(24))
+        "".join(json.dumps({"task": "sleep", "args": [LONG_TASK_S if i % 4 == 0 else 0.01]}) + "\n" for i in range(24))
     )
     run("new-task", "--file", str(tasks), "--queue", queue, check=True)
     return 24
 
 
 def long_tasks_per_process(events: list[dict]) -> list[int]:
-    """How many of the 0.4 s tasks each pool process ran, fewest first."""
+    """How many of the long tasks each pool process ran, fewest first."""
     counts = {}
     for event in events:
-        if event["duration_s"] >= 0.4:
+        if event["duration_s"] >= LONG_TASK_S:
             counts[event["pool_process"]] = counts.get(event["pool_process"], 0) + 1
     return sorted(counts.values())

@@ -1,5 +1,6 @@
 """The pool process's consume path: the prefetch it chooses, when it acks, what it checks once."""
 
+import json
 import time
 
 import pytest
@@ -52,17 +53,22 @@ def test_a_default_worker_takes_short_tasks_in_bulk_and_long_ones_fairly(run, st
     assert long_tasks_per_process(done) == [3, 3]
 
 
-def test_tasks_done_before_a_long_one_are_acked_while_it_runs(run, start_worker, work_queue_name, connection):
-    # 17 tasks, the 4th long. A worker at --prefetch 16 acks 4 at a time, or on a quiet turn: the
-    # 3 done before the long one are acked while it runs, and the 17th comes in their place.
-    for task, args in [("noop", "[]")] * 3 + [("sleep", "[5]")] + [("noop", "[]")] * 13:
+def test_tasks_done_before_a_long_one_are_acked_while_it_runs(run, start_worker, work_queue_name, connection, tmp_path):
+    # 17 tasks, the 4th one that runs until the test releases it. A worker at --prefetch 16 acks
+    # 4 at a time, or on a quiet turn: the 3 done before the long one are acked while it runs,
+    # and the 17th comes in their place.
+    hold = ("hold_until_released", json.dumps([str(tmp_path)]))
+    for task, args in [("noop", "[]")] * 3 + [hold] + [("noop", "[]")] * 13:
         run("new-task", "--task", task, "--args", args, "--queue", work_queue_name, check=True)
-    worker = start_worker(work_queue_name, "--processes", "1", "--prefetch", "16")
+    worker = start_worker(work_queue_name, "--processes", "1", "--prefetch", "16", "--tasks", "tests.fault_tasks")
 
-    wait_until(
-        lambda: connection.queue_state(work_queue_name).messages == 0, timeout=4, message="the 17th task delivered"
-    )
-    assert [event["task"] for event in worker.events("task_succeeded")] == ["noop"] * 3  # the long one still runs
+    try:
+        wait_until(lambda: connection.queue_state(work_queue_name).messages == 0, message="the 17th task delivered")
+        assert [event["task"] for event in worker.events("task_succeeded")] == ["noop"] * 3
+        wait_until((tmp_path / "started").exists, message="the long task started")  # it ends only when released
+    finally:
+        (tmp_path / "release").touch()
+    wait_until(lambda: len(worker.events("task_succeeded")) == 17, message="the 17 tasks done")
 
 
 def test_argument_shapes_that_fit_are_remembered_and_those_that_do_not_still_fail():

@@ -29,6 +29,7 @@ from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.task_thread import TaskThread
 from rabbitry.workers.threaded import PoolThread
+from tests.heartbeat_witness import HEARTBEAT_S, SilentConnection, witness_heartbeat
 from tests.helpers import wait_until
 
 TASKS = ("--tasks", "tests.coroutine_tasks")
@@ -61,12 +62,21 @@ def test_async_tasks_run_up_to_concurrency_at_once_in_each_process_and_dispatch_
 
 
 def test_a_backlog_queued_before_a_coroutine_worker_starts_is_shared_between_its_processes(
-    start_worker, broker_settings, work_queue_name
+    start_worker, broker_settings, work_queue_name, tmp_path
 ):
     # Without --prefetch, a process holds about 0.1 s of work for each coroutine slot, and at least
-    # one delivery for each: here, where a task takes 0.3 s, the 10 it can run, not hundreds.
-    submit(broker_settings, work_queue_name, [TaskMessage("coro.wait", [0.3]) for _ in range(200)])
-    worker = start_worker(work_queue_name, "--processes", "2", "--concurrency", "10", *TASKS)
+    # one delivery for each: here, where a task takes 0.3 s, the 10 it can run, not hundreds. The
+    # tasks wait until both processes consume, so that neither gets ahead by starting first.
+    release = tmp_path / "release"
+    submit(
+        broker_settings,
+        work_queue_name,
+        [TaskMessage("coro.wait_for_release", [str(release), 0.3]) for _ in range(200)],
+    )
+    try:
+        worker = start_worker(work_queue_name, "--processes", "2", "--concurrency", "10", *TASKS)
+    finally:
+        release.touch()
     wait_until(lambda: len(succeeded(worker)) == 200, 60, 0.2, "200 tasks done")
 
     per_process = collections.Counter(line["pool_process"] for line in succeeded(worker))
@@ -116,17 +126,34 @@ def test_an_async_task_over_its_time_limit_is_cancelled_and_dead_lettered_while_
 
 
 def test_a_blocking_call_in_an_async_task_is_reported_and_heartbeats_go_on(
-    start_worker, broker_settings, broker_url, work_queue_name
+    start_worker, broker_settings, broker_url, work_queue_name, tmp_path
 ):
-    url = broker_url.rstrip("/") + "/%2F?heartbeat=1"
+    # The task blocks the loop until released, and it is released only once the broker has
+    # dropped a connection that sent nothing since the loop was blocked. A heartbeat of 3 s
+    # lets the connection thread stall for up to 4.5 s of a loaded machine's time.
+    url = broker_url.rstrip("/") + f"/%2F?heartbeat={HEARTBEAT_S}"
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "2", *TASKS, env={"AMQP_URL": url})
-    submit(broker_settings, work_queue_name, [TaskMessage("coro.block_the_loop", [4.0])])
+    release = tmp_path / "release"
+    submit(broker_settings, work_queue_name, [TaskMessage("coro.block_the_loop_until", [str(release)])])
+    try:
+        wait_until(lambda: worker.events("event_loop_blocked"), 30, 0.1, "the blocked loop reported")
+        with SilentConnection(broker_url, witness_heartbeat(HEARTBEAT_S)) as witness:
+            wait_until(witness.dropped, 60, 0.1, "the broker to drop a silent connection")
+    finally:
+        release.touch()
     wait_until(lambda: succeeded(worker), 30, 0.1, "the blocking task done")
+    # A dropped connection is noticed when the worker next uses it, which may be after the task's
+    # line: stopping settles the task and cancels the consumer on that connection.
+    assert worker.stop() == 0
 
     [warning] = worker.events("event_loop_blocked")
-    assert warning["running"] == ["coro.block_the_loop"] and warning["cause"] == "async_task_blocked"
+    assert warning["running"] == ["coro.block_the_loop_until"] and warning["cause"] == "async_task_blocked"
     assert warning["hint"].startswith("an async task made a blocking call")
-    assert not worker.events("connection_lost")  # 4 s without the loop, heartbeats every second
+    [done] = succeeded(worker)
+    assert done["redelivered"] is False
+    assert not worker.events("connection_lost")
+    with connect(broker_settings) as connection:
+        assert connection.queue_state(work_queue_name).messages == 0  # acked, not put back
 
 
 def test_a_plain_task_encoding_a_large_result_is_not_reported_as_a_blocking_async_task():
@@ -174,7 +201,7 @@ def test_tasks_finished_behind_a_long_one_are_acked_at_once_and_the_long_one_onl
 
     worker.kill_all()  # the long task was never acked: the broker has it again
     with connect(broker_settings) as connection:
-        wait_until(lambda: connection.queue_state(work_queue_name).messages == 1, 10, 0.1, "the long task back")
+        wait_until(lambda: connection.queue_state(work_queue_name).messages == 1, 30, 0.1, "the long task back")
 
 
 def test_sigterm_lets_the_running_coroutines_finish_and_leaves_the_others_in_the_queue(
@@ -200,10 +227,15 @@ def test_a_coroutine_that_ignores_its_cancellation_ends_its_process_and_is_dead_
     worker = start_worker(work_queue_name, "--processes", "1", "--concurrency", "4", "--delivery-limit", "2", *TASKS)
     marker = tmp_path / "attempts"
     stubborn = TaskMessage("coro.stubborn", [str(marker)])  # its own time limit: 1 s
-    others = [TaskMessage("coro.wait", [4]) for _ in range(2)]  # still running when the process ends
+    release = tmp_path / "release"
+    # Still running when the process ends, both times: they end only once released.
+    others = [TaskMessage("coro.wait_for_release", [str(release)]) for _ in range(2)]
     submit(broker_settings, work_queue_name, [stubborn, *others])
+    try:
+        wait_until(lambda: worker.events("task_dead_lettered"), 90, 0.1, "the stubborn task dead-lettered")
+    finally:
+        release.touch()
     wait_until(lambda: len(succeeded(worker)) == 2, 90, 0.1, "the other coroutines done")
-    wait_until(lambda: worker.events("task_dead_lettered"), 90, 0.1, "the stubborn task dead-lettered")
 
     ignored = worker.events("task_ignored_cancellation")
     assert len(ignored) == 2 and {line["task_id"] for line in ignored} == {stubborn.id}

@@ -27,6 +27,10 @@ from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Schedule, ScheduleEnt
 from rabbitry.producers.scheduler import TICK_HEADER, Scheduler
 from tests.helpers import command_path, wait_until
 
+#: How long no scheduler runs when the leader is killed: over the 1 s between ticks, so that at
+#: least one falls due meanwhile, and well under LATE_TICK_GRACE_S, so that none is missed.
+TAKEOVER_GAP_S = 1.5
+
 
 def drain_ticks(connection, queue: str) -> list[tuple[str, float]]:
     """The entry and tick of each task in ``queue``, read from their ids, in queue order."""
@@ -90,8 +94,18 @@ def test_two_schedulers_queue_every_tick_once_and_a_killed_leaders_successor_lea
             lambda: next((s for s in schedulers if s.events("scheduler_leading")), None), message="a leader"
         )
         wait_until(lambda: len(leader.events("schedule_tick_queued")) >= 4, message="four ticks")
-        assert leader.stop(signal.SIGKILL) == -signal.SIGKILL
         (successor,) = [s for s in schedulers if s is not leader]
+        wait_until(lambda: successor.events("scheduler_waiting"), message="the successor waiting for the lease")
+        # The successor is paused across the leader's death, so that ticks fall due while no
+        # scheduler runs: it must read from the ledger where the leader stopped and queue them.
+        # They are at most TAKEOVER_GAP_S late when it resumes: of the 5 s a late tick is still
+        # queued (LATE_TICK_GRACE_S), the rest is for taking over on a loaded machine.
+        successor.process.send_signal(signal.SIGSTOP)
+        try:
+            assert leader.stop(signal.SIGKILL) == -signal.SIGKILL
+            time.sleep(TAKEOVER_GAP_S)
+        finally:
+            successor.process.send_signal(signal.SIGCONT)
         wait_until(lambda: len(successor.events("schedule_tick_queued")) >= 4, message="the successor's ticks")
         assert successor.stop() == 0
     finally:
@@ -115,7 +129,14 @@ def test_a_tick_missed_while_no_scheduler_ran_is_caught_up_once_or_skipped_with_
         ScheduleEntry("caught", "noop", every_s=every, queue=schedule_name, catch_up=True),
         ScheduleEntry("missed", "noop", every_s=every, queue=schedule_name),
     )
-    last_run = entries[0].previous_tick(time.time() - 100)  # the last ticks queued, long before this scheduler
+    # The scheduler's clock is shifted so that it starts half a period from the latest missed
+    # tick (over LATE_TICK_GRACE_S late): that tick is the same if it takes up to 5 s to lead.
+    offset = (every / 2 - (time.time() - LATE_TICK_GRACE_S) % every) % every
+
+    def clock() -> float:
+        return time.time() + offset
+
+    last_run = entries[0].previous_tick(clock() - 100)  # the last ticks queued, long before this scheduler
     with connect(broker_settings) as connection:
         connection.declare(schedule_queues(schedule_name, [entry.name for entry in entries]))
         for entry in entries:
@@ -125,9 +146,9 @@ def test_a_tick_missed_while_no_scheduler_ran_is_caught_up_once_or_skipped_with_
             ledger.headers = {TICK_HEADER: round(last_run * 1000)}
             connection.publish(ledger)
         assert not connection.wait_for_confirms(10)
-    scheduler = Scheduler(broker_settings, Schedule(schedule_name, entries))
+    scheduler = Scheduler(broker_settings, Schedule(schedule_name, entries), clock=clock)
 
-    started = time.time()
+    started = clock()
     with structlog.testing.capture_logs() as logs:
         thread = threading.Thread(target=scheduler.run)
         thread.start()

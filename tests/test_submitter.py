@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import pytest
 from structlog.testing import capture_logs
@@ -14,6 +13,7 @@ from rabbitry.common.errors import Unroutable
 from rabbitry.common.messages import TaskMessage
 from rabbitry.common.settings import BrokerSettings
 from rabbitry.producers.submitter import SubmitterClosed, TaskSubmitter
+from tests.heartbeat_witness import HEARTBEAT_S, SilentConnection, witness_heartbeat
 from tests.helpers import wait_until
 
 
@@ -75,15 +75,16 @@ def test_eight_threads_sharing_one_submitter_have_every_task_confirmed_exactly_o
 
 
 def test_an_idle_submitter_keeps_its_connection_through_missed_heartbeats(broker_url, connection, work_queue_name):
-    # RabbitMQ closes a connection that misses two heartbeats. A 1 s heartbeat and six
-    # idle seconds show what a 10 s heartbeat and five idle minutes would, in a test's time.
-    settings = BrokerSettings.from_url(broker_url, heartbeat=1, reconnect_for=30.0)
+    # RabbitMQ closes a connection that misses two heartbeats. The submitter stays idle until the
+    # broker has dropped a witness connection that sent nothing since the submitter's last publish:
+    # what a 10 s heartbeat and five idle minutes would show, in a test's time.
+    settings = BrokerSettings.from_url(broker_url, heartbeat=HEARTBEAT_S, reconnect_for=30.0)
     with capture_logs() as logs:
         with TaskSubmitter(settings, work_queue_name, "classic") as submitter:
-            submitter.submit(TaskMessage("noop")).wait_confirmed(10)
-            time.sleep(6)
-            handle = submitter.submit(TaskMessage("noop"))
-            handle.wait_confirmed(10)
+            submitter.submit(TaskMessage("noop")).wait_confirmed(30)
+            with SilentConnection(broker_url, witness_heartbeat(HEARTBEAT_S)) as witness:
+                wait_until(witness.dropped, 60, 0.1, "the broker to drop a silent connection")
+            submitter.submit(TaskMessage("noop")).wait_confirmed(30)
 
     assert submitter.connections_opened == 1
     assert not [entry for entry in logs if entry["event"] == "publisher_reconnecting"]

@@ -1,5 +1,6 @@
 """The work queue end to end: new-task → durable queue → worker pool, on the real broker."""
 
+import json
 import signal
 import threading
 import uuid
@@ -12,6 +13,7 @@ from rabbitry.common.topology import dead_letter_queue_name
 from rabbitry.common.transport.contract import UNREADABLE_HEADERS
 from rabbitry.workers.config import WorkerConfig
 from rabbitry.workers.threaded import ThreadedWorkerPool
+from tests.heartbeat_witness import HEARTBEAT_S, SilentConnection, witness_heartbeat
 from tests.helpers import (
     TIMESTAMP_PAST_9999,
     array_of_bytes,
@@ -138,8 +140,8 @@ def test_tasks_whose_headers_cannot_be_read_or_sent_again_are_dead_lettered_and_
 
 def test_sigterm_with_tasks_in_flight_loses_nothing(run, start_worker, work_queue_name, connection):
     ids = run(
-        "new-task", "--task", "sleep", "--args", "[0.5]", "--count", "12", "--queue", work_queue_name, check=True
-    ).stdout.split()
+        "new-task", "--task", "sleep", "--args", "[1]", "--count", "12", "--queue", work_queue_name, check=True
+    ).stdout.split()  # 6 s of work for 2 processes: the stop comes 5 s before the first could have run them all
     first = start_worker(work_queue_name, "--processes", "2", "--prefetch", "3")
     wait_until(lambda: first.events("task_succeeded"), message="a first task")
 
@@ -162,17 +164,39 @@ def test_fair_dispatch_gives_each_process_an_equal_share_of_long_tasks(run, star
     assert long_tasks_per_process(done) == [3, 3]
 
 
-def test_heartbeats_keep_flowing_while_a_long_task_runs(broker_url, run, start_worker, work_queue_name, cli_env):
+def test_heartbeats_keep_flowing_while_a_long_task_runs(
+    broker_url, run, start_worker, work_queue_name, connection, tmp_path
+):
+    # The task blocks its thread until released, and it is released only once the broker has
+    # dropped a connection that sent nothing since the task began. A heartbeat of 3 s lets the
+    # worker's connection thread stall for up to 4.5 s of a loaded machine's time.
     worker = start_worker(
-        work_queue_name, "--processes", "1", env={"AMQP_URL": broker_url.split("?")[0] + "?heartbeat=1"}
+        work_queue_name,
+        "--processes",
+        "1",
+        "--tasks",
+        "tests.fault_tasks",
+        env={"AMQP_URL": broker_url.split("?")[0] + f"?heartbeat={HEARTBEAT_S}"},
     )
-    task_id = run("new-task", "--task", "sleep", "--args", "[4]", "--queue", work_queue_name, check=True).stdout.strip()
+    arguments = json.dumps([str(tmp_path)])
+    queued = run(
+        "new-task", "--task", "hold_until_released", "--args", arguments, "--queue", work_queue_name, check=True
+    )
+    try:
+        wait_until((tmp_path / "started").exists, message="the task to start")
+        with SilentConnection(broker_url, witness_heartbeat(HEARTBEAT_S)) as witness:
+            wait_until(witness.dropped, timeout=60, interval=0.1, message="the broker to drop a silent connection")
+    finally:
+        (tmp_path / "release").touch()
+    wait_until(lambda: worker.events("task_succeeded"), timeout=30, message="the task done")
+    # A dropped connection is noticed when the worker next uses it, which may be after the task's
+    # line: stopping settles the task and cancels the consumer on that connection.
+    assert worker.stop() == 0
 
-    done = wait_until(lambda: worker.events("task_succeeded"), timeout=20)
-
-    assert done[0]["task_id"] == task_id
-    assert done[0]["redelivered"] is False
+    (done,) = worker.events("task_succeeded")
+    assert done["task_id"] == queued.stdout.strip() and done["redelivered"] is False
     assert worker.events("connection_lost") == []
+    assert connection.queue_state(work_queue_name).messages == 0  # acked, not put back
 
 
 def test_a_file_with_a_bad_line_queues_nothing(run, work_queue_name, connection, tmp_path):
