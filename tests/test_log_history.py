@@ -63,14 +63,26 @@ def test_subscribe_since_first_replays_the_history_then_follows_live_lines(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    said: list[str] = []
+    replayed = threading.Event()
+
+    def read_stderr():  # by a thread of its own, so that the wait for the line has a bound
         for line in subscriber.stderr:
+            said.append(line)
             if '"history_begins"' in line:
-                break
+                replayed.set()
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    try:
+        assert replayed.wait(60), "".join(said)
         emit(broker_settings, exchange_name, [f"new {n}" for n in range(3)])
-        out, _err = subscriber.communicate(timeout=30)
+        assert subscriber.wait(60) == 0, "".join(said)
+        out = subscriber.stdout.read()
     finally:
         subscriber.kill()
+        subscriber.wait()
+        reader.join(30)
     lines = json_lines(out)
     assert [line["body"] for line in lines] == ["old 0", "old 1", "old 2", "new 0", "new 1", "new 2"]
     assert [line["offset"] for line in lines] == list(range(6))
@@ -99,7 +111,8 @@ def test_the_seam_between_history_and_live_prints_each_line_of_the_window_once(
     emitting = threading.Thread(target=stream_lines)
     emitting.start()
     try:
-        wait_until(lambda: stamped and time.time() - stamped[0][1] > 2.2, message="two seconds of history")
+        # The newest line stamped 2 s after the first: a window from a second before the newest leaves the first out.
+        wait_until(lambda: stamped and stamped[-1][1] - stamped[0][1] >= 2, timeout=60, message="history")
         since, until = stamped[-1][1] - 1, time.time() + 2  # a window that begins in the history and ends live
         result = run(
             "subscribe",
@@ -115,6 +128,7 @@ def test_the_seam_between_history_and_live_prints_each_line_of_the_window_once(
             "10",
             check=True,
         )
+        wait_until(lambda: stamped[-1][1] > until, timeout=60, message="a line stamped after the window")
     finally:
         stop.set()
         emitting.join()
