@@ -75,7 +75,11 @@ def test_on_a_pipe_each_sample_is_one_json_object_with_the_net_change(run, cli_e
 
     # Until Ctrl-C: the test reads samples as they come, and publishes once it has read the first.
     following = subprocess.Popen(
-        [command_path("rabbitry"), *watch, "--interval", "0.2"], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [command_path("rabbitry"), *watch, "--interval", "0.2"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines = Lines(following.stdout)
     try:
