@@ -147,7 +147,9 @@ def test_with_the_management_api_rates_in_and_out_are_shown(management_broker, u
     rows = rows_of(samples, queue_name)
     assert {sample["source"] for sample in samples} == {"management"}
     assert rows[0]["in_per_s"] is None and rows[0]["out_per_s"] is None  # nothing to compare the first with
-    assert all(row["consumers"] == 1 for row in rows), json.dumps(rows)
+    # Before any task, the worker's one consumer; a change of its prefetch later is a new consumer,
+    # and a sample may fall between the old one's end and the new one's start.
+    assert rows[0]["consumers"] == 1 and all(row["consumers"] <= 1 for row in rows), json.dumps(rows)
 
 
 def test_on_a_terminal_the_table_is_redrawn_and_ctrl_c_ends_it_cleanly(broker_url, work_queue_name):
