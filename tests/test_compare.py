@@ -2,36 +2,45 @@
 concurrency experiment's shape: the GIL for CPU-bound work, waiting for I/O-bound work.
 
 Every figure is judged against another one measured in the same run, as an
-inequality with room for a busy 2-core machine; no test asserts a time.
+inequality with room for a busy 2-core machine; no test asserts a time. What
+a second core gains depends on who else keeps it busy, so processes are shown
+to run CPU-bound tasks at the same time, and threads to use one core at most.
 """
 
+import functools
 import json
 import os
-import statistics
+import threading
+import time
 
 import pytest
 
 from rabbitry.compare.concurrency import MODEL, NO_BROKER, RABBITMQ, rate
 from rabbitry.compare.forms import FORMS, concurrency_levels, sweep
 from rabbitry.compare.server import SlowServer
-from rabbitry.compare.tasks import workloads
+from rabbitry.compare.tasks import Workload, spin, spin_async, workloads
 from tests.helpers import run_command
 
 SMALL = [
     "--tasks",
-    "500",
-    "--messages",
     "200",
+    "--messages",
+    "100",
     "--subscribers",
     "2",
     "--seed-tasks",
-    "200",
+    "100",
     "--cpu-tasks",
-    "60",
+    "20",
     "--io-tasks",
     "40",
     "--sweep-tasks",
-    "8",
+    "2",
+]
+#: The least of everything: for what the tables look like, not for their figures.
+TINY = [
+    *("--tasks", "100", "--messages", "10", "--subscribers", "1", "--seed-tasks", "100"),
+    *("--cpu-tasks", "10", "--io-tasks", "10", "--sweep-tasks", "2"),
 ]
 THREADS, PROCESSES = "concurrent.futures.ThreadPoolExecutor", "multiprocessing.Pool"
 WORKER = "rabbitry worker --processes 2"
@@ -83,24 +92,55 @@ def test_every_concurrency_form_runs_every_workload_and_the_worker_runs_on_both_
     )
 
 
-def test_cpu_bound_work_scales_with_processes_and_not_with_threads():
-    cpu, tasks = workloads(0)["cpu"], 60
-    runs = {"threads + queue.Queue": 8, THREADS: 8, PROCESSES: 2, "one process": 1}
-    rates = {form: [] for form in runs}
-    for _ in range(3):  # back to back, three times: a busy spell falls on every form
-        for form, at_a_time in runs.items():
-            function = FORMS[PROCESSES if form == "one process" else form][0]
-            rates[form].append(tasks / function(cpu, tasks, at_a_time))
-    median = {form: statistics.median(values) for form, values in rates.items()}
+def spin_and_record(path: str, _item=None) -> None:
+    """The CPU-bound workload, then a line in ``path``: the process and thread that ran it, and when.
 
-    # The baseline: what a second process gains on this machine now, which others may be keeping busy.
-    if median[PROCESSES] < 1.5 * median["one process"]:
-        pytest.skip(
-            f"the machine ran 2 processes only {median[PROCESSES] / median['one process']:.2f}x as fast "
-            f"as one: too busy for a second core to show"
-        )
-    # 8 threads compute as one under the interpreter lock; an asyncio loop is one thread by design.
-    assert median[PROCESSES] >= 1.3 * max(median["threads + queue.Queue"], median[THREADS]), median
+    Module-level, so that a process pool can pickle it; ``time.monotonic`` is one clock for every
+    process of the machine."""
+    began = time.monotonic()
+    spin()
+    ended = time.monotonic()
+    with open(path, "a") as record:
+        record.write(f"{os.getpid()} {threading.get_ident()} {began} {ended}\n")
+
+
+def ran(form: str, folder, tasks: int, at_a_time: int) -> tuple[list[tuple], float, float]:
+    """Run ``tasks`` CPU-bound tasks in ``form``: what each task recorded (runner, began, ended),
+    and the CPU seconds this process used meanwhile, and the seconds that passed."""
+    path = str(folder / f"{form.replace(' ', '_')}.runs")
+    recorded = Workload("recorded CPU-bound", functools.partial(spin_and_record, path), spin_async, "compare.cpu")
+    cpu, started = time.process_time(), time.perf_counter()
+    FORMS[form][0](recorded, tasks, at_a_time)
+    cpu, elapsed = time.process_time() - cpu, time.perf_counter() - started
+    with open(path) as record:
+        runs = [(f"{pid}/{thread}", float(began), float(ended)) for pid, thread, began, ended in map(str.split, record)]
+    assert len(runs) == tasks
+    return runs, cpu, elapsed
+
+
+def at_the_same_time(runs: list[tuple]) -> bool:
+    """Whether two tasks run by different runners were under way at one moment."""
+    ordered = sorted(runs, key=lambda run: run[1])
+    return any(
+        later[1] < earlier[2] and later[0] != earlier[0]
+        for i, earlier in enumerate(ordered)
+        for later in ordered[i + 1 :]
+    )
+
+
+def test_cpu_bound_work_runs_in_processes_at_once_and_in_threads_one_core_at_most(tmp_path):
+    tasks = 40
+    for form in (PROCESSES, "concurrent.futures.ProcessPoolExecutor"):
+        runs, _cpu, _elapsed = ran(form, tmp_path, tasks, 2)
+        pids = {runner.split("/")[0] for runner, _began, _ended in runs}
+        assert len(pids) == 2 and str(os.getpid()) not in pids, (form, pids)  # the pool's 2 processes ran them
+        assert at_the_same_time(runs), (form, runs)  # each with an interpreter of its own
+
+    for form in ("threads + queue.Queue", THREADS):
+        runs, cpu, elapsed = ran(form, tmp_path, tasks, 8)
+        assert len({runner for runner, _began, _ended in runs}) > 1, (form, runs)  # taken in turns
+        # 8 threads run the loop under one interpreter lock: together they never use more than one core.
+        assert cpu <= 1.25 * elapsed, (form, cpu, elapsed)
 
 
 def test_io_bound_work_scales_with_threads_and_coroutines_far_past_the_process_count():
@@ -121,7 +161,7 @@ def test_compare_prints_its_tables_and_runs_the_model_alone_without_rabbitmq():
     nowhere = "amqp://guest:guest@127.0.0.1:1/"
     # --repeat 2 forks process pools after the in-process worker has run: they must still stop.
     result = run_command(
-        ["rabbitry", "compare", *SMALL, "--repeat", "2"], env={**os.environ, "AMQP_URL": nowhere}, timeout=180
+        ["rabbitry", "compare", *TINY, "--repeat", "2"], env={**os.environ, "AMQP_URL": nowhere}, timeout=180
     )
 
     assert result.returncode == 0, result.stderr

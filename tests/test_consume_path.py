@@ -108,3 +108,13 @@ def test_a_flush_called_back_while_a_retry_waits_for_its_confirm_acks_nothing_ea
         connection_thread.settle_outbox()
         connection.publish(TaskMessage("noop").to_outgoing(work_queue_name))
         assert connection.wait_for_confirms(10) == []  # on the same channel: still open
+
+        # The retry waits a second in the shared delay levels: received back here, it is not due
+        # after its work queue is deleted, which would leave it in rabbitry.delay.unrouted.
+        wait_until(
+            lambda: (
+                connection.process_events(0.05)
+                or [d for d in deliveries[3:] if TaskMessage.from_delivery(d).attempt == 1]
+            ),
+            message="the retry back from the delay levels",
+        )

@@ -29,11 +29,24 @@ def iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def emit(settings, exchange: str, lines: list[str], key: str = "app.info", timestamp: float | None = None):
-    with LogEmitter(settings, log_exchange("topic", exchange)) as emitter:
+def emit(
+    settings, exchange: str, lines: list[str], key: str = "app.info", timestamp: float | None = None, kind="topic"
+):
+    with LogEmitter(settings, log_exchange(kind, exchange)) as emitter:
         for line in lines:
             emitter.emit(key, line, timestamp=timestamp)
         assert emitter.flush(10) == []
+
+
+#: A subscription's end: ``--until`` 30 minutes from now, where ``end_window`` puts a line stamped an
+#: hour from now, so that the run ends when it reads that line rather than after a second of
+#: silence, which a busy machine may take to deliver the first line; ``--timeout`` bounds a hang.
+UNTIL_THE_END = ["--until", "30m", "--timeout", "60"]
+
+
+def end_window(settings, exchange: str, key: str = "app.info", kind="topic"):
+    """Send the line stamped past ``UNTIL_THE_END``, after the others."""
+    emit(settings, exchange, ["past the window"], key=key, timestamp=time.time() + 3600, kind=kind)
 
 
 def bodies(result) -> list[str]:
@@ -63,14 +76,26 @@ def test_subscribe_since_first_replays_the_history_then_follows_live_lines(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    said: list[str] = []
+    replayed = threading.Event()
+
+    def read_stderr():  # by a thread of its own, so that the wait for the line has a bound
         for line in subscriber.stderr:
+            said.append(line)
             if '"history_begins"' in line:
-                break
+                replayed.set()
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    try:
+        assert replayed.wait(60), "".join(said)
         emit(broker_settings, exchange_name, [f"new {n}" for n in range(3)])
-        out, _err = subscriber.communicate(timeout=30)
+        assert subscriber.wait(60) == 0, "".join(said)
+        out = subscriber.stdout.read()
     finally:
         subscriber.kill()
+        subscriber.wait()
+        reader.join(30)
     lines = json_lines(out)
     assert [line["body"] for line in lines] == ["old 0", "old 1", "old 2", "new 0", "new 1", "new 2"]
     assert [line["offset"] for line in lines] == list(range(6))
@@ -99,7 +124,8 @@ def test_the_seam_between_history_and_live_prints_each_line_of_the_window_once(
     emitting = threading.Thread(target=stream_lines)
     emitting.start()
     try:
-        wait_until(lambda: stamped and time.time() - stamped[0][1] > 2.2, message="two seconds of history")
+        # The newest line stamped 2 s after the first: a window from a second before the newest leaves the first out.
+        wait_until(lambda: stamped and stamped[-1][1] - stamped[0][1] >= 2, timeout=60, message="history")
         since, until = stamped[-1][1] - 1, time.time() + 2  # a window that begins in the history and ends live
         result = run(
             "subscribe",
@@ -115,6 +141,7 @@ def test_the_seam_between_history_and_live_prints_each_line_of_the_window_once(
             "10",
             check=True,
         )
+        wait_until(lambda: stamped[-1][1] > until, timeout=60, message="a line stamped after the window")
     finally:
         stop.set()
         emitting.join()
@@ -128,9 +155,10 @@ def test_since_applies_the_binding_keys_and_leaves_out_lines_stamped_earlier(run
     emit(broker_settings, exchange_name, ["an hour old"], key="kern.info", timestamp=time.time() - 3600)
     emit(broker_settings, exchange_name, ["kernel now"], key="kern.info")
     emit(broker_settings, exchange_name, ["app now"], key="app.info")
+    end_window(broker_settings, exchange_name, key="kern.info")
 
     result = run(
-        "subscribe", "--exchange", exchange_name, "--since", "10m", "kern.*", "--timeout", "1", "--json", check=True
+        "subscribe", "--exchange", exchange_name, "--since", "10m", "kern.*", *UNTIL_THE_END, "--json", check=True
     )
     assert bodies(result) == ["kernel now"]
 
@@ -143,9 +171,10 @@ def test_since_takes_in_lines_from_a_sender_whose_clock_runs_ahead_of_the_broker
     emit(broker_settings, exchange_name, ["stamped early"], timestamp=ahead - 2)
     emit(broker_settings, exchange_name, ["stamped ahead"], timestamp=ahead)
     wait_until(lambda: time.time() > ahead + 1, message="the sender's time to pass")
+    end_window(broker_settings, exchange_name)
 
     result = run(
-        "subscribe", "--exchange", exchange_name, "--since", iso(ahead), "#", "--timeout", "1", "--json", check=True
+        "subscribe", "--exchange", exchange_name, "--since", iso(ahead), "#", *UNTIL_THE_END, "--json", check=True
     )
     assert bodies(result) == ["stamped ahead"]
 
@@ -182,8 +211,9 @@ def test_with_a_small_max_bytes_old_lines_go_and_subscribe_says_where_history_be
 ):
     run("rabbitry", "logs", "retain", "--exchange", exchange_name, "--max-bytes", "100kB", check=True)
     emit(broker_settings, exchange_name, [f"line {n:05d} {'x' * 80}" for n in range(5000)])
+    end_window(broker_settings, exchange_name)
 
-    result = run("subscribe", "--exchange", exchange_name, "--since", "first", "--json", "#", "--timeout", "1")
+    result = run("subscribe", "--exchange", exchange_name, "--since", "first", "--json", "#", *UNTIL_THE_END)
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout)
     assert 0 < len(lines) < 5000
@@ -194,15 +224,16 @@ def test_with_a_small_max_bytes_old_lines_go_and_subscribe_says_where_history_be
     assert f"history now begins at offset {lines[0]['offset']}" in said["detail"]
 
 
-def test_a_direct_exchange_keeps_the_history_of_the_keys_named(run, exchange_name):
+def test_a_direct_exchange_keeps_the_history_of_the_keys_named(run, broker_settings, exchange_name):
     options = ["--exchange-type", "direct", "--exchange", exchange_name]
     refused = run("rabbitry", "logs", "retain", *options)
     assert_one_line_error(refused, ExitCode.USAGE, "name the keys")
     run("rabbitry", "logs", "retain", *options, "error", check=True)
     run("emit-log", *options, "info", "not kept", check=True)
     run("emit-log", *options, "error", "disk full", check=True)
+    end_window(broker_settings, exchange_name, key="error", kind="direct")
 
-    result = run("subscribe", *options, "--since", "first", "error", "info", "--json", "--timeout", "1", check=True)
+    result = run("subscribe", *options, "--since", "first", "error", "info", "--json", *UNTIL_THE_END, check=True)
     assert bodies(result) == ["disk full"]
 
 

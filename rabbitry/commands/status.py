@@ -2,7 +2,9 @@
 
 import datetime
 import json
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -106,14 +108,21 @@ def delay_rows(connection) -> list[dict]:
 
 
 def watch_queues(settings, queues, interval, count, management_url, as_json) -> None:
-    """Sample ``queues`` every ``interval`` seconds, ``count`` times (None: until Ctrl-C)."""
+    """Sample ``queues`` every ``interval`` seconds, ``count`` times (None: until Ctrl-C).
+
+    Ctrl-C ends the watch between two samples: raised inside a sample, its KeyboardInterrupt
+    could leave pika's connection mid-exchange, and closing it then waits for ever.
+    """
     on_terminal = sys.stdout.isatty() and not as_json
-    with connect(settings, "rabbitry-status") as connection:
-        sampler = _sampler(settings, connection, management_url)
-        watch = QueueWatch(sampler, queues)
-        taken = 0
-        try:
-            while True:
+    interrupted = threading.Event()
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where a handler can be set
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set()) if in_main_thread else None
+    try:
+        with connect(settings, "rabbitry-status") as connection:
+            sampler = _sampler(settings, connection, management_url)
+            watch = QueueWatch(sampler, queues)
+            taken = 0
+            while not interrupted.is_set():
                 started = time.monotonic()
                 rows = watch.rows()
                 taken += 1
@@ -134,9 +143,10 @@ def watch_queues(settings, queues, interval, count, management_url, as_json) -> 
                     sys.stdout.flush()
                 if count is not None and taken >= count:
                     return
-                time.sleep(max(0.0, interval - (time.monotonic() - started)))
-        except KeyboardInterrupt:  # the way a watch is ended: no traceback, exit 0
-            return
+                interrupted.wait(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _sampler(settings, connection, management_url):
