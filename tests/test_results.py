@@ -27,6 +27,7 @@ from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
+from tests import fault_tasks  # noqa: F401  (registers hold_until_released)
 from tests.helpers import json_lines, wait_until
 
 _attempts: dict[str, int] = {}
@@ -336,11 +337,17 @@ def test_delay_and_delay_async_return_handles_whose_get_is_the_return_value(
         resize.send_with_options(args=["missing.png", 1], queue=queue).get(timeout=10)
 
 
-def test_a_result_is_lost_with_the_connection_that_was_to_carry_it(settings, queue, worker):
+def test_a_result_is_lost_with_the_connection_that_was_to_carry_it(settings, queue, worker, tmp_path):
+    # The task runs until released, so it is still running when the submitter closes, however
+    # slowly the confirm came; its result, sent after, has no connection left to reach.
     submitter = TaskSubmitter(settings, queue, "classic", results=True).connect()
-    handle = submitter.submit(TaskMessage("sleep", [0.3]))
-    handle.wait_confirmed(10)
-    submitter.close()
+    try:
+        handle = submitter.submit(TaskMessage("hold_until_released", [str(tmp_path)]))
+        handle.wait_confirmed(10)
+        wait_until((tmp_path / "started").exists, message="the held task started")
+        submitter.close()
+    finally:
+        (tmp_path / "release").touch()
 
     with pytest.raises(ResultLost):
         handle.get(timeout=10)
