@@ -28,7 +28,9 @@ def consumers_on(node, queue):
 
 def lost_by_every_pool_process(workers) -> bool:
     """Whether every pool process of every worker logged the loss of its connection."""
-    return all(len({event.get("pool_process") for event in w.events("connection_lost")}) >= w.consumers for w in workers)
+    return all(
+        len({event.get("pool_process") for event in w.events("connection_lost")}) >= w.consumers for w in workers
+    )
 
 
 def restart_by_stop_app(broker, workers):
