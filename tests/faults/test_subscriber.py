@@ -18,7 +18,8 @@ AFTER_RESTART = 100
 def test_a_named_queue_subscriber_loses_nothing_through_a_broker_restart(extra_broker, unique_name, tmp_path):
     node = NodeCommands(extra_broker.url)
     exchange = f"{unique_name}.logs"
-    received = open(tmp_path / "received.jsonl", "w+")
+    received_path = tmp_path / "received.jsonl"
+    received = open(received_path, "w")  # the subscriber writes at its offset: read through a handle of its own
     subscriber = subprocess.Popen(
         [command_path("subscribe"), "--exchange", exchange, "--durable", "--queue", unique_name, "--json", "app.*"],
         env=node.env,
@@ -34,8 +35,7 @@ def test_a_named_queue_subscriber_loses_nothing_through_a_broker_restart(extra_b
     )
 
     def bodies():
-        received.seek(0)
-        return {line.get("body") for line in json_lines(received.read())}
+        return {line.get("body") for line in json_lines(received_path.read_text())}
 
     try:
 
