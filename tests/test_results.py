@@ -27,6 +27,7 @@ from rabbitry.workers.execution import ERROR_HEADER, REASON_HEADER
 from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.registry import load_task_modules
 from rabbitry.workers.threaded import PoolThread
+from tests import fault_tasks  # noqa: F401  (registers hold_until_released)
 from tests.helpers import json_lines, wait_until
 
 _attempts: dict[str, int] = {}
@@ -278,34 +279,34 @@ def test_new_task_wait_exits_non_zero_when_a_task_fails_or_times_out(run, start_
 
 
 # -- asyncio -------------------------------------------------------------------------
-def test_a_coroutine_awaits_results_while_the_event_loop_runs_on(settings, queue, worker):
+def test_a_coroutine_awaits_results_while_the_event_loop_runs_on(settings, queue, worker, tmp_path):
+    # The task runs until another coroutine releases it: its result comes only if the event
+    # loop runs on while the result is awaited.
+    async def release_after_ticks():
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        (tmp_path / "release").touch()
+
     async def main():
-        ticks = []
-
-        async def ticker():
-            while True:
-                ticks.append(None)
-                await asyncio.sleep(0.01)
-
-        ticking = asyncio.create_task(ticker())
         async with AsyncTaskSubmitter(settings, queue, "classic", results=True) as submitter:
-            slow = await submitter.submit(TaskMessage("sleep", [0.3]))
-            ticks.clear()
-            value = await slow.get(timeout=10)
-            ticked_while_waiting = len(ticks)
+            held = await submitter.submit(TaskMessage("hold_until_released", [str(tmp_path)]))
+            releasing = asyncio.create_task(release_after_ticks())
+            value = await held.get(timeout=30)
+            await releasing
             echoes = [await submitter.submit(TaskMessage("echo", [n])) for n in range(20)]
             results = await asyncio.gather(*(echo.get(timeout=10) for echo in echoes))
             failing = await submitter.submit(TaskMessage("results.resize", ["missing.png", 1]))
             with pytest.raises(TaskFailed):
                 await failing.get(timeout=10)
             confirmed = await (await submitter.submit(TaskMessage("noop"))).wait_confirmed(10)
-        ticking.cancel()
-        return value, ticked_while_waiting, results, confirmed
+        return value, results, confirmed
 
-    value, ticked_while_waiting, results, confirmed = asyncio.run(main())
+    try:
+        value, results, confirmed = asyncio.run(main())
+    finally:
+        (tmp_path / "release").touch()
 
-    assert value == 0.3
-    assert ticked_while_waiting > 1  # the loop ran other coroutines while the result was awaited
+    assert value == "released"
     assert results == [[n] for n in range(20)]
     assert confirmed.confirmed
 
@@ -336,11 +337,17 @@ def test_delay_and_delay_async_return_handles_whose_get_is_the_return_value(
         resize.send_with_options(args=["missing.png", 1], queue=queue).get(timeout=10)
 
 
-def test_a_result_is_lost_with_the_connection_that_was_to_carry_it(settings, queue, worker):
+def test_a_result_is_lost_with_the_connection_that_was_to_carry_it(settings, queue, worker, tmp_path):
+    # The task runs until released, so it is still running when the submitter closes, however
+    # slowly the confirm came; its result, sent after, has no connection left to reach.
     submitter = TaskSubmitter(settings, queue, "classic", results=True).connect()
-    handle = submitter.submit(TaskMessage("sleep", [0.3]))
-    handle.wait_confirmed(10)
-    submitter.close()
+    try:
+        handle = submitter.submit(TaskMessage("hold_until_released", [str(tmp_path)]))
+        handle.wait_confirmed(10)
+        wait_until((tmp_path / "started").exists, message="the held task started")
+        submitter.close()
+    finally:
+        (tmp_path / "release").touch()
 
     with pytest.raises(ResultLost):
         handle.get(timeout=10)

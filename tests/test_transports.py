@@ -41,13 +41,17 @@ def test_a_work_queue_round_trip_delivers_every_message_once_in_order(transport)
     inbox = Inbox(consumer)
     consumer.consume(queue, inbox, prefetch=10)
     inbox.wait_for(5)
+    # A marker published after: a queue is FIFO, so once it arrives, so has any copy delivered before it.
+    publish_all(connection, [message(queue, "marker")])
+    inbox.wait_for(6)
     for delivery in inbox.deliveries:
         consumer.ack(delivery.delivery_tag)
-    inbox.settle_quietly(0.1)
     consumer.close()
+    # The broker drops a closed channel's consumers as it requeues what they held unacked.
+    wait_until(lambda: connection.queue_state(queue).consumers == 0, message="the consumer gone")
 
     assert failures == []
-    assert inbox.bodies() == [f"task {i}" for i in range(5)]
+    assert inbox.bodies() == [f"task {i}" for i in range(5)] + ["marker"]
     assert not any(d.redelivered for d in inbox.deliveries)
     assert connection.queue_state(queue).messages == 0  # acked, so not requeued on close
 
@@ -61,15 +65,16 @@ def test_prefetch_bounds_what_a_consumer_holds_unacked(transport):
     inbox = Inbox(connection)
     connection.consume(queue, inbox, prefetch=2)
     inbox.wait_for(2)
-    inbox.settle_quietly()
+    # The broker's count of ready messages says what it has not sent: a third one sent would be
+    # missing from it, whether or not it had reached the inbox yet.
+    ready_while_holding_two = connection.queue_state(queue).messages
     held = inbox.bodies()
     connection.ack(inbox.deliveries[0].delivery_tag)
     inbox.wait_for(3)
-    inbox.settle_quietly()
+    ready_while_holding_two_again = connection.queue_state(queue).messages
 
-    assert held == ["0", "1"]
-    assert inbox.bodies() == ["0", "1", "2"]
-    assert connection.queue_state(queue).messages == 2
+    assert (held, ready_while_holding_two) == (["0", "1"], 3)
+    assert (inbox.bodies(), ready_while_holding_two_again) == (["0", "1", "2"], 2)
 
 
 def test_with_prefetch_one_the_next_task_goes_to_the_idle_consumer(transport):
@@ -88,8 +93,9 @@ def test_with_prefetch_one_the_next_task_goes_to_the_idle_consumer(transport):
     for count in (2, 3):
         idle.connection.ack(idle.deliveries[-1].delivery_tag)
         idle.wait_for(count)
-    busy.settle_quietly()
 
+    # Of 4 tasks, ``idle`` has 3 and none is left to deliver: ``busy`` had only its first.
+    assert connection.queue_state(queue).messages == 0
     assert len(busy.deliveries) == 1
     assert sorted(busy.bodies() + idle.bodies()) == [f"task {i}" for i in range(4)]
 
@@ -293,17 +299,19 @@ def test_a_single_active_consumer_queue_delivers_to_one_consumer_then_to_the_nex
     first.consume(lease, got_first, prefetch=1)
     second.consume(lease, got_second, prefetch=1)
 
+    inspector = transport.connect()
     publish_all(first, [message(lease, "token"), message(lease, "spare")])
     got_first.wait_for(1)
-    got_second.settle_quietly()
-    got_first.settle_quietly()
-    assert got_first.bodies() == ["token"] and got_second.bodies() == []  # "spare" waits: prefetch 1
+    # "spare" waits in the queue (the broker counts it ready), for neither consumer: prefetch 1
+    wait_until(lambda: inspector.queue_state(lease).messages == 1, message="one message ready")
+    assert got_first.bodies() == ["token"] and got_second.bodies() == []
 
     # Closing cancels the consumer first: the next one is active at once and takes what is ready,
     # while the token it held comes back only as its channel closes, behind "spare" (prefetch 1).
     first.close()
     got_second.wait_for(1)
-    got_second.settle_quietly()
+    # The token back in the queue, ready, and held back from ``second`` by its prefetch of 1.
+    wait_until(lambda: inspector.queue_state(lease).messages == 1, message="the token back in the queue")
     (spare,) = got_second.deliveries
     assert spare.body == b"spare" and not spare.redelivered
     second.ack(spare.delivery_tag)
@@ -498,10 +506,10 @@ def test_a_cancelled_consumer_gets_nothing_more(transport):
 
     connection.cancel(tag)
     publish_all(connection, [message(queue, "not for you")])
-    inbox.settle_quietly()
-
-    assert inbox.deliveries == []
+    # Confirmed, so in the queue: still counted ready there, it was delivered to no one.
     assert connection.queue_state(queue) == QueueState(messages=1, consumers=0)
+    connection.process_events(0)
+    assert inbox.deliveries == []
 
 
 # -- only on the in-process model ------------------------------------------------------

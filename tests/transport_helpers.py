@@ -90,9 +90,3 @@ class Inbox:
         while len(self.deliveries) < count:
             assert time.monotonic() < deadline, f"got {len(self.deliveries)} of {count} deliveries"
             self.connection.process_events(0.02)
-
-    def settle_quietly(self, seconds: float = 0.2) -> None:
-        """Process events for a while, to show that nothing more arrives."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.connection.process_events(0.02)
