@@ -2,12 +2,11 @@
 
 The tests that need Docker ask for the ``docker`` fixture, which skips them
 with the reason when no engine or no Compose v2 answers (and fails them
-instead when ``RABBITRY_COMPOSE_TESTS=required``, as CI sets once it has set
-Docker up). The rabbitry image is built once per test run, under a tag of the
-run's own, and removed at the end. Each :class:`ComposeProject` has a project
-name of its own (``docker compose -p``), publishes its ports on ephemeral
-loopback ports, and is taken down with its volumes when its test ends, passed
-or failed; the teardown checks that nothing of it is left.
+instead under CI, or when ``RABBITRY_COMPOSE_TESTS=required``). The rabbitry
+image is built once per test run, under a tag of the run's own, and removed at
+the end. Each :class:`ComposeProject` has a project name of its own
+(``docker compose -p``), publishes its ports on ephemeral loopback ports, and
+is taken down with its volumes when its test ends, passed or failed; the teardown checks that nothing of it is left.
 
 The images come from the environment, as for a user: ``RABBITMQ_IMAGE`` and
 ``PYTHON_IMAGE`` (``../shared/docker/make-base-images.sh env`` prints local
@@ -31,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import json_lines
+from tests.prerequisites import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -182,14 +182,14 @@ class ComposeProject:
 
 @pytest.fixture(scope="session")
 def docker() -> str:
-    """The Docker client, once an engine and Compose v2 answer; the test is skipped otherwise."""
+    """The Docker client, once an engine and Compose v2 answer; the test is skipped otherwise (fails under CI)."""
     client = docker_client()
     reason = docker_unavailable_reason(client)
     if reason is not None:
         message = f"compose.yaml is not run: {reason}; {SETUP_HINT}"
         if os.environ.get(REQUIRED_ENVVAR) == "required":
             pytest.fail(f"{message} ({REQUIRED_ENVVAR}=required)", pytrace=False)
-        pytest.skip(message)
+        missing(message)
     return client
 
 

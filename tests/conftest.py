@@ -7,6 +7,7 @@ mocks pika or RabbitMQ.
 """
 
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -33,6 +34,42 @@ def pytest_configure(config):
     commands do, from info up: unconfigured, structlog prints every level, debug included, to
     the standard output it found when first imported, which a run of pytest shows."""
     configure_logging("console", "info", sys.stderr)
+
+
+#: The fixtures that start RabbitMQ nodes or Docker containers of a test's own (tests/nodes.py,
+#: tests/faults/conftest.py, tests/compose_project.py); the classes a test may start nodes with itself.
+STARTS_ITS_OWN = frozenset({"extra_broker", "tls_broker", "management_broker", "node", "cluster3", "docker"})
+STARTS_NODES_ITSELF = ("RabbitNode(", "RabbitCluster(")
+
+
+def _starts_its_own(item: pytest.Item) -> bool:
+    if STARTS_ITS_OWN.intersection(getattr(item, "fixturenames", ())):
+        return True
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function is not None else ""
+    except (OSError, TypeError):
+        source = ""
+    return any(start in source for start in STARTS_NODES_ITSELF)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` means "starts RabbitMQ nodes or Docker containers of its own", exactly: every
+    test that does is marked here, and one marked by hand that does not stops the run.
+
+    Under pytest-xdist (``-n N --dist loadgroup``), the tests that start nodes stay with the
+    other tests of their module, which share the module's node, and every test that uses
+    Docker runs on one worker, which builds the rabbitry image once."""
+    wrong = []
+    for item in items:
+        if _starts_its_own(item):
+            item.add_marker(pytest.mark.slow)
+            uses_docker = "docker" in getattr(item, "fixturenames", ())
+            item.add_marker(pytest.mark.xdist_group("docker" if uses_docker else item.module.__name__))
+        elif item.get_closest_marker("slow") is not None:
+            wrong.append(item.nodeid)
+    if wrong:
+        raise pytest.UsageError("marked slow but starts no node or container:\n  " + "\n  ".join(wrong))
 
 
 NO_BROKER = (
@@ -62,15 +99,39 @@ def broker_url():
             connect(BrokerSettings.from_url(url)).close()
         except RabbitryError as error:
             pytest.fail(f"RABBITMQ_URL is set but unusable: {error}", pytrace=False)
-        levels_were_there = delay_levels_exist(url)
         yield url
-        if not levels_were_there:  # another run on the same broker may be using them
-            remove_delay_levels_if_empty(url)
         return
     if not _docker_available():
         pytest.fail(NO_BROKER, pytrace=False)
     with rabbitmq_container(rabbitmq_image()) as url:
         yield url
+
+
+_DELAY_LEVELS_WERE_THERE = pytest.StashKey[bool]()
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    """One of pytest-xdist's worker processes (``pytest -n``), which share the broker."""
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session):
+    """Note whether the shared broker had the delay levels before the run (once, in the
+    controller when pytest-xdist runs workers)."""
+    url = os.environ.get("RABBITMQ_URL")
+    if url and not _is_xdist_worker(session.config):
+        with contextlib.suppress(RabbitryError):  # the broker_url fixture reports an unusable URL
+            session.config.stash[_DELAY_LEVELS_WERE_THERE] = delay_levels_exist(url)
+
+
+def pytest_sessionfinish(session):
+    """The delay levels are shared by every work queue of the broker: the tests leave them while
+    they run (on every worker), and they are removed once all have ended, unless they were there
+    before the run (another run on the same broker may be using them)."""
+    url = os.environ.get("RABBITMQ_URL")
+    if url and session.config.stash.get(_DELAY_LEVELS_WERE_THERE, True) is False:
+        with contextlib.suppress(RabbitryError):
+            remove_delay_levels_if_empty(url)
 
 
 def delay_levels_exist(url: str) -> bool:
@@ -79,8 +140,7 @@ def delay_levels_exist(url: str) -> bool:
 
 
 def remove_delay_levels_if_empty(url: str) -> None:
-    """The delay levels are shared by every work queue of the broker: the tests leave them while
-    they run, and remove them at the end unless something still waits in them."""
+    """Remove the delay levels unless something still waits in them."""
     with connect(BrokerSettings.from_url(url), "rabbitry-tests-cleanup") as conn:
         levels = [*delay_level_names(), DELAY_UNROUTED]
         if any(

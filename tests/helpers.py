@@ -1,5 +1,6 @@
 """Helpers for tests that run rabbitry's commands as real processes."""
 
+import contextlib
 import json
 import os
 import re
@@ -42,16 +43,26 @@ def run_command(
     check: bool = False,
     cwd: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a rabbitry command (in folder ``cwd``, if given) and capture its output."""
-    result = subprocess.run(
+    """Run a rabbitry command (in folder ``cwd``, if given) and capture its output. Past
+    ``timeout`` the command and every process it started are killed, and TimeoutExpired raised."""
+    with subprocess.Popen(
         [command_path(args[0]), *args[1:]],
         env=env,
-        input=input,
-        capture_output=True,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         cwd=cwd,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(input, timeout=timeout)
+        except BaseException:  # a timeout, or the test's own bound (pytest-timeout) interrupting it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
     return result

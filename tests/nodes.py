@@ -41,6 +41,7 @@ import pytest
 from rabbitry.common.connect import connect
 from rabbitry.common.errors import RabbitryError
 from rabbitry.common.settings import BrokerSettings, TlsSettings
+from tests.prerequisites import missing
 
 RABBITMQ_USER = "rabbitmq"
 #: Where the server scripts live; the first that exists is used.
@@ -48,22 +49,43 @@ _SCRIPT_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin", "/opt/ra
 #: Every node's directory sits under here, so stale ones can be found and reaped.
 NODES_ROOT = Path(tempfile.gettempdir()) / "rabbitry-test-nodes"
 #: Ports for extra nodes are picked at random in this range (below the
-#: ephemeral range, and away from the shared broker's 5672/15672/25672).
+#: ephemeral range, and away from the shared broker's 5672/15672/25672); each of
+#: pytest-xdist's workers (gw0, gw1, ...) picks from a slice of its own.
 _PORT_RANGE = (21000, 24999)
+_PORT_SLICES = 4
+
+
+def _port_range() -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return _PORT_RANGE
+    low, high = _PORT_RANGE
+    size = (high - low + 1) // _PORT_SLICES
+    start = low + (int(worker[2:]) % _PORT_SLICES) * size
+    return start, start + size - 1
+
+
 START_TIMEOUT_S = 60.0
 _CTL_TIMEOUT_S = 60.0
 _ports_lock = threading.Lock()
 _ports_taken: set[int] = set()
 
 
+#: Names the one folder to take the server scripts from, instead of the usual places and PATH:
+#: an empty folder hides RabbitMQ from the tests (tests/test_prerequisites.py does).
+SCRIPT_DIR_ENVVAR = "RABBITRY_TEST_RABBITMQ_BIN"
+
+
 def _script(name: str) -> str:
-    for directory in _SCRIPT_DIRS:
+    only = os.environ.get(SCRIPT_DIR_ENVVAR)
+    for directory in (only,) if only else _SCRIPT_DIRS:
         path = os.path.join(directory, name)
         if os.access(path, os.X_OK):
             return path
-    found = shutil.which(name)
+    found = None if only else shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed: fault-injection tests need a local RabbitMQ installation")
+        where = f" in {only}" if only else ""
+        missing(f"{name} is not installed{where}: tests that start RabbitMQ nodes of their own need RabbitMQ installed")
     return found
 
 
@@ -71,9 +93,9 @@ def _rabbitmq_account() -> pwd.struct_passwd:
     try:
         account = pwd.getpwnam(RABBITMQ_USER)
     except KeyError:
-        pytest.skip(f"no {RABBITMQ_USER!r} system user: fault-injection tests need a local RabbitMQ installation")
+        missing(f"no {RABBITMQ_USER!r} system user: fault-injection tests need a local RabbitMQ installation")
     if os.geteuid() not in (0, account.pw_uid):
-        pytest.skip(f"extra RabbitMQ nodes are started as {RABBITMQ_USER!r}: run the tests as root or as that user")
+        missing(f"extra RabbitMQ nodes are started as {RABBITMQ_USER!r}: run the tests as root or as that user")
     return account
 
 
@@ -99,7 +121,7 @@ def free_port() -> int:
     """A port nothing listens on, not handed out before in this process."""
     with _ports_lock:
         while True:
-            port = random.randint(*_PORT_RANGE)
+            port = random.randint(*_port_range())
             if port not in _ports_taken and _port_is_free(port):
                 _ports_taken.add(port)
                 return port
@@ -151,7 +173,7 @@ def make_tls_files(directory: Path) -> TlsFiles:
     """Generate a CA and certificates for ``localhost`` with openssl, in ``directory``."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl is needed to make test certificates")
+        missing("openssl is needed to make test certificates")
     directory.mkdir(parents=True, exist_ok=True)
 
     def run(*args):

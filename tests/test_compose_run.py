@@ -16,7 +16,8 @@ from rabbitry.common.topology import DEFAULT_TASK_QUEUE
 from tests.compose_project import ComposeProject
 from tests.helpers import wait_until
 
-pytestmark = pytest.mark.slow
+#: Each test boots brokers in containers and waits up to PATIENCE at several steps.
+pytestmark = pytest.mark.timeout(600)
 
 #: What a test waits for at most: the machine may be busy, and the brokers boot in containers.
 PATIENCE = 180
@@ -106,7 +107,7 @@ def printed_messages(project, container: str) -> collections.Counter:
     )
 
 
-def test_each_log_subscriber_prints_exactly_the_lines_its_binding_key_selects(compose_project):
+def test_each_log_subscriber_prints_exactly_the_lines_its_binding_key_selects_and_down_leaves_nothing(compose_project):
     count = 5
     project = compose_project(EMIT_COUNT=str(count), EMIT_INTERVAL="0", EMIT_START_DELAY="0")
     keys = ["kern.info", "kern.critical", "auth.warning", "auth.critical", "cron.info", "mail.error"]
@@ -138,6 +139,11 @@ def test_each_log_subscriber_prints_exactly_the_lines_its_binding_key_selects(co
             f"{total} lines from {name}",
         )
         assert printed_messages(project, container) == expected, name
+
+    made = project.leftovers()
+    assert len(made["containers"]) == 1 + len(selected) and made["volumes"] and made["networks"], made
+    project.down()
+    assert project.leftovers() == {"containers": [], "volumes": [], "networks": []}
 
 
 def cluster_nodes(project) -> set[str]:
@@ -194,13 +200,3 @@ def test_three_nodes_form_a_cluster_that_loses_no_task_when_one_stops_mid_batch(
     wait_until(
         lambda: cluster_queue(project, DEFAULT_TASK_QUEUE)["messages"] == 0, PATIENCE, 2.0, "the task queue to empty"
     )
-
-
-def test_down_with_volumes_leaves_no_container_volume_or_network(compose_project):
-    project = compose_project()
-    project.up("rabbitmq", "subscribe-all")
-    made = project.leftovers()
-    assert len(made["containers"]) == 2 and made["volumes"] and made["networks"]
-
-    project.down()
-    assert project.leftovers() == {"containers": [], "volumes": [], "networks": []}

@@ -243,6 +243,15 @@ def test_the_delivery_exchange_and_unrouted_queue_are_durable_parts_of_every_wor
     )
 
 
+AN_OBJECT = object()
+TWO_HUNDRED_DAYS_AHEAD = time.time() + 200 * 86400
+
+
+def stable_id(value) -> str:
+    """A parameter's test id, the same in every process that collects it (pytest-xdist's workers)."""
+    return repr(value).replace(repr(AN_OBJECT), "object()").replace(repr(TWO_HUNDRED_DAYS_AHEAD), "200 days ahead")
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -251,16 +260,16 @@ def test_the_delivery_exchange_and_unrouted_queue_are_durable_parts_of_every_wor
         {"delay": 1e400},
         {"delay": -1},
         {"delay": "10m"},
-        {"delay": object()},
+        {"delay": AN_OBJECT},
         {"delay": True},
         {"delay": datetime.timedelta(days=200)},
         {"delay": MAX_DELAY_S + 1},
         {"eta": math.inf},
         {"eta": "tomorrow"},
-        {"eta": time.time() + 200 * 86400},
+        {"eta": TWO_HUNDRED_DAYS_AHEAD},
         {"delay": 1, "eta": 2},
     ],
-    ids=repr,
+    ids=stable_id,
 )
 def test_every_bad_delay_raises_the_one_documented_error(options):
     with pytest.raises(rabbitry.InvalidDelay) as raised:
@@ -268,7 +277,7 @@ def test_every_bad_delay_raises_the_one_documented_error(options):
     assert isinstance(raised.value, ValueError) and raised.value.exit_code == 2
 
 
-@pytest.mark.parametrize("eta", [math.inf, math.nan, time.time() + 200 * 86400])
+@pytest.mark.parametrize("eta", [math.inf, math.nan, TWO_HUNDRED_DAYS_AHEAD], ids=stable_id)
 def test_a_message_due_when_no_level_can_hold_it_raises_the_same_error(eta):
     with pytest.raises(InvalidDelay):
         TaskMessage("noop", eta=eta).to_outgoing("q")

@@ -6,11 +6,7 @@ stream's binding with them. This starts a node of its own, to restart it.
 
 import os
 
-import pytest
-
 from tests.helpers import json_lines, run_command
-
-pytestmark = pytest.mark.slow
 
 
 def test_history_survives_a_restart_and_emit_log_binds_the_stream_again(extra_broker, unique_name):

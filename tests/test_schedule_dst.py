@@ -28,6 +28,7 @@ from rabbitry.common.topology import dead_letter_queue_name, schedule_lease_queu
 from rabbitry.producers.periodic import LATE_TICK_GRACE_S, Plan, Schedule, ScheduleEntry, plan
 from rabbitry.producers.scheduler import Scheduler
 from tests.helpers import command_path, wait_until
+from tests.prerequisites import missing
 from tests.test_scheduler import drain_ticks
 
 UTC = datetime.UTC
@@ -245,12 +246,9 @@ class FakeTimeScheduler:
 
 
 def require_libfaketime() -> None:
-    """Skip without libfaketime; fail instead under CI (``CI`` set), whose .ci/run installs it."""
+    """Skip without libfaketime; fail instead under CI, whose .ci/run installs it."""
     if LIBFAKETIME is None:
-        reason = "needs libfaketime (Debian's libfaketime package: apt-get install faketime)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing("needs libfaketime (Debian's libfaketime package: apt-get install faketime)")
 
 
 def test_the_scheduler_across_the_fall_back_night_queues_the_repeated_time_once_without_spinning(

@@ -145,7 +145,6 @@ def tls_node(tls_broker):
     commands.stop_workers()
 
 
-@pytest.mark.slow
 def test_every_command_works_over_amqps_with_a_client_certificate(tls_broker, tls_node, unique_name):
     files = tls_broker.tls_files
     options = [
@@ -193,7 +192,6 @@ def test_every_command_works_over_amqps_with_a_client_certificate(tls_broker, tl
     assert "amqps://guest:***@" in worker.events("worker_started")[0]["broker"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("leave_out", "says"), [("client certificate", "check the client certificate"), ("CA", "certificate verify failed")]
 )
@@ -221,7 +219,6 @@ def test_amqps_without_the_right_files_fails_with_one_clear_line(tls_broker, tls
 
 
 # -- masking ------------------------------------------------------------------
-@pytest.mark.slow
 def test_a_password_never_appears_in_any_log_line_or_error(tls_broker, unique_name):
     tls_broker.ctl("add_user", "masked", SECRET)
     tls_broker.ctl("set_permissions", "masked", ".*", ".*", ".*")

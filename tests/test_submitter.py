@@ -115,7 +115,6 @@ def test_a_program_that_exits_without_closing_its_submitter_still_queues_its_tas
     assert connection.queue_state(work_queue_name).messages == 1
 
 
-@pytest.mark.slow
 def test_closing_says_how_many_tasks_were_left_unconfirmed(extra_broker, unique_name):
     """A broker that blocks publishers (a memory alarm) confirms nothing: closing gives up in time."""
     settings = extra_broker.settings(reconnect_for=5.0)

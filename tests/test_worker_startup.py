@@ -2,8 +2,6 @@
 
 import time
 
-import pytest
-
 from rabbitry.common.errors import ExitCode
 from tests.helpers import WorkerProcess, run_command, wait_until
 from tests.nodes import RabbitNode
@@ -12,7 +10,6 @@ from tests.nodes import RabbitNode
 DOWN = "amqp://guest:guest@127.0.0.1:1/%2F"
 
 
-@pytest.mark.slow
 def test_a_worker_started_10_s_before_its_broker_connects_and_serves(cli_env, unique_name):
     node = RabbitNode(prefix="late")
     worker = WorkerProcess(unique_name, ["--processes", "1", "--url", node.url], env=cli_env)

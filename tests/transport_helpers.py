@@ -67,7 +67,7 @@ def publish_all(connection, messages, mandatory=False):
     return connection.wait_for_confirms(10)
 
 
-def get_within(connection, queue: str, timeout: float = 10.0):
+def get_within(connection, queue: str, timeout: float = 30.0):
     """The next message of ``queue``, waiting for it to arrive (dead letters take a moment)."""
     return wait_until(lambda: connection.get(queue), timeout, 0.02, f"a message on {queue}")
 
@@ -85,7 +85,7 @@ class Inbox:
     def bodies(self) -> list[str]:
         return [d.body.decode() for d in self.deliveries]
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while len(self.deliveries) < count:
             assert time.monotonic() < deadline, f"got {len(self.deliveries)} of {count} deliveries"

@@ -28,7 +28,9 @@ def broker_named(name: str = "") -> LocalBroker:
 
 def forget_broker(name: str = "") -> None:
     """Drop the broker called ``name`` with everything it holds, as a restart of a
-    server that keeps nothing on disk would. Its open connections stop working."""
+    server that keeps nothing on disk would: the next connection to ``name`` finds a new,
+    empty broker. Connections already open keep the dropped one (its expiry of messages
+    stops), so close them first to model a restart."""
     with _brokers_lock:
         broker = _brokers.pop(name, None)
     if broker is not None:

@@ -1,13 +1,9 @@
 """A 3-node cluster: quorum task and dead-letter queues, and failover between the
 nodes of a comma-separated AMQP_URL when one node is lost mid-run."""
 
-import pytest
-
 from rabbitry.common.topology import dead_letter_queue_name
 from tests.faults.helpers import BackgroundSubmitter, wait_for_all
 from tests.helpers import NodeCommands, wait_until
-
-pytestmark = pytest.mark.slow
 
 
 def test_the_task_queue_and_dead_letter_queue_are_quorum_queues_on_every_node(cluster3, unique_name):

@@ -13,7 +13,6 @@ from rabbitry.workers.execution import crash_limit_reached
 from tests.faults.helpers import wait_for_all
 from tests.helpers import succeeded_ids, wait_until
 
-pytestmark = pytest.mark.slow
 TASKS = ("--tasks", "tests.fault_tasks")
 
 

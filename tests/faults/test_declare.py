@@ -2,15 +2,12 @@
 extra arguments (x-max-length), and any queue for a user without configure permission.
 Every command uses them with one warning line; a real mismatch stays a refusal."""
 
-import pytest
-
 from rabbitry.common.connect import connect
 from rabbitry.common.errors import ExitCode
 from rabbitry.common.topology import Queue, Topology
 from tests.faults.helpers import wait_for_all
 from tests.helpers import NodeCommands, json_lines
 
-pytestmark = pytest.mark.slow
 LIMITED_USER = ("limited", "limited-password")
 
 

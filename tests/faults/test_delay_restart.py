@@ -8,15 +8,11 @@ what rabbitry ships (docs/delays.md). The node here has 5 s too."""
 
 import time
 
-import pytest
-
 from rabbitry.common.connect import connect
 from rabbitry.common.messages import TaskMessage
 from rabbitry.producers.submitter import TaskSubmitter
 from tests.helpers import wait_until
 from tests.nodes import RabbitNode
-
-pytestmark = pytest.mark.slow
 
 CONFIRM_TIMEOUT_SETTING = "dead_letter_worker_publisher_confirm_timeout"
 CONFIRM_TIMEOUT_S = 5

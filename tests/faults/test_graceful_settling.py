@@ -3,12 +3,9 @@ is settled, once, and every task is in exactly one place afterwards. Runs on an 
 
 import collections
 
-import pytest
-
 from rabbitry.common.topology import dead_letter_queue_name
 from tests.helpers import wait_until
 
-pytestmark = pytest.mark.slow
 TASKS = 3000
 
 

@@ -3,14 +3,11 @@ wrong port): commands exit with one line, and running workers and publishers wai
 
 import concurrent.futures
 
-import pytest
-
 from rabbitry.common.errors import ExitCode
 from tests.faults.helpers import BackgroundSubmitter, wait_for_all
 from tests.faults.proxy import FreezableProxy, SilentServer
 from tests.helpers import NodeCommands, succeeded_ids, wait_until
 
-pytestmark = pytest.mark.slow
 #: pika gives up on a connection whose AMQP handshake has not finished after this long.
 PIKA_STACK_TIMEOUT_S = 15
 

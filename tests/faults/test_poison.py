@@ -1,16 +1,12 @@
 """Poison messages: 1,000 malformed or unknown-task bodies all end in the dead-letter
 queue with their reason, while the worker keeps serving good tasks."""
 
-import pytest
-
 from rabbitry.common.connect import connect
 from rabbitry.common.messages import JSON_CONTENT_TYPE, TaskMessage
 from rabbitry.common.topology import dead_letter_queue_name, work_queue
 from rabbitry.common.transport.contract import OutgoingMessage
 from tests.faults.helpers import wait_for_all
 from tests.helpers import NodeCommands, wait_until
-
-pytestmark = pytest.mark.slow
 
 MALFORMED_BODIES = [
     (b"{not json", JSON_CONTENT_TYPE),

@@ -10,7 +10,6 @@ from rabbitry.workers.broker_limits import RESULT_TOO_LARGE
 from rabbitry.workers.execution import REASON_HEADER
 from tests.helpers import json_lines, wait_until
 
-pytestmark = pytest.mark.slow
 TASKS = ("--tasks", "tests.refusal_tasks")
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 

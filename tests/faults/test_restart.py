@@ -14,7 +14,6 @@ from rabbitry.producers.publisher import ReliablePublisher
 from tests.faults.helpers import BackgroundSubmitter, wait_for_all
 from tests.helpers import command_path, wait_until
 
-pytestmark = pytest.mark.slow
 #: How long workers are given to consume again once the broker is back. Not a promise of speed:
 #: a worker retries at least every BACKOFF_CAP_S (5 s), then connects, declares and consumes in
 #: well under a second; 60 s is a bound a machine twice as slow and loaded meets many times over.

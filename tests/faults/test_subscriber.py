@@ -5,11 +5,8 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from tests.helpers import NodeCommands, command_path, json_lines, wait_until
 
-pytestmark = pytest.mark.slow
 #: Messages received before the restart, and sent after it is over: the restart falls mid-stream.
 BEFORE_RESTART = 50
 AFTER_RESTART = 100

@@ -12,7 +12,6 @@ from tests.faults.helpers import wait_for_all
 from tests.helpers import NodeCommands, succeeded_ids, wait_until
 from tests.nodes import RabbitNode
 
-pytestmark = pytest.mark.slow
 CONSUMER_TIMEOUT_S = 8
 #: The consumer_timeout under which a worker's default time limit is tested. That limit is 90% of
 #: it, and the other 10%, 3 s, must hold a loaded machine's start of the task after its delivery

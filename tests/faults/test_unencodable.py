@@ -19,7 +19,6 @@ from rabbitry.workers.ledger import CrashLedger
 from rabbitry.workers.pool_process import PoolProcess
 from tests.helpers import wait_until
 
-pytestmark = pytest.mark.slow
 TASKS = ("--tasks", "tests.fault_tasks")
 MAX_RETRIES = 3
 
