@@ -55,17 +55,11 @@ def _starts_its_own(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config, items):
     """``slow`` means "starts RabbitMQ nodes or Docker containers of its own", exactly: every
-    test that does is marked here, and one marked by hand that does not stops the run.
-
-    Under pytest-xdist (``-n N --dist loadgroup``), the tests that start nodes stay with the
-    other tests of their module, which share the module's node, and every test that uses
-    Docker runs on one worker, which builds the rabbitry image once."""
+    test that does is marked here, and one marked by hand that does not stops the run."""
     wrong = []
     for item in items:
         if _starts_its_own(item):
             item.add_marker(pytest.mark.slow)
-            uses_docker = "docker" in getattr(item, "fixturenames", ())
-            item.add_marker(pytest.mark.xdist_group("docker" if uses_docker else item.module.__name__))
         elif item.get_closest_marker("slow") is not None:
             wrong.append(item.nodeid)
     if wrong:
